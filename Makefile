@@ -1,0 +1,37 @@
+# Everything runs from a local virtual environment that these targets create.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck protos check-protos bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[mlx,head,dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model
+	$(VENV)/bin/cluster up --demo
+
+test: $(STAMP)  ## lint, stub freshness, then the whole test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m scripts.gen_protos --check
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy node_agent cluster
+
+protos: $(STAMP)  ## regenerate the gRPC stubs from protos/
+	$(PY) -m scripts.gen_protos
+
+bench: $(STAMP)
+	$(PY) bench/agent.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

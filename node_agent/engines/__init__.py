@@ -1,0 +1,1 @@
+"""Inference engines. Each engine is one module named after it, implementing `base.Engine`."""

@@ -1,0 +1,8 @@
+"""The generated agent contract, under short names. Only service.py and cluster/node_client.py use it."""
+
+from node_agent._proto.meterless.agent.v1 import agent_pb2 as pb
+from node_agent._proto.meterless.agent.v1 import agent_pb2_grpc as pb_grpc
+
+PROTOCOL_VERSION = "1.0"
+
+__all__ = ["PROTOCOL_VERSION", "pb", "pb_grpc"]
