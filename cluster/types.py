@@ -1,0 +1,71 @@
+"""Domain records of the control plane. Protobuf never gets past node_client.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NewType
+
+NodeId = NewType("NodeId", str)
+ModelName = NewType("ModelName", str)
+
+
+class NodeState(Enum):
+    """A node's state, derived from what the controller observes, never set by hand."""
+
+    JOINING = "joining"    # seen (mDNS or --peer), not yet described and streaming status
+    READY = "ready"        # status stream alive
+    DRAINING = "draining"  # alive, takes no new requests (admin asked)
+    LOST = "lost"          # status stream broken for longer than the grace period
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostProfile:
+    """What owning a node costs (mirrors the agent's profile)."""
+
+    price_usd: float = 0.0
+    amortize_months: float = 36.0
+    idle_watts: float = 0.0
+    busy_watts: float = 0.0
+    kwh_usd: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeView:
+    """One node as the gateway sees it in a snapshot: enough to route, nothing to mutate."""
+
+    node_id: NodeId
+    name: str
+    address: str  # host:port that answered
+    engines: tuple[str, ...]
+    state: NodeState
+    models: tuple[ModelName, ...]
+    memory_total_bytes: int = 0
+    memory_used_bytes: int = 0
+    running: int = 0  # requests running on the node, as it reported
+    waiting: int = 0
+    decode_tps: float = 0.0  # measured aggregate decode tokens/s (rolling window)
+    tps_measured: bool = False  # False: decode_tps is the conservative starting estimate
+    accelerator: str = ""
+    cost: CostProfile = field(default_factory=CostProfile)
+
+    @property
+    def routable(self) -> bool:
+        """Ready and not draining."""
+        return self.state is NodeState.READY
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeTable:
+    """A versioned snapshot of every known node; pushed from the controller to gateways."""
+
+    version: int = 0
+    nodes: tuple[NodeView, ...] = ()
+
+    def get(self, node_id: NodeId) -> NodeView | None:
+        """The node with this id, if known."""
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def models(self) -> list[ModelName]:
+        """Every model at least one routable node serves, sorted."""
+        return sorted({m for n in self.nodes if n.routable for m in n.models})
