@@ -1,0 +1,523 @@
+"""The OpenAI wire format, checked against the official `openai` client and its own types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+from openai.types import Completion, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+
+from cluster.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCapacity,
+    RateLimited,
+    Unauthorized,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from cluster.openai_schema import (
+    SSE_DONE,
+    AnyRequest,
+    ChatCompletionRequest,
+    ChatStreamEncoder,
+    CompletionRequest,
+    CompletionStreamEncoder,
+    chat_completion,
+    dumps,
+    finish_reason,
+    model_card,
+    model_list,
+    parse_request,
+    text_completion,
+    to_generate_request,
+    validation_error_to_api,
+)
+from node_agent.types import ChatMessage, Delta, Finished, GenerateEvent, Sampling, Usage
+
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+USAGE = Usage(prompt_tokens=7, completion_tokens=4, cached_prompt_tokens=3, ttft_seconds=0.01,
+              decode_tokens_per_second=50.0, duration_seconds=0.1)
+FINISHED = Finished("length", USAGE)
+EVENTS: list[GenerateEvent] = [
+    Delta("Hel", 1), Delta("lo", 1), Delta("", 1), Delta(' "wörld" ✓\n', 1), FINISHED,
+]
+TEXT = 'Hello "wörld" ✓\n'
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "demo", "messages": USER, **fields}
+
+
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": "demo", "prompt": "Once upon", **fields}
+
+
+def rejected(model: type[Any], body: dict[str, Any] | str) -> InvalidRequest:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(model, raw)
+    return info.value
+
+
+# --- request validation -------------------------------------------------------------------------
+
+CHAT_REJECTS = [
+    ({"messages": USER}, "model", "missing_required_parameter"),
+    ({"model": "demo"}, "messages", "missing_required_parameter"),
+    (chat(model=""), "model", "invalid_value"),
+    (chat(model=5), "model", "invalid_type"),
+    (chat(messages=[]), "messages", "invalid_value"),
+    (chat(messages="hi"), "messages", "invalid_type"),
+    (chat(messages=[{"role": "bot", "content": "x"}]), "messages.0.role", "invalid_value"),
+    (chat(messages=[{"role": "function", "content": "x"}]), "messages.0.role", "invalid_value"),
+    (chat(messages=[{"content": "x"}]), "messages.0.role", "missing_required_parameter"),
+    (chat(messages=[{"role": "user"}]), "messages.0.content", "missing_required_parameter"),
+    (chat(messages=[{"role": "user", "content": 5}]), "messages.0.content", "invalid_type"),
+    (chat(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+     "messages.0.content.0.text", "missing_required_parameter"),
+    (chat(messages=[USER[0], {"role": "user", "content": [
+        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}]}]),
+     "messages.1.content.1.type", "unsupported_value"),
+    (chat(temperature=3), "temperature", "invalid_value"),
+    (chat(temperature=-0.1), "temperature", "invalid_value"),
+    (chat(temperature="0.5"), "temperature", "invalid_type"),
+    (chat(top_p=0), "top_p", "invalid_value"),
+    (chat(top_p=1.5), "top_p", "invalid_value"),
+    (chat(n=2), "n", "unsupported_value"),
+    (chat(n=0), "n", "unsupported_value"),
+    (chat(stop=["a", "b", "c", "d", "e"]), "stop", "invalid_value"),
+    (chat(stop=5), "stop", "invalid_type"),
+    (chat(stop=["a", 5]), "stop.1", "invalid_type"),
+    (chat(max_tokens=0), "max_tokens", "invalid_value"),
+    (chat(max_tokens="10"), "max_tokens", "invalid_type"),
+    (chat(max_tokens=1.5), "max_tokens", "invalid_type"),
+    (chat(max_tokens=True), "max_tokens", "invalid_type"),
+    (chat(max_completion_tokens=-1), "max_completion_tokens", "invalid_value"),
+    (chat(seed="1"), "seed", "invalid_type"),
+    (chat(stream="yes"), "stream", "invalid_type"),
+    (chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage",
+     "invalid_type"),
+    (chat(user=5), "user", "invalid_type"),
+    (chat(presence_penalty=3), "presence_penalty", "invalid_value"),
+    (chat(logprobs=True), "logprobs", "unsupported_value"),
+    (chat(logit_bias={"50256": -100}), "logit_bias", "unsupported_value"),
+    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools",
+     "unsupported_value"),
+    (chat(response_format={"type": "json_object"}), "response_format.type",
+     "unsupported_value"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code"), CHAT_REJECTS)
+def test_chat_request_rejected_with_param(body: dict[str, Any], param: str, code: str) -> None:
+    error = rejected(ChatCompletionRequest, body)
+    assert (error.status, error.param, error.code) == (400, param, code)
+    assert param in error.message
+
+
+COMPLETION_REJECTS = [
+    ({"model": "demo"}, "prompt", "missing_required_parameter"),
+    (completion(prompt=["a", "b"]), "prompt", "unsupported_value"),
+    (completion(prompt=[1, 2, 3]), "prompt", "unsupported_value"),
+    (completion(prompt=[[1, 2]]), "prompt", "unsupported_value"),
+    (completion(prompt=[]), "prompt", "unsupported_value"),
+    (completion(prompt=5), "prompt", "invalid_type"),
+    (completion(best_of=2), "best_of", "unsupported_value"),
+    (completion(echo=True), "echo", "unsupported_value"),
+    (completion(suffix="end"), "suffix", "unsupported_value"),
+    (completion(logprobs=2), "logprobs", "unsupported_value"),
+    (completion(n=3), "n", "unsupported_value"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "code"), COMPLETION_REJECTS)
+def test_completion_request_rejected_with_param(
+    body: dict[str, Any], param: str, code: str
+) -> None:
+    error = rejected(CompletionRequest, body)
+    assert (error.status, error.param, error.code) == (400, param, code)
+
+
+def test_unsupported_features_say_so() -> None:
+    assert "not supported" in rejected(CompletionRequest, completion(prompt=["a", "b"])).message
+    assert "'image_url'" in rejected(ChatCompletionRequest, chat(messages=[
+        {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])).message
+    assert rejected(ChatCompletionRequest, chat(n=2)).message == "n: only n=1 is supported"
+
+
+def test_missing_parameter_message_is_openais() -> None:
+    error = rejected(ChatCompletionRequest, {"messages": USER})
+    assert error.message == "Missing required parameter: 'model'."
+
+
+def test_body_that_is_not_json_or_not_an_object() -> None:
+    broken = rejected(ChatCompletionRequest, '{"model": ')
+    assert (broken.param, broken.code) == (None, "invalid_json")
+    assert "not valid JSON" in broken.message
+    listed = rejected(ChatCompletionRequest, "[1, 2]")
+    assert listed.param is None and "JSON object" in listed.message
+
+
+def test_known_harmless_and_vendor_fields_are_accepted() -> None:
+    body = chat(
+        n=1, stop="END", seed=3, user="ana", stream=False, presence_penalty=0.5,
+        frequency_penalty=-0.5, logit_bias={}, logprobs=False, top_logprobs=0,
+        response_format={"type": "text"}, tools=[], tool_choice="none", parallel_tool_calls=True,
+        store=False, metadata={"k": "v"}, service_tier="auto", reasoning_effort="low",
+        stream_options={"include_usage": True, "include_obfuscation": False},
+        top_k=20, repetition_penalty=1.1,  # vendor fields (vLLM) pass through
+    )
+    req = parse_request(ChatCompletionRequest, json.dumps(body))
+    assert req.stop == ["END"] and req.include_usage
+    assert req.model_extra is not None and req.model_extra["top_k"] == 20
+
+
+def test_content_parts_are_joined_and_null_assistant_content_is_empty() -> None:
+    messages = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "one"},
+                                     {"type": "text", "text": "two", "cache_control": {}}]},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "content": "42", "tool_call_id": "c1"},
+    ]
+    req = parse_request(ChatCompletionRequest, json.dumps(chat(messages=messages)))
+    assert [m.text for m in req.messages] == ["be brief", "one\ntwo", "", "42"]
+
+
+def test_fastapi_validation_errors_are_translated_too() -> None:
+    app = FastAPI()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
+        error = validation_error_to_api(exc)
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.post("/v1/chat/completions")
+    async def create(req: ChatCompletionRequest) -> dict[str, str]:
+        return {"model": req.model}
+
+    with TestClient(app) as http:
+        bad = http.post("/v1/chat/completions", json=chat(messages=[{"role": "x"}]))
+        good = http.post("/v1/chat/completions", json=chat(temperature=0))
+        broken = http.post("/v1/chat/completions", content=b"{nope",
+                           headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages.0.role"
+    assert good.json() == {"model": "demo"}
+    assert broken.status_code == 400 and broken.json()["error"]["param"] is None
+
+
+# --- conversion to the agent's request ----------------------------------------------------------
+
+
+def test_chat_conversion_keeps_the_agents_defaults() -> None:
+    req = parse_request(ChatCompletionRequest, json.dumps(chat()))
+    gen = to_generate_request(req, "r1")
+    assert (gen.request_id, gen.model, gen.text) == ("r1", "demo", None)
+    assert gen.messages == (ChatMessage("user", "hi"),)
+    assert gen.sampling == Sampling()
+
+
+def test_chat_conversion_carries_every_knob() -> None:
+    body = chat(max_tokens=9, max_completion_tokens=5, temperature=0, top_p=0.5,
+                stop=["a", "b"], seed=11)
+    gen = to_generate_request(parse_request(ChatCompletionRequest, json.dumps(body)), "r2")
+    # max_completion_tokens supersedes max_tokens; temperature 0 is a value, not "unset".
+    assert gen.sampling == Sampling(max_tokens=5, temperature=0.0, top_p=0.5, stop=("a", "b"),
+                                    seed=11)
+
+
+def test_completion_conversion_sends_text() -> None:
+    body = completion(prompt=["Once upon"], max_tokens=3, stop="\n")
+    gen = to_generate_request(parse_request(CompletionRequest, json.dumps(body)), "r3")
+    assert (gen.text, gen.messages) == ("Once upon", None)
+    assert gen.sampling == Sampling(max_tokens=3, stop=("\n",))
+
+
+# --- response shapes, checked with the client's own types --------------------------------------
+
+
+def frames(raw: bytes) -> list[str]:
+    """The `data:` payloads of an SSE body, checking the framing on the way."""
+    assert raw.endswith(SSE_DONE) and raw.count(SSE_DONE) == 1
+    events = raw.decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    assert all(e.startswith("data: ") and "\n" not in e for e in events[:-2])
+    return [e.removeprefix("data: ") for e in events[:-2]]
+
+
+def encode(encoder: ChatStreamEncoder | CompletionStreamEncoder,
+           events: list[GenerateEvent]) -> bytes:
+    out = b""
+    for event in events:
+        out += encoder.delta(event) if isinstance(event, Delta) else encoder.finish(event)
+    return out
+
+
+def chat_stream(include_usage: bool, events: list[GenerateEvent] = EVENTS) -> bytes:
+    encoder = ChatStreamEncoder(request_id="r1", model="demo", created=1700000000,
+                                include_usage=include_usage)
+    return encode(encoder, events)
+
+
+def test_chat_completion_parses_as_the_clients_type() -> None:
+    body = chat_completion(request_id="r1", model="demo", created=1700000000, text=TEXT,
+                           finished=FINISHED)
+    parsed = ChatCompletion.model_validate(json.loads(dumps(body)))
+    assert parsed.id == "chatcmpl-r1" and parsed.object == "chat.completion"
+    assert parsed.choices[0].message.content == TEXT
+    assert parsed.choices[0].message.role == "assistant"
+    assert parsed.choices[0].finish_reason == "length"
+    assert parsed.usage is not None and parsed.usage.total_tokens == 11
+    assert parsed.usage.prompt_tokens_details is not None
+    assert parsed.usage.prompt_tokens_details.cached_tokens == 3
+
+
+def test_text_completion_parses_as_the_clients_type() -> None:
+    body = text_completion(request_id="r1", model="demo", created=1, text="abc",
+                           finished=Finished("stop", USAGE))
+    parsed = Completion.model_validate(json.loads(dumps(body)))
+    assert (parsed.id, parsed.object, parsed.choices[0].text) == ("cmpl-r1", "text_completion",
+                                                                  "abc")
+    assert parsed.choices[0].finish_reason == "stop" and parsed.usage is not None
+
+
+def test_model_list_parses_as_the_clients_type() -> None:
+    body = model_list(["demo", "qwen"], created=5)
+    assert body["object"] == "list"
+    models = [Model.model_validate(m) for m in body["data"]]
+    assert [(m.id, m.object, m.owned_by) for m in models] == [
+        ("demo", "model", "meterless"), ("qwen", "model", "meterless")]
+    assert model_card("demo", created=5) == body["data"][0]
+
+
+@pytest.mark.parametrize(("agent", "openai_reason"),
+                         [("stop", "stop"), ("length", "length"), ("cancelled", "stop"),
+                          ("something-new", "stop")])
+def test_finish_reasons(agent: str, openai_reason: str) -> None:
+    assert finish_reason(agent) == openai_reason
+
+
+def test_chat_stream_chunks_match_openais_sequence() -> None:
+    payloads = frames(chat_stream(include_usage=True))
+    chunks = [ChatCompletionChunk.model_validate_json(p) for p in payloads]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[1:-1]) == TEXT
+    assert len(chunks) == 6  # role, 3 non-empty deltas, finish, usage
+    finish, usage = chunks[-2], chunks[-1]
+    assert finish.choices[0].finish_reason == "length"
+    assert finish.choices[0].delta.content is None and finish.choices[0].delta.role is None
+    assert usage.choices == [] and usage.usage is not None and usage.usage.total_tokens == 11
+    assert all(json.loads(p)["usage"] is None for p in payloads[:-1])
+    assert {c.id for c in chunks} == {"chatcmpl-r1"}
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+
+
+def test_chat_stream_without_usage_has_no_usage_key() -> None:
+    payloads = frames(chat_stream(include_usage=False))
+    assert len(payloads) == 5
+    assert not any("usage" in json.loads(p) for p in payloads)
+
+
+def test_chat_stream_with_no_text_still_sends_the_role() -> None:
+    payloads = frames(chat_stream(include_usage=False, events=[Finished("stop", USAGE)]))
+    chunks = [ChatCompletionChunk.model_validate_json(p) for p in payloads]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[1].choices[0].finish_reason == "stop"
+
+
+def test_text_completion_stream_chunks() -> None:
+    encoder = CompletionStreamEncoder(request_id="r9", model="demo", created=1,
+                                      include_usage=True)
+    payloads = [json.loads(p) for p in frames(encode(encoder, EVENTS))]
+    assert "".join(p["choices"][0]["text"] for p in payloads[:-1]) == TEXT
+    assert all(p["object"] == "text_completion" and p["id"] == "cmpl-r9" for p in payloads)
+    # The SDK's Completion type insists on a finish_reason; OpenAI sends null until the end.
+    assert Completion.model_validate(payloads[-2]).choices[0].finish_reason == "length"
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_empty_delta_sends_nothing_but_counts_tokens() -> None:
+    encoder = ChatStreamEncoder(request_id="r", model="m", created=1, include_usage=False)
+    assert encoder.delta(Delta("", 2)) == b""
+    assert encoder.completion_tokens == 2
+
+
+def test_failed_stream_ends_with_usage_so_far_then_the_error() -> None:
+    encoder = ChatStreamEncoder(request_id="r", model="demo", created=1, include_usage=True)
+    encode(encoder, EVENTS[:2])
+    payloads = frames(encoder.fail(UpstreamFailed("node lost"), prompt_tokens=7))
+    usage = ChatCompletionChunk.model_validate_json(payloads[0]).usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 2)
+    assert json.loads(payloads[1]) == UpstreamFailed("node lost").body()
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+ERRORS = [
+    (InvalidRequest("bad", param="temperature"), 400, "invalid_request_error", None),
+    (Unauthorized("no key"), 401, "invalid_request_error", "invalid_api_key"),
+    (Forbidden("not yours"), 403, "invalid_request_error", "forbidden"),
+    (ModelNotFound("no such model"), 404, "invalid_request_error", "model_not_found"),
+    (RateLimited("slow down", retry_after=1.5), 429, "requests", "rate_limit_exceeded"),
+    (InternalError("bug"), 500, "server_error", None),
+    (UpstreamFailed("node died"), 502, "server_error", "upstream_failed"),
+    (NoCapacity("full", retry_after=2), 503, "server_error", "no_capacity"),
+    (UpstreamTimeout("slow node"), 504, "server_error", "upstream_timeout"),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "kind", "code"), ERRORS)
+def test_error_body_and_status(error: ApiError, status: int, kind: str, code: str | None) -> None:
+    assert error.status == status
+    assert error.body() == {"error": {"message": str(error), "type": kind,
+                                      "param": error.param, "code": code}}
+
+
+def test_retry_after_headers() -> None:
+    assert RateLimited("x", retry_after=1.5).headers() == {"Retry-After": "2",
+                                                          "retry-after-ms": "1500"}
+    assert NoCapacity("x").headers() == {}
+    assert UpstreamFailed("x").headers() == {}
+
+
+# --- end to end through the official client -----------------------------------------------------
+
+
+def fake_gateway(request: httpx2.Request, events: list[GenerateEvent]) -> httpx2.Response:
+    """What the gateway does with these pieces, minus routing: parse, generate, shape."""
+    try:
+        if request.url.path == "/v1/models":
+            return httpx2.Response(200, content=dumps(model_list(["demo"], created=1)))
+        req: AnyRequest = (parse_request(ChatCompletionRequest, request.content)
+                           if "chat" in request.url.path
+                           else parse_request(CompletionRequest, request.content))
+        to_generate_request(req, "r1")
+        is_chat = isinstance(req, ChatCompletionRequest)
+        if req.stream:
+            encoder_type = ChatStreamEncoder if is_chat else CompletionStreamEncoder
+            encoder = encoder_type(request_id="r1", model=req.model, created=1,
+                                   include_usage=req.include_usage)
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"},
+                                   content=encode(encoder, events))
+        build = chat_completion if is_chat else text_completion
+        assert isinstance(events[-1], Finished)
+        body = build(request_id="r1", model=req.model, created=1, text=TEXT, finished=events[-1])
+        return httpx2.Response(200, content=dumps(body))
+    except ApiError as error:
+        return httpx2.Response(error.status, headers=error.headers(), content=dumps(error.body()))
+
+
+@contextmanager
+def client(handler: Callable[[httpx2.Request], httpx2.Response], *, strict: bool = True,
+           retries: int = 0) -> Iterator[openai.OpenAI]:
+    with httpx2.Client(transport=httpx2.MockTransport(handler)) as http:
+        yield openai.OpenAI(api_key="k", base_url="http://head.test/v1", http_client=http,
+                            max_retries=retries, _strict_response_validation=strict)
+
+
+def gateway(events: list[GenerateEvent] = EVENTS) -> Callable[[httpx2.Request], httpx2.Response]:
+    return lambda request: fake_gateway(request, events)
+
+
+def test_client_request_body_parses_and_response_validates() -> None:
+    with client(gateway()) as api:
+        result = api.chat.completions.create(
+            model="demo", max_completion_tokens=5, temperature=0.2, top_p=0.9, stop=["x"],
+            seed=1, user="ana", presence_penalty=0.1, n=1,
+            messages=[{"role": "system", "content": "be brief"},
+                      {"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    assert result.choices[0].message.content == TEXT
+
+
+def test_client_streams_chat_with_usage() -> None:
+    with client(gateway()) as api:
+        chunks = list(api.chat.completions.create(
+            model="demo", messages=USER, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+
+
+def test_client_streams_and_completes_text() -> None:
+    # Not strict: the SDK's Completion type rejects the null finish_reason OpenAI itself streams.
+    with client(gateway(), strict=False) as api:
+        chunks = list(api.completions.create(model="demo", prompt="Once", stream=True))
+        whole = api.completions.create(model="demo", prompt=["Once"])
+    assert "".join(c.choices[0].text for c in chunks) == TEXT
+    assert whole.choices[0].text == TEXT
+
+
+def test_client_lists_models() -> None:
+    with client(gateway()) as api:
+        assert [m.id for m in api.models.list()] == ["demo"]
+
+
+def test_client_raises_on_in_stream_error() -> None:
+    def failing(request: httpx2.Request) -> httpx2.Response:
+        encoder = ChatStreamEncoder(request_id="r", model="demo", created=1, include_usage=False)
+        body = encoder.delta(Delta("par", 1)) + encoder.fail(UpstreamFailed("node lost"))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    with client(failing) as api:
+        stream = api.chat.completions.create(model="demo", messages=USER, stream=True)
+        first = next(iter(stream))
+        with pytest.raises(openai.APIError, match="node lost"):
+            list(stream)
+    assert first.choices[0].delta.role == "assistant"
+
+
+@pytest.mark.parametrize(("error", "exception"), [
+    (InvalidRequest("bad", param="top_p"), openai.BadRequestError),
+    (Unauthorized("no key"), openai.AuthenticationError),
+    (Forbidden("no"), openai.PermissionDeniedError),
+    (ModelNotFound("no such model"), openai.NotFoundError),
+    (RateLimited("slow", retry_after=1), openai.RateLimitError),
+    (UpstreamFailed("boom"), openai.InternalServerError),
+    (NoCapacity("full", retry_after=1), openai.InternalServerError),
+    (UpstreamTimeout("slow"), openai.InternalServerError),
+])
+def test_client_raises_the_matching_exception(error: ApiError,
+                                              exception: type[openai.APIStatusError]) -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(error.status, headers=error.headers(), content=dumps(error.body()))
+
+    with client(refuse) as api, pytest.raises(exception) as info:
+        api.chat.completions.create(model="demo", messages=USER)
+    assert info.value.status_code == error.status
+    assert (info.value.code, info.value.param, info.value.type) == (
+        error.code, error.param, error.error_type)
+
+
+def test_client_sees_validation_errors_with_param() -> None:
+    with client(gateway()) as api, pytest.raises(openai.BadRequestError) as info:
+        api.chat.completions.create(model="demo", messages=USER, n=2)
+    assert info.value.param == "n"
+
+
+def test_client_retries_after_no_capacity() -> None:
+    calls: list[int] = []
+
+    def busy_once(request: httpx2.Request) -> httpx2.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            error = NoCapacity("full", retry_after=0.01)
+            return httpx2.Response(503, headers=error.headers(), content=dumps(error.body()))
+        return fake_gateway(request, EVENTS)
+
+    with client(busy_once, retries=1) as api:
+        result = api.chat.completions.create(model="demo", messages=USER)
+    assert len(calls) == 2 and result.choices[0].message.content == TEXT
