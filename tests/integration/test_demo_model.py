@@ -1,0 +1,99 @@
+"""The generated demo model: deterministic, and loadable by mlx-lm and transformers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from node_agent.demo_model import DEMO_VERSION, EOS, ensure_demo_model
+
+MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]
+
+
+def _hashes(model_dir: Path) -> dict[str, str]:
+    """File name -> sha256 of every file in the model directory."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir()}
+
+
+def test_generation_is_deterministic(tmp_path: Path, demo_model_dir: Path) -> None:
+    again = ensure_demo_model(tmp_path)
+    assert again.name == demo_model_dir.name == f"demo-{DEMO_VERSION}"
+    assert _hashes(again) == _hashes(demo_model_dir)
+
+
+def test_generated_once_and_reused(tmp_path: Path) -> None:
+    first = ensure_demo_model(tmp_path)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert ensure_demo_model(tmp_path) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_concurrent_generation_leaves_one_complete_model(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        paths = list(pool.map(ensure_demo_model, [tmp_path] * 3))
+    assert len(set(paths)) == 1
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [paths[0].name]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(_hashes(paths[0]))
+
+
+def test_config_is_a_hugging_face_llama(demo_model_dir: Path) -> None:
+    config = json.loads((demo_model_dir / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["hidden_size"] // config["num_attention_heads"] in (64, 128)
+    weights = (demo_model_dir / "model.safetensors").stat().st_size
+    assert 1_000_000 < weights < 32_000_000
+
+
+def test_mlx_lm_loads_and_generates(demo_model_dir: Path) -> None:
+    mlx_lm = pytest.importorskip("mlx_lm")
+    model, tokenizer = mlx_lm.load(str(demo_model_dir))
+    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
+    steps = list(mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8))
+    assert 1 <= len(steps) <= 8
+    assert steps[-1].generation_tokens == len(steps)
+
+
+def test_chat_template_ends_with_generation_prompt(demo_model_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
+    text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    assert text == "<|im_start|>user\nHello, how are you?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=False)
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert tokenizer.decode(ids) == text
+
+
+def test_eos_is_the_end_of_turn_token(demo_model_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
+    assert tokenizer.eos_token == EOS
+    config = transformers.AutoConfig.from_pretrained(demo_model_dir)
+    assert config.eos_token_id == tokenizer.convert_tokens_to_ids(EOS)
+    generation = json.loads((demo_model_dir / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == config.eos_token_id
+
+
+def test_tokenizer_round_trips_and_is_word_level_on_prose(demo_model_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
+    text = "The office is quiet in the morning, and the machines wait for work."
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert len(ids) < len(text.split()) * 2
+    assert tokenizer.decode(tokenizer("naïve café ☕")["input_ids"]) == "naïve café ☕"
+
+
+def test_transformers_loads_the_weights(demo_model_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    model = transformers.AutoModelForCausalLM.from_pretrained(demo_model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
+    out = model.generate(**tokenizer("Hello", return_tensors="pt"), max_new_tokens=4)
+    assert out.shape[-1] > 1
