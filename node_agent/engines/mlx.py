@@ -1,0 +1,151 @@
+"""The MLX engine: mlx-lm models on Apple Silicon (or MLX's CPU build), continuously batched.
+
+Layers, each small: `MlxEngine` (here) is the asyncio face and validates requests; one
+`mlx_batch.Worker` thread owns MLX and every model; per model, `mlx_slot.ModelSlot` runs the
+batch and the prompt cache; per request, `mlx_stream.RequestStream` turns tokens into Deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from typing import Any
+
+from node_agent import hardware
+from node_agent.engines.base import LoadSpec
+from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
+from node_agent.engines.mlx_slot import BatchLimits
+from node_agent.engines.mlx_stream import Sink
+from node_agent.errors import InvalidRequest, ModelNotLoaded
+from node_agent.types import (
+    Delta,
+    Finished,
+    GenerateEvent,
+    GenerateRequest,
+    ModelInfo,
+    ModelStatus,
+)
+
+MAX_STOP_STRINGS = 4
+
+
+class MlxEngine:
+    """The Engine protocol over mlx-lm; see the module docstring for its layers."""
+
+    name = "mlx"
+
+    def __init__(
+        self,
+        *,
+        limits: BatchLimits | None = None,
+        available_memory: Callable[[], int] | None = None,
+    ) -> None:
+        self._worker = Worker(
+            limits=limits or BatchLimits(),
+            available_memory=available_memory or available_memory_bytes,
+        )
+        self._worker.start()
+        self._tickets = itertools.count()
+        self._closed = False
+
+    async def load(self, spec: LoadSpec) -> ModelInfo:
+        """Load a model on the worker; raises OutOfMemory, LoadFailed or InvalidRequest."""
+        if spec.context_length < 0:
+            raise InvalidRequest(f"context_length must be >= 0, got {spec.context_length}")
+        reply: Future[ModelInfo] = Future()
+        self._worker.send(Load(spec, reply))
+        return await asyncio.wrap_future(reply)
+
+    async def unload(self, name: str) -> None:
+        """Unload a model, ending its requests as cancelled; raises ModelNotLoaded."""
+        reply: Future[None] = Future()
+        self._worker.send(Unload(name, reply))
+        await asyncio.wrap_future(reply)
+
+    def models(self) -> list[ModelInfo]:
+        """The models loaded now."""
+        return self._worker.infos()
+
+    def status(self) -> list[ModelStatus]:
+        """Live counters per loaded model."""
+        return self._worker.statuses()
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
+        """Stream Deltas then one Finished; closing the stream early cancels the generation."""
+        info = self._worker.info(request.model)
+        if info is None:
+            raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
+        check_request(request, info.context_length)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        events, ticket = _Events(queue), next(self._tickets)
+        sink = Sink(asyncio.get_running_loop(), queue)
+        self._worker.send(Submit(ticket, request, sink, time.perf_counter()))
+        finished = False
+        try:
+            while not finished:
+                event = await events.next()
+                finished = isinstance(event, Finished)
+                yield event
+        finally:
+            if not finished:  # the reader left early, or the worker reported an error
+                self._worker.send(Cancel(ticket))
+
+    async def close(self) -> None:
+        """Cancel everything, free every model and stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        reply: Future[None] = Future()
+        self._worker.send(Shutdown(reply))
+        await asyncio.wrap_future(reply)
+        await asyncio.to_thread(self._worker.join)
+
+
+class _Events:
+    """One request's events off its queue; Deltas that piled up behind a slow reader merge."""
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self._queue = queue
+        self._held: Any = None
+
+    async def next(self) -> GenerateEvent:
+        """The next event, or raise the error the worker sent instead."""
+        got, self._held = self._held or await self._queue.get(), None
+        if isinstance(got, Exception):
+            raise got
+        event: GenerateEvent = got
+        while isinstance(event, Delta) and not self._queue.empty():
+            following = self._queue.get_nowait()
+            if not isinstance(following, Delta):
+                self._held = following
+                break
+            event = Delta(event.text + following.text, event.tokens + following.tokens)
+        return event
+
+
+def check_request(request: GenerateRequest, context_length: int) -> None:
+    """Raise InvalidRequest unless the prompt is present and the sampling values are in range."""
+    if request.text is not None and request.messages is not None:
+        raise InvalidRequest("give either text or messages, not both")
+    if not request.text and not request.messages:
+        raise InvalidRequest("the prompt is empty")
+    s = request.sampling
+    if not 1 <= s.max_tokens <= context_length:
+        raise InvalidRequest(
+            f"max_tokens must be between 1 and the context length {context_length}, "
+            f"got {s.max_tokens}"
+        )
+    if not 0 <= s.temperature <= 2:
+        raise InvalidRequest(f"temperature must be between 0 and 2, got {s.temperature}")
+    if not 0 < s.top_p <= 1:
+        raise InvalidRequest(f"top_p must be in (0, 1], got {s.top_p}")
+    if len(s.stop) > MAX_STOP_STRINGS or not all(s.stop):
+        raise InvalidRequest(f"at most {MAX_STOP_STRINGS} stop strings, none of them empty")
+
+
+def available_memory_bytes() -> int:
+    """System memory available now, as the hardware module reads it."""
+    return hardware.memory().available

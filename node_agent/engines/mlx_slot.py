@@ -1,0 +1,222 @@
+"""One loaded MLX model on the worker thread: its continuous batch, prompt cache and counters.
+
+Requests join the model's one BatchGenerator between decode steps. A finished request's KV cache
+is kept in an LRU prompt cache keyed by prompt + generated tokens, so the next turn of the same
+conversation prefills only what is new.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlx.utils import tree_flatten
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+
+from node_agent.engines.mlx_stream import (
+    IncrementalDecoder,
+    RequestStream,
+    Sink,
+    make_sampler,
+    render_prompt,
+)
+from node_agent.errors import AgentError, InvalidRequest, PromptTooLong
+from node_agent.types import GenerateRequest, ModelInfo, ModelStatus
+
+MEMORY_REFRESH_STEPS = 16  # how often the KV byte count in status is refreshed while decoding
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchLimits:
+    """How much one model batches and caches."""
+
+    max_batch: int = 32
+    prefill_batch: int = 8
+    cache_entries: int = 32
+    cache_bytes: int = 1 << 30
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes held by a model's parameters."""
+    flat: list[tuple[str, Any]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    return sum(int(v.nbytes) for _, v in flat)
+
+
+@dataclass
+class Counters:
+    """A model's running totals; only the worker writes them, status readers only read."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    prompt_cache_hits: int = 0
+    requests_finished: int = 0
+    busy_seconds: float = 0.0
+    kv_bytes: int = 0
+
+
+class ModelSlot:
+    """One loaded model with its batch, its prompt cache, its running streams and counters."""
+
+    def __init__(self, *, info: ModelInfo, model: Any, tokenizer: Any, limits: BatchLimits):
+        self.info, self.model, self.tokenizer = info, model, tokenizer
+        self.prompt_cache = LRUPromptCache(limits.cache_entries, limits.cache_bytes)
+        self._limits = limits
+        self.batch: Any = self._new_batch()  # mlx-lm is untyped
+        self.streams: dict[int, RequestStream] = {}  # by the batch's uid
+        self.uids: dict[int, int] = {}  # ticket -> uid
+        self.counters = Counters()
+        self.busy_since: float | None = None
+        self.steps = 0
+
+    def submit(
+        self, ticket: int, request: GenerateRequest, sink: Sink, submitted_at: float, seed: int
+    ) -> None:
+        """Render and check the prompt, reuse the longest cached prefix, and join the batch."""
+        tokens = render_prompt(self.tokenizer, request)
+        self._check_length(len(tokens))
+        cache, rest = self._cached_prefix(tokens)
+        cached = len(tokens) - len(rest)
+        room = self.info.context_length - len(tokens)
+        (uid,) = self.batch.insert(
+            [rest],
+            max_tokens=[min(request.sampling.max_tokens, room)],
+            caches=[cache],  # None: the batch makes a fresh one
+            all_tokens=[tokens[:cached]],
+            samplers=[make_sampler(request.sampling, seed)],
+        )
+        stream = RequestStream(
+            ticket=ticket,
+            sink=sink,
+            decoder=IncrementalDecoder(self.tokenizer.decode),
+            sampling=request.sampling,
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            submitted_at=submitted_at,
+        )
+        self._add(uid, stream)
+
+    def step(self) -> None:
+        """One decode step for every running request (and prefill for those joining)."""
+        _, responses = self.batch.next()
+        stopped = []
+        for r in responses:
+            stream = self.streams[r.uid]
+            stream.push(r.token, eos=r.finish_reason == "stop")
+            self.counters.generated_tokens += 1
+            if r.finish_reason is not None:
+                self._retire(r.uid, r.finish_reason, r.prompt_cache, r.all_tokens)
+            elif stream.stopped:
+                stopped.append(r.uid)
+        if stopped:  # a stop string the batch knows nothing of: take the rows out ourselves
+            caches = self.batch.remove(stopped, return_prompt_caches=True)
+            for uid in stopped:
+                self._retire(uid, "stop", *caches.get(uid, (None, None)))
+        self._tick()
+
+    def cancel(self, ticket: int) -> bool:
+        """Drop a request from the batch and end its stream; False if it is not here."""
+        uid = self.uids.get(ticket)
+        if uid is None:
+            return False
+        self.batch.remove([uid])
+        self._pop(uid).finish("cancelled")
+        self._tick()
+        return True
+
+    def fail(self, error: AgentError) -> None:
+        """End every stream with `error` and start a fresh batch; the old one's state is suspect."""
+        for uid in list(self.streams):
+            self._pop(uid).sink.put(error)
+        self.batch.close()
+        self.batch = self._new_batch()
+        self._tick()
+
+    def close(self) -> None:
+        """Cancel every request and release the batch."""
+        for uid in list(self.streams):
+            self._pop(uid).finish("cancelled")
+        self.batch.close()
+        self._tick()
+
+    def status(self) -> ModelStatus:
+        """A snapshot of the counters; safe to call from any thread."""
+        streams, c, since = list(self.streams.values()), self.counters, self.busy_since
+        running = sum(1 for s in streams if s.first_token_at is not None)
+        return ModelStatus(
+            model=self.info.name,
+            running=running,
+            waiting=len(streams) - running,
+            generated_tokens=c.generated_tokens,
+            prompt_tokens=c.prompt_tokens,
+            cached_prompt_tokens=c.cached_prompt_tokens,
+            prompt_cache_hits=c.prompt_cache_hits,
+            requests_finished=c.requests_finished,
+            memory_bytes=self.info.memory_bytes + c.kv_bytes,
+            busy_seconds=c.busy_seconds + (time.perf_counter() - since if since else 0.0),
+        )
+
+    def _new_batch(self) -> Any:
+        """A continuous batch that stops rows on the tokenizer's EOS tokens."""
+        return BatchGenerator(
+            self.model,
+            stop_tokens=[[t] for t in self.tokenizer.eos_token_ids],
+            completion_batch_size=self._limits.max_batch,
+            prefill_batch_size=min(self._limits.prefill_batch, self._limits.max_batch),
+        )
+
+    def _check_length(self, n: int) -> None:
+        """The prompt must leave room for at least one generated token."""
+        if n == 0:
+            raise InvalidRequest("the prompt is empty")
+        if n + 1 > self.info.context_length:
+            raise PromptTooLong(
+                f"the prompt has {n} tokens; with one to generate that exceeds the context "
+                f"length of {self.info.context_length}"
+            )
+
+    def _cached_prefix(self, tokens: list[int]) -> tuple[list[Any] | None, list[int]]:
+        """The KV cache of the longest cached prefix and the tokens still to prefill."""
+        cache, rest = self.prompt_cache.fetch_nearest_cache(self.info.name, tokens)
+        if cache is not None and not rest:
+            # An exact hit still needs the last token run through the model for its logits.
+            if not can_trim_prompt_cache(cache):
+                return None, tokens
+            trim_prompt_cache(cache, 1)
+            rest = tokens[-1:]
+        return cache, rest
+
+    def _add(self, uid: int, stream: RequestStream) -> None:
+        """Track a stream that the batch now holds under `uid`."""
+        self.streams[uid], self.uids[stream.ticket] = stream, uid
+        c = self.counters
+        c.prompt_tokens += stream.prompt_tokens
+        c.cached_prompt_tokens += stream.cached_tokens
+        c.prompt_cache_hits += 1 if stream.cached_tokens else 0
+        if self.busy_since is None:
+            self.busy_since = time.perf_counter()
+
+    def _pop(self, uid: int) -> RequestStream:
+        """Forget a stream and count it as finished."""
+        stream = self.streams.pop(uid)
+        del self.uids[stream.ticket]
+        self.counters.requests_finished += 1
+        return stream
+
+    def _retire(self, uid: int, reason: str, cache: Any, tokens: list[int] | None) -> None:
+        """End a stream and keep its KV cache for the conversation's next turn."""
+        if cache is not None and tokens:
+            self.prompt_cache.insert_cache(self.info.name, list(tokens), cache)
+        self._pop(uid).finish(reason)
+
+    def _tick(self) -> None:
+        """Add the time since the last tick to busy_seconds if anything was running."""
+        now = time.perf_counter()
+        if self.busy_since is not None:
+            self.counters.busy_seconds += now - self.busy_since
+        self.busy_since = now if self.streams else None
+        self.steps += 1
+        if not self.streams or self.steps % MEMORY_REFRESH_STEPS == 0:
+            self.counters.kv_bytes = self.batch.prompt_cache_nbytes + self.prompt_cache.nbytes

@@ -1,0 +1,161 @@
+"""One request's side of the MLX engine: its prompt, sampler, text stream, and usage.
+
+Everything here runs on the engine's worker thread except `Sink.put`'s far end, which lands on
+the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_top_p, greedy_sampler
+
+from node_agent.errors import AgentError, InvalidRequest
+from node_agent.stops import StopFilter
+from node_agent.types import Delta, Finished, GenerateEvent, GenerateRequest, Sampling, Usage
+
+Sampler = Callable[[mx.array], mx.array]
+
+
+def make_sampler(sampling: Sampling, seed: int) -> Sampler:
+    """A sampler with its own PRNG key, so a seeded request repeats whatever shares its batch."""
+    if sampling.temperature == 0:
+        return greedy_sampler  # shared, so a batch of greedy requests samples in one call
+    key = mx.random.key(seed)
+    scale, top_p = 1.0 / sampling.temperature, sampling.top_p
+
+    def sample(logprobs: mx.array) -> mx.array:
+        nonlocal key
+        key, step = mx.random.split(key)
+        if top_p < 1.0:
+            logprobs = apply_top_p(logprobs, top_p)
+        return mx.random.categorical(logprobs * scale, key=step)
+
+    return sample
+
+
+def render_prompt(tokenizer: Any, request: GenerateRequest) -> list[int]:
+    """Token ids of the prompt: raw text as is, or messages through the chat template."""
+    if request.text is not None:
+        return list(tokenizer.encode(request.text))
+    messages = [{"role": m.role, "content": m.content} for m in request.messages or ()]
+    try:
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    except Exception as exc:  # jinja raises whatever the template author chose
+        raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
+
+
+class Sink:
+    """Hands one request's events from the worker thread to its asyncio queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        self._loop, self._queue = loop, queue
+
+    def put(self, event: GenerateEvent | AgentError) -> None:
+        """Deliver an event or an error; dropped if the caller's loop has already closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:
+            pass
+
+
+class IncrementalDecoder:
+    """Token ids in, text out, holding back tokens that end inside a multi-byte character.
+
+    Decodes a short window (the last emitted piece plus new tokens) and emits the difference, so
+    leading spaces and merges come out exactly as `tokenizer.decode` would render them.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._tokens: list[int] = []
+        self._prefix = self._read = 0
+
+    def add(self, token: int) -> str:
+        """Take one token; return the text it completes (possibly empty)."""
+        self._tokens.append(token)
+        return self._advance(final=False)
+
+    def flush(self) -> str:
+        """Whatever is still held back, replacement characters and all."""
+        return self._advance(final=True)
+
+    def _advance(self, *, final: bool) -> str:
+        """Emit the decoded text past the last read point, if it is complete."""
+        before = self._decode(self._tokens[self._prefix : self._read])
+        after = self._decode(self._tokens[self._prefix :])
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+            return ""
+        self._prefix, self._read = self._read, len(self._tokens)
+        return after[len(before) :]
+
+
+class RequestStream:
+    """The worker's record of one running request: text so far, stop strings, and timings."""
+
+    def __init__(
+        self,
+        *,
+        ticket: int,
+        sink: Sink,
+        decoder: IncrementalDecoder,
+        sampling: Sampling,
+        prompt_tokens: int,
+        cached_tokens: int,
+        submitted_at: float,
+    ) -> None:
+        self.ticket, self.sink = ticket, sink
+        self.prompt_tokens, self.cached_tokens = prompt_tokens, cached_tokens
+        self.completion_tokens = 0
+        self.submitted_at = submitted_at
+        self.first_token_at: float | None = None
+        self._decoder = decoder
+        self._stops = StopFilter(sampling.stop)
+        self._unsent_tokens = 0
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop string has appeared in the text."""
+        return self._stops.stopped
+
+    def push(self, token: int, *, eos: bool) -> None:
+        """Count one generated token and send the text it releases; EOS adds no text."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.completion_tokens += 1
+        self._unsent_tokens += 1
+        if not eos:
+            self._send(self._stops.feed(self._decoder.add(token)))
+
+    def finish(self, reason: str) -> None:
+        """Flush held text, send a last Delta for any unsent tokens, then Finished."""
+        if reason != "cancelled":
+            text = self._stops.feed(self._decoder.flush())
+            self._send(text + self._stops.flush(), force=True)
+            reason = "stop" if self._stops.stopped else reason
+        self.sink.put(Finished(reason, self.usage()))
+
+    def usage(self) -> Usage:
+        """Token counts and timings as of now."""
+        now = time.perf_counter()
+        first = self.first_token_at if self.first_token_at is not None else now
+        decoded, decode_time = self.completion_tokens - 1, now - first
+        tps = decoded / decode_time if decoded > 0 and decode_time > 0 else 0.0
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_prompt_tokens=self.cached_tokens,
+            ttft_seconds=first - self.submitted_at,
+            decode_tokens_per_second=tps,
+            duration_seconds=now - self.submitted_at,
+        )
+
+    def _send(self, text: str, *, force: bool = False) -> None:
+        """Send text with the tokens generated since the last Delta; `force` sends a bare count."""
+        if text or (force and self._unsent_tokens):
+            self.sink.put(Delta(text, self._unsent_tokens))
+            self._unsent_tokens = 0
