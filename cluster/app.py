@@ -1,0 +1,65 @@
+"""Assembles the meterless Ray Serve application: N gateway replicas and one controller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cluster.controller import Controller, ControllerConfig
+from cluster.gateway import Gateway, GatewaySettings
+from cluster.types import NodeTable
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "meterless"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    """Everything `cluster up` decides about the application."""
+
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    gateway_replicas: int = 1
+
+
+@serve.deployment(name="controller", num_replicas=1, max_ongoing_requests=10_000,
+                  graceful_shutdown_timeout_s=2, ray_actor_options={"num_cpus": 0})
+class ControllerDeployment:
+    """The singleton controller, behind a Serve handle."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self._controller = Controller(config)
+        self._started = asyncio.get_running_loop().create_task(self._controller.start())
+
+    async def wait_table(self, known_version: int) -> NodeTable:
+        """Long poll for a node table newer than `known_version`."""
+        await self._started
+        return await self._controller.wait_table(known_version)
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """Where each node source was reached (for `cluster nodes --json`)."""
+        return self._controller.sessions()
+
+    async def set_draining(self, node_id: str, draining: bool) -> NodeTable:
+        """Drain or uncordon a node; returns the new table."""
+        self._controller.set_draining(node_id, draining)
+        return self._controller.table()
+
+
+GatewayDeployment = serve.deployment(
+    name="gateway", max_ongoing_requests=1_000, graceful_shutdown_timeout_s=5,
+    ray_actor_options={"num_cpus": 0},
+)(Gateway)
+
+
+def build_app(config: AppConfig) -> serve.Application:
+    """The bound application, ready for `serve.run`."""
+    controller: DeploymentHandle = ControllerDeployment.bind(config.controller)  # type: ignore[assignment]
+    return GatewayDeployment.options(num_replicas=config.gateway_replicas).bind(
+        controller, config.gateway)

@@ -1,0 +1,134 @@
+"""`cluster`: start the head (`up`), stop it (`down`), and look at nodes and models.
+
+Thin on purpose: every command but `up`/`down` is one call to the admin API at --url.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from cluster import __version__
+from cluster.views import models_table, nodes_table
+
+DEFAULT_URL = os.environ.get("METERLESS_URL", "http://127.0.0.1:8000")
+
+
+class CliError(Exception):
+    """An error worth one line on stderr and exit code 1."""
+
+
+def _up(args: argparse.Namespace) -> int:
+    from cluster.discovery import parse_peer
+    from cluster.up import UpOptions, up
+
+    for peer in args.peer:
+        try:
+            parse_peer(peer)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    return up(UpOptions(
+        host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
+        peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
+        gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
+    ))
+
+
+def _down(args: argparse.Namespace) -> int:
+    from cluster.up import down
+
+    return down()
+
+
+def admin_get(url: str, path: str) -> Any:
+    """GET an admin API path; raises CliError with one readable line on any failure."""
+    try:
+        r = httpx.get(f"{url.rstrip('/')}{path}", timeout=10)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
+    if r.status_code != 200:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:200]
+        raise CliError(f"{url}{path}: {r.status_code} {message}")
+    return r.json()
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    data = admin_get(args.url, "/admin/nodes")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        nodes_table(data["nodes"])
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    data = admin_get(args.url, "/admin/models")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        models_table(data["models"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `cluster` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="cluster", description="meterless: many machines, one OpenAI-compatible endpoint.")
+    parser.add_argument("--version", action="version", version=f"meterless {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the head here and stay in the foreground",
+                        description="Start (or join) Ray, deploy the meterless app, start a local "
+                                    "node agent, and serve until Ctrl-C or `cluster down`.")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address the endpoint binds (0.0.0.0 for the office LAN)")
+    up.add_argument("--port", type=int, default=8000, help="endpoint port (default 8000)")
+    up.add_argument("--demo", action="store_true",
+                    help="serve the generated `demo` model from a local agent; no network needed")
+    up.add_argument("--no-local-agent", action="store_true", help="do not start an agent here")
+    up.add_argument("--peer", action="append", default=[], metavar="HOST:PORT",
+                    help="an agent to connect to directly (where multicast is blocked); repeatable")
+    up.add_argument("--ray-address", help="join this Ray cluster instead of starting one")
+    up.add_argument("--routing", default="fastest",
+                    choices=["fastest", "round-robin", "least-outstanding"],
+                    help="routing policy (default: fastest)")
+    up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
+    up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
+    down.set_defaults(func=_down)
+
+    for name, func, text in (("nodes", _nodes, "list the nodes and their live state"),
+                             ("models", _models, "list the models and the nodes serving them")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cluster` command."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The controller: discovery and node sessions feed the inventory; gateways long-poll its table.
+
+It never dies of one node's trouble: each node session catches, logs, backs off and retries,
+and whatever a node does is only ever an observation for the inventory to derive state from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cluster.discovery import MdnsBrowser, Sighting, peer_sightings
+from cluster.inventory import (
+    DrainSet,
+    Inventory,
+    NodeDescribed,
+    NodeGone,
+    NodeSeen,
+    StatusReceived,
+    StreamBroken,
+)
+from cluster.node_client import NodeClient, NodeDescription, NodeError
+from cluster.types import NodeId, NodeTable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerConfig:
+    """Knobs of the controller; defaults suit an office LAN."""
+
+    peers: tuple[str, ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    status_interval_ms: int = 250
+    describe_timeout_s: float = 2.0
+    retry_min_s: float = 0.25
+    retry_max_s: float = 2.0
+    tick_s: float = 0.25
+
+
+@dataclass
+class _Session:
+    sighting: Sighting
+    task: asyncio.Task[None] | None = None
+    node_id: str = ""
+    address: str = ""
+    description: NodeDescription | None = None
+    reached: dict[str, str] = field(default_factory=dict)  # address -> last error
+
+
+class Controller:
+    """Discovery → node sessions → inventory → versioned node table for the gateways."""
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        client_factory: Callable[[str], NodeClient] = NodeClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._client_factory = client_factory
+        self._clock = clock
+        self.inventory = Inventory()
+        self._sessions: dict[str, _Session] = {}
+        self._table = NodeTable()
+        self._changed = asyncio.Event()
+        self._browser: MdnsBrowser | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start browsing, connect to the static peers, and keep the table fresh."""
+        for sighting in peer_sightings(self.config.peers):
+            self._on_seen(sighting)
+        if self.config.mdns:
+            self._browser = MdnsBrowser(self._on_seen, self._on_gone,
+                                        interfaces=self.config.mdns_interfaces or None)
+            try:
+                await self._browser.start()
+            except OSError as exc:
+                logger.warning("mDNS browsing unavailable (%s); using --peer only", exc)
+                self._browser = None
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    async def stop(self) -> None:
+        """Stop every session and the browser."""
+        if self._browser:
+            await self._browser.close()
+        tasks = [s.task for s in self._sessions.values() if s.task]
+        if self._ticker:
+            tasks.append(self._ticker)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def table(self) -> NodeTable:
+        """The current node table."""
+        return self._table
+
+    async def wait_table(self, known_version: int, timeout_s: float = 20.0) -> NodeTable:
+        """Long poll: return as soon as the table's version differs from `known_version`."""
+        deadline = self._clock() + timeout_s
+        while self._table.version == known_version and self._clock() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - self._clock()))
+        return self._table
+
+    def set_draining(self, node_id: str, draining: bool) -> None:
+        """Mark a node draining (no new requests) or not."""
+        self.inventory.apply(DrainSet(node_id=NodeId(node_id), draining=draining))
+        self._refresh()
+
+    def sessions(self) -> list[dict[str, object]]:
+        """Where each known source was reached, and the last error per address tried."""
+        return [{"source": s.sighting.key, "via": s.sighting.via, "node_id": s.node_id,
+                 "address": s.address, "errors": dict(s.reached)}
+                for s in self._sessions.values()]
+
+    # -- discovery callbacks -------------------------------------------------------------
+
+    def _on_seen(self, sighting: Sighting) -> None:
+        session = self._sessions.get(sighting.key)
+        if session and session.sighting.addresses == sighting.addresses and session.task:
+            return
+        if session and session.task:
+            session.task.cancel()
+        session = _Session(sighting=sighting)
+        self._sessions[sighting.key] = session
+        session.task = asyncio.get_running_loop().create_task(self._run_session(session))
+
+    def _on_gone(self, key: str) -> None:
+        session = self._sessions.pop(key, None)
+        if session is None:
+            return
+        if session.task:
+            session.task.cancel()
+        if session.node_id:
+            self.inventory.apply(NodeGone(node_id=NodeId(session.node_id), at=self._clock()))
+            self._refresh()
+
+    # -- one node session ----------------------------------------------------------------
+
+    async def _run_session(self, session: _Session) -> None:
+        delay = self.config.retry_min_s
+        while True:
+            try:
+                streamed = await self._connect_and_watch(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a session must never die; log and retry
+                logger.exception("node session %s failed", session.sighting.key)
+                streamed = False
+            delay = self.config.retry_min_s if streamed else min(delay * 2, self.config.retry_max_s)
+            await asyncio.sleep(delay)
+
+    async def _connect_and_watch(self, session: _Session) -> bool:
+        client = await self._reach(session)
+        if client is None:
+            return False
+        streamed = False
+        try:
+            async for sample in client.watch_status(self.config.status_interval_ms):
+                streamed = True
+                self.inventory.apply(StatusReceived.from_sample(sample, address=client.address,
+                                                                at=self._clock()))
+                self._refresh()
+        except NodeError as exc:
+            logger.info("node %s (%s): %s", session.node_id, client.address, exc)
+            self.inventory.apply(StreamBroken(node_id=NodeId(session.node_id), at=self._clock(),
+                                              reason=str(exc)))
+            self._refresh()
+        finally:
+            await client.close()
+        return streamed
+
+    async def _reach(self, session: _Session) -> NodeClient | None:
+        """Describe the node on each candidate address in turn; the first that answers wins."""
+        for address in session.sighting.addresses:
+            client = self._client_factory(address)
+            try:
+                desc = await client.describe(timeout=self.config.describe_timeout_s)
+            except NodeError as exc:
+                session.reached[address] = str(exc)
+                await client.close()
+                continue
+            session.reached.pop(address, None)
+            if session.address != address:
+                logger.info("node %s (%s) reached at %s via %s", desc.name, desc.node_id,
+                            address, session.sighting.via)
+            session.node_id, session.address, session.description = desc.node_id, address, desc
+            now = self._clock()
+            self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
+                                          via=session.sighting.via, at=now))
+            self.inventory.apply(NodeDescribed.from_description(desc, at=now))
+            self._refresh()
+            return client
+        return None
+
+    # -- the table -----------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        table = self.inventory.table(self._clock())
+        if table.version != self._table.version:
+            self._table = table
+            self._changed.set()
+
+    async def _tick_forever(self) -> None:
+        # Loss is a matter of time passing without status, so re-derive on a tick too.
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            try:
+                self._refresh()
+            except Exception:
+                logger.exception("refreshing the node table failed")
+
+
+def described_peers(controller: Controller) -> Sequence[str]:
+    """The addresses currently used for each node (for logs and the CLI)."""
+    return [s.address for s in controller._sessions.values() if s.address]

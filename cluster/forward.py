@@ -1,0 +1,186 @@
+"""Forwarding one request to a node: choose, stream, fail over before the first token.
+
+Failover is invisible to the client until a token has been sent; after that a node failure ends
+the stream with `StreamFailed` carrying the usage so far. Closing the iterator (the client went
+away) closes the node's stream, which cancels the generation on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cluster.errors import (
+    ApiError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCapacity,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from cluster.node_client import (
+    NodeClient,
+    NodeError,
+    NodeModelMissing,
+    NodeRejected,
+    NodeTimeout,
+    NodeUnavailable,
+)
+from cluster.routing import LocalLoad, Router, RouteRequest
+from cluster.types import NodeId, NodeTable
+from node_agent.types import Delta, Finished, GenerateRequest, Usage
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The first event: which node serves the request, after how many attempts."""
+
+    node_id: NodeId
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """The node failed after the first token; the stream ends here."""
+
+    message: str
+    usage: Usage
+
+
+ForwardEvent = Routed | Delta | Finished | StreamFailed
+
+
+class ClientPool:
+    """One NodeClient per node address, shared by every request of a gateway replica."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, NodeClient] = {}
+
+    def get(self, address: str) -> NodeClient:
+        """The client for an address, created on first use."""
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = NodeClient(address)
+        return client
+
+    async def retain(self, addresses: set[str]) -> None:
+        """Close the clients of addresses no longer in use."""
+        for address in [a for a in self._clients if a not in addresses]:
+            await self._clients.pop(address).close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardSettings:
+    """How long to wait for a first token, and how many nodes to try."""
+
+    first_token_timeout_s: float = 60.0
+    max_attempts: int = 3
+
+
+class Forwarder:
+    """Routes and streams requests for one gateway replica."""
+
+    def __init__(self, router: Router, clients: ClientPool, settings: ForwardSettings) -> None:
+        self.router = router
+        self.clients = clients
+        self.settings = settings
+        self.load = LocalLoad()
+
+    def check_model(self, table: NodeTable, model: str) -> None:
+        """404 if no node knows the model; 503 if none that has it can take requests now."""
+        having = [n for n in table.nodes if model in n.models]
+        if not having:
+            raise ModelNotFound(f"The model `{model}` does not exist or is not served here.")
+        if not any(n.routable for n in having):
+            raise NoCapacity(f"No node can serve `{model}` right now.", retry_after=2)
+
+    async def stream(
+        self, table: NodeTable, request: GenerateRequest, route: RouteRequest
+    ) -> AsyncIterator[ForwardEvent]:
+        """Routed, then Deltas, then Finished or StreamFailed; raises ApiError before any."""
+        self.check_model(table, request.model)
+        tried: set[NodeId] = set()
+        last_error: NodeError | None = None
+        while len(tried) < self.settings.max_attempts:
+            node_id = self.router.choose(table, route, self.load, frozenset(tried))
+            if node_id is None:
+                break
+            tried.add(node_id)
+            node = table.get(node_id)
+            assert node is not None
+            events = self._attempt(self.clients.get(node.address), node_id, request, route)
+            try:
+                first = await self._first(events)
+            except RETRYABLE as exc:
+                logger.info("node %s failed before the first token: %s", node_id, exc)
+                await events.aclose()
+                last_error = exc
+                continue
+            except NodeError as exc:
+                await events.aclose()
+                raise UpstreamFailed(f"node {node_id} failed: {_node_message(exc)}") from None
+            yield Routed(node_id, len(tried))
+            yield first
+            async for event in events:
+                yield event
+            return
+        raise _exhausted(last_error, request.model)
+
+    async def _first(self, events: AsyncIterator[Delta | Finished | StreamFailed]
+                     ) -> Delta | Finished | StreamFailed:
+        try:
+            async with asyncio.timeout(self.settings.first_token_timeout_s):
+                return await anext(events)
+        except TimeoutError:
+            raise NodeTimeout("no first token in time") from None
+        except StopAsyncIteration:
+            raise NodeUnavailable("stream ended before any event") from None
+
+    async def _attempt(
+        self, client: NodeClient, node_id: NodeId, request: GenerateRequest, route: RouteRequest
+    ) -> AsyncIterator[Delta | Finished | StreamFailed]:
+        self.load.start(node_id, route.expected_tokens)
+        remaining, generated, started = route.expected_tokens, 0, time.monotonic()
+        try:
+            async for event in client.generate(request):
+                if isinstance(event, Delta):
+                    generated += event.tokens
+                    self.load.progress(node_id, event.tokens)
+                    remaining -= event.tokens
+                elif isinstance(event, Finished):
+                    self.router.record(route, node_id)
+                yield event
+        except NodeRejected as exc:
+            raise InvalidRequest(_node_message(exc)) from None
+        except NodeError as exc:
+            if generated == 0:
+                raise
+            yield StreamFailed(f"node {node_id} failed mid-stream: {exc}",
+                               _partial_usage(generated, started))
+        finally:
+            self.load.finish(node_id, max(remaining, 0))
+
+
+def _node_message(exc: NodeError) -> str:
+    # "host:port: message" -> "message": the client has no use for our node addresses.
+    return str(exc).split(": ", 1)[-1]
+
+
+def _partial_usage(generated: int, started: float) -> Usage:
+    return Usage(prompt_tokens=0, completion_tokens=generated, cached_prompt_tokens=0,
+                 ttft_seconds=0.0, decode_tokens_per_second=0.0,
+                 duration_seconds=time.monotonic() - started)
+
+
+def _exhausted(last: NodeError | None, model: str) -> ApiError:
+    if isinstance(last, NodeTimeout):
+        return UpstreamTimeout(f"No node answered `{model}` in time.")
+    detail = f" (last error: {_node_message(last)})" if last else ""
+    return NoCapacity(f"No node can serve `{model}` right now{detail}.", retry_after=2)

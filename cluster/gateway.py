@@ -1,0 +1,223 @@
+"""The HTTP surface: OpenAI-compatible endpoints and the admin API, one exception handler.
+
+A gateway replica never asks the controller anything on the request path: it routes on the
+node table it last received from the controller's long poll.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see real annotations on the routes
+# after Serve rebinds them as methods.
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+
+from cluster.errors import ApiError, InternalError, UpstreamFailed
+from cluster.forward import (
+    ClientPool,
+    Forwarder,
+    ForwardEvent,
+    ForwardSettings,
+    Routed,
+    StreamFailed,
+)
+from cluster.openai_schema import (
+    AnyRequest,
+    ChatCompletionRequest,
+    ChatStreamEncoder,
+    CompletionRequest,
+    CompletionStreamEncoder,
+    chat_completion,
+    dumps,
+    model_list,
+    parse_request,
+    text_completion,
+    to_generate_request,
+    validation_error_to_api,
+)
+from cluster.routing import (
+    RouteRequest,
+    expected_tokens,
+    make_router,
+    prefix_keys_for_messages,
+    prefix_keys_for_text,
+)
+from cluster.types import ModelName, NodeTable, NodeView
+from node_agent.types import Delta, Finished
+
+logger = logging.getLogger(__name__)
+
+api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return await _api_error(request, validation_error_to_api(exc))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error on %s", request.url.path)
+    return await _api_error(request, InternalError("internal error; see the gateway's log"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """Knobs of a gateway replica."""
+
+    routing: str = "fastest"
+    first_token_timeout_s: float = 60.0
+    max_attempts: int = 3
+    default_max_tokens: int = 256
+
+
+async def _sse(req: AnyRequest, request_id: str, created: int,
+               events: AsyncIterator[ForwardEvent]) -> AsyncIterator[bytes]:
+    kind = ChatStreamEncoder if isinstance(req, ChatCompletionRequest) else CompletionStreamEncoder
+    encoder = kind(request_id=request_id, model=req.model, created=created,
+                   include_usage=req.include_usage)
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                if frame := encoder.delta(event):
+                    yield frame
+            elif isinstance(event, Finished):
+                yield encoder.finish(event)
+            elif isinstance(event, StreamFailed):
+                yield encoder.fail(UpstreamFailed(event.message))
+    finally:
+        await events.aclose()  # the client left: cancel the generation on the node
+
+
+async def _collect(req: AnyRequest, request_id: str, created: int,
+                   events: AsyncIterator[ForwardEvent], headers: dict[str, str]) -> Response:
+    parts: list[str] = []
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, StreamFailed):
+                raise UpstreamFailed(event.message)
+            elif isinstance(event, Finished):
+                chat = isinstance(req, ChatCompletionRequest)
+                build = chat_completion if chat else text_completion
+                body = build(request_id=request_id, model=req.model, created=created,
+                             text="".join(parts), finished=event)
+                return _json(body, headers)
+    finally:
+        await events.aclose()
+    raise UpstreamFailed("the node ended the generation without finishing it")
+
+
+def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), media_type="application/json", headers=headers)
+
+
+def node_json(n: NodeView) -> dict[str, Any]:
+    """A node as the admin API shows it."""
+    out = dataclasses.asdict(n)
+    out["state"] = n.state.value
+    out["engines"], out["models"] = list(n.engines), list(n.models)
+    return out
+
+
+def models_json(table: NodeTable) -> list[dict[str, Any]]:
+    """Per model: every node that has it, and the ones that can take requests."""
+    names = sorted({m for n in table.nodes for m in n.models})
+    return [{"model": m,
+             "nodes": [n.name for n in table.nodes if m in n.models],
+             "ready_nodes": [n.name for n in table.nodes if m in n.models and n.routable]}
+            for m in names]
+
+
+# The ingress wrapping must happen where the class is defined, and after every helper it uses:
+# Serve captures the class, with the module globals its methods name, when it decorates it.
+@serve.ingress(api)
+class Gateway:
+    """One gateway replica: the node table it was pushed, a router, and the node clients."""
+
+    def __init__(self, controller: Any, settings: GatewaySettings) -> None:
+        self._controller = controller
+        self.settings = settings
+        self.table = NodeTable()
+        self.forwarder = Forwarder(
+            make_router(settings.routing), ClientPool(),
+            ForwardSettings(first_token_timeout_s=settings.first_token_timeout_s,
+                            max_attempts=settings.max_attempts))
+        self.created = int(time.time())
+        self._poller = asyncio.get_running_loop().create_task(self._follow_table())
+
+    async def _follow_table(self) -> None:
+        while True:
+            try:
+                table = await self._controller.wait_table.remote(self.table.version)
+            except Exception as exc:  # the controller restarting: keep routing on the last table
+                logger.warning("node table long poll failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.table = table
+            await self.forwarder.clients.retain({n.address for n in table.nodes})
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        """OpenAI chat completions, streamed or not."""
+        req = parse_request(ChatCompletionRequest, await request.body())
+        keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
+        chars = sum(len(m.text) for m in req.messages)
+        return await self._complete(req, keys, chars)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        """OpenAI text completions, streamed or not."""
+        req = parse_request(CompletionRequest, await request.body())
+        return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt))
+
+    @api.get("/v1/models")
+    async def models(self) -> Response:
+        """Every model at least one ready node serves."""
+        return _json(model_list(self.table.models(), created=self.created))
+
+    @api.get("/health")
+    async def health(self) -> Response:
+        """Liveness of this replica, with what it can serve."""
+        ready = [n for n in self.table.nodes if n.routable]
+        return _json({"status": "ok", "nodes_ready": len(ready), "models": self.table.models()})
+
+    @api.get("/admin/nodes")
+    async def admin_nodes(self) -> Response:
+        """Every known node with its live state."""
+        sessions = await self._controller.sessions.remote()
+        return _json({"version": self.table.version,
+                      "nodes": [node_json(n) for n in self.table.nodes], "sessions": sessions})
+
+    @api.get("/admin/models")
+    async def admin_models(self) -> Response:
+        """Every model any node has, with the nodes serving it."""
+        return _json({"models": models_json(self.table)})
+
+    async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int) -> Response:
+        request_id = uuid.uuid4().hex[:24]
+        generate = to_generate_request(req, request_id)
+        route = RouteRequest(ModelName(req.model), expected_tokens(
+            chars, req.output_limit, self.settings.default_max_tokens), keys)
+        events = self.forwarder.stream(self.table, generate, route)
+        routed = await anext(events)  # raises ApiError before anything is sent
+        assert isinstance(routed, Routed)
+        headers = {"x-meterless-node": routed.node_id, "x-request-id": request_id}
+        if req.stream:
+            body = _sse(req, request_id, self.created, events)
+            return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+        return await _collect(req, request_id, self.created, events, headers)

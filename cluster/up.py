@@ -1,0 +1,198 @@
+"""`cluster up`: start or join Ray, run the Serve app, start a local agent, stay in the foreground.
+
+Stops everything it started, and nothing else, on Ctrl-C, SIGTERM or `cluster down`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cluster.paths import data_dir
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "cluster-up.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpOptions:
+    """What `cluster up` was asked to do."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    demo: bool = False
+    local_agent: bool = True
+    peers: tuple[str, ...] = ()
+    ray_address: str | None = None
+    routing: str = "fastest"
+    gateway_replicas: int = 1
+    mdns: bool = True
+    agent_port: int = 0
+    ready_timeout_s: float = 180.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_local_agent(opts: UpOptions, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start this machine's node agent; returns the process and its gRPC address."""
+    port = opts.agent_port or free_port()
+    host = "127.0.0.1" if opts.demo else "0.0.0.0"
+    cmd = [sys.executable, "-m", "node_agent", "--host", host, "--port", str(port),
+           "--data-dir", str(data)]
+    if opts.demo:
+        cmd += ["--model", "demo", "--no-mdns"]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    return proc, f"127.0.0.1:{port}"
+
+
+def _start_ray(opts: UpOptions) -> bool:
+    """Connect to or start Ray; True when this process started the cluster."""
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    import ray
+
+    if opts.ray_address:
+        ray.init(address=opts.ray_address, log_to_driver=False)
+        return False
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return True
+
+
+def _run_app(opts: UpOptions, peers: tuple[str, ...]) -> None:
+    from ray import serve
+
+    from cluster.app import APP_NAME, AppConfig, build_app
+    from cluster.controller import ControllerConfig
+    from cluster.gateway import GatewaySettings
+
+    config = AppConfig(
+        controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo),
+        gateway=GatewaySettings(routing=opts.routing),
+        gateway_replicas=opts.gateway_replicas,
+    )
+    serve.start(http_options={"host": opts.host, "port": opts.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+
+
+def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
+    """Poll the endpoint until it answers (and, if asked, lists a model); returns the models."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = httpx.get(f"{url}/v1/models", timeout=2)
+            if r.status_code == 200:
+                models = [m["id"] for m in r.json()["data"]]
+                if models or not want_model:
+                    return models
+        time.sleep(0.5)
+    raise TimeoutError(f"no model became ready at {url} within {timeout_s:.0f}s")
+
+
+def up(opts: UpOptions) -> int:
+    """Run the cluster in the foreground until interrupted; returns the exit code."""
+    data = data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    url = f"http://{_display_host(opts.host)}:{opts.port}"
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent: subprocess.Popen[bytes] | None = None
+    started_ray = False
+    try:
+        peers = opts.peers
+        if opts.local_agent:
+            agent, address = start_local_agent(opts, data)
+            peers = (*peers, address)
+        started_ray = _start_ray(opts)
+        _run_app(opts, peers)
+        _write_state(data, url)
+        print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
+        models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+        print(f"ready: serving {', '.join(models) or 'no models yet'}", flush=True)
+        while not stop.wait(0.5):
+            if agent is not None and agent.poll() is not None:
+                print(f"the local node agent exited ({agent.returncode})", file=sys.stderr)
+                agent = None
+        return 0
+    finally:
+        _shutdown(opts, agent, started_ray, data)
+
+
+def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ray: bool,
+              data: Path) -> None:
+    print("stopping…", flush=True)
+    if agent is not None and agent.poll() is None:
+        agent.terminate()
+    with contextlib.suppress(Exception):
+        import ray
+        from ray import serve
+
+        from cluster.app import APP_NAME
+
+        if ray.is_initialized():
+            if not started_ray:
+                serve.delete(APP_NAME)
+            ray.shutdown()
+    if agent is not None:
+        try:
+            agent.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+    (data / STATE_FILE).unlink(missing_ok=True)
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _write_state(data: Path, url: str) -> None:
+    (data / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+
+
+def down() -> int:
+    """Stop the `cluster up` running on this machine; returns the exit code."""
+    path = data_dir() / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print("no running cluster found on this machine", file=sys.stderr)
+        return 1
+    pid = int(state["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        print("no running cluster found on this machine (stale state removed)", file=sys.stderr)
+        return 1
+    for _ in range(120):
+        if not _alive(pid):
+            print("stopped")
+            return 0
+        time.sleep(0.5)
+    print(f"cluster up (pid {pid}) did not stop within 60s", file=sys.stderr)
+    return 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,46 @@
+"""Rich tables for the CLI's listings; the JSON they render is the admin API's, unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_STATE_STYLE = {"ready": "green", "joining": "yellow", "draining": "cyan", "lost": "red"}
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB with one decimal."""
+    return f"{n / 2**30:.1f}"
+
+
+def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
+    """Print one row per node."""
+    table = Table(title="nodes")
+    for col in ("node", "name", "address", "engine", "state", "mem GiB used/total", "models",
+                "running", "tok/s"):
+        table.add_column(col, justify="right" if col in ("running", "tok/s") else "left")
+    for n in nodes:
+        style = _STATE_STYLE.get(n["state"], "")
+        tps = f"{n['decode_tps']:.1f}" + ("" if n["tps_measured"] else "*")
+        table.add_row(
+            n["node_id"][:12], n["name"], n["address"], ",".join(n["engines"]),
+            f"[{style}]{n['state']}[/{style}]" if style else n["state"],
+            f"{gib(n['memory_used_bytes'])}/{gib(n['memory_total_bytes'])}",
+            ", ".join(n["models"]) or "-", str(n["running"] + n["waiting"]), tps,
+        )
+    (console or Console()).print(table)
+    if any(not n["tps_measured"] for n in nodes):
+        (console or Console()).print("* not measured yet: the starting estimate")
+
+
+def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
+    """Print one row per model."""
+    table = Table(title="models")
+    for col in ("model", "ready nodes", "all nodes"):
+        table.add_column(col)
+    for m in models:
+        table.add_row(m["model"], ", ".join(m["ready_nodes"]) or "-", ", ".join(m["nodes"]))
+    (console or Console()).print(table)

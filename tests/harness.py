@@ -1,0 +1,141 @@
+"""Real processes for integration tests: node agents and `cluster up`, started and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if value := predicate():
+                return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def share_models(data_dir: Path, models_dir: Path) -> Path:
+    """A fresh agent data dir whose generated models are shared with other agents."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    link = data_dir / "models"
+    if not link.exists():
+        link.symlink_to(models_dir, target_is_directory=True)
+    return data_dir
+
+
+@dataclass
+class AgentProcess:
+    """One `node-agent` subprocess on loopback."""
+
+    data_dir: Path
+    name: str
+    args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> AgentProcess:
+        """Start it (on the same port as before, if it ran already) and wait until it listens."""
+        self.port = self.port or free_port()
+        cmd = [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--name", self.name, *self.args]
+        log = open(self.data_dir / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
+        wait_for(self._listening, timeout, f"agent {self.name} to listen on {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+
+    def kill(self) -> None:
+        """SIGKILL: the node vanishes without saying goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM and wait; SIGKILL if it does not stop in time."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class ClusterProcess:
+    """One `cluster up` subprocess; its endpoint is http://127.0.0.1:<port>."""
+
+    data_dir: Path
+    args: Sequence[str] = ()
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0, want_models: int = 1) -> ClusterProcess:
+        """Start it and wait until it lists at least `want_models` models."""
+        self.port = self.port or free_port()
+        env = {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir)}
+        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *self.args]
+        log = open(self.data_dir / "cluster.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        wait_for(lambda: self._models() >= want_models, timeout, "the endpoint to serve a model",
+                 interval=0.5)
+        return self
+
+    def _models(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
+        r = httpx.get(f"{self.url}/v1/models", timeout=2)
+        return len(r.json()["data"]) if r.status_code == 200 else 0
+
+    def nodes(self) -> list[dict]:  # type: ignore[type-arg]
+        """The admin API's node list."""
+        return httpx.get(f"{self.url}/admin/nodes", timeout=10).json()["nodes"]  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """SIGTERM (as Ctrl-C would) and wait for a clean stop."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
