@@ -121,7 +121,8 @@ class Worker:
                     return
                 self._handle(command)
             for slot in busy:
-                self._step(slot)
+                if slot.streams:  # a command may have just cancelled or unloaded it
+                    self._step(slot)
 
     def _take(self, *, block: bool) -> list[Command]:
         """Every waiting command; with `block`, wait for at least one."""
