@@ -4,7 +4,8 @@
     ├── InvalidRequest          400  the body does not parse or asks for what we do not support
     ├── Unauthorized            401  missing or wrong API key
     ├── Forbidden               403  the key may not use this model or endpoint
-    ├── ModelNotFound           404  no routable node serves the model
+    ├── NotFound                404  an admin API object (a node) that does not exist
+    │   └── ModelNotFound       404  no node serves the model
     ├── RateLimited             429  the key is over its limit; carries retry_after
     ├── InternalError           500  a bug; the one handler's fallback for anything unexpected
     ├── UpstreamFailed          502  the node failed the generation
@@ -97,7 +98,15 @@ class Forbidden(ApiError):
     default_code = "forbidden"
 
 
-class ModelNotFound(ApiError):
+class NotFound(ApiError):
+    """The thing an admin call names does not exist."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
     """No routable node serves the requested model."""
 
     status = 404

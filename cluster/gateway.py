@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from cluster.errors import ApiError, InternalError, UpstreamFailed
+from cluster.errors import ApiError, InternalError, NotFound, UpstreamFailed
 from cluster.forward import (
     ClientPool,
     Forwarder,
@@ -134,6 +134,16 @@ def node_json(n: NodeView) -> dict[str, Any]:
     return out
 
 
+def find_node(table: NodeTable, ref: str) -> NodeView:
+    """The node whose id starts with `ref` or whose name is `ref`; 404 if none or ambiguous."""
+    matches = [n for n in table.nodes if n.node_id.startswith(ref) or n.name == ref]
+    if len(matches) != 1:
+        known = ", ".join(f"{n.name} ({n.node_id[:12]})" for n in table.nodes) or "none"
+        what = "ambiguous" if matches else "unknown"
+        raise NotFound(f"{what} node {ref!r}; known nodes: {known}", param="node")
+    return matches[0]
+
+
 def models_json(table: NodeTable) -> list[dict[str, Any]]:
     """Per model: every node that has it, and the ones that can take requests."""
     names = sorted({m for n in table.nodes for m in n.models})
@@ -207,6 +217,21 @@ class Gateway:
     async def admin_models(self) -> Response:
         """Every model any node has, with the nodes serving it."""
         return _json({"models": models_json(self.table)})
+
+    @api.post("/admin/nodes/{node}/drain")
+    async def admin_drain(self, node: str) -> Response:
+        """Stop sending new requests to a node; in-flight ones finish."""
+        return await self._set_draining(node, True)
+
+    @api.post("/admin/nodes/{node}/uncordon")
+    async def admin_uncordon(self, node: str) -> Response:
+        """Undo a drain."""
+        return await self._set_draining(node, False)
+
+    async def _set_draining(self, node: str, draining: bool) -> Response:
+        found = find_node(self.table, node)
+        self.table = await self._controller.set_draining.remote(found.node_id, draining)
+        return _json({"node": node_json(self.table.get(found.node_id) or found)})
 
     async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int) -> Response:
         request_id = uuid.uuid4().hex[:24]
