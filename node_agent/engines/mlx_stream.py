@@ -19,6 +19,7 @@ from node_agent.stops import StopFilter
 from node_agent.types import Delta, Finished, GenerateEvent, GenerateRequest, Sampling, Usage
 
 Sampler = Callable[[mx.array], mx.array]
+MAX_HELD = 8  # tokens; a UTF-8 character has at most 4 bytes, so this is generous
 
 
 def make_sampler(sampling: Sampling, seed: int) -> Sampler:
@@ -85,10 +86,13 @@ class IncrementalDecoder:
         return self._advance(final=True)
 
     def _advance(self, *, final: bool) -> str:
-        """Emit the decoded text past the last read point, if it is complete."""
+        """Emit the decoded text past the last read point, once it is complete."""
         before = self._decode(self._tokens[self._prefix : self._read])
         after = self._decode(self._tokens[self._prefix :])
-        if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
+        incomplete = len(after) <= len(before) or after.endswith("\ufffd")
+        # No character spans MAX_HELD tokens: past that the bytes are invalid (or the tokens
+        # decode to nothing), and holding on would only grow the window decoded every step.
+        if incomplete and not final and len(self._tokens) - self._read < MAX_HELD:
             return ""
         self._prefix, self._read = self._read, len(self._tokens)
         return after[len(before) :]
