@@ -19,7 +19,7 @@ from node_agent.engines.base import LoadSpec
 from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
 from node_agent.engines.mlx_slot import BatchLimits
 from node_agent.engines.mlx_stream import Sink
-from node_agent.errors import InvalidRequest, ModelNotLoaded
+from node_agent.errors import AgentError, InvalidRequest, ModelNotLoaded
 from node_agent.types import (
     Delta,
     Finished,
@@ -53,6 +53,7 @@ class MlxEngine:
 
     async def load(self, spec: LoadSpec) -> ModelInfo:
         """Load a model on the worker; raises OutOfMemory, LoadFailed or InvalidRequest."""
+        self._check_open()
         if spec.context_length < 0:
             raise InvalidRequest(f"context_length must be >= 0, got {spec.context_length}")
         reply: Future[ModelInfo] = Future()
@@ -61,6 +62,7 @@ class MlxEngine:
 
     async def unload(self, name: str) -> None:
         """Unload a model, ending its requests as cancelled; raises ModelNotLoaded."""
+        self._check_open()
         reply: Future[None] = Future()
         self._worker.send(Unload(name, reply))
         await asyncio.wrap_future(reply)
@@ -75,6 +77,7 @@ class MlxEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
         """Stream Deltas then one Finished; closing the stream early cancels the generation."""
+        self._check_open()
         info = self._worker.info(request.model)
         if info is None:
             raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
@@ -102,6 +105,11 @@ class MlxEngine:
         self._worker.send(Shutdown(reply))
         await asyncio.wrap_future(reply)
         await asyncio.to_thread(self._worker.join)
+
+    def _check_open(self) -> None:
+        """Refuse work once closed: the worker no longer answers."""
+        if self._closed:
+            raise AgentError("the MLX engine is closed")
 
 
 class _Events:

@@ -112,17 +112,26 @@ class Worker:
         return [slot.status() for slot in list(self._slots.values())]
 
     def _run(self) -> None:
-        """Take commands, step every busy model, repeat; block when nothing is running."""
+        """Turn the loop until Shutdown; nothing raised in one turn ends the thread."""
         while True:
-            busy = [slot for slot in self._slots.values() if slot.streams]
-            for command in self._take(block=not busy):
-                if isinstance(command, Shutdown):
-                    self._shutdown(command.reply)
+            try:
+                if not self._turn():
                     return
-                self._handle(command)
-            for slot in busy:
-                if slot.streams:  # a command may have just cancelled or unloaded it
-                    self._step(slot)
+            except Exception:
+                logger.exception("mlx worker: unexpected error; carrying on")
+
+    def _turn(self) -> bool:
+        """Take commands, then step every busy model once; block when nothing is running."""
+        busy = [slot for slot in self._slots.values() if slot.streams]
+        for command in self._take(block=not busy):
+            if isinstance(command, Shutdown):
+                self._shutdown(command.reply)
+                return False
+            self._handle(command)
+        for slot in busy:
+            if slot.streams:  # a command may have just cancelled or unloaded it
+                self._step(slot)
+        return True
 
     def _take(self, *, block: bool) -> list[Command]:
         """Every waiting command; with `block`, wait for at least one."""

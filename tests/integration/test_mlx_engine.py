@@ -18,6 +18,7 @@ from node_agent.engines.base import LoadSpec
 from node_agent.engines.mlx import MlxEngine, available_memory_bytes
 from node_agent.engines.mlx_stream import IncrementalDecoder
 from node_agent.errors import (
+    AgentError,
     InvalidRequest,
     LoadFailed,
     ModelNotLoaded,
@@ -322,3 +323,16 @@ async def test_status_counters(engine: MlxEngine) -> None:
     assert after.busy_seconds > before.busy_seconds
     assert after.memory_bytes > engine.models()[0].memory_bytes > 0
     assert after.running == after.waiting == 0
+
+
+async def test_a_closed_engine_refuses_work(demo_model_dir: Path) -> None:
+    mlx = MlxEngine()
+    await mlx.load(LoadSpec(name="demo", source="demo", path=demo_model_dir))
+    stream = mlx.generate(request(sampling=Sampling(max_tokens=500)))
+    assert isinstance(await anext(stream), Delta)
+    await mlx.close()
+    rest = [e async for e in stream]
+    assert isinstance(rest[-1], Finished) and rest[-1].finish_reason == "cancelled"
+    with pytest.raises(AgentError, match="closed"):
+        await run(mlx, request())
+    await mlx.close()  # closing twice is harmless
