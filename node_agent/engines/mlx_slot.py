@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
@@ -34,6 +35,9 @@ class BatchLimits:
 
     max_batch: int = 32
     prefill_batch: int = 8
+    # Prompt tokens per prefill chunk: running streams wait for a whole chunk, and so does a
+    # cancel, so keep it short of mlx-lm's 2048.
+    prefill_step: int = 512
     cache_entries: int = 32
     cache_bytes: int = 1 << 30
 
@@ -138,6 +142,7 @@ class ModelSlot:
         """Cancel every request and release the batch."""
         for uid in list(self.streams):
             self._pop(uid).finish("cancelled")
+        mx.synchronize(self.batch.stream)  # no evaluation may outlive the model it runs on
         self.batch.close()
         self._tick()
 
@@ -165,6 +170,7 @@ class ModelSlot:
             stop_tokens=[[t] for t in self.tokenizer.eos_token_ids],
             completion_batch_size=self._limits.max_batch,
             prefill_batch_size=min(self._limits.prefill_batch, self._limits.max_batch),
+            prefill_step_size=self._limits.prefill_step,
         )
 
     def _check_length(self, n: int) -> None:

@@ -97,9 +97,11 @@ async def wait_until(check: Callable[[], bool], timeout: float = 2.0) -> float:
 async def test_streams_deltas_then_one_finished(engine: MlxEngine, tokenizer: Any) -> None:
     text, finished, deltas = await run(engine, request())
     usage = finished.usage
-    assert finished.finish_reason == "length"
     assert usage.prompt_tokens == len(tokenizer.encode(PROMPTS[0]))
-    assert usage.completion_tokens == 16 == sum(d.tokens for d in deltas)
+    assert usage.completion_tokens == sum(d.tokens for d in deltas)
+    assert (finished.finish_reason, usage.completion_tokens) == ("length", 16) or (
+        finished.finish_reason == "stop" and usage.completion_tokens < 16  # the model's EOS
+    )
     assert len(deltas) > 1 and text
     assert 0 < usage.ttft_seconds <= usage.duration_seconds
     assert usage.decode_tokens_per_second > 0
@@ -142,10 +144,11 @@ async def test_eight_streams_share_one_batch(engine: MlxEngine, tokenizer: Any) 
     watcher.cancel()
     for prompt, (_, finished, deltas) in zip(PROMPTS, results, strict=True):
         assert finished.usage.prompt_tokens == len(tokenizer.encode(prompt))
-        assert finished.usage.completion_tokens == sum(d.tokens for d in deltas) == 16
+        assert finished.usage.completion_tokens == sum(d.tokens for d in deltas)
     after = demo_status(engine)
     assert after.requests_finished - before.requests_finished == 8
-    assert after.generated_tokens - before.generated_tokens == 8 * 16
+    generated = sum(finished.usage.completion_tokens for _, finished, _ in results)
+    assert after.generated_tokens - before.generated_tokens == generated
     assert peak > 1
 
 
@@ -178,7 +181,7 @@ async def test_closing_the_stream_frees_the_slot(engine: MlxEngine) -> None:
     await wait_until(lambda: demo_status(engine).running + demo_status(engine).waiting == 0, 1.0)
     assert demo_status(engine).requests_finished == before + 1
     _, finished, _ = await run(engine, request())
-    assert finished.finish_reason == "length"
+    assert finished.usage.completion_tokens > 0
 
 
 async def test_cancelling_the_consumer_task_frees_the_slot(engine: MlxEngine) -> None:
@@ -210,9 +213,9 @@ async def test_the_next_turn_reuses_the_cached_prefix(engine: MlxEngine) -> None
 
 async def test_stop_string_ends_the_text_right_before_it(engine: MlxEngine) -> None:
     full, _, _ = await run(engine, request(PROMPTS[2], Sampling(max_tokens=24, temperature=0)))
-    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    windows = (full[i : i + 3] for i in range(len(full) // 2, len(full) - 3))
+    stop = next(w for w in windows if w.strip() and full.find(w) > 0)
     cut = full.find(stop)
-    assert stop.strip() and cut > 0
     stopped = replace(GREEDY, max_tokens=24, stop=("never appears", stop))
     text, finished, deltas = await run(engine, request(PROMPTS[2], stopped))
     assert text == full[:cut]
@@ -221,7 +224,7 @@ async def test_stop_string_ends_the_text_right_before_it(engine: MlxEngine) -> N
 
 
 async def test_max_tokens_gives_length_with_exactly_that_many(engine: MlxEngine) -> None:
-    _, finished, deltas = await run(engine, request(sampling=Sampling(max_tokens=3)))
+    _, finished, deltas = await run(engine, request(sampling=replace(GREEDY, max_tokens=3)))
     assert finished.finish_reason == "length"
     assert finished.usage.completion_tokens == 3 == sum(d.tokens for d in deltas)
 
@@ -284,7 +287,7 @@ async def test_errors_leave_the_engine_serving(engine: MlxEngine, demo_model_dir
         memory_budget.clear()
     assert [m.name for m in engine.models()] == ["demo"]
     _, finished, _ = await run(engine, request())
-    assert finished.finish_reason == "length"
+    assert finished.usage.completion_tokens > 0
 
 
 async def test_corrupt_files_fail_to_load(
@@ -315,9 +318,9 @@ async def test_unload_cancels_running_requests(engine: MlxEngine, demo_model_dir
 
 async def test_status_counters(engine: MlxEngine) -> None:
     before = demo_status(engine)
-    await run(engine, request())
+    _, finished, _ = await run(engine, request())
     after = demo_status(engine)
-    assert after.generated_tokens == before.generated_tokens + 16
+    assert after.generated_tokens == before.generated_tokens + finished.usage.completion_tokens
     assert after.prompt_tokens > before.prompt_tokens
     assert after.requests_finished == before.requests_finished + 1
     assert after.busy_seconds > before.busy_seconds
