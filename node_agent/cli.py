@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from node_agent import agent, settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The `node-agent` command; returns the exit code (2: bad settings, 1: cannot start)."""
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `node-agent` command: exit 0 on a clean stop, 2 on bad settings, 1 if it cannot start."""
     config = settings.load(argv)
     configure_logging(config.log_level)
     try:
-        return agent.main(config)
+        code = agent.main(config)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        return 130
+        code = 130
+    exit_now(code)
 
 
 def configure_logging(level: str) -> None:
@@ -28,5 +31,17 @@ def configure_logging(level: str) -> None:
     )
 
 
+def exit_now(code: int) -> NoReturn:
+    """Flush and leave without interpreter teardown.
+
+    Everything is closed by now. MLX can abort in its static destructors after a failed
+    safetensors load on a worker thread, which would turn a clean stop into SIGABRT.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

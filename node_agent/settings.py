@@ -82,6 +82,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number above zero."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise ValueError(f"{text!r} must be above zero")
+    return value
+
+
 def ipv4(text: str) -> str:
     """An IPv4 address in dotted form."""
     try:
@@ -174,7 +182,7 @@ _OPTIONS = (
     _Option("--price-usd", "price_usd", "METERLESS_PRICE_USD", non_negative_float,
             "what the machine cost, in USD (default 0)", metavar="USD"),
     _Option("--amortize-months", "amortize_months", "METERLESS_AMORTIZE_MONTHS",
-            non_negative_float, "months the price is written off over (default 36)",
+            positive_float, "months the price is written off over (default 36)",
             metavar="MONTHS"),
     _Option("--idle-watts", "idle_watts", "METERLESS_IDLE_WATTS", non_negative_float,
             "power drawn when idle, in watts (default 0)", metavar="W"),

@@ -78,11 +78,11 @@ class RunningAgent:
         self.kill()
         raise AssertionError(f"agent did not listen within {timeout:.0f}s:\n{self.log()}")
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then wait; the exit code."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """SIGTERM (or `sig`), then wait; the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

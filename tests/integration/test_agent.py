@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -293,6 +295,17 @@ async def test_bad_generate_requests_are_refused_with_a_reason(
     assert needle in details
 
 
+async def test_a_corrupt_model_fails_to_load_with_the_engine_reason(
+    stub: Stub, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(demo_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    events, code = await load_events(stub, pb.LoadModelRequest(model=str(broken)))
+    assert [e.stage for e in events][-2:] == [pb.LoadProgress.LOADING, pb.LoadProgress.FAILED]
+    assert str(broken) in events[-1].message and code == grpc.StatusCode.INTERNAL
+
+
 async def test_bad_load_requests(stub: Stub) -> None:
     bad_engine = stub.LoadModel(pb.LoadModelRequest(model="demo", engine="tpu"))
     assert "tpu" in await expect_error(bad_engine, grpc.StatusCode.INVALID_ARGUMENT)
@@ -306,7 +319,7 @@ async def test_the_agent_still_serves_after_all_of_that(agent: RunningAgent, stu
     _, finished = await collect(stub, chat_request(("user", "Still there?")))
     assert finished.usage.completion_tokens > 0
     assert agent.proc is not None and agent.proc.poll() is None
-    assert "Traceback" not in agent.stderr.read_text().split("internal error")[0]
+    assert "Traceback" not in agent.stderr.read_text()  # every refusal above was expected
 
 
 # --- process life ------------------------------------------------------------------------------
@@ -316,8 +329,10 @@ async def test_restart_keeps_the_node_id_and_memory_cap_refuses_a_load(
     tmp_path: Path, demo_model_dir: Path
 ) -> None:
     data = data_dir_sharing_models(tmp_path / "data", demo_model_dir)
-    first = RunningAgent(data, args=("--no-mdns",)).start()
-    assert first.stop() == 0 and first.models == "none"
+    first = RunningAgent(data, args=("--no-mdns", "--model", "/no/such/dir")).start()
+    assert first.models == "none"  # the model failed; the agent serves anyway
+    assert first.stop(signal.SIGINT) == 0, first.log()
+    assert "model /no/such/dir not loaded: no model directory" in first.stderr.read_text()
     second = RunningAgent(data, args=("--no-mdns",),
                           env={"METERLESS_MEMORY_LIMIT_BYTES": str(4 * 2**20)}).start()
     try:

@@ -65,6 +65,7 @@ def test_mdns_env_off_switch_reads_false_values() -> None:
         (["--engine", "tpu"], {}, "'tpu' is not one of auto, mlx, vllm"),
         (["--price-usd", "-3"], {}, "zero or more"),
         (["--kwh-usd", "nan"], {}, "zero or more"),
+        (["--amortize-months", "0"], {}, "above zero"),
         (["--status-interval-ms", "0"], {}, "above zero"),
         (["--advertise-address", "10.0.0"], {}, "not an IPv4 address"),
         (["--log-level", "loud"], {}, "'loud' is not one of"),
