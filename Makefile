@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[mlx,head,dev]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model
+demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model on :8000
 	$(VENV)/bin/cluster up --demo
 
 test: $(STAMP)  ## lint, stub freshness, then the whole test suite
