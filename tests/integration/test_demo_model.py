@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node_agent import demo_model
 from node_agent.demo_model import DEMO_VERSION, EOS, ensure_demo_model
 
 MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]
@@ -26,19 +29,26 @@ def test_generation_is_deterministic(tmp_path: Path, demo_model_dir: Path) -> No
     assert _hashes(again) == _hashes(demo_model_dir)
 
 
-def test_generated_once_and_reused(tmp_path: Path) -> None:
-    first = ensure_demo_model(tmp_path)
-    stamp = (first / "model.safetensors").stat().st_mtime_ns
-    assert ensure_demo_model(tmp_path) == first
-    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+def test_an_existing_model_is_reused(demo_model_dir: Path) -> None:
+    stamp = (demo_model_dir / "model.safetensors").stat().st_mtime_ns
+    assert ensure_demo_model(demo_model_dir.parent.parent) == demo_model_dir
+    assert (demo_model_dir / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_concurrent_generation_leaves_one_complete_model(tmp_path: Path) -> None:
+def test_concurrent_generation_leaves_one_complete_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_write(out: Path) -> None:
+        (out / "config.json").write_text("{}")
+        time.sleep(0.2)  # long enough for every caller to be mid-generation at once
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(demo_model, "write_demo_model", slow_write)
     with ThreadPoolExecutor(max_workers=3) as pool:
         paths = list(pool.map(ensure_demo_model, [tmp_path] * 3))
     assert len(set(paths)) == 1
     assert [p.name for p in (tmp_path / "models").iterdir()] == [paths[0].name]
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(_hashes(paths[0]))
+    assert set(_hashes(paths[0])) == {"config.json", "model.safetensors"}
 
 
 def test_config_is_a_hugging_face_llama(demo_model_dir: Path) -> None:
@@ -50,13 +60,49 @@ def test_config_is_a_hugging_face_llama(demo_model_dir: Path) -> None:
     assert 1_000_000 < weights < 32_000_000
 
 
-def test_mlx_lm_loads_and_generates(demo_model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def mlx_demo(demo_model_dir: Path) -> tuple[Any, Any, list[int]]:
+    """The demo model loaded by mlx-lm, its tokenizer, and a rendered chat prompt."""
     mlx_lm = pytest.importorskip("mlx_lm")
     model, tokenizer = mlx_lm.load(str(demo_model_dir))
-    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
-    steps = list(mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=8))
+    return model, tokenizer, tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
+
+
+def _stream(mlx_demo: tuple[Any, Any, list[int]], **kwargs: Any) -> list[Any]:
+    """Every step of one mlx-lm generation for the chat prompt."""
+    import mlx_lm
+
+    model, tokenizer, prompt = mlx_demo
+    return list(mlx_lm.stream_generate(model, tokenizer, prompt, **kwargs))
+
+
+def test_mlx_lm_loads_and_generates(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+    steps = _stream(mlx_demo, max_tokens=8)
     assert 1 <= len(steps) <= 8
     assert steps[-1].generation_tokens == len(steps)
+
+
+def test_greedy_output_is_english_and_runs_to_max_tokens(
+    mlx_demo: tuple[Any, Any, list[int]],
+) -> None:
+    """Greedy decoding never ends the turn, so callers can rely on max_tokens being reached."""
+    steps = _stream(mlx_demo, max_tokens=48)
+    assert (len(steps), steps[-1].finish_reason) == (48, "length")
+    words = "".join(s.text for s in steps).split()
+    prose_words = set(" ".join(demo_model.paragraphs()).split())
+    assert sum(w in prose_words for w in words) >= 0.9 * len(words)
+
+
+def test_sampled_answers_end_the_turn(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    mx.random.seed(0)
+    sampler = make_sampler(temp=1.0)
+    reasons = [
+        _stream(mlx_demo, max_tokens=400, sampler=sampler)[-1].finish_reason for _ in range(4)
+    ]
+    assert "stop" in reasons
 
 
 def test_chat_template_ends_with_generation_prompt(demo_model_dir: Path) -> None:
