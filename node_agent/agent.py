@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class Agent:
     async def start(self) -> Listening:
         """Start everything, in order; raises StartupError with a readable reason."""
         s = self.settings
+        _check_port_free(s.host, s.port)  # fail now, not after a long model download
         node_id = _node_id(s.data_dir)
         memory = MemoryFn(s.memory_limit_bytes)
         hw = hardware.capped(await asyncio.to_thread(hardware.detect), s.memory_limit_bytes)
@@ -200,6 +202,19 @@ async def _logged(what: str, step: Awaitable[object]) -> None:
         await step
     except Exception:
         logger.exception("%s failed during shutdown", what)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise StartupError when `host:port` is taken; the server's own bind still decides."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listener does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def _node_id(data_dir: Path) -> str:

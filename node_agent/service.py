@@ -240,8 +240,15 @@ class AgentService(pb_grpc.AgentServicer):
 
     async def load(self, ref: str) -> ModelInfo:
         """Resolve and load a model, logging its progress; for the models given at start."""
+        logged_tenths = -1
         async for event in self._load(pb.LoadModelRequest(model=ref)):
-            logger.info("model %s: %s", ref, event.message)
+            tenths = event.bytes_done * 10 // max(event.bytes_total, 1)
+            if event.stage != LoadStage.DOWNLOADING:
+                logger.info("model %s: %s", ref, event.message)
+            elif tenths > logged_tenths:  # a download reports twice a second; log every 10%
+                logged_tenths = tenths
+                logger.info("model %s: %s, %d of %d MB", ref, event.message,
+                            event.bytes_done >> 20, event.bytes_total >> 20)
             if event.model is not None:
                 return event.model
         raise AssertionError("a load ends with READY or raises")

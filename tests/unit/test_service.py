@@ -1,14 +1,28 @@
-"""The servicer's pure parts: proto to domain conversion, error mapping, the busy meter."""
+"""The servicer's pure parts: conversion, error mapping, the busy meter, load event order."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
 
 from node_agent import errors
+from node_agent.engines.base import Engine, LoadSpec
+from node_agent.models import ResolvedModel
 from node_agent.proto import pb
-from node_agent.service import BusyMeter, _status_of, generate_request, generate_response
-from node_agent.types import Delta, Finished, Sampling, Usage
+from node_agent.service import (
+    AgentService,
+    BusyMeter,
+    NodeFacts,
+    Probe,
+    _status_of,
+    generate_request,
+    generate_response,
+)
+from node_agent.types import Delta, Finished, LoadProgress, LoadStage, ModelInfo, Sampling, Usage
 
 
 def test_unset_sampling_fields_take_the_defaults() -> None:
@@ -80,3 +94,62 @@ def test_busy_meter_counts_overlapping_generations_once() -> None:
     meter.leave()
     now[0] = 10.0
     assert meter.seconds() == 3.0
+
+
+class _Context:
+    """The two ServicerContext methods LoadModel uses on a failed load."""
+
+    code: grpc.StatusCode | None = None
+    details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+class _LoadOnlyEngine:
+    name = "mlx"
+
+    async def load(self, spec: LoadSpec) -> ModelInfo:
+        return ModelInfo(name=spec.name, engine="mlx", source=spec.source, memory_bytes=1,
+                         context_length=8)
+
+
+def _downloading_resolve(ref: str, data_dir: Path, progress: Callable[[LoadProgress], None]) -> (
+    ResolvedModel
+):
+    """A hub download as models.resolve reports it: progress from its own thread."""
+    if ref == "org/missing":
+        raise errors.UnknownModel("could not download org/missing: no such model on the Hub")
+    for done in (0, 50, 100):
+        progress(LoadProgress(stage=LoadStage.DOWNLOADING, message=f"downloading {ref}",
+                              bytes_done=done, bytes_total=100))
+    return ResolvedModel(name=ref, source=ref, path=data_dir)
+
+
+def _service(tmp_path: Path) -> AgentService:
+    """A service whose loads need no facts, no probe and no real engine."""
+    return AgentService(facts=cast(NodeFacts, None), engine=cast(Engine, _LoadOnlyEngine()),
+                        data_dir=tmp_path, probe=cast(Callable[[], Probe], None),
+                        resolve=_downloading_resolve)
+
+
+async def test_load_relays_download_progress_in_order(tmp_path: Path) -> None:
+    context = _Context()
+    request = pb.LoadModelRequest(model="org/m", name="m")
+    events = [e async for e in _service(tmp_path).LoadModel(request, context)]
+    stages = [pb.LoadProgress.Stage.Name(e.stage) for e in events]
+    assert stages == ["RESOLVING", "DOWNLOADING", "DOWNLOADING", "DOWNLOADING", "LOADING", "READY"]
+    assert [e.bytes_done for e in events[1:4]] == [0, 50, 100]
+    assert events[-1].model.name == "m" and context.code is None
+
+
+async def test_a_failed_load_ends_with_failed_and_the_status_code(tmp_path: Path) -> None:
+    context = _Context()
+    request = pb.LoadModelRequest(model="org/missing")
+    events = [e async for e in _service(tmp_path).LoadModel(request, context)]
+    assert [e.stage for e in events] == [pb.LoadProgress.RESOLVING, pb.LoadProgress.FAILED]
+    assert "no such model" in events[-1].message
+    assert context.code == grpc.StatusCode.NOT_FOUND and context.details == events[-1].message
