@@ -71,9 +71,14 @@ class Bigram:
     bias: np.ndarray  # (len(outputs),)
 
 
+def demo_model_path(data_dir: Path) -> Path:
+    """Where this version of the demo model lives under `data_dir`, generated or not."""
+    return Path(data_dir) / "models" / f"{DEMO_NAME}-{DEMO_VERSION}"
+
+
 def ensure_demo_model(data_dir: Path) -> Path:
     """Return the demo model's directory under `data_dir`, generating it first if absent."""
-    target = Path(data_dir) / "models" / f"{DEMO_NAME}-{DEMO_VERSION}"
+    target = demo_model_path(data_dir)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

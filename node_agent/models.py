@@ -20,7 +20,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from node_agent.demo_model import DEMO_NAME, ensure_demo_model
+from node_agent.demo_model import DEMO_NAME, demo_model_path, ensure_demo_model
 from node_agent.errors import LoadFailed, UnknownModel
 from node_agent.types import LoadProgress, LoadStage
 
@@ -48,14 +48,17 @@ class ResolvedModel:
 
 def resolve(ref: str, data_dir: Path, progress: Progress | None = None) -> ResolvedModel:
     """Resolve `demo`, a local model directory or a hub id to files on this machine."""
+    report = progress or _ignore
     if ref == DEMO_NAME:
+        if not demo_model_path(data_dir).is_dir():
+            report(LoadProgress(stage=LoadStage.RESOLVING, message="generating the demo model"))
         return ResolvedModel(name=DEMO_NAME, source=ref, path=ensure_demo_model(data_dir))
     local = Path(ref).expanduser()
     if local.exists() or _looks_like_path(ref):
         path = validate_model_dir(local)
         return ResolvedModel(name=path.name, source=ref, path=path)
     if HUB_ID.match(ref):
-        path = fetch_from_hub(ref, Path(data_dir) / "hub", progress or _ignore)
+        path = fetch_from_hub(ref, Path(data_dir) / "hub", report)
         return ResolvedModel(name=ref, source=ref, path=path)
     raise UnknownModel(
         f"unknown model {ref!r}: expected 'demo', a model directory, or a hub id like org/name"
@@ -64,7 +67,8 @@ def resolve(ref: str, data_dir: Path, progress: Progress | None = None) -> Resol
 
 def validate_model_dir(path: Path) -> Path:
     """Return `path` made absolute if it holds a config.json and weights; raise otherwise."""
-    path = path.expanduser().resolve()
+    # abspath, not resolve: a symlinked model directory keeps the name the user gave it.
+    path = Path(os.path.abspath(path.expanduser()))
     if not path.is_dir():
         raise UnknownModel(f"no model directory at {path}")
     if not (path / "config.json").is_file():

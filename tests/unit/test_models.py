@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 
+from node_agent import demo_model
 from node_agent.errors import LoadFailed, UnknownModel
 from node_agent.models import model_weights_bytes, read_context_length, resolve
 from node_agent.types import LoadProgress, LoadStage
@@ -186,3 +187,21 @@ def test_missing_context_length_fails_to_load(tmp_path: Path) -> None:
 
 def test_demo_context_length(demo_model_dir: Path) -> None:
     assert read_context_length(demo_model_dir) == 2048
+
+
+def test_generating_the_demo_model_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo_model, "write_demo_model", lambda out: None)
+    reports: list[LoadProgress] = []
+    resolve("demo", tmp_path, reports.append)
+    resolve("demo", tmp_path, reports.append)
+    assert [(r.stage, r.message) for r in reports] == [
+        (LoadStage.RESOLVING, "generating the demo model")
+    ]
+
+
+def test_a_symlinked_directory_keeps_its_own_name(tmp_path: Path) -> None:
+    target = _model_dir(tmp_path, "blobs-1234")
+    (tmp_path / "llama-3b").symlink_to(target)
+    assert resolve(str(tmp_path / "llama-3b"), tmp_path / "data").name == "llama-3b"
