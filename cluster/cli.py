@@ -37,6 +37,7 @@ def _up(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
         peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
         gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
+        mdns_interfaces=tuple(args.mdns_interface),
     ))
 
 
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="routing policy (default: fastest)")
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
+    up.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
+                    help="browse for agents only on the interface with this address; repeatable "
+                         "(default: every interface)")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")

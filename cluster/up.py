@@ -40,6 +40,7 @@ class UpOptions:
     routing: str = "fastest"
     gateway_replicas: int = 1
     mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
     agent_port: int = 0
     ready_timeout_s: float = 180.0
 
@@ -83,7 +84,8 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...]) -> None:
     from cluster.gateway import GatewaySettings
 
     config = AppConfig(
-        controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo),
+        controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
+                                    mdns_interfaces=opts.mdns_interfaces),
         gateway=GatewaySettings(routing=opts.routing),
         gateway_replicas=opts.gateway_replicas,
     )

@@ -139,3 +139,16 @@ class ClusterProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def ensure_loopback_multicast() -> bool:
+    """Whether `lo` carries multicast (needed for mDNS on loopback), switching it on as root."""
+    flags = Path("/sys/class/net/lo/flags")
+    if not flags.exists():  # not Linux: loopback multicast works out of the box on macOS
+        return True
+    if int(flags.read_text(), 16) & 0x1000:  # IFF_MULTICAST
+        return True
+    if os.geteuid() != 0:
+        return False
+    subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
+    return True

@@ -118,7 +118,8 @@ def test_prompt_too_long_is_400(client: openai.OpenAI) -> None:
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as err:
-        client.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(model="gpt-nope",
+                                       messages=[{"role": "user", "content": "x"}])
     assert err.value.code == "model_not_found"
 
 
