@@ -125,10 +125,7 @@ class Agent:
         memory = MemoryFn(s.memory_limit_bytes)
         hw = hardware.capped(await asyncio.to_thread(hardware.detect), s.memory_limit_bytes)
         engines = available_engines(hw)
-        try:
-            self._engine = make_engine(choose_engine(s.engine, engines), memory)
-        except AgentError as exc:
-            raise StartupError(str(exc)) from exc
+        self._engine = _start_engine(choose_engine(s.engine, engines), engines, memory)
         facts = NodeFacts(node_id=node_id, name=s.name, agent_version=__version__,
                           protocol_version=PROTOCOL_VERSION, engines=engines, hardware=hw,
                           cost=s.cost)
@@ -202,6 +199,19 @@ async def _logged(what: str, step: Awaitable[object]) -> None:
         await step
     except Exception:
         logger.exception("%s failed during shutdown", what)
+
+
+def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn) -> Engine:
+    """The engine, or StartupError saying what this node lacks."""
+    if name not in available:
+        has = ", ".join(available) or "none"
+        raise StartupError(
+            f"engine {name!r} is not available on this node (it has: {has}; "
+            "vllm needs an NVIDIA GPU and the vllm package, mlx needs mlx-lm)")
+    try:
+        return make_engine(name, memory)
+    except AgentError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def _check_port_free(host: str, port: int) -> None:

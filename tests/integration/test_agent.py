@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import shutil
 import signal
@@ -358,6 +359,19 @@ def test_a_taken_port_is_refused_in_one_line(agent: RunningAgent) -> None:
     )
     assert result.returncode == 1
     assert f"node-agent: error: cannot listen on 127.0.0.1:{agent.port}" in result.stderr
+
+
+def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("this node may well run vllm")
+    result = subprocess.run(
+        [sys.executable, "-m", "node_agent", "--engine", "vllm", "--port", "0", "--no-mdns",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    last = result.stderr.splitlines()[-1]
+    assert result.returncode == 1
+    assert last.startswith("node-agent: error: engine 'vllm' is not available on this node")
 
 
 def test_bad_flags_exit_2_in_one_line() -> None:
