@@ -68,8 +68,7 @@ def direct(model: Any, tokenizer: Any, max_tokens: int) -> Measure:
         return Run(tokens, time.perf_counter() - start)
 
     async def measure(streams: int) -> Run:
-        # Off the event loop: a loop blocked for seconds makes grpc.aio's poller thread spin,
-        # which would slow this column down and flatter the others.
+        # On a thread, like the engine's worker, so the loop (and the gRPC channel) stay served.
         return await asyncio.to_thread(blocking, streams)
 
     return measure
