@@ -1,0 +1,315 @@
+"""Routing policy: which node will answer a request fastest.
+
+Pure and in-process: no I/O, no clock, microseconds per decision. The gateway owns a `LocalLoad`
+and a `Router` per replica and calls `choose` on every request (again, with `exclude`, on
+failover) and `record` once a node has taken the request's prompt into its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cluster.throughput import INITIAL_TPS
+from cluster.types import ModelName, NodeId, NodeTable, NodeView
+
+AVG_REQUEST_TOKENS = 256
+AFFINITY_KEYS = 10_000
+CHARS_PER_TOKEN = 4
+# A prompt token costs a fraction of a decode token: prefill runs the whole prompt through each
+# matmul at once, decode runs one token per step. 1/8 is a conservative ratio for both MLX and vLLM.
+PREFILL_TOKENS_PER_DECODE_TOKEN = 8
+# Clients often ask for max_tokens far beyond what they generate; an uncapped budget would make
+# one request look like a hundred while it is in flight.
+DECODE_CAP = 2048
+
+_MESSAGE_PERSON = b"meterless.msg.v1"  # blake2b personalisation: keeps the two key families apart
+_TEXT_PERSON = b"meterless.txt.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What routing needs to know about a request: model, size, and its prefix chain."""
+
+    model: ModelName
+    expected_tokens: int
+    prefix_keys: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class LocalLoad:
+    """One gateway replica's in-flight work per node; owned and mutated by that replica only.
+
+    `progress` and `finish` take tokens of one request: callers pass at most what that request
+    still had outstanding, so one long answer cannot erase its neighbours' share.
+    """
+
+    outstanding: dict[NodeId, int] = field(default_factory=dict)
+    in_flight: dict[NodeId, int] = field(default_factory=dict)
+
+    def start(self, node: NodeId, tokens: int) -> None:
+        """A request of `tokens` expected tokens was sent to `node`."""
+        self.outstanding[node] = self.outstanding.get(node, 0) + max(tokens, 0)
+        self.in_flight[node] = self.in_flight.get(node, 0) + 1
+
+    def progress(self, node: NodeId, tokens: int) -> None:
+        """`node` generated `tokens` more tokens for one of this replica's requests."""
+        self.outstanding[node] = max(self.outstanding.get(node, 0) - max(tokens, 0), 0)
+
+    def finish(self, node: NodeId, remaining: int) -> None:
+        """A request on `node` ended (done, failed or cancelled) with `remaining` tokens unspent."""
+        left = self.in_flight.get(node, 0) - 1
+        if left > 0:
+            self.in_flight[node] = left
+            self.progress(node, remaining)
+        else:  # nothing in flight: drop both, so estimation drift cannot accumulate
+            self.in_flight.pop(node, None)
+            self.outstanding.pop(node, None)
+
+
+class Router(Protocol):
+    """A routing policy; one instance per gateway replica."""
+
+    def choose(
+        self,
+        table: NodeTable,
+        request: RouteRequest,
+        load: LocalLoad,
+        exclude: frozenset[NodeId] = frozenset(),
+    ) -> NodeId | None:
+        """The node to send `request` to, or None when no node can take it."""
+        ...
+
+    def record(self, request: RouteRequest, node: NodeId) -> None:
+        """`node` served `request`: its cache now holds the request's prefix."""
+        ...
+
+
+def candidates(
+    table: NodeTable, model: ModelName, exclude: frozenset[NodeId] = frozenset()
+) -> list[NodeView]:
+    """Routable nodes that serve `model`, minus those in `exclude`."""
+    return [
+        n for n in table.nodes if n.routable and model in n.models and n.node_id not in exclude
+    ]
+
+
+def queued_tokens(
+    nodes: Sequence[NodeView], load: LocalLoad, avg_request_tokens: int
+) -> dict[NodeId, int]:
+    """Tokens queued on each node: this replica's own plus an estimate for work it cannot see."""
+    outstanding, in_flight = load.outstanding, load.in_flight
+    queued: dict[NodeId, int] = {}
+    for n in nodes:
+        # Other gateway replicas and direct clients show up only in the node's reported counts.
+        unseen = n.running + n.waiting - in_flight.get(n.node_id, 0)
+        queued[n.node_id] = outstanding.get(n.node_id, 0) + max(unseen, 0) * avg_request_tokens
+    return queued
+
+
+def finish_times_s(
+    nodes: Sequence[NodeView], load: LocalLoad, tokens: int, avg_request_tokens: int
+) -> dict[NodeId, float]:
+    """Estimated seconds until each node would finish a new request of `tokens` tokens."""
+    queued = queued_tokens(nodes, load, avg_request_tokens)
+    times: dict[NodeId, float] = {}
+    for n in nodes:
+        # A node that reports no rate (0, or nonsense) is treated as not yet measured.
+        tps = n.decode_tps if n.decode_tps > 0 else INITIAL_TPS
+        times[n.node_id] = (queued[n.node_id] + tokens) / tps
+    return times
+
+
+class PrefixAffinity:
+    """Bounded LRU map from prefix key to the node that last served that prefix."""
+
+    def __init__(self, capacity: int = AFFINITY_KEYS) -> None:
+        if capacity < 1:
+            raise ValueError("affinity capacity must be at least 1")
+        self.capacity = capacity
+        self._nodes: OrderedDict[int, NodeId] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Number of prefix keys remembered."""
+        return len(self._nodes)
+
+    def lookup(self, keys: Sequence[int], allowed: Collection[NodeId]) -> NodeId | None:
+        """The node that served the longest of `keys` among `allowed`, if any."""
+        nodes = self._nodes
+        for key in reversed(keys):
+            node = nodes.get(key)
+            if node is not None and node in allowed:
+                return node
+        return None
+
+    def record(self, keys: Sequence[int], node: NodeId) -> None:
+        """Remember that `node` holds every prefix in `keys`; evict the least recently used."""
+        nodes = self._nodes
+        for key in keys:
+            nodes[key] = node
+            nodes.move_to_end(key)
+        while len(nodes) > self.capacity:
+            nodes.popitem(last=False)
+
+
+class FastestRouter:
+    """Least estimated time to finish, with prefix affinity under bounded load."""
+
+    def __init__(
+        self,
+        *,
+        affinity: bool = True,
+        balance_factor: float = 2.0,
+        balance_slack_s: float = 0.5,
+        avg_request_tokens: int = AVG_REQUEST_TOKENS,
+        affinity_keys: int = AFFINITY_KEYS,
+    ) -> None:
+        if balance_factor < 1.0 or balance_slack_s < 0.0 or avg_request_tokens < 0:
+            raise ValueError("need balance_factor >= 1, balance_slack_s >= 0, avg >= 0")
+        self.balance_factor = balance_factor
+        self.balance_slack_s = balance_slack_s
+        self.avg_request_tokens = avg_request_tokens
+        self.affinity = PrefixAffinity(affinity_keys) if affinity else None
+
+    def choose(
+        self,
+        table: NodeTable,
+        request: RouteRequest,
+        load: LocalLoad,
+        exclude: frozenset[NodeId] = frozenset(),
+    ) -> NodeId | None:
+        """The candidate that finishes first, or the prefix's node unless it is overloaded."""
+        nodes = candidates(table, request.model, exclude)
+        if not nodes:
+            return None
+        eta = finish_times_s(nodes, load, request.expected_tokens, self.avg_request_tokens)
+        best = min(eta, key=lambda n: (eta[n], load.in_flight.get(n, 0), n))
+        if self.affinity is None or not request.prefix_keys:
+            return best
+        sticky = self.affinity.lookup(request.prefix_keys, eta)
+        # Bounded load, as SGLang's cache-aware policy: a relative and an absolute margin.
+        if sticky is not None and eta[sticky] <= (
+            self.balance_factor * eta[best] + self.balance_slack_s
+        ):
+            return sticky
+        return best
+
+    def record(self, request: RouteRequest, node: NodeId) -> None:
+        """Remember `node` for every prefix of `request`."""
+        if self.affinity is not None:
+            self.affinity.record(request.prefix_keys, node)
+
+
+class RoundRobinRouter:
+    """Each candidate in turn, in node-id order; ignores load and speed."""
+
+    def __init__(self) -> None:
+        self._last: NodeId | None = None
+
+    def choose(
+        self,
+        table: NodeTable,
+        request: RouteRequest,
+        load: LocalLoad,
+        exclude: frozenset[NodeId] = frozenset(),
+    ) -> NodeId | None:
+        """The first candidate after the one chosen last, wrapping around."""
+        ids = sorted(n.node_id for n in candidates(table, request.model, exclude))
+        if not ids:
+            return None
+        # "Next id after the last one" stays fair when nodes join or leave between calls.
+        last = self._last
+        chosen = next((i for i in ids if last is None or i > last), ids[0])
+        self._last = chosen
+        return chosen
+
+    def record(self, request: RouteRequest, node: NodeId) -> None:
+        """Round-robin keeps no affinity."""
+
+
+class LeastOutstandingRouter:
+    """Fewest outstanding tokens (this replica's plus reported), ignoring speed."""
+
+    def __init__(self, *, avg_request_tokens: int = AVG_REQUEST_TOKENS) -> None:
+        self.avg_request_tokens = avg_request_tokens
+
+    def choose(
+        self,
+        table: NodeTable,
+        request: RouteRequest,
+        load: LocalLoad,
+        exclude: frozenset[NodeId] = frozenset(),
+    ) -> NodeId | None:
+        """The candidate with the least queued work; ties by fewer in flight, then node id."""
+        nodes = candidates(table, request.model, exclude)
+        if not nodes:
+            return None
+        queued = queued_tokens(nodes, load, self.avg_request_tokens)
+        return min(queued, key=lambda n: (queued[n], load.in_flight.get(n, 0), n))
+
+    def record(self, request: RouteRequest, node: NodeId) -> None:
+        """Least-outstanding keeps no affinity."""
+
+
+POLICIES: dict[str, Callable[..., Router]] = {
+    "fastest": FastestRouter,
+    "round-robin": RoundRobinRouter,
+    "least-outstanding": LeastOutstandingRouter,
+}
+
+
+def make_router(name: str, **knobs: object) -> Router:
+    """The policy called `name`, built with `knobs` (keyword arguments of its class)."""
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        choices = ", ".join(POLICIES)
+        raise ValueError(f"unknown routing policy {name!r}; choose one of: {choices}") from None
+    return factory(**knobs)
+
+
+def _chain(previous: bytes, data: bytes, person: bytes) -> bytes:
+    return hashlib.blake2b(previous + data, digest_size=8, person=person).digest()
+
+
+def _encode(text: str) -> bytes:
+    # JSON may carry lone surrogates; they must hash, not raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def prefix_keys_for_messages(messages: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+    """Chained 64-bit keys: key i covers the conversation up to and including message i."""
+    keys: list[int] = []
+    previous = b""
+    for role, content in messages:
+        role_bytes = _encode(role)
+        # Length-prefixing the role keeps ("ab", "c") and ("a", "bc") apart.
+        data = len(role_bytes).to_bytes(4, "big") + role_bytes + _encode(content)
+        previous = _chain(previous, data, _MESSAGE_PERSON)
+        keys.append(int.from_bytes(previous, "big"))
+    return tuple(keys)
+
+
+def prefix_keys_for_text(text: str, block: int = 256) -> tuple[int, ...]:
+    """Chained 64-bit keys over whole `block`-character blocks of `text`."""
+    if block < 1:
+        raise ValueError("block must be at least 1 character")
+    keys: list[int] = []
+    previous = b""
+    for start in range(0, len(text) - block + 1, block):
+        previous = _chain(previous, _encode(text[start : start + block]), _TEXT_PERSON)
+        keys.append(int.from_bytes(previous, "big"))
+    return tuple(keys)
+
+
+def expected_tokens(prompt_chars: int, max_tokens: int | None, default_max: int = 256) -> int:
+    """A request's cost in decode-token equivalents: its decode budget plus a prefill share."""
+    if max_tokens is None or max_tokens <= 0:  # 0 means "the node's default", as on the wire
+        decode = default_max
+    else:
+        decode = min(max_tokens, max(DECODE_CAP, default_max))
+    prefill = max(prompt_chars, 0) // (CHARS_PER_TOKEN * PREFILL_TOKENS_PER_DECODE_TOKEN)
+    return max(decode + prefill, 1)
