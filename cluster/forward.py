@@ -151,11 +151,12 @@ class Forwarder:
         try:
             async for event in client.generate(request):
                 if isinstance(event, Delta):
+                    if generated == 0:  # the prompt is in the node's cache from now on
+                        self.router.record(route, node_id)
                     generated += event.tokens
-                    self.load.progress(node_id, event.tokens)
+                    # Never more than this request still had: others' share must stay counted.
+                    self.load.progress(node_id, min(event.tokens, max(remaining, 0)))
                     remaining -= event.tokens
-                elif isinstance(event, Finished):
-                    self.router.record(route, node_id)
                 yield event
         except NodeRejected as exc:
             raise InvalidRequest(_node_message(exc)) from None

@@ -166,6 +166,7 @@ class FastestRouter:
         balance_slack_s: float = 0.5,
         avg_request_tokens: int = AVG_REQUEST_TOKENS,
         affinity_keys: int = AFFINITY_KEYS,
+        probe_unmeasured: bool = True,
     ) -> None:
         if balance_factor < 1.0 or balance_slack_s < 0.0 or avg_request_tokens < 0:
             raise ValueError("need balance_factor >= 1, balance_slack_s >= 0, avg >= 0")
@@ -173,6 +174,7 @@ class FastestRouter:
         self.balance_slack_s = balance_slack_s
         self.avg_request_tokens = avg_request_tokens
         self.affinity = PrefixAffinity(affinity_keys) if affinity else None
+        self.probe_unmeasured = probe_unmeasured
 
     def choose(
         self,
@@ -187,20 +189,32 @@ class FastestRouter:
             return None
         eta = finish_times_s(nodes, load, request.expected_tokens, self.avg_request_tokens)
         best = min(eta, key=lambda n: (eta[n], load.in_flight.get(n, 0), n))
-        if self.affinity is None or not request.prefix_keys:
-            return best
-        sticky = self.affinity.lookup(request.prefix_keys, eta)
-        # Bounded load, as SGLang's cache-aware policy: a relative and an absolute margin.
-        if sticky is not None and eta[sticky] <= (
-            self.balance_factor * eta[best] + self.balance_slack_s
-        ):
-            return sticky
-        return best
+        if self.affinity is not None and request.prefix_keys:
+            sticky = self.affinity.lookup(request.prefix_keys, eta)
+            # Bounded load, as SGLang's cache-aware policy: a relative and an absolute margin.
+            if sticky is not None and eta[sticky] <= (
+                self.balance_factor * eta[best] + self.balance_slack_s
+            ):
+                return sticky
+        return (self.probe_unmeasured and probe(nodes, load)) or best
+
 
     def record(self, request: RouteRequest, node: NodeId) -> None:
         """Remember `node` for every prefix of `request`."""
         if self.affinity is not None:
             self.affinity.record(request.prefix_keys, node)
+
+
+def probe(nodes: Sequence[NodeView], load: LocalLoad) -> NodeId | None:
+    """An idle node whose speed is not measured yet: one request at a time goes there.
+
+    Without it a new node, starting from the conservative estimate, would never be chosen
+    while the others keep up, and so would never be measured.
+    """
+    for n in nodes:
+        if not n.tps_measured and n.running + n.waiting == 0 and not load.in_flight.get(n.node_id):
+            return n.node_id
+    return None
 
 
 class RoundRobinRouter:

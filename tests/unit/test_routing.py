@@ -271,3 +271,18 @@ def test_make_router_rejects_unknown_names_and_knobs() -> None:
         make_router("round-robin", affinity=True)
     with pytest.raises(ValueError):
         make_router("fastest", balance_factor=0.5)
+
+
+def test_an_idle_unmeasured_node_gets_one_probe_request_at_a_time() -> None:
+    fast, new = node(A, 500.0), node(B, 20.0, tps_measured=False)
+    router, load = FastestRouter(), LocalLoad()
+    assert router.choose(table(fast, new), req(), load) == B  # idle and unmeasured: probe it
+    load.start(B, 100)
+    assert router.choose(table(fast, new), req(), load) == A  # one probe in flight is enough
+    busy_elsewhere = node(B, 20.0, tps_measured=False, running=1)
+    assert router.choose(table(fast, busy_elsewhere), req(), LocalLoad()) == A
+
+
+def test_probing_can_be_turned_off() -> None:
+    t = table(node(A, 500.0), node(B, 20.0, tps_measured=False))
+    assert FastestRouter(probe_unmeasured=False).choose(t, req(), LocalLoad()) == A
