@@ -78,14 +78,15 @@ def choose_engine(wanted: str, available: tuple[str, ...]) -> str:
     return wanted
 
 
-def make_engine(name: str, available_memory: MemoryFn) -> Engine:
+def make_engine(name: str, available_memory: MemoryFn, *, max_steps_per_s: float = 0.0) -> Engine:
     """Construct the engine found in `node_agent/engines/<name>.py`."""
     try:
         module = importlib.import_module(f"node_agent.engines.{name}")
         engine_class = getattr(module, _ENGINE_CLASSES[name])
     except (ImportError, AttributeError, KeyError) as exc:
         raise EngineUnavailable(f"engine {name!r} is not available on this node: {exc}") from exc
-    engine: Engine = engine_class(available_memory=available_memory)
+    engine: Engine = engine_class(available_memory=available_memory,
+                                  max_steps_per_s=max_steps_per_s)
     return engine
 
 
@@ -125,7 +126,8 @@ class Agent:
         memory = MemoryFn(s.memory_limit_bytes)
         hw = hardware.capped(await asyncio.to_thread(hardware.detect), s.memory_limit_bytes)
         engines = available_engines(hw)
-        self._engine = _start_engine(choose_engine(s.engine, engines), engines, memory)
+        self._engine = _start_engine(choose_engine(s.engine, engines), engines, memory,
+                                     s.max_steps_per_s)
         facts = NodeFacts(node_id=node_id, name=s.name, agent_version=__version__,
                           protocol_version=PROTOCOL_VERSION, engines=engines, hardware=hw,
                           cost=s.cost)
@@ -201,7 +203,8 @@ async def _logged(what: str, step: Awaitable[object]) -> None:
         logger.exception("%s failed during shutdown", what)
 
 
-def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn) -> Engine:
+def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn,
+                  max_steps_per_s: float) -> Engine:
     """The engine, or StartupError saying what this node lacks."""
     if name not in available:
         has = ", ".join(available) or "none"
@@ -209,7 +212,7 @@ def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn) -> En
             f"engine {name!r} is not available on this node (it has: {has}; "
             "vllm needs an NVIDIA GPU and the vllm package, mlx needs mlx-lm)")
     try:
-        return make_engine(name, memory)
+        return make_engine(name, memory, max_steps_per_s=max_steps_per_s)
     except AgentError as exc:
         raise StartupError(str(exc)) from exc
 

@@ -1,4 +1,4 @@
-"""The generated agent contract, under short names. Only service.py and cluster/node_client.py use it."""
+"""The generated agent contract under short names; only the service and the node client use it."""
 
 from node_agent._proto.meterless.agent.v1 import agent_pb2 as pb
 from node_agent._proto.meterless.agent.v1 import agent_pb2_grpc as pb_grpc

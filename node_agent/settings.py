@@ -40,6 +40,7 @@ class Settings:
     advertise_addresses: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
     status_interval_ms: int = 500
+    max_steps_per_s: float = 0.0
     name: str = field(default_factory=socket.gethostname)
     cost: CostProfile = field(default_factory=CostProfile)
     memory_limit_bytes: int | None = None
@@ -177,6 +178,10 @@ _OPTIONS = (
     _Option("--status-interval-ms", "status_interval_ms", "METERLESS_STATUS_INTERVAL_MS",
             positive_int, "default interval of the status stream in ms (default 500)",
             metavar="MS"),
+    _Option("--max-steps-per-s", "max_steps_per_s", "METERLESS_MAX_STEPS_PER_S",
+            non_negative_float, "cap decode steps per second, making this node slower on purpose "
+            "(to try routing against machines of different speeds); 0: no cap (default)",
+            metavar="N"),
     _Option("--name", "name", "METERLESS_NAME", str,
             "display name of this node (default: the hostname)"),
     _Option("--price-usd", "price_usd", "METERLESS_PRICE_USD", non_negative_float,

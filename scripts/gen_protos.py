@@ -36,9 +36,12 @@ def generate(out: Path) -> None:
 
 def differences(a: Path, b: Path) -> list[str]:
     """Paths of generated files that differ between two trees."""
-    names = {p.relative_to(a) for p in a.rglob("*.py*")} | {p.relative_to(b) for p in b.rglob("*.py*")}
-    return sorted(str(n) for n in names
-                  if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, False)))
+    names = {p.relative_to(root) for root in (a, b) for p in root.rglob("*.py*")}
+
+    def same(n: Path) -> bool:
+        return (a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, False)
+
+    return sorted(str(n) for n in names if not same(n))
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ batch and the prompt cache; per request, `mlx_stream.RequestStream` turns tokens
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,9 +43,13 @@ class MlxEngine:
         *,
         limits: BatchLimits | None = None,
         available_memory: Callable[[], int] | None = None,
+        max_steps_per_s: float = 0.0,
     ) -> None:
+        limits = limits or BatchLimits()
+        if max_steps_per_s > 0:
+            limits = dataclasses.replace(limits, step_interval_s=1.0 / max_steps_per_s)
         self._worker = Worker(
-            limits=limits or BatchLimits(),
+            limits=limits,
             available_memory=available_memory or available_memory_bytes,
         )
         self._worker.start()

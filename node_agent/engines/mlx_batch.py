@@ -13,6 +13,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -128,9 +129,12 @@ class Worker:
                 self._shutdown(command.reply)
                 return False
             self._handle(command)
+        started = time.perf_counter()
         for slot in busy:
             if slot.streams:  # a command may have just cancelled or unloaded it
                 self._step(slot)
+        if busy and self._limits.step_interval_s:
+            time.sleep(max(0.0, self._limits.step_interval_s - (time.perf_counter() - started)))
         return True
 
     def _take(self, *, block: bool) -> list[Command]:

@@ -40,6 +40,8 @@ class BatchLimits:
     prefill_step: int = 512
     cache_entries: int = 32
     cache_bytes: int = 1 << 30
+    # Seconds at least between decode steps; > 0 makes the node slower on purpose.
+    step_interval_s: float = 0.0
 
 
 def weights_bytes(model: Any) -> int:
