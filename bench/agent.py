@@ -5,7 +5,8 @@
 Columns: mlx-lm in-process (`stream_generate` for one stream, `batch_generate` for eight), our
 MlxEngine in-process, and a `node-agent` subprocess driven over gRPC. Every cell is the median of
 `--repeats` runs of the same greedy prompt and max_tokens, after a warm-up, with the configurations
-interleaved so drift hits them all alike. Aggregate tokens/s = completion tokens / wall time.
+interleaved so drift hits them all alike (the prompt changes between rounds, so that no column
+gains from a prompt cache). Aggregate tokens/s = completion tokens / wall time.
 Targets: agent/direct >= 0.9 at 1 stream and >= 0.85 at 8 streams.
 """
 
@@ -36,7 +37,7 @@ from node_agent.types import Finished, GenerateRequest, Sampling
 
 PROMPT = "The office is quiet in the morning. A few machines sit on the desk, and"
 STREAMS = (1, 8)
-Measure = Callable[[int], Awaitable["Run"]]  # streams -> one timed run
+Measure = Callable[[int, str], Awaitable["Run"]]  # (streams, prompt) -> one timed run
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,9 @@ class Run:
 
 def direct(model: Any, tokenizer: Any, max_tokens: int) -> Measure:
     """mlx-lm used directly: stream_generate for one stream, batch_generate for several."""
-    ids = tokenizer.encode(PROMPT)
 
-    def blocking(streams: int) -> Run:
+    def blocking(streams: int, prompt: str) -> Run:
+        ids = tokenizer.encode(prompt)
         start = time.perf_counter()
         if streams == 1:
             tokens = 0
@@ -67,9 +68,9 @@ def direct(model: Any, tokenizer: Any, max_tokens: int) -> Measure:
             tokens = result.stats.generation_tokens
         return Run(tokens, time.perf_counter() - start)
 
-    async def measure(streams: int) -> Run:
+    async def measure(streams: int, prompt: str) -> Run:
         # On a thread, like the engine's worker, so the loop (and the gRPC channel) stay served.
-        return await asyncio.to_thread(blocking, streams)
+        return await asyncio.to_thread(blocking, streams, prompt)
 
     return measure
 
@@ -78,8 +79,8 @@ def in_process(engine: MlxEngine, model: str, max_tokens: int) -> Measure:
     """Our engine in this process, `streams` concurrent generations."""
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
 
-    async def one(i: int) -> int:
-        req = GenerateRequest(request_id=str(i), model=model, text=PROMPT, sampling=sampling)
+    async def one(i: int, prompt: str) -> int:
+        req = GenerateRequest(request_id=str(i), model=model, text=prompt, sampling=sampling)
         async for event in engine.generate(req):
             if isinstance(event, Finished):
                 return event.usage.completion_tokens
@@ -92,8 +93,8 @@ def over_grpc(stub: Any, model: str, max_tokens: int) -> Measure:
     """The agent subprocess over gRPC, `streams` concurrent Generate calls."""
     sampling = pb.Sampling(max_tokens=max_tokens, temperature=0.0)
 
-    async def one(i: int) -> int:
-        req = pb.GenerateRequest(request_id=str(i), model=model, text=PROMPT, sampling=sampling)
+    async def one(i: int, prompt: str) -> int:
+        req = pb.GenerateRequest(request_id=str(i), model=model, text=prompt, sampling=sampling)
         async for response in stub.Generate(req):
             if response.HasField("finished"):
                 return int(response.finished.usage.completion_tokens)
@@ -102,12 +103,12 @@ def over_grpc(stub: Any, model: str, max_tokens: int) -> Measure:
     return _concurrently(one)
 
 
-def _concurrently(one: Callable[[int], Awaitable[int]]) -> Measure:
+def _concurrently(one: Callable[[int, str], Awaitable[int]]) -> Measure:
     """Time `streams` copies of `one` run together."""
 
-    async def measure(streams: int) -> Run:
+    async def measure(streams: int, prompt: str) -> Run:
         start = time.perf_counter()
-        counts = await asyncio.gather(*(one(i) for i in range(streams)))
+        counts = await asyncio.gather(*(one(i, prompt) for i in range(streams)))
         return Run(sum(counts), time.perf_counter() - start)
 
     return measure
@@ -136,8 +137,11 @@ async def bench(measures: dict[str, Measure], repeats: int) -> dict[tuple[str, i
     runs: dict[tuple[str, int], list[float]] = {}
     for repeat in range(repeats + 1):
         for streams in STREAMS:
+            # Every column gets the same prompt, but a new one each round: the engine's prompt
+            # cache would otherwise skip a prefill that mlx-lm direct has to do.
+            prompt = f"{repeat}/{streams}. {PROMPT}"
             for name, measure in measures.items():
-                run = await measure(streams)
+                run = await measure(streams, prompt)
                 if repeat:  # the first round is the warm-up
                     runs.setdefault((name, streams), []).append(run.tps)
     return {key: statistics.median(values) for key, values in runs.items()}
