@@ -148,11 +148,13 @@ class Forwarder:
     ) -> AsyncIterator[Delta | Finished | StreamFailed]:
         self.load.start(node_id, route.expected_tokens)
         remaining, generated, started = route.expected_tokens, 0, time.monotonic()
+        prompt = cached = 0
         try:
             async for event in client.generate(request):
                 if isinstance(event, Delta):
                     if generated == 0:  # the prompt is in the node's cache from now on
                         self.router.record(route, node_id)
+                        prompt, cached = event.prompt_tokens, event.cached_prompt_tokens
                     generated += event.tokens
                     # Never more than this request still had: others' share must stay counted.
                     self.load.progress(node_id, min(event.tokens, max(remaining, 0)))
@@ -163,8 +165,10 @@ class Forwarder:
         except NodeError as exc:
             if generated == 0:
                 raise
-            yield StreamFailed(f"node {node_id} failed mid-stream: {exc}",
-                               _partial_usage(generated, started))
+            usage = Usage(prompt_tokens=prompt, completion_tokens=generated,
+                          cached_prompt_tokens=cached, ttft_seconds=0.0,
+                          decode_tokens_per_second=0.0, duration_seconds=time.monotonic() - started)
+            yield StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
         finally:
             self.load.finish(node_id, max(remaining, 0))
 
@@ -172,12 +176,6 @@ class Forwarder:
 def _node_message(exc: NodeError) -> str:
     # "host:port: message" -> "message": the client has no use for our node addresses.
     return str(exc).split(": ", 1)[-1]
-
-
-def _partial_usage(generated: int, started: float) -> Usage:
-    return Usage(prompt_tokens=0, completion_tokens=generated, cached_prompt_tokens=0,
-                 ttft_seconds=0.0, decode_tokens_per_second=0.0,
-                 duration_seconds=time.monotonic() - started)
 
 
 def _exhausted(last: NodeError | None, model: str) -> ApiError:

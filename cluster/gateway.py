@@ -97,7 +97,8 @@ async def _sse(req: AnyRequest, request_id: str, created: int,
             elif isinstance(event, Finished):
                 yield encoder.finish(event)
             elif isinstance(event, StreamFailed):
-                yield encoder.fail(UpstreamFailed(event.message))
+                yield encoder.fail(UpstreamFailed(event.message),
+                                   prompt_tokens=event.usage.prompt_tokens)
     finally:
         await events.aclose()  # the client left: cancel the generation on the node
 

@@ -157,7 +157,8 @@ class NodeClient:
             async for response in call:
                 event = response.WhichOneof("event")
                 if event == "delta":
-                    yield Delta(response.delta.text, response.delta.tokens)
+                    d = response.delta
+                    yield Delta(d.text, d.tokens, d.prompt_tokens, d.cached_prompt_tokens)
                 elif event == "finished":
                     yield Finished(response.finished.finish_reason, _usage(response.finished.usage))
         except grpc.aio.AioRpcError as exc:

@@ -463,4 +463,6 @@ def generate_response(event: GenerateEvent) -> pb.GenerateResponse:
         )
         return pb.GenerateResponse(finished=pb.Finished(finish_reason=event.finish_reason,
                                                         usage=usage))
-    return pb.GenerateResponse(delta=pb.Delta(text=event.text, tokens=event.tokens))
+    return pb.GenerateResponse(delta=pb.Delta(
+        text=event.text, tokens=event.tokens, prompt_tokens=event.prompt_tokens,
+        cached_prompt_tokens=event.cached_prompt_tokens))

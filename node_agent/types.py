@@ -63,10 +63,16 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class Delta:
-    """Newly generated text and the number of tokens it covers."""
+    """Newly generated text and the number of tokens it covers.
+
+    The first Delta of a generation also carries the prompt's token counts, so that a stream
+    that breaks before Finished can still be accounted for.
+    """
 
     text: str
     tokens: int
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

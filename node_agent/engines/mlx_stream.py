@@ -161,5 +161,7 @@ class RequestStream:
     def _send(self, text: str, *, force: bool = False) -> None:
         """Send text with the tokens generated since the last Delta; `force` sends a bare count."""
         if text or (force and self._unsent_tokens):
-            self.sink.put(Delta(text, self._unsent_tokens))
+            first = self.completion_tokens == self._unsent_tokens  # nothing was sent before
+            prompt, cached = (self.prompt_tokens, self.cached_tokens) if first else (0, 0)
+            self.sink.put(Delta(text, self._unsent_tokens, prompt, cached))
             self._unsent_tokens = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 import time
@@ -27,12 +28,14 @@ class Outcome:
     done: bool = False
     error_event: bool = False
     exception: str = ""
+    usage: dict | None = None  # type: ignore[type-arg]
 
 
 def stream_once(url: str, i: int) -> Outcome:
     """One streamed chat completion, read as a client would."""
     out = Outcome()
     body = {"model": "demo", "max_tokens": 40, "stream": True, "seed": i,
+            "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": f"Tell me about request {i}."}]}
     try:
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
@@ -44,6 +47,7 @@ def stream_once(url: str, i: int) -> Outcome:
                     payload = json.loads(line[6:])
                     out.error_event |= "error" in payload
                     out.tokens_seen += bool(payload.get("choices"))
+                    out.usage = payload.get("usage") or out.usage
     except httpx.HTTPError as exc:
         out.exception = repr(exc)
     return out
@@ -114,6 +118,7 @@ def test_killed_node_loses_no_unstarted_request_and_comes_back(
     # Only streams that had already started on the killed node may fail, and only in-band.
     for r in broken:
         assert r.status == 200 and r.tokens_seen > 0 and r.error_event and r.done, r
+        assert r.usage and r.usage["prompt_tokens"] > 0 and r.usage["completion_tokens"] > 0, r
     victim_id = next(n["node_id"] for n in cluster.nodes() if n["name"] == victim.name)
     assert all(r.node == victim_id for r in broken)
     assert lost_after < 5.0, f"marked lost after {lost_after:.1f}s"
@@ -121,5 +126,7 @@ def test_killed_node_loses_no_unstarted_request_and_comes_back(
 
     victim.start()  # same port, same data dir: the same node
     wait_for(lambda: node_state(cluster, victim.name) == "ready", 20, "the node to be ready again")
-    served = {stream_once(cluster.url, 900_000 + i).node for i in range(12)}
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:  # enough load to need all three
+        served = {o.node for o in pool.map(lambda i: stream_once(cluster.url, 900_000 + i),
+                                           range(18))}
     assert victim_id in served, "the node that came back takes traffic again"
