@@ -135,8 +135,12 @@ class _Events:
             if not isinstance(following, Delta):
                 self._held = following
                 break
-            event = Delta(event.text + following.text, event.tokens + following.tokens,
-                          event.prompt_tokens, event.cached_prompt_tokens)
+            event = Delta(
+                event.text + following.text,
+                event.tokens + following.tokens,
+                event.prompt_tokens,
+                event.cached_prompt_tokens,
+            )
         return event
 
 

@@ -342,8 +342,9 @@ async def test_a_closed_engine_refuses_work(demo_model_dir: Path) -> None:
 
 
 async def test_the_first_delta_carries_the_prompt_counts(engine: MlxEngine) -> None:
-    _, finished, deltas = await run(engine, request(PROMPTS[1], Sampling(max_tokens=6,
-                                                                         temperature=0)))
+    _, finished, deltas = await run(
+        engine, request(PROMPTS[1], Sampling(max_tokens=6, temperature=0))
+    )
     first, rest = deltas[0], deltas[1:]
     assert first.prompt_tokens == finished.usage.prompt_tokens > 0
     assert first.cached_prompt_tokens == finished.usage.cached_prompt_tokens
