@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,35 @@ def test_cluster_nodes_cli(office: tuple[ClusterProcess, list[AgentProcess]]) ->
     bad = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--url",
                           "http://127.0.0.1:9"], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_client_that_disconnects_cancels_the_generation_on_the_node(
+        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    cluster, _ = office
+    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
+            "temperature": 0, "stream": True}
+
+    def busy() -> int:
+        return sum(n["running"] + n["waiting"] for n in cluster.nodes())
+
+    with httpx.stream("POST", f"{cluster.url}/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+        wait_for(busy, 5, "the node to report the running generation")
+    closed = time.monotonic()  # leaving the block closes the connection mid-stream
+    wait_for(lambda: busy() == 0, 5, "the node to free the slot")
+    assert time.monotonic() - closed < 5
+
+
+def test_cluster_models_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cluster, agents = office
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "models", "--json", "--url",
+                          cluster.url], capture_output=True, text=True, check=True).stdout
+    (demo,) = json.loads(out)["models"]
+    assert demo["model"] == "demo"
+    assert sorted(demo["ready_nodes"]) == sorted(a.name for a in agents)
