@@ -20,17 +20,14 @@ import grpc
 import grpc.aio
 
 from cluster.types import CostProfile
+from node_agent import wire
 from node_agent.proto import pb, pb_grpc
 from node_agent.types import (
-    Delta,
-    Finished,
     GenerateEvent,
     GenerateRequest,
     LoadProgress,
-    LoadStage,
     ModelInfo,
     ModelStatus,
-    Usage,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,15 +149,11 @@ class NodeClient:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
         """Stream a generation; closing this iterator cancels it on the node."""
-        call = self._stub.Generate(_generate_request(request), timeout=None)
+        call = self._stub.Generate(wire.generate_request_pb(request), timeout=None)
         try:
             async for response in call:
-                event = response.WhichOneof("event")
-                if event == "delta":
-                    d = response.delta
-                    yield Delta(d.text, d.tokens, d.prompt_tokens, d.cached_prompt_tokens)
-                elif event == "finished":
-                    yield Finished(response.finished.finish_reason, _usage(response.finished.usage))
+                if (event := wire.generate_event(response)) is not None:
+                    yield event
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         finally:
@@ -176,7 +169,7 @@ class NodeClient:
         call = self._stub.LoadModel(request)
         try:
             async for progress in call:
-                yield _progress(progress)
+                yield wire.load_progress(progress)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         finally:
@@ -197,80 +190,27 @@ class NodeClient:
             reply = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
-        return [_model_info(m) for m in reply.models]
-
-
-def _generate_request(request: GenerateRequest) -> pb.GenerateRequest:
-    s = request.sampling
-    sampling = pb.Sampling(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                           stop=list(s.stop))
-    if s.seed is not None:
-        sampling.seed = s.seed
-    out = pb.GenerateRequest(request_id=request.request_id, model=request.model, sampling=sampling)
-    if request.messages is not None:
-        out.chat.messages.extend(pb.ChatMessage(role=m.role, content=m.content)
-                                 for m in request.messages)
-    else:
-        out.text = request.text or ""
-    return out
-
-
-def _usage(u: pb.Usage) -> Usage:
-    return Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                 cached_prompt_tokens=u.cached_prompt_tokens, ttft_seconds=u.ttft_seconds,
-                 decode_tokens_per_second=u.decode_tokens_per_second,
-                 duration_seconds=u.duration_seconds)
-
-
-def _model_info(m: pb.ModelInfo) -> ModelInfo:
-    return ModelInfo(name=m.name, engine=m.engine, source=m.source, memory_bytes=m.memory_bytes,
-                     context_length=m.context_length)
+        return [wire.model_info(m) for m in reply.models]
 
 
 def _description(info: pb.NodeInfo) -> NodeDescription:
-    c = info.cost
     return NodeDescription(
         node_id=info.node_id, name=info.hostname, agent_version=info.agent_version,
         protocol_version=info.protocol_version, engines=tuple(info.engines),
         accelerator_kind=info.accelerator.kind, accelerator_name=info.accelerator.name,
         memory_total_bytes=info.memory_total_bytes,
         memory_available_bytes=info.memory_available_bytes,
-        cost=CostProfile(price_usd=c.price_usd, amortize_months=c.amortize_months,
-                         idle_watts=c.idle_watts, busy_watts=c.busy_watts, kwh_usd=c.kwh_usd),
-        models=tuple(_model_info(m) for m in info.models),
+        cost=wire.cost(info.cost),
+        models=tuple(wire.model_info(m) for m in info.models),
     )
 
 
 def _status(s: pb.NodeStatus) -> NodeStatusSample:
-    models = tuple(
-        ModelStatus(model=m.model, running=m.running, waiting=m.waiting,
-                    generated_tokens=m.generated_tokens, prompt_tokens=m.prompt_tokens,
-                    cached_prompt_tokens=m.cached_prompt_tokens,
-                    prompt_cache_hits=m.prompt_cache_hits, requests_finished=m.requests_finished,
-                    memory_bytes=m.memory_bytes, busy_seconds=m.busy_seconds)
-        for m in s.models
-    )
+    models = tuple(wire.model_status(m) for m in s.models)
     return NodeStatusSample(
         node_id=s.node_id, unix_ms=s.unix_ms, models=models,
         memory_used_bytes=s.memory_used_bytes, memory_available_bytes=s.memory_available_bytes,
         power_watts=s.power_watts if s.power_measured else None, busy_seconds=s.busy_seconds,
-    )
-
-
-_STAGES = {
-    pb.LoadProgress.RESOLVING: LoadStage.RESOLVING,
-    pb.LoadProgress.DOWNLOADING: LoadStage.DOWNLOADING,
-    pb.LoadProgress.LOADING: LoadStage.LOADING,
-    pb.LoadProgress.READY: LoadStage.READY,
-    pb.LoadProgress.FAILED: LoadStage.FAILED,
-}
-
-
-def _progress(p: pb.LoadProgress) -> LoadProgress:
-    return LoadProgress(
-        stage=_STAGES.get(p.stage, LoadStage.FAILED), message=p.message,
-        bytes_done=p.bytes_done, bytes_total=p.bytes_total,
-        model=_model_info(p.model) if p.HasField("model") else None,
     )
 
 

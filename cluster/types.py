@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NewType
 
+# One cost profile, from the agent's flags to the ledger.
+from node_agent.types import CostProfile as CostProfile
+
 NodeId = NewType("NodeId", str)
 ModelName = NewType("ModelName", str)
 
@@ -17,17 +20,6 @@ class NodeState(Enum):
     READY = "ready"        # status stream alive
     DRAINING = "draining"  # alive, takes no new requests (admin asked)
     LOST = "lost"          # status stream broken for longer than the grace period
-
-
-@dataclass(frozen=True, kw_only=True)
-class CostProfile:
-    """What owning a node costs (mirrors the agent's profile)."""
-
-    price_usd: float = 0.0
-    amortize_months: float = 36.0
-    idle_watts: float = 0.0
-    busy_watts: float = 0.0
-    kwh_usd: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,6 @@ import functools
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +36,20 @@ from node_agent.engines.base import Engine, LoadSpec
 from node_agent.hardware import Memory
 from node_agent.proto import pb, pb_grpc
 from node_agent.types import (
-    ChatMessage,
     CostProfile,
-    Finished,
-    GenerateEvent,
-    GenerateRequest,
     Hardware,
     LoadProgress,
     LoadStage,
     ModelInfo,
     ModelStatus,
-    Sampling,
+)
+from node_agent.wire import (
+    cost_pb,
+    generate_request,
+    generate_response,
+    load_progress_pb,
+    model_info_pb,
+    model_status_pb,
 )
 
 logger = logging.getLogger(__name__)
@@ -362,30 +364,6 @@ async def _call(resolve: Callable[..., Any], *args: Any) -> models.ResolvedModel
 # --- proto <-> domain ---------------------------------------------------------------------------
 
 
-def load_progress_pb(p: LoadProgress) -> pb.LoadProgress:
-    """LoadProgress as protobuf."""
-    out = pb.LoadProgress(stage=_STAGES[p.stage], message=p.message, bytes_done=p.bytes_done,
-                          bytes_total=p.bytes_total)
-    if p.model is not None:
-        out.model.CopyFrom(model_info_pb(p.model))
-    return out
-
-
-_STAGES = {
-    LoadStage.RESOLVING: pb.LoadProgress.RESOLVING,
-    LoadStage.DOWNLOADING: pb.LoadProgress.DOWNLOADING,
-    LoadStage.LOADING: pb.LoadProgress.LOADING,
-    LoadStage.READY: pb.LoadProgress.READY,
-    LoadStage.FAILED: pb.LoadProgress.FAILED,
-}
-
-
-def model_info_pb(m: ModelInfo) -> pb.ModelInfo:
-    """ModelInfo as protobuf."""
-    return pb.ModelInfo(name=m.name, engine=m.engine, source=m.source,
-                        memory_bytes=m.memory_bytes, context_length=m.context_length)
-
-
 def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo]) -> pb.NodeInfo:
     """Describe's answer."""
     hw, c = facts.hardware, facts.cost
@@ -396,8 +374,7 @@ def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo]) -> pb.N
                                    memory_bytes=hw.accelerator_memory_bytes,
                                    count=hw.accelerator_count),
         memory_total_bytes=memory.total, memory_available_bytes=memory.available,
-        cost=pb.CostProfile(price_usd=c.price_usd, amortize_months=c.amortize_months,
-                            idle_watts=c.idle_watts, busy_watts=c.busy_watts, kwh_usd=c.kwh_usd),
+        cost=cost_pb(c),
         models=[model_info_pb(m) for m in loaded], os=hw.os, arch=hw.arch,
     )
 
@@ -414,55 +391,3 @@ def node_status(
         power_watts=probe.power_watts or 0.0, power_measured=probe.power_watts is not None,
         uptime_seconds=uptime, busy_seconds=busy,
     )
-
-
-def model_status_pb(s: ModelStatus) -> pb.ModelStatus:
-    """ModelStatus as protobuf."""
-    return pb.ModelStatus(
-        model=s.model, running=s.running, waiting=s.waiting, generated_tokens=s.generated_tokens,
-        prompt_tokens=s.prompt_tokens, cached_prompt_tokens=s.cached_prompt_tokens,
-        prompt_cache_hits=s.prompt_cache_hits, requests_finished=s.requests_finished,
-        memory_bytes=s.memory_bytes, busy_seconds=s.busy_seconds,
-    )
-
-
-def generate_request(r: pb.GenerateRequest) -> GenerateRequest:
-    """A domain GenerateRequest; unset optional sampling fields take the defaults."""
-    prompt = r.WhichOneof("prompt")
-    messages = None
-    if prompt == "chat":
-        messages = tuple(ChatMessage(m.role, m.content) for m in r.chat.messages)
-    return GenerateRequest(
-        request_id=r.request_id or uuid.uuid4().hex, model=r.model,
-        text=r.text if prompt == "text" else None, messages=messages,
-        sampling=sampling(r.sampling),
-    )
-
-
-def sampling(s: pb.Sampling) -> Sampling:
-    """Domain Sampling: 0 max_tokens and unset optionals mean the defaults."""
-    default = Sampling()
-    return Sampling(
-        max_tokens=s.max_tokens or default.max_tokens,
-        temperature=s.temperature if s.HasField("temperature") else default.temperature,
-        top_p=s.top_p if s.HasField("top_p") else default.top_p,
-        stop=tuple(s.stop),
-        seed=s.seed if s.HasField("seed") else default.seed,
-    )
-
-
-def generate_response(event: GenerateEvent) -> pb.GenerateResponse:
-    """One Generate stream message."""
-    if isinstance(event, Finished):
-        u = event.usage
-        usage = pb.Usage(
-            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-            cached_prompt_tokens=u.cached_prompt_tokens, ttft_seconds=u.ttft_seconds,
-            decode_tokens_per_second=u.decode_tokens_per_second,
-            duration_seconds=u.duration_seconds,
-        )
-        return pb.GenerateResponse(finished=pb.Finished(finish_reason=event.finish_reason,
-                                                        usage=usage))
-    return pb.GenerateResponse(delta=pb.Delta(
-        text=event.text, tokens=event.tokens, prompt_tokens=event.prompt_tokens,
-        cached_prompt_tokens=event.cached_prompt_tokens))

@@ -19,10 +19,9 @@ from node_agent.service import (
     NodeFacts,
     Probe,
     _status_of,
-    generate_request,
-    generate_response,
 )
 from node_agent.types import Delta, Finished, LoadProgress, LoadStage, ModelInfo, Sampling, Usage
+from node_agent.wire import generate_request, generate_response
 
 
 def test_unset_sampling_fields_take_the_defaults() -> None:
