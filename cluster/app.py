@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.controller import Controller, ControllerConfig
 from cluster.gateway import Gateway, GatewaySettings
+from cluster.recorder import UsageAck, UsageBatch
 from cluster.types import NodeTable
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,36 @@ class ControllerDeployment:
         """Drain or uncordon a node; returns the new table."""
         self._controller.set_draining(node_id, draining)
         return self._controller.table()
+
+    async def record_usage(self, batch: UsageBatch) -> UsageAck:
+        """Commit a gateway replica's batch of usage rows."""
+        await self._started
+        return await self._controller.books.record(batch)
+
+    async def cost_report(self, since: str) -> dict[str, Any]:
+        """The cost report over a window (24h, 7d, 30d, all...)."""
+        await self._started
+        return await self._controller.books.cost(since)
+
+    async def usage_report(self, since: str, by: str) -> dict[str, Any]:
+        """Requests and tokens per model, node or key over a window."""
+        await self._started
+        return await self._controller.books.usage(since, by)
+
+    async def set_cost(self, node_id: str, changes: dict[str, float]) -> dict[str, Any]:
+        """The admin's cost profile for a node; it wins over the agent's and is persisted."""
+        await self._started
+        return await self._controller.books.set_cost(node_id, changes)
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """Per-node live and cost figures for /metrics."""
+        await self._started
+        return await self._controller.books.metrics()
+
+    async def prepare_shutdown(self, timeout_s: float) -> dict[str, Any]:
+        """Refuse new requests and wait until the gateways have sent every usage row."""
+        await self._started
+        return await self._controller.books.prepare_shutdown(timeout_s)
 
 
 GatewayDeployment = serve.deployment(

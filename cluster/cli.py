@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import httpx
-
-from cluster import __version__
+from cluster import __version__, cost_cli
+from cluster.admin_api import DEFAULT_URL, CliError, admin_get
 from cluster.views import models_table, nodes_table
-
-DEFAULT_URL = os.environ.get("METERLESS_URL", "http://127.0.0.1:8000")
-
-
-class CliError(Exception):
-    """An error worth one line on stderr and exit code 1."""
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -37,7 +28,7 @@ def _up(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
         peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
         gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
-        mdns_interfaces=tuple(args.mdns_interface),
+        mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
     ))
 
 
@@ -45,21 +36,6 @@ def _down(args: argparse.Namespace) -> int:
     from cluster.up import down
 
     return down()
-
-
-def admin_get(url: str, path: str) -> Any:
-    """GET an admin API path; raises CliError with one readable line on any failure."""
-    try:
-        r = httpx.get(f"{url.rstrip('/')}{path}", timeout=10)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
-    if r.status_code != 200:
-        try:
-            message = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = r.text[:200]
-        raise CliError(f"{url}{path}: {r.status_code} {message}")
-    return r.json()
 
 
 def _nodes(args: argparse.Namespace) -> int:
@@ -107,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
                     help="browse for agents only on the interface with this address; repeatable "
                          "(default: every interface)")
+    up.add_argument("--no-ledger", action="store_true",
+                    help="do not record usage per request (to measure what recording costs)")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
@@ -118,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(func=func)
+        if name == "nodes":
+            cost_cli.add_set_cost(p)
+    cost_cli.add_commands(sub)
     return parser
 
 

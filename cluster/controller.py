@@ -12,7 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cluster import ledger, prices
+from cluster.books import Books
 from cluster.discovery import MdnsBrowser, Sighting, peer_sightings
 from cluster.inventory import (
     DrainSet,
@@ -41,6 +44,8 @@ class ControllerConfig:
     retry_min_s: float = 0.25
     retry_max_s: float = 2.0
     tick_s: float = 0.25
+    data_dir: str = ""  # where the ledger file lives; "" keeps it in memory
+    config_dir: str = ""  # where a cloud_prices.json may override the shipped one
 
 
 @dataclass
@@ -72,9 +77,13 @@ class Controller:
         self._changed = asyncio.Event()
         self._browser: MdnsBrowser | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self.books = Books(
+            path=Path(config.data_dir) / ledger.FILE_NAME if config.data_dir else ":memory:",
+            prices=prices.load(Path(config.config_dir) if config.config_dir else None))
 
     async def start(self) -> None:
-        """Start browsing, connect to the static peers, and keep the table fresh."""
+        """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""
+        await self.books.open()
         for sighting in peer_sightings(self.config.peers):
             self._on_seen(sighting)
         if self.config.mdns:
@@ -97,6 +106,7 @@ class Controller:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.books.close()
 
     def table(self) -> NodeTable:
         """The current node table."""
@@ -169,6 +179,7 @@ class Controller:
                 streamed = True
                 self.inventory.apply(StatusReceived.from_sample(sample, address=client.address,
                                                                 at=self._clock()))
+                self.books.status(sample, client.address)
                 self._refresh()
         except NodeError as exc:
             logger.info("node %s (%s): %s", session.node_id, client.address, exc)
@@ -176,6 +187,7 @@ class Controller:
                                               reason=str(exc)))
             self._refresh()
         finally:
+            self.books.stream_ended(session.node_id, client.address)
             await client.close()
         return streamed
 
@@ -198,6 +210,7 @@ class Controller:
             self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
                                           via=session.sighting.via, at=now))
             self.inventory.apply(NodeDescribed.from_description(desc, at=now))
+            self.books.node_described(desc)
             self._refresh()
             return client
         return None

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from cluster.errors import ApiError, InternalError, NotFound, UpstreamFailed
+from cluster.errors import ApiError, InternalError, InvalidRequest, NotFound, UpstreamFailed
 from cluster.forward import (
     ClientPool,
     Forwarder,
@@ -29,6 +29,9 @@ from cluster.forward import (
     Routed,
     StreamFailed,
 )
+from cluster.ledger import GROUPS
+from cluster.metering import GatewayMeter
+from cluster.metrics import CONTENT_TYPE
 from cluster.openai_schema import (
     AnyRequest,
     ChatCompletionRequest,
@@ -43,6 +46,8 @@ from cluster.openai_schema import (
     to_generate_request,
     validation_error_to_api,
 )
+from cluster.recorder import UsageAck, UsageBatch
+from cluster.reports import parse_cost_changes, window_seconds
 from cluster.routing import (
     RouteRequest,
     expected_tokens,
@@ -51,6 +56,7 @@ from cluster.routing import (
     prefix_keys_for_text,
 )
 from cluster.types import ModelName, NodeTable, NodeView
+from cluster.usage import RequestInfo
 from node_agent.types import Delta, Finished
 
 logger = logging.getLogger(__name__)
@@ -82,6 +88,7 @@ class GatewaySettings:
     first_token_timeout_s: float = 60.0
     max_attempts: int = 3
     default_max_tokens: int = 256
+    ledger: bool = True  # record one usage row per request (off only to measure what it costs)
 
 
 async def _sse(req: AnyRequest, request_id: str, created: int,
@@ -170,6 +177,11 @@ class Gateway:
                             max_attempts=settings.max_attempts))
         self.created = int(time.time())
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
+        self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
+        self.meter.start()
+
+    async def _send_usage(self, batch: UsageBatch) -> UsageAck:
+        return await self._controller.record_usage.remote(batch)  # type: ignore[no-any-return]
 
     async def _follow_table(self) -> None:
         while True:
@@ -229,17 +241,49 @@ class Gateway:
         """Undo a drain."""
         return await self._set_draining(node, False)
 
+    @api.get("/admin/cost")
+    async def admin_cost(self, since: str = "24h") -> Response:
+        """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, breakeven."""
+        window_seconds(since)
+        return _json(await self._controller.cost_report.remote(since))
+
+    @api.get("/admin/usage")
+    async def admin_usage(self, since: str = "24h", by: str = "model") -> Response:
+        """Requests and tokens per model, node or key."""
+        window_seconds(since)
+        if by not in GROUPS:
+            raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
+        return _json(await self._controller.usage_report.remote(since, by))
+
+    @api.post("/admin/nodes/{node}/cost")
+    async def admin_set_cost(self, node: str, request: Request) -> Response:
+        """Set a node's cost profile (the fields given); it wins over the agent's flags."""
+        found = find_node(self.table, node)
+        changes = parse_cost_changes(await request.body())
+        return _json(await self._controller.set_cost.remote(found.node_id, changes))
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        """Prometheus metrics: this replica's requests, the cluster's nodes and costs."""
+        snapshot = await self._controller.metrics_snapshot.remote()
+        return Response(self.meter.render(snapshot, self.table), media_type=CONTENT_TYPE)
+
     async def _set_draining(self, node: str, draining: bool) -> Response:
         found = find_node(self.table, node)
         self.table = await self._controller.set_draining.remote(found.node_id, draining)
         return _json({"node": node_json(self.table.get(found.node_id) or found)})
 
     async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int) -> Response:
+        self.meter.check_open()
         request_id = uuid.uuid4().hex[:24]
         generate = to_generate_request(req, request_id)
         route = RouteRequest(ModelName(req.model), expected_tokens(
             chars, req.output_limit, self.settings.default_max_tokens), keys)
-        events = self.forwarder.stream(self.table, generate, route)
+        chat = isinstance(req, ChatCompletionRequest)
+        info = RequestInfo(request_id=request_id, model=req.model, stream=bool(req.stream),
+                           endpoint="chat" if chat else "completions")
+        events = self.meter.wrap(self.forwarder.stream(self.table, generate, route), info,
+                                 self.table)
         routed = await anext(events)  # raises ApiError before anything is sent
         assert isinstance(routed, Routed)
         headers = {"x-meterless-node": routed.node_id, "x-request-id": request_id}

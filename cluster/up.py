@@ -5,6 +5,7 @@ Stops everything it started, and nothing else, on Ctrl-C, SIGTERM or `cluster do
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -17,14 +18,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from cluster.paths import data_dir
+from cluster.paths import config_dir, data_dir
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "cluster-up.json"
+LEDGER_FLUSH_S = 10.0  # how long a clean stop waits for in-flight requests' usage rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,7 @@ class UpOptions:
     mdns_interfaces: tuple[str, ...] = ()
     agent_port: int = 0
     ready_timeout_s: float = 180.0
+    ledger: bool = True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,8 +89,9 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...]) -> None:
 
     config = AppConfig(
         controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
-                                    mdns_interfaces=opts.mdns_interfaces),
-        gateway=GatewaySettings(routing=opts.routing),
+                                    mdns_interfaces=opts.mdns_interfaces,
+                                    data_dir=str(data_dir()), config_dir=str(config_dir())),
+        gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger),
         gateway_replicas=opts.gateway_replicas,
     )
     serve.start(http_options={"host": opts.host, "port": opts.port})
@@ -140,6 +145,7 @@ def up(opts: UpOptions) -> int:
 def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ray: bool,
               data: Path) -> None:
     print("stopping…", flush=True)
+    _flush_ledger()  # before the local agent stops, so that requests in flight can finish
     if agent is not None and agent.poll() is None:
         agent.terminate()
     with contextlib.suppress(Exception):
@@ -158,6 +164,30 @@ def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ra
         except subprocess.TimeoutExpired:
             agent.kill()
     (data / STATE_FILE).unlink(missing_ok=True)
+
+
+def _flush_ledger() -> None:
+    """Have the controller collect every gateway's unsent usage rows while Ray still runs."""
+    try:
+        import ray
+        from ray import serve
+
+        from cluster.app import APP_NAME
+
+        if not ray.is_initialized():
+            return
+
+        async def ask() -> Any:  # the throughput-optimised handle needs a running loop
+            handle = serve.get_deployment_handle("controller", app_name=APP_NAME)
+            return await handle.prepare_shutdown.remote(LEDGER_FLUSH_S)
+
+        done = asyncio.run(asyncio.wait_for(ask(), LEDGER_FLUSH_S + 10))
+    except Exception as exc:  # the app never came up, or Ray is already going away
+        logger.warning("could not flush the usage ledger: %s", exc)
+        return
+    if not done["complete"]:
+        print(f"warning: usage of requests still running on gateways {done['waiting_for']} "
+              "was not recorded", file=sys.stderr, flush=True)
 
 
 def _display_host(host: str) -> str:

@@ -1,0 +1,57 @@
+"""A gateway replica's accounting: a tap on each request, the row recorder, and /metrics.
+
+With the ledger off (`cluster up --no-ledger`) requests pass through untouched: no tap, no row,
+no request counters; /metrics then shows only the node gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from cluster.errors import NoCapacity
+from cluster.forward import ForwardEvent
+from cluster.metrics import GatewayMetrics
+from cluster.recorder import Recorder, Send
+from cluster.types import NodeId, NodeTable
+from cluster.usage import RequestInfo, Tap, UsageRow, metered
+
+
+class GatewayMeter:
+    """Taps requests, buffers their rows for the controller, and keeps the replica's metrics."""
+
+    def __init__(self, send: Send | None) -> None:
+        self.metrics = GatewayMetrics()
+        self.recorder = None if send is None else Recorder(send, replica=uuid.uuid4().hex[:12])
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start sending rows in the background (call on the replica's event loop)."""
+        if self.recorder is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.recorder.run())
+
+    def check_open(self) -> None:
+        """503 once the cluster is shutting down: a request started now could not be recorded."""
+        if self.recorder is not None and self.recorder.closing:
+            raise NoCapacity("The cluster is shutting down.", retry_after=5)
+
+    def wrap(self, events: AsyncIterator[ForwardEvent], info: RequestInfo,
+             table: NodeTable) -> AsyncIterator[ForwardEvent]:
+        """The same events, recorded when the request ends."""
+        recorder = self.recorder
+        if recorder is None:
+            return events
+
+        def done(row: UsageRow) -> None:
+            recorder.end(row)
+            node = table.get(NodeId(row.node_id)) if row.node_id else None
+            self.metrics.observe(row, node.name if node else row.node_id or "")
+
+        recorder.begin()
+        return metered(events, Tap(info), done)
+
+    def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
+        """The Prometheus exposition text."""
+        return self.metrics.render(snapshot, table)

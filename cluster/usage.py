@@ -1,0 +1,144 @@
+"""One ledger row per request, taken from the forwarder's events as they pass through the gateway.
+
+Outcomes (what `UsageRow.outcome` says):
+
+- `ok`: the node finished the generation (stop or length) on the first node tried;
+- `failed-over`: it finished, but only on a later node, after earlier ones failed before the
+  first token (`attempts` says how many were tried);
+- `cancelled`: the client went away before the end (the node stopped generating);
+- `error`: the request was valid but not served to the end: no node could take it (404, 503,
+  504), the node rejected it (a 400 such as a prompt too long), or the node failed mid-stream.
+
+Requests the gateway rejects before routing (malformed JSON, bad parameters) are not recorded:
+no node did any work and no model was chosen. Token counts are the node's own: those of the
+usage the response reported when it finished, or what had been generated when it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from cluster.forward import ForwardEvent, Routed, StreamFailed
+from node_agent.types import Delta, Finished
+
+
+class Outcome(Enum):
+    """How a request ended."""
+
+    OK = "ok"
+    FAILED_OVER = "failed-over"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageRow:
+    """One request in the ledger."""
+
+    request_id: str
+    at: float  # unix seconds when the gateway received it
+    key_id: str | None
+    model: str
+    node_id: str | None  # the node that served it (the last one tried); None if none did
+    endpoint: str  # "chat" or "completions"
+    stream: bool
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None  # gateway receipt to the first token; None without one
+    duration_s: float = 0.0
+    outcome: Outcome = Outcome.OK
+    attempts: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestInfo:
+    """What the gateway knows about a request before forwarding it."""
+
+    request_id: str
+    model: str
+    endpoint: str
+    stream: bool
+    key_id: str | None = None
+
+
+class Tap:
+    """Watches one request's events and makes its row when the request ends."""
+
+    def __init__(self, info: RequestInfo, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.info = info
+        self._clock = clock
+        self._start = clock()
+        self._at = wall()
+        self._node: str | None = None
+        self._attempts = 0
+        self._first: float | None = None
+        self._prompt = self._cached = self._completion = 0
+        self._outcome: Outcome | None = None
+
+    def observe(self, event: ForwardEvent) -> None:
+        """Take one forwarder event into account."""
+        if isinstance(event, Routed):
+            self._node, self._attempts = event.node_id, event.attempts
+        elif isinstance(event, Delta):
+            if self._first is None:
+                self._first = self._clock()
+                self._prompt, self._cached = event.prompt_tokens, event.cached_prompt_tokens
+            self._completion += event.tokens
+        elif isinstance(event, Finished):
+            u = event.usage
+            self._prompt, self._cached = u.prompt_tokens, u.cached_prompt_tokens
+            self._completion = u.completion_tokens
+            if event.finish_reason == "cancelled":
+                self._outcome = Outcome.CANCELLED
+            else:
+                self._outcome = Outcome.OK if self._attempts <= 1 else Outcome.FAILED_OVER
+        elif isinstance(event, StreamFailed):
+            u = event.usage
+            self._prompt, self._cached = u.prompt_tokens, u.cached_prompt_tokens
+            self._completion = u.completion_tokens
+            self._outcome = Outcome.ERROR
+
+    def failed(self) -> None:
+        """The request ended in an error (raised before or while streaming)."""
+        self._outcome = self._outcome or Outcome.ERROR
+
+    def row(self) -> UsageRow:
+        """The request's row; an end without an outcome means the client went away."""
+        now = self._clock()
+        i = self.info
+        return UsageRow(
+            request_id=i.request_id, at=self._at, key_id=i.key_id, model=i.model,
+            node_id=self._node, endpoint=i.endpoint, stream=i.stream,
+            prompt_tokens=self._prompt, cached_prompt_tokens=self._cached,
+            completion_tokens=self._completion,
+            ttft_s=None if self._first is None else self._first - self._start,
+            duration_s=now - self._start, outcome=self._outcome or Outcome.CANCELLED,
+            attempts=self._attempts,
+        )
+
+
+async def metered(events: AsyncIterator[ForwardEvent], tap: Tap,
+                  done: Callable[[UsageRow], None]) -> AsyncIterator[ForwardEvent]:
+    """The same events; `done(row)` is called exactly once, however the stream ends."""
+    try:
+        async for event in events:
+            tap.observe(event)
+            yield event
+    except GeneratorExit:
+        raise
+    except asyncio.CancelledError:
+        raise  # the client went away: the row says cancelled
+    except BaseException:
+        tap.failed()
+        raise
+    finally:
+        try:
+            await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            done(tap.row())

@@ -1,0 +1,65 @@
+"""Report inputs: windows, set-cost bodies, and the metrics text."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.errors import InvalidRequest
+from cluster.metrics import GatewayMetrics
+from cluster.reports import parse_cost_changes, window_seconds
+from cluster.types import NodeId, NodeState, NodeTable, NodeView
+from cluster.usage import Outcome, UsageRow
+
+
+def test_windows() -> None:
+    assert window_seconds("24h") == 86_400
+    assert window_seconds("7d") == 7 * 86_400 and window_seconds("30d") == 30 * 86_400
+    assert window_seconds("90m") == 5_400 and window_seconds("1.5h") == 5_400
+    assert window_seconds("all") is None
+    for bad in ("", "24", "h", "-1d", "1w", "all "):
+        with pytest.raises(InvalidRequest) as err:
+            window_seconds(bad)
+        assert err.value.param == "since"
+
+
+def test_set_cost_bodies() -> None:
+    assert parse_cost_changes(b'{"price_usd": 1399, "kwh_usd": 0.3}') == {
+        "price_usd": 1399.0, "kwh_usd": 0.3}
+    assert parse_cost_changes(b"{}") == {}
+    for body, param in ((b'{"price": 1}', "price"), (b'{"idle_watts": -1}', "idle_watts"),
+                        (b'{"amortize_months": 0}', "amortize_months"),
+                        (b'{"busy_watts": "45"}', "busy_watts"), (b'{"kwh_usd": true}', "kwh_usd")):
+        with pytest.raises(InvalidRequest) as err:
+            parse_cost_changes(body)
+        assert err.value.param == param
+    for body in (b"[1]", b"{nope"):
+        with pytest.raises(InvalidRequest):
+            parse_cost_changes(body)
+
+
+def test_metrics_text_in_vllm_style() -> None:
+    m = GatewayMetrics()
+    m.observe(UsageRow(request_id="r", at=0.0, key_id=None, model="demo", node_id="n1",
+                       endpoint="chat", stream=True, prompt_tokens=7, completion_tokens=3,
+                       ttft_s=0.05, duration_s=0.4, outcome=Outcome.OK, attempts=1), "mini")
+    table = NodeTable(version=1, nodes=(NodeView(
+        node_id=NodeId("n1"), name="mini", address="a", engines=("mlx",), state=NodeState.READY,
+        models=(), decode_tps=42.0, tps_measured=True),))
+    snapshot = {"nodes": [{"name": "mini", "cost_usd": {"total": 1.5}, "savings_usd": -0.5,
+                           "cloud_equivalent_usd": 1.0, "live": {"busy_ratio": 0.5, "watts": None},
+                           "profile": {"idle_watts": 10.0, "busy_watts": 50.0}}]}
+    text = m.render(snapshot, table).decode()
+    for line in (
+        'meterless:request_success_total{model="demo",node="mini"} 1.0',
+        'meterless:requests_total{model="demo",node="mini",outcome="ok"} 1.0',
+        'meterless:prompt_tokens_total{model="demo",node="mini"} 7.0',
+        'meterless:generation_tokens_total{model="demo",node="mini"} 3.0',
+        'meterless:time_to_first_token_seconds_bucket{le="0.06",model="demo",node="mini"} 1.0',
+        'meterless:e2e_request_latency_seconds_count{model="demo",node="mini"} 1.0',
+        'meterless:node_decode_tokens_per_second{measured="true",node="mini"} 42.0',
+        'meterless:node_busy_ratio{node="mini"} 0.5',
+        'meterless:node_power_watts{node="mini",source="configured"} 30.0',
+        'meterless:cost_usd_total{node="mini"} 1.5',
+        'meterless:savings_usd{node="mini"} -0.5',
+    ):
+        assert line in text, line
