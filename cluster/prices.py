@@ -1,6 +1,6 @@
 """The cloud reference price table: which list prices the ledger compares each local model with.
 
-Shipped as `cluster/data/cloud_prices.json` (with the date its prices were taken); a
+Shipped as `cluster/cloud_prices.json` (with the date its prices were taken); a
 `cloud_prices.json` in the config dir is merged over it: its prices add to or replace the shipped
 ones, its `compare.models` entries come first, and its `compare.default` and `as_of` win.
 Prices are strings or numbers in USD per million tokens, read exactly (no float rounding).
@@ -61,7 +61,7 @@ class PriceTable:
 
 def shipped() -> dict[str, Any]:
     """The price table that ships with meterless, as raw JSON."""
-    text = resources.files("cluster").joinpath("data", FILE_NAME).read_text()
+    text = resources.files("cluster").joinpath(FILE_NAME).read_text()
     return _loads(text)
 
 
