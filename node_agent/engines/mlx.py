@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any
 
-from node_agent import hardware
 from node_agent.engines.base import LoadSpec
+from node_agent.engines.common import available_memory_bytes, check_request
 from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
 from node_agent.engines.mlx_slot import BatchLimits
 from node_agent.engines.mlx_stream import Sink
@@ -29,8 +29,6 @@ from node_agent.types import (
     ModelInfo,
     ModelStatus,
 )
-
-MAX_STOP_STRINGS = 4
 
 
 class MlxEngine:
@@ -142,28 +140,3 @@ class _Events:
                 event.cached_prompt_tokens,
             )
         return event
-
-
-def check_request(request: GenerateRequest, context_length: int) -> None:
-    """Raise InvalidRequest unless the prompt is present and the sampling values are in range."""
-    if request.text is not None and request.messages is not None:
-        raise InvalidRequest("give either text or messages, not both")
-    if not request.text and not request.messages:
-        raise InvalidRequest("the prompt is empty")
-    s = request.sampling
-    if not 1 <= s.max_tokens <= context_length:
-        raise InvalidRequest(
-            f"max_tokens must be between 1 and the context length {context_length}, "
-            f"got {s.max_tokens}"
-        )
-    if not 0 <= s.temperature <= 2:
-        raise InvalidRequest(f"temperature must be between 0 and 2, got {s.temperature}")
-    if not 0 < s.top_p <= 1:
-        raise InvalidRequest(f"top_p must be in (0, 1], got {s.top_p}")
-    if len(s.stop) > MAX_STOP_STRINGS or not all(s.stop):
-        raise InvalidRequest(f"at most {MAX_STOP_STRINGS} stop strings, none of them empty")
-
-
-def available_memory_bytes() -> int:
-    """System memory available now, as the hardware module reads it."""
-    return hardware.memory().available

@@ -16,14 +16,9 @@ from mlx.utils import tree_flatten
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
-from node_agent.engines.mlx_stream import (
-    IncrementalDecoder,
-    RequestStream,
-    Sink,
-    make_sampler,
-    render_prompt,
-)
-from node_agent.errors import AgentError, InvalidRequest, PromptTooLong
+from node_agent.engines.common import check_prompt_length, render_prompt
+from node_agent.engines.mlx_stream import IncrementalDecoder, RequestStream, Sink, make_sampler
+from node_agent.errors import AgentError
 from node_agent.types import GenerateRequest, ModelInfo, ModelStatus
 
 MEMORY_REFRESH_STEPS = 16  # how often the KV byte count in status is refreshed while decoding
@@ -82,7 +77,7 @@ class ModelSlot:
     ) -> None:
         """Render and check the prompt, reuse the longest cached prefix, and join the batch."""
         tokens = render_prompt(self.tokenizer, request)
-        self._check_length(len(tokens))
+        check_prompt_length(len(tokens), self.info.context_length)
         cache, rest = self._cached_prefix(tokens)
         cached = len(tokens) - len(rest)
         room = self.info.context_length - len(tokens)
@@ -174,16 +169,6 @@ class ModelSlot:
             prefill_batch_size=min(self._limits.prefill_batch, self._limits.max_batch),
             prefill_step_size=self._limits.prefill_step,
         )
-
-    def _check_length(self, n: int) -> None:
-        """The prompt must leave room for at least one generated token."""
-        if n == 0:
-            raise InvalidRequest("the prompt is empty")
-        if n + 1 > self.info.context_length:
-            raise PromptTooLong(
-                f"the prompt has {n} tokens; with one to generate that exceeds the context "
-                f"length of {self.info.context_length}"
-            )
 
     def _cached_prefix(self, tokens: list[int]) -> tuple[list[Any] | None, list[int]]:
         """The KV cache of the longest cached prefix and the tokens still to prefill."""

@@ -14,9 +14,9 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_top_p, greedy_sampler
 
-from node_agent.errors import AgentError, InvalidRequest
+from node_agent.errors import AgentError
 from node_agent.stops import StopFilter
-from node_agent.types import Delta, Finished, GenerateEvent, GenerateRequest, Sampling, Usage
+from node_agent.types import Delta, Finished, GenerateEvent, Sampling, Usage
 
 Sampler = Callable[[mx.array], mx.array]
 MAX_HELD = 8  # tokens; a UTF-8 character has at most 4 bytes, so this is generous
@@ -37,17 +37,6 @@ def make_sampler(sampling: Sampling, seed: int) -> Sampler:
         return mx.random.categorical(logprobs * scale, key=step)
 
     return sample
-
-
-def render_prompt(tokenizer: Any, request: GenerateRequest) -> list[int]:
-    """Token ids of the prompt: raw text as is, or messages through the chat template."""
-    if request.text is not None:
-        return list(tokenizer.encode(request.text))
-    messages = [{"role": m.role, "content": m.content} for m in request.messages or ()]
-    try:
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-    except Exception as exc:  # jinja raises whatever the template author chose
-        raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
 
 
 class Sink:
