@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,8 +78,14 @@ class ControllerDeployment:
         await self._started
         return await self._controller.books.metrics()
 
-    async def prepare_shutdown(self, timeout_s: float) -> dict[str, Any]:
-        """Refuse new requests and wait until the gateways have sent every usage row."""
+    async def prepare_shutdown(self, token: str, timeout_s: float) -> dict[str, Any] | None:
+        """Refuse new requests and wait until the gateways have sent every usage row.
+
+        Only for the `cluster up` that started this app (it knows the token); None otherwise.
+        """
+        expected = self._controller.config.shutdown_token
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            return None
         await self._started
         return await self._controller.books.prepare_shutdown(timeout_s)
 

@@ -118,10 +118,11 @@ class Books:
         owner = self._meters.get(sample.node_id)
         now = self._clock()
         if owner is None or owner[0] != address:
-            last = owner[1].last_at if owner else None
-            if last is not None and now - last < owner[1].max_gap_s:  # type: ignore[union-attr]
-                return  # a second stream to the same node: count its time once
-            self.stream_ended(sample.node_id, owner[0] if owner else address)
+            if owner is not None:
+                last = owner[1].last_at
+                if last is not None and now - last < owner[1].max_gap_s:
+                    return  # a second stream to the same node: count its time once
+                self.stream_ended(sample.node_id, owner[0])
             owner = self._meters[sample.node_id] = (address, EnergyMeter(
                 sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s))
         if done := owner[1].add(now, sample.busy_seconds, sample.power_watts):

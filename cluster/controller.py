@@ -46,6 +46,7 @@ class ControllerConfig:
     tick_s: float = 0.25
     data_dir: str = ""  # where the ledger file lives; "" keeps it in memory
     config_dir: str = ""  # where a cloud_prices.json may override the shipped one
+    shutdown_token: str = ""  # what `cluster up` shows to have the ledger flushed; "": never
 
 
 @dataclass

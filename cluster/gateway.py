@@ -20,7 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from cluster.errors import ApiError, InternalError, InvalidRequest, NotFound, UpstreamFailed
+from cluster.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    UpstreamFailed,
+)
 from cluster.forward import (
     ClientPool,
     Forwarder,
@@ -261,6 +268,15 @@ class Gateway:
         found = find_node(self.table, node)
         changes = parse_cost_changes(await request.body())
         return _json(await self._controller.set_cost.remote(found.node_id, changes))
+
+    @api.post("/admin/ledger/flush")
+    async def admin_flush(self, request: Request, timeout_s: float = 10.0) -> Response:
+        """For `cluster up`'s clean stop: refuse new requests, wait for every usage row."""
+        token = request.headers.get("x-meterless-shutdown-token", "")
+        done = await self._controller.prepare_shutdown.remote(token, timeout_s)
+        if done is None:
+            raise Forbidden("only the `cluster up` running this cluster may stop it")
+        return _json(done)
 
     @api.get("/metrics")
     async def metrics(self) -> Response:

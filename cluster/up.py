@@ -5,11 +5,11 @@ Stops everything it started, and nothing else, on Ctrl-C, SIGTERM or `cluster do
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -80,7 +79,7 @@ def _start_ray(opts: UpOptions) -> bool:
     return True
 
 
-def _run_app(opts: UpOptions, peers: tuple[str, ...]) -> None:
+def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str) -> None:
     from ray import serve
 
     from cluster.app import APP_NAME, AppConfig, build_app
@@ -90,7 +89,8 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...]) -> None:
     config = AppConfig(
         controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
                                     mdns_interfaces=opts.mdns_interfaces,
-                                    data_dir=str(data_dir()), config_dir=str(config_dir())),
+                                    data_dir=str(data_dir()), config_dir=str(config_dir()),
+                                    shutdown_token=token),
         gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger),
         gateway_replicas=opts.gateway_replicas,
     )
@@ -122,13 +122,15 @@ def up(opts: UpOptions) -> int:
         signal.signal(sig, lambda *_: stop.set())
     agent: subprocess.Popen[bytes] | None = None
     started_ray = False
+    token, flush = secrets.token_hex(16), None
     try:
         peers = opts.peers
         if opts.local_agent:
             agent, address = start_local_agent(opts, data)
             peers = (*peers, address)
         started_ray = _start_ray(opts)
-        _run_app(opts, peers)
+        _run_app(opts, peers, token)
+        flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
         models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
@@ -139,13 +141,14 @@ def up(opts: UpOptions) -> int:
                 agent = None
         return 0
     finally:
-        _shutdown(opts, agent, started_ray, data)
+        _shutdown(opts, agent, started_ray, data, flush)
 
 
 def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ray: bool,
-              data: Path) -> None:
+              data: Path, flush: tuple[str, str] | None) -> None:
     print("stopping…", flush=True)
-    _flush_ledger()  # before the local agent stops, so that requests in flight can finish
+    if flush is not None:
+        _flush_ledger(*flush)  # before the local agent stops: requests in flight can finish
     if agent is not None and agent.poll() is None:
         agent.terminate()
     with contextlib.suppress(Exception):
@@ -166,23 +169,15 @@ def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ra
     (data / STATE_FILE).unlink(missing_ok=True)
 
 
-def _flush_ledger() -> None:
+def _flush_ledger(url: str, token: str) -> None:
     """Have the controller collect every gateway's unsent usage rows while Ray still runs."""
+    # Over HTTP, not a Serve handle: a handle used in this driver aborts it at exit.
     try:
-        import ray
-        from ray import serve
-
-        from cluster.app import APP_NAME
-
-        if not ray.is_initialized():
-            return
-
-        async def ask() -> Any:  # the throughput-optimised handle needs a running loop
-            handle = serve.get_deployment_handle("controller", app_name=APP_NAME)
-            return await handle.prepare_shutdown.remote(LEDGER_FLUSH_S)
-
-        done = asyncio.run(asyncio.wait_for(ask(), LEDGER_FLUSH_S + 10))
-    except Exception as exc:  # the app never came up, or Ray is already going away
+        r = httpx.post(f"{url}/admin/ledger/flush", params={"timeout_s": LEDGER_FLUSH_S},
+                       headers={"x-meterless-shutdown-token": token}, timeout=LEDGER_FLUSH_S + 10)
+        r.raise_for_status()
+        done = r.json()
+    except (httpx.HTTPError, ValueError) as exc:  # the app never came up, or is going away
         logger.warning("could not flush the usage ledger: %s", exc)
         return
     if not done["complete"]:
