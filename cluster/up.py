@@ -146,6 +146,9 @@ def up(opts: UpOptions) -> int:
 
 def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ray: bool,
               data: Path, flush: tuple[str, str] | None) -> None:
+    # Ray's failure-signal handler (absl) arms a 3 s alarm on SIGTERM and aborts the process when
+    # it rings; a clean stop (flushing the ledger, waiting for the agent) may take longer.
+    signal.alarm(0)
     print("stopping…", flush=True)
     if flush is not None:
         _flush_ledger(*flush)  # before the local agent stops: requests in flight can finish
