@@ -45,9 +45,15 @@ class _Gateway:
 class Books:
     """The ledger and everything the controller derives from it."""
 
-    def __init__(self, *, path: Path | str, prices: PriceTable,
-                 clock: Callable[[], float] = time.time, chunk_s: float = 10.0,
-                 max_gap_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path | str,
+        prices: PriceTable,
+        clock: Callable[[], float] = time.time,
+        chunk_s: float = 10.0,
+        max_gap_s: float = 5.0,
+    ) -> None:
         self.path = path
         self.prices = prices
         self._clock = clock
@@ -96,8 +102,11 @@ class Books:
         self._close_meters()
         await asyncio.gather(*self._writes, return_exceptions=True)
         await self._db(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
-        return {"complete": not waiting, "waiting_for": waiting,
-                "requests": await self._db(ledger.count)}
+        return {
+            "complete": not waiting,
+            "waiting_for": waiting,
+            "requests": await self._db(ledger.count),
+        }
 
     def _live_gateways(self, now: float) -> list[str]:
         return [r for r, g in self._gateways.items() if now - g.heard < GATEWAY_SILENT_S]
@@ -123,8 +132,10 @@ class Books:
                 if last is not None and now - last < owner[1].max_gap_s:
                     return  # a second stream to the same node: count its time once
                 self.stream_ended(sample.node_id, owner[0])
-            owner = self._meters[sample.node_id] = (address, EnergyMeter(
-                sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s))
+            owner = self._meters[sample.node_id] = (
+                address,
+                EnergyMeter(sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s),
+            )
         if done := owner[1].add(now, sample.busy_seconds, sample.power_watts):
             self._write(ledger.insert_samples, [done])
 
@@ -147,8 +158,11 @@ class Books:
         profile = dataclasses.replace(record.profile if record else CostProfile(), **changes)
         await self._db(ledger.set_override, node_id, profile, self._clock())
         self._metrics = None
-        return {"node_id": node_id, "profile": dataclasses.asdict(profile),
-                "profile_source": "admin"}
+        return {
+            "node_id": node_id,
+            "profile": dataclasses.asdict(profile),
+            "profile_source": "admin",
+        }
 
     # -- reports -----------------------------------------------------------------------------
 
@@ -171,8 +185,14 @@ class Books:
         nodes = []
         for n in self._metrics[1]["nodes"]:
             recent = self.recent(n["node_id"])
-            nodes.append({**n, "live": None if recent is None else {
-                "busy_ratio": recent.busy_ratio, "watts": recent.watts}})
+            nodes.append(
+                {
+                    **n,
+                    "live": None
+                    if recent is None
+                    else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
+                }
+            )
         return {"nodes": nodes}
 
     def _cost(self, conn: sqlite3.Connection, since: str, now: float) -> dict[str, Any]:
@@ -180,9 +200,17 @@ class Books:
         start = None if seconds is None else now - seconds
         window = _snapshot(conn, start)
         ever = window if start is None else _snapshot(conn, None)
-        return reports.cost_report(reports.CostInputs(
-            label=since, since=start, now=now, nodes=ledger.nodes(conn), window=window,
-            ever=ever, prices=self.prices))
+        return reports.cost_report(
+            reports.CostInputs(
+                label=since,
+                since=start,
+                now=now,
+                nodes=ledger.nodes(conn),
+                window=window,
+                ever=ever,
+                prices=self.prices,
+            )
+        )
 
     # -- the ledger's thread -----------------------------------------------------------------
 

@@ -46,9 +46,13 @@ class Profile:
     @classmethod
     def of(cls, p: CostProfile) -> Profile:
         """The exact profile of a (float) CostProfile."""
-        return cls(price_usd=Fraction(p.price_usd), amortize_months=Fraction(p.amortize_months),
-                   idle_watts=Fraction(p.idle_watts), busy_watts=Fraction(p.busy_watts),
-                   kwh_usd=Fraction(p.kwh_usd))
+        return cls(
+            price_usd=Fraction(p.price_usd),
+            amortize_months=Fraction(p.amortize_months),
+            idle_watts=Fraction(p.idle_watts),
+            busy_watts=Fraction(p.busy_watts),
+            kwh_usd=Fraction(p.kwh_usd),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,9 +78,11 @@ class Tokens:
         return self.prompt + self.completion
 
     def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(prompt=self.prompt + other.prompt,
-                      cached_prompt=self.cached_prompt + other.cached_prompt,
-                      completion=self.completion + other.completion)
+        return Tokens(
+            prompt=self.prompt + other.prompt,
+            cached_prompt=self.cached_prompt + other.cached_prompt,
+            completion=self.completion + other.completion,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,8 +169,9 @@ def amortized_usd(profile: Profile, seconds: Number) -> Fraction:
 
 def energy_joules(profile: Profile, power: Power) -> Fraction:
     """Measured joules plus the configured watts over the seconds nothing was measured."""
-    configured = (profile.busy_watts * power.unmeasured_busy_s
-                  + profile.idle_watts * power.unmeasured_idle_s)
+    configured = (
+        profile.busy_watts * power.unmeasured_busy_s + profile.idle_watts * power.unmeasured_idle_s
+    )
     return power.measured_j + configured
 
 
@@ -182,8 +189,11 @@ def cloud_usd(price: Price, tokens: Tokens) -> Fraction:
     """What the tokens would have cost at the cloud model's list prices."""
     cached_price = price.input if price.cached_input is None else price.cached_input
     uncached = tokens.prompt - tokens.cached_prompt
-    usd_mtok = (price.input * uncached + cached_price * tokens.cached_prompt
-                + price.output * tokens.completion)
+    usd_mtok = (
+        price.input * uncached
+        + cached_price * tokens.cached_prompt
+        + price.output * tokens.completion
+    )
     return usd_mtok / TOKENS_PER_MTOK
 
 
@@ -234,8 +244,9 @@ def recovery_per_day(window: NodeCost) -> Fraction | None:
     return window.recovered_usd * SECONDS_PER_DAY / window.owned_s
 
 
-def breakeven(*, price_usd: Fraction, recovered_usd: Fraction, per_day: Fraction | None,
-              now: datetime) -> datetime | None:
+def breakeven(
+    *, price_usd: Fraction, recovered_usd: Fraction, per_day: Fraction | None, now: datetime
+) -> datetime | None:
     """When the recovery so far plus `per_day` from `now` repays the price; None: never.
 
     A node already paid for breaks even `now`. The date is rounded up to the whole second.

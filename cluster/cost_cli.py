@@ -22,27 +22,37 @@ SINCE_HELP = "window: all, or a number and m, h or d, e.g. 24h, 7d, 30d (default
 
 def add_commands(sub: Any) -> None:
     """Register `cost` and `usage`."""
-    cost = sub.add_parser("cost", help="cost per node, $/Mtok, savings against cloud prices",
-                          description="Per node and in total: tokens in/out, busy %, cost, $/Mtok "
-                                      "amortised and marginal, cloud-equivalent cost, savings "
-                                      "and the breakeven date.")
+    cost = sub.add_parser(
+        "cost",
+        help="cost per node, $/Mtok, savings against cloud prices",
+        description="Per node and in total: tokens in/out, busy %, cost, $/Mtok "
+        "amortised and marginal, cloud-equivalent cost, savings "
+        "and the breakeven date.",
+    )
     _common(cost)
     cost.set_defaults(func=_cost)
-    usage = sub.add_parser("usage", help="requests and tokens per model, node or API key",
-                           description="Requests, outcomes, tokens and mean latencies.")
+    usage = sub.add_parser(
+        "usage",
+        help="requests and tokens per model, node or API key",
+        description="Requests, outcomes, tokens and mean latencies.",
+    )
     _common(usage)
-    usage.add_argument("--by", choices=["model", "node", "key"], default="model",
-                       help="group by (default model)")
+    usage.add_argument(
+        "--by", choices=["model", "node", "key"], default="model", help="group by (default model)"
+    )
     usage.set_defaults(func=_usage)
 
 
 def add_set_cost(nodes: argparse.ArgumentParser) -> None:
     """Register `nodes set-cost NODE ...` under `nodes`."""
     actions = nodes.add_subparsers(dest="action", metavar="ACTION")
-    p = actions.add_parser("set-cost", help="set a node's cost profile (wins over its flags)",
-                           description="Set the fields given of a node's cost profile; the "
-                                       "others keep their current value. Persisted; the admin's "
-                                       "profile wins over the agent's flags.")
+    p = actions.add_parser(
+        "set-cost",
+        help="set a node's cost profile (wins over its flags)",
+        description="Set the fields given of a node's cost profile; the "
+        "others keep their current value. Persisted; the admin's "
+        "profile wins over the agent's flags.",
+    )
     p.add_argument("node", help="node id (or a prefix of it) or name")
     for flag, dest, metavar, text in _COST_FLAGS:
         p.add_argument(flag, dest=dest, type=float, metavar=metavar, help=text)

@@ -8,9 +8,26 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_RIGHT = {"tok in", "tok out", "busy %", "cost $", "$/Mtok", "marginal $/Mtok", "cloud $",
-          "savings $", "requests", "ok", "failed-over", "cancelled", "error", "prompt",
-          "cached", "completion", "ttft s", "duration s"}
+_RIGHT = {
+    "tok in",
+    "tok out",
+    "busy %",
+    "cost $",
+    "$/Mtok",
+    "marginal $/Mtok",
+    "cloud $",
+    "savings $",
+    "requests",
+    "ok",
+    "failed-over",
+    "cancelled",
+    "error",
+    "prompt",
+    "cached",
+    "completion",
+    "ttft s",
+    "duration s",
+}
 
 
 def money(x: float | None, digits: int = 2) -> str:
@@ -26,8 +43,19 @@ def count(n: int | None) -> str:
 def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     """Print one row per node and the cluster's total."""
     table = Table(title=f"cost since {data['since']}")
-    for col in ("node", "tok in", "tok out", "busy %", "cost $", "$/Mtok", "marginal $/Mtok",
-                "cloud $", "savings $", "breakeven", "energy"):
+    for col in (
+        "node",
+        "tok in",
+        "tok out",
+        "busy %",
+        "cost $",
+        "$/Mtok",
+        "marginal $/Mtok",
+        "cloud $",
+        "savings $",
+        "breakeven",
+        "energy",
+    ):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for n in data["nodes"]:
         table.add_row(n["name"], *_figures(n))
@@ -42,24 +70,50 @@ def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
 def _figures(n: Mapping[str, Any]) -> list[str]:
     busy = "-" if n["busy_ratio"] is None else f"{100 * n['busy_ratio']:.1f}"
     when = "paid off" if n["paid_off"] else n["breakeven"] or "never"
-    return [count(n["tokens"]["prompt"]), count(n["tokens"]["completion"]), busy,
-            money(n["cost_usd"]["total"]), money(n["usd_per_mtok"], 3),
-            money(n["marginal_usd_per_mtok"], 3), money(n["cloud_equivalent_usd"]),
-            money(n["savings_usd"]), when, n["energy"]["source"]]
+    return [
+        count(n["tokens"]["prompt"]),
+        count(n["tokens"]["completion"]),
+        busy,
+        money(n["cost_usd"]["total"]),
+        money(n["usd_per_mtok"], 3),
+        money(n["marginal_usd_per_mtok"], 3),
+        money(n["cloud_equivalent_usd"]),
+        money(n["savings_usd"]),
+        when,
+        n["energy"]["source"],
+    ]
 
 
 def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     """Print one row per group."""
     by = data["by"]
     table = Table(title=f"usage by {by} since {data['since']}")
-    for col in (by, "requests", "ok", "failed-over", "cancelled", "error", "prompt", "cached",
-                "completion", "ttft s", "duration s"):
+    for col in (
+        by,
+        "requests",
+        "ok",
+        "failed-over",
+        "cancelled",
+        "error",
+        "prompt",
+        "cached",
+        "completion",
+        "ttft s",
+        "duration s",
+    ):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for g in data["groups"]:
         table.add_row(
-            str(g[by] if g[by] is not None else "-"), count(g["requests"]), count(g["ok"]),
-            count(g["failed_over"]), count(g["cancelled"]), count(g["error"]),
-            count(g["prompt_tokens"]), count(g["cached_prompt_tokens"]),
-            count(g["completion_tokens"]), money(g["mean_ttft_s"], 3),
-            money(g["mean_duration_s"], 3))
+            str(g[by] if g[by] is not None else "-"),
+            count(g["requests"]),
+            count(g["ok"]),
+            count(g["failed_over"]),
+            count(g["cancelled"]),
+            count(g["error"]),
+            count(g["prompt_tokens"]),
+            count(g["cached_prompt_tokens"]),
+            count(g["completion_tokens"]),
+            money(g["mean_ttft_s"], 3),
+            money(g["mean_duration_s"], 3),
+        )
     (console or Console()).print(table)

@@ -66,8 +66,14 @@ class EnergyMeter:
             return self.close()
         busy = min(max(busy_seconds - last.busy, 0.0), dt)  # a restarted agent counts from 0
         measured = None if watts is None or last.watts is None else (watts + last.watts) / 2 * dt
-        part = NodeSample(node_id=self.node_id, t0=last.at, t1=at, busy_s=busy, idle_s=dt - busy,
-                          measured_j=measured)
+        part = NodeSample(
+            node_id=self.node_id,
+            t0=last.at,
+            t1=at,
+            busy_s=busy,
+            idle_s=dt - busy,
+            measured_j=measured,
+        )
         done = None
         if self._chunk is not None and (self._chunk.measured_j is None) != (measured is None):
             done = self.close()
@@ -97,5 +103,6 @@ class EnergyMeter:
 
 def _joined(a: NodeSample, b: NodeSample) -> NodeSample:
     measured = None if a.measured_j is None or b.measured_j is None else a.measured_j + b.measured_j
-    return replace(a, t1=b.t1, busy_s=a.busy_s + b.busy_s, idle_s=a.idle_s + b.idle_s,
-                   measured_j=measured)
+    return replace(
+        a, t1=b.t1, busy_s=a.busy_s + b.busy_s, idle_s=a.idle_s + b.idle_s, measured_j=measured
+    )

@@ -77,9 +77,22 @@ CREATE TABLE IF NOT EXISTS cost_overrides (
 """
 
 _PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
-_ROW = ("request_id", "at", "key_id", "model", "node_id", "endpoint", "stream", "prompt_tokens",
-        "cached_prompt_tokens", "completion_tokens", "ttft_s", "duration_s", "outcome",
-        "attempts")
+_ROW = (
+    "request_id",
+    "at",
+    "key_id",
+    "model",
+    "node_id",
+    "endpoint",
+    "stream",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "ttft_s",
+    "duration_s",
+    "outcome",
+    "attempts",
+)
 GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
 
 
@@ -122,8 +135,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 def insert_requests(conn: sqlite3.Connection, rows: Sequence[UsageRow]) -> int:
     """Append rows in one transaction, skipping request ids already present; returns the new."""
-    sql = (f"INSERT OR IGNORE INTO requests ({', '.join(_ROW)}) "
-           f"VALUES ({', '.join('?' * len(_ROW))})")
+    sql = (
+        f"INSERT OR IGNORE INTO requests ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
+    )
     before = conn.total_changes
     with _transaction(conn):
         conn.executemany(sql, [_request_values(r) for r in rows])
@@ -136,11 +150,13 @@ def insert_samples(conn: sqlite3.Connection, samples: Sequence[NodeSample]) -> N
         conn.executemany(
             "INSERT INTO node_samples (node_id, t0, t1, busy_s, idle_s, measured_j) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(s.node_id, s.t0, s.t1, s.busy_s, s.idle_s, s.measured_j) for s in samples])
+            [(s.node_id, s.t0, s.t1, s.busy_s, s.idle_s, s.measured_j) for s in samples],
+        )
 
 
-def node_seen(conn: sqlite3.Connection, node_id: str, name: str, agent: CostProfile,
-              at: float) -> None:
+def node_seen(
+    conn: sqlite3.Connection, node_id: str, name: str, agent: CostProfile, at: float
+) -> None:
     """Remember a node's name and its agent's cost profile; keep its first sighting."""
     values = [getattr(agent, f) for f in _PROFILE]
     with _transaction(conn):
@@ -149,17 +165,18 @@ def node_seen(conn: sqlite3.Connection, node_id: str, name: str, agent: CostProf
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
             "name = excluded.name, last_seen = excluded.last_seen, "
             + ", ".join(f"{f} = excluded.{f}" for f in _PROFILE),
-            [node_id, name, at, at, *values])
+            [node_id, name, at, at, *values],
+        )
 
 
-def set_override(conn: sqlite3.Connection, node_id: str, profile: CostProfile,
-                 at: float) -> None:
+def set_override(conn: sqlite3.Connection, node_id: str, profile: CostProfile, at: float) -> None:
     """Store the admin's cost profile for a node (it wins over the agent's)."""
     with _transaction(conn):
         conn.execute(
             f"INSERT OR REPLACE INTO cost_overrides (node_id, {', '.join(_PROFILE)}, set_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [node_id, *(getattr(profile, f) for f in _PROFILE), at])
+            [node_id, *(getattr(profile, f) for f in _PROFILE), at],
+        )
 
 
 def nodes(conn: sqlite3.Connection) -> dict[str, NodeRecord]:
@@ -167,14 +184,22 @@ def nodes(conn: sqlite3.Connection) -> dict[str, NodeRecord]:
     cols = ", ".join(f"n.{f}" for f in _PROFILE) + ", " + ", ".join(f"o.{f}" for f in _PROFILE)
     out = {}
     for row in conn.execute(
-            f"SELECT n.node_id, n.name, n.first_seen, n.last_seen, {cols}, o.node_id "
-            "FROM nodes n LEFT JOIN cost_overrides o USING (node_id)"):
+        f"SELECT n.node_id, n.name, n.first_seen, n.last_seen, {cols}, o.node_id "
+        "FROM nodes n LEFT JOIN cost_overrides o USING (node_id)"
+    ):
         node_id, name, first, last, *profiles, has_override = row
         agent = CostProfile(**dict(zip(_PROFILE, profiles[:5], strict=True)))
-        override = (CostProfile(**dict(zip(_PROFILE, profiles[5:], strict=True)))
-                    if has_override else None)
-        out[node_id] = NodeRecord(node_id=node_id, name=name, first_seen=first, last_seen=last,
-                                  agent=agent, override=override)
+        override = (
+            CostProfile(**dict(zip(_PROFILE, profiles[5:], strict=True))) if has_override else None
+        )
+        out[node_id] = NodeRecord(
+            node_id=node_id,
+            name=name,
+            first_seen=first,
+            last_seen=last,
+            agent=agent,
+            override=override,
+        )
     return out
 
 
@@ -183,10 +208,15 @@ def served(conn: sqlite3.Connection, since: float | None) -> list[Served]:
     rows = conn.execute(
         "SELECT node_id, model, COUNT(*), SUM(prompt_tokens), SUM(cached_prompt_tokens), "
         "SUM(completion_tokens) FROM requests WHERE node_id IS NOT NULL AND at >= ? "
-        "GROUP BY node_id, model ORDER BY node_id, model", [_since(since)])
-    return [Served(node_id=n, model=m, requests=c,
-                   tokens=Tokens(prompt=p, cached_prompt=cp, completion=o))
-            for n, m, c, p, cp, o in rows]
+        "GROUP BY node_id, model ORDER BY node_id, model",
+        [_since(since)],
+    )
+    return [
+        Served(
+            node_id=n, model=m, requests=c, tokens=Tokens(prompt=p, cached_prompt=cp, completion=o)
+        )
+        for n, m, c, p, cp, o in rows
+    ]
 
 
 def power(conn: sqlite3.Connection, since: float | None) -> dict[str, Power]:
@@ -198,23 +228,46 @@ def power(conn: sqlite3.Connection, since: float | None) -> dict[str, Power]:
         f"SUM(measured_j * {part}), "
         f"SUM(CASE WHEN measured_j IS NULL THEN busy_s * {part} END), "
         f"SUM(CASE WHEN measured_j IS NULL THEN idle_s * {part} END) "
-        "FROM node_samples WHERE t1 > :since GROUP BY node_id", {"since": _since(since)})
-    return {node_id: Power(busy_s=_q(b), idle_s=_q(i), measured_s=_q(ms), measured_j=_q(mj),
-                           unmeasured_busy_s=_q(ub), unmeasured_idle_s=_q(ui))
-            for node_id, b, i, ms, mj, ub, ui in rows}
+        "FROM node_samples WHERE t1 > :since GROUP BY node_id",
+        {"since": _since(since)},
+    )
+    return {
+        node_id: Power(
+            busy_s=_q(b),
+            idle_s=_q(i),
+            measured_s=_q(ms),
+            measured_j=_q(mj),
+            unmeasured_busy_s=_q(ub),
+            unmeasured_idle_s=_q(ui),
+        )
+        for node_id, b, i, ms, mj, ub, ui in rows
+    }
 
 
 def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[str, Any]]:
     """Requests, outcomes, tokens and mean latencies per model, node or key since `since`."""
     col = GROUPS[by]
-    outcomes = ", ".join(f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled",
-                                                          "error"))
+    outcomes = ", ".join(
+        f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error")
+    )
     rows = conn.execute(
         f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
         "SUM(completion_tokens), AVG(ttft_s), AVG(duration_s) FROM requests WHERE at >= ? "
-        f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}", [_since(since)])
-    names = ("requests", "ok", "failed_over", "cancelled", "error", "prompt_tokens",
-             "cached_prompt_tokens", "completion_tokens", "mean_ttft_s", "mean_duration_s")
+        f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
+        [_since(since)],
+    )
+    names = (
+        "requests",
+        "ok",
+        "failed_over",
+        "cancelled",
+        "error",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "mean_ttft_s",
+        "mean_duration_s",
+    )
     return [{by: group, **dict(zip(names, values, strict=True))} for group, *values in rows]
 
 
@@ -224,9 +277,22 @@ def count(conn: sqlite3.Connection) -> int:
 
 
 def _request_values(r: UsageRow) -> tuple[Any, ...]:
-    return (r.request_id, r.at, r.key_id, r.model, r.node_id, r.endpoint, int(r.stream),
-            r.prompt_tokens, r.cached_prompt_tokens, r.completion_tokens, r.ttft_s,
-            r.duration_s, r.outcome.value, r.attempts)
+    return (
+        r.request_id,
+        r.at,
+        r.key_id,
+        r.model,
+        r.node_id,
+        r.endpoint,
+        int(r.stream),
+        r.prompt_tokens,
+        r.cached_prompt_tokens,
+        r.completion_tokens,
+        r.ttft_s,
+        r.duration_s,
+        r.outcome.value,
+        r.attempts,
+    )
 
 
 @contextlib.contextmanager

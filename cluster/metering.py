@@ -37,8 +37,9 @@ class GatewayMeter:
         if self.recorder is not None and self.recorder.closing:
             raise NoCapacity("The cluster is shutting down.", retry_after=5)
 
-    def wrap(self, events: AsyncIterator[ForwardEvent], info: RequestInfo,
-             table: NodeTable) -> AsyncIterator[ForwardEvent]:
+    def wrap(
+        self, events: AsyncIterator[ForwardEvent], info: RequestInfo, table: NodeTable
+    ) -> AsyncIterator[ForwardEvent]:
         """The same events, recorded when the request ends."""
         recorder = self.recorder
         if recorder is None:

@@ -25,10 +25,48 @@ from cluster.types import NodeTable
 from cluster.usage import Outcome, UsageRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                7.5, 10.0, 20.0, 40.0, 80.0)
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-               120.0, 240.0, 480.0, 960.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+)
 
 
 class GatewayMetrics:
@@ -39,22 +77,39 @@ class GatewayMetrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r, by = self.registry, ["model", "node"]
-        self.requests = Counter("meterless:requests", "Requests by how they ended.",
-                                [*by, "outcome"], registry=r)
-        self.success = Counter("meterless:request_success",
-                               "Requests that finished (ok or failed-over).", by, registry=r)
-        self.prompt = Counter("meterless:prompt_tokens", "Prompt tokens processed.", by,
-                              registry=r)
-        self.cached = Counter("meterless:cached_prompt_tokens",
-                              "Prompt tokens found in the node's prompt cache.", by, registry=r)
-        self.generation = Counter("meterless:generation_tokens", "Tokens generated.", by,
-                                  registry=r)
-        self.ttft = Histogram("meterless:time_to_first_token_seconds",
-                              "Gateway receipt to the first token.", by, buckets=TTFT_BUCKETS,
-                              registry=r)
-        self.e2e = Histogram("meterless:e2e_request_latency_seconds",
-                             "Gateway receipt to the end of the request.", by,
-                             buckets=E2E_BUCKETS, registry=r)
+        self.requests = Counter(
+            "meterless:requests", "Requests by how they ended.", [*by, "outcome"], registry=r
+        )
+        self.success = Counter(
+            "meterless:request_success",
+            "Requests that finished (ok or failed-over).",
+            by,
+            registry=r,
+        )
+        self.prompt = Counter("meterless:prompt_tokens", "Prompt tokens processed.", by, registry=r)
+        self.cached = Counter(
+            "meterless:cached_prompt_tokens",
+            "Prompt tokens found in the node's prompt cache.",
+            by,
+            registry=r,
+        )
+        self.generation = Counter(
+            "meterless:generation_tokens", "Tokens generated.", by, registry=r
+        )
+        self.ttft = Histogram(
+            "meterless:time_to_first_token_seconds",
+            "Gateway receipt to the first token.",
+            by,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "meterless:e2e_request_latency_seconds",
+            "Gateway receipt to the end of the request.",
+            by,
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
         self.nodes = NodeCollector()
         r.register(self.nodes)
 
@@ -86,33 +141,49 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The node families, one sample per node."""
-        tps = GaugeMetricFamily("meterless:node_decode_tokens_per_second",
-                                "Measured decode tokens/s (the starting estimate until measured).",
-                                labels=["node", "measured"])
+        tps = GaugeMetricFamily(
+            "meterless:node_decode_tokens_per_second",
+            "Measured decode tokens/s (the starting estimate until measured).",
+            labels=["node", "measured"],
+        )
         for n in self.table.nodes:
             tps.add_metric([n.name, str(n.tps_measured).lower()], n.decode_tps)
-        busy = GaugeMetricFamily("meterless:node_busy_ratio",
-                                 "Share of the last ~10 s with a generation running.",
-                                 labels=["node"])
-        watts = GaugeMetricFamily("meterless:node_power_watts",
-                                  "Power drawn: measured, else from the configured watts.",
-                                  labels=["node", "source"])
-        cost = CounterMetricFamily("meterless:cost_usd", "Hardware write-off plus energy, ever.",
-                                   labels=["node"])
-        cloud = CounterMetricFamily("meterless:cloud_equivalent_usd",
-                                    "The same tokens at the reference cloud prices, ever.",
-                                    labels=["node"])
-        savings = GaugeMetricFamily("meterless:savings_usd",
-                                    "Cloud-equivalent minus cost, ever (it can fall).",
-                                    labels=["node"])
+        busy = GaugeMetricFamily(
+            "meterless:node_busy_ratio",
+            "Share of the last ~10 s with a generation running.",
+            labels=["node"],
+        )
+        watts = GaugeMetricFamily(
+            "meterless:node_power_watts",
+            "Power drawn: measured, else from the configured watts.",
+            labels=["node", "source"],
+        )
+        cost = CounterMetricFamily(
+            "meterless:cost_usd", "Hardware write-off plus energy, ever.", labels=["node"]
+        )
+        cloud = CounterMetricFamily(
+            "meterless:cloud_equivalent_usd",
+            "The same tokens at the reference cloud prices, ever.",
+            labels=["node"],
+        )
+        savings = GaugeMetricFamily(
+            "meterless:savings_usd",
+            "Cloud-equivalent minus cost, ever (it can fall).",
+            labels=["node"],
+        )
         for n in self.snapshot.get("nodes", []):
             _node_samples(n, busy, watts, cost, cloud, savings)
         yield from (tps, busy, watts, cost, cloud, savings)
 
 
-def _node_samples(n: Mapping[str, Any], busy: GaugeMetricFamily, watts: GaugeMetricFamily,
-                  cost: CounterMetricFamily, cloud: CounterMetricFamily,
-                  savings: GaugeMetricFamily) -> None:
+def _node_samples(
+    n: Mapping[str, Any],
+    busy: GaugeMetricFamily,
+    watts: GaugeMetricFamily,
+    cost: CounterMetricFamily,
+    cloud: CounterMetricFamily,
+    savings: GaugeMetricFamily,
+) -> None:
     name = n["name"]
     cost.add_metric([name], n["cost_usd"]["total"])
     cloud.add_metric([name], n["cloud_equivalent_usd"])

@@ -89,8 +89,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     base_cmp, over_cmp = base.get("compare", {}), override.get("compare", {})
     models = dict(over_cmp.get("models", {}))
     models.update((k, v) for k, v in base_cmp.get("models", {}).items() if k not in models)
-    out["compare"] = {"default": over_cmp.get("default", base_cmp.get("default")),
-                      "models": models}
+    out["compare"] = {"default": over_cmp.get("default", base_cmp.get("default")), "models": models}
     return out
 
 
@@ -106,14 +105,23 @@ def parse(raw: Mapping[str, Any], *, origin: str = "shipped") -> PriceTable:
     unknown = sorted({default, *(ref for _, ref in pairs)} - prices.keys())
     if unknown:
         raise PriceTableError(f"reference models without prices: {', '.join(unknown)}")
-    return PriceTable(as_of=str(raw.get("as_of", "")), source=str(raw.get("source", "")),
-                      prices=prices, default=default, compare=pairs, origin=origin)
+    return PriceTable(
+        as_of=str(raw.get("as_of", "")),
+        source=str(raw.get("source", "")),
+        prices=prices,
+        default=default,
+        compare=pairs,
+        origin=origin,
+    )
 
 
 def _price(p: Mapping[str, Any]) -> Price:
     cached = p.get("cached_input")
-    price = Price(input=_usd(p["input"]), output=_usd(p["output"]),
-                  cached_input=None if cached is None else _usd(cached))
+    price = Price(
+        input=_usd(p["input"]),
+        output=_usd(p["output"]),
+        cached_input=None if cached is None else _usd(cached),
+    )
     if min(price.input, price.output, price.cached_input or 0) < 0:
         raise ValueError("negative price")
     return price

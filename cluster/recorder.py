@@ -54,8 +54,15 @@ Send = Callable[[UsageBatch], Awaitable[UsageAck]]
 class Recorder:
     """Buffers one gateway replica's rows and sends them in batches off the request path."""
 
-    def __init__(self, send: Send, *, replica: str, interval_s: float = 0.5,
-                 batch_rows: int = 1_000, max_buffered: int = 100_000) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        replica: str,
+        interval_s: float = 0.5,
+        batch_rows: int = 1_000,
+        max_buffered: int = 100_000,
+    ) -> None:
         self.replica = replica
         self._send = send
         self.interval_s = interval_s
@@ -103,9 +110,15 @@ class Recorder:
     async def flush_once(self) -> None:
         """Send one batch (possibly empty); its rows leave the buffer once committed."""
         batch = tuple(itertools.islice(self._rows, self.batch_rows))
-        ack = await self._send(UsageBatch(
-            replica=self.replica, rows=batch, inflight=self.inflight,
-            pending=len(self._rows) - len(batch), closing=self.closing))
+        ack = await self._send(
+            UsageBatch(
+                replica=self.replica,
+                rows=batch,
+                inflight=self.inflight,
+                pending=len(self._rows) - len(batch),
+                closing=self.closing,
+            )
+        )
         sent = {id(row) for row in batch}  # overflow may have dropped some of them meanwhile
         while self._rows and id(self._rows[0]) in sent:
             self._rows.popleft()
@@ -117,5 +130,9 @@ class Recorder:
         now = time.monotonic()
         if now - self._last_warning > 30:
             self._last_warning = now
-            logger.warning("usage rows not sent yet (%d buffered, %d dropped): %s",
-                           len(self._rows), self.dropped, exc)
+            logger.warning(
+                "usage rows not sent yet (%d buffered, %d dropped): %s",
+                len(self._rows),
+                self.dropped,
+                exc,
+            )

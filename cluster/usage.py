@@ -69,8 +69,13 @@ class RequestInfo:
 class Tap:
     """Watches one request's events and makes its row when the request ends."""
 
-    def __init__(self, info: RequestInfo, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        info: RequestInfo,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.info = info
         self._clock = clock
         self._start = clock()
@@ -113,18 +118,26 @@ class Tap:
         now = self._clock()
         i = self.info
         return UsageRow(
-            request_id=i.request_id, at=self._at, key_id=i.key_id, model=i.model,
-            node_id=self._node, endpoint=i.endpoint, stream=i.stream,
-            prompt_tokens=self._prompt, cached_prompt_tokens=self._cached,
+            request_id=i.request_id,
+            at=self._at,
+            key_id=i.key_id,
+            model=i.model,
+            node_id=self._node,
+            endpoint=i.endpoint,
+            stream=i.stream,
+            prompt_tokens=self._prompt,
+            cached_prompt_tokens=self._cached,
             completion_tokens=self._completion,
             ttft_s=None if self._first is None else self._first - self._start,
-            duration_s=now - self._start, outcome=self._outcome or Outcome.CANCELLED,
+            duration_s=now - self._start,
+            outcome=self._outcome or Outcome.CANCELLED,
             attempts=self._attempts,
         )
 
 
-async def metered(events: AsyncIterator[ForwardEvent], tap: Tap,
-                  done: Callable[[UsageRow], None]) -> AsyncIterator[ForwardEvent]:
+async def metered(
+    events: AsyncIterator[ForwardEvent], tap: Tap, done: Callable[[UsageRow], None]
+) -> AsyncIterator[ForwardEvent]:
     """The same events; `done(row)` is called exactly once, however the stream ends."""
     try:
         async for event in events:

@@ -22,8 +22,18 @@ from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
-COST_FLAGS = ("--price-usd", "1440", "--amortize-months", "36", "--idle-watts", "10",
-              "--busy-watts", "50", "--kwh-usd", "0.25")
+COST_FLAGS = (
+    "--price-usd",
+    "1440",
+    "--amortize-months",
+    "36",
+    "--idle-watts",
+    "10",
+    "--busy-watts",
+    "50",
+    "--kwh-usd",
+    "0.25",
+)
 Office = tuple[ClusterProcess, list[AgentProcess]]
 
 
@@ -31,9 +41,14 @@ Office = tuple[ClusterProcess, list[AgentProcess]]
 def office(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Iterator[Office]:
     """Two agents with a cost profile, and a cluster whose data dir holds the ledger."""
     root = tmp_path_factory.mktemp("ledger")
-    agents = [AgentProcess(share_models(root / f"agent{i}", demo_model_dir.parent),
-                           name=f"agent{i}", args=("--model", "demo", "--no-mdns", *COST_FLAGS))
-              for i in range(2)]
+    agents = [
+        AgentProcess(
+            share_models(root / f"agent{i}", demo_model_dir.parent),
+            name=f"agent{i}",
+            args=("--model", "demo", "--no-mdns", *COST_FLAGS),
+        )
+        for i in range(2)
+    ]
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     try:
@@ -42,8 +57,9 @@ def office(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> It
         peers = [arg for a in agents for arg in ("--peer", a.address)]
         cluster.args = ("--no-local-agent", "--no-mdns", *peers)
         cluster.start()
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 30,
-                 "both nodes ready")
+        wait_for(
+            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 30, "both nodes ready"
+        )
         yield cluster, agents
     finally:
         cluster.stop()
@@ -63,8 +79,12 @@ def ledger_rows(cluster: ClusterProcess) -> dict[str, dict[str, Any]]:
 
 def cli(cluster: ClusterProcess, *args: str) -> Any:
     """`cluster ARGS --json --url ...`, parsed."""
-    out = subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--json", "--url",
-                          cluster.url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args, "--json", "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -78,8 +98,11 @@ def served(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any
     with http.stream("POST", path, json=body) as r:
         assert r.status_code == 200
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
-        return {"id": chunks[0]["id"], "node": r.headers["x-meterless-node"],
-                "usage": chunks[-1]["usage"]}
+        return {
+            "id": chunks[0]["id"],
+            "node": r.headers["x-meterless-node"],
+            "usage": chunks[-1]["usage"],
+        }
 
 
 def request_id(response_id: str) -> str:
@@ -89,20 +112,25 @@ def request_id(response_id: str) -> str:
 
 def workload(cluster: ClusterProcess) -> dict[str, Any]:
     """The ten requests; returns what the responses said."""
-    chat = {"model": "demo", "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 8}
+    chat = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 8,
+    }
     text = {"model": "demo", "prompt": "Once upon a time", "max_tokens": 6}
     usage = {"stream": True, "stream_options": {"include_usage": True}}
     with httpx.Client(base_url=cluster.url, timeout=120) as http:
         done = [served(http, "/v1/chat/completions", {**chat, "seed": i}) for i in range(3)]
-        done += [served(http, "/v1/chat/completions", {**chat, **usage, "seed": i})
-                 for i in range(2)]
+        done += [
+            served(http, "/v1/chat/completions", {**chat, **usage, "seed": i}) for i in range(2)
+        ]
         done.append(served(http, "/v1/completions", text))
         done.append(served(http, "/v1/completions", {**text, **usage}))
         long = {**chat, "max_tokens": 400, "stream": True}
         with http.stream("POST", "/v1/chat/completions", json=long) as r:
-            first = next(json.loads(line[6:]) for line in r.iter_lines()
-                         if line.startswith("data: {"))
+            first = next(
+                json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")
+            )
             left = {"id": first["id"], "node": r.headers["x-meterless-node"]}
         too_long = http.post("/v1/completions", json={**text, "prompt": "word " * 5000})
         assert too_long.status_code == 400
@@ -121,7 +149,8 @@ def sent(office: Office) -> dict[str, Any]:
 
 
 def test_one_row_per_request_with_the_tokens_the_responses_reported(
-        office: Office, sent: dict[str, Any]) -> None:
+    office: Office, sent: dict[str, Any]
+) -> None:
     rows = ledger_rows(office[0])
     assert len(rows) == 9
     for s in sent["served"]:
@@ -154,10 +183,12 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
         assert node["cost_usd"]["hardware"] > 0 and node["breakeven"] is not None
     total = report["total"]
     assert total["requests"] == 8
-    assert total["tokens"]["total"] == sum(r["prompt_tokens"] + r["completion_tokens"]
-                                           for r in rows)
+    assert total["tokens"]["total"] == sum(
+        r["prompt_tokens"] + r["completion_tokens"] for r in rows
+    )
     assert total["cost_usd"]["total"] == pytest.approx(
-        sum(n["cost_usd"]["total"] for n in report["nodes"]))
+        sum(n["cost_usd"]["total"] for n in report["nodes"])
+    )
     assert report["prices"]["references"] == {"demo": "gpt-4o-mini"}
     usage = cli(cluster, "usage", "--since", "all", "--by", "model")
     (demo,) = usage["groups"]
@@ -167,8 +198,9 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
 
 def test_metrics_count_the_requests(office: Office, sent: dict[str, Any]) -> None:
     text = httpx.get(f"{office[0].url}/metrics", timeout=10).text
-    success = [line for line in text.splitlines()
-               if line.startswith("meterless:request_success_total{")]
+    success = [
+        line for line in text.splitlines() if line.startswith("meterless:request_success_total{")
+    ]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in success) == 7
     assert 'meterless:requests_total{model="demo",node="",outcome="error"} 1.0' in text
     assert "meterless:node_decode_tokens_per_second{" in text
@@ -176,17 +208,35 @@ def test_metrics_count_the_requests(office: Office, sent: dict[str, Any]) -> Non
 
 
 def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
-        office: Office, sent: dict[str, Any]) -> None:
+    office: Office, sent: dict[str, Any]
+) -> None:
     cluster, agents = office
-    out = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "set-cost", "agent0",
-                          "--price-usd", "999", "--url", cluster.url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "nodes",
+            "set-cost",
+            "agent0",
+            "--price-usd",
+            "999",
+            "--url",
+            cluster.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "price_usd=999" in out
     # Sent just before the stop: their rows are still in the gateway's buffer when it starts.
     with httpx.Client(base_url=cluster.url, timeout=60) as http:
-        last = [served(http, "/v1/completions",
-                       {"model": "demo", "prompt": f"Story {i}", "max_tokens": 3})
-                for i in range(3)]
+        last = [
+            served(
+                http, "/v1/completions", {"model": "demo", "prompt": f"Story {i}", "max_tokens": 3}
+            )
+            for i in range(3)
+        ]
     before = ledger_rows(cluster)
     cluster.stop()
     assert cluster.proc is not None and cluster.proc.returncode >= 0  # stopped, not killed
@@ -194,12 +244,16 @@ def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
     assert len(after_stop) == 12 and before.items() <= after_stop.items()
     assert all(request_id(s["id"]) in after_stop for s in last)
     cluster.start()
-    wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 30,
-             "both nodes ready again")
+    wait_for(
+        lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2,
+        30,
+        "both nodes ready again",
+    )
     report = cli(cluster, "cost", "--since", "all")
     assert report["total"]["requests"] == 11
     assert report["total"]["tokens"]["completion"] == sum(
-        r["completion_tokens"] for r in after_stop.values())
+        r["completion_tokens"] for r in after_stop.values()
+    )
     by_name = {n["name"]: n for n in report["nodes"]}
     assert by_name["agent0"]["profile_source"] == "admin"
     assert by_name["agent0"]["profile"]["price_usd"] == 999

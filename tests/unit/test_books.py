@@ -17,8 +17,9 @@ from cluster.usage import Outcome, UsageRow
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-PROFILE = CostProfile(price_usd=1440.0, amortize_months=36.0, idle_watts=10.0, busy_watts=50.0,
-                      kwh_usd=0.25)
+PROFILE = CostProfile(
+    price_usd=1440.0, amortize_months=36.0, idle_watts=10.0, busy_watts=50.0, kwh_usd=0.25
+)
 
 
 class Clock:
@@ -33,52 +34,88 @@ class Clock:
 
 def describe(node_id: str, cost: CostProfile = PROFILE) -> NodeDescription:
     """A Describe answer for a node named after its id."""
-    return NodeDescription(node_id=node_id, name=f"name-{node_id}", agent_version="1",
-                           protocol_version="1", engines=("mlx",), accelerator_kind="cpu",
-                           accelerator_name="cpu", memory_total_bytes=1, memory_available_bytes=1,
-                           cost=cost, models=())
+    return NodeDescription(
+        node_id=node_id,
+        name=f"name-{node_id}",
+        agent_version="1",
+        protocol_version="1",
+        engines=("mlx",),
+        accelerator_kind="cpu",
+        accelerator_name="cpu",
+        memory_total_bytes=1,
+        memory_available_bytes=1,
+        cost=cost,
+        models=(),
+    )
 
 
 def status(node_id: str, busy: float, watts: float | None = None) -> NodeStatusSample:
     """A status message with the node's busy-seconds counter."""
-    return NodeStatusSample(node_id=node_id, unix_ms=0, models=(), memory_used_bytes=0,
-                            memory_available_bytes=0, power_watts=watts, busy_seconds=busy)
+    return NodeStatusSample(
+        node_id=node_id,
+        unix_ms=0,
+        models=(),
+        memory_used_bytes=0,
+        memory_available_bytes=0,
+        power_watts=watts,
+        busy_seconds=busy,
+    )
 
 
 def row(i: int, at: float, node: str = "n1") -> UsageRow:
     """1 M prompt tokens (200 k cached) and 200 k completion tokens."""
-    return UsageRow(request_id=f"r{i}", at=at, key_id=None, model="demo", node_id=node,
-                    endpoint="chat", stream=False, prompt_tokens=1_000_000,
-                    cached_prompt_tokens=200_000, completion_tokens=200_000, duration_s=1.0,
-                    outcome=Outcome.OK, attempts=1)
+    return UsageRow(
+        request_id=f"r{i}",
+        at=at,
+        key_id=None,
+        model="demo",
+        node_id=node,
+        endpoint="chat",
+        stream=False,
+        prompt_tokens=1_000_000,
+        cached_prompt_tokens=200_000,
+        completion_tokens=200_000,
+        duration_s=1.0,
+        outcome=Outcome.OK,
+        attempts=1,
+    )
 
 
 @pytest.fixture
 async def books(tmp_path: Path) -> AsyncIterator[tuple[Books, Clock]]:
     """Open books on a file, with a clock the test moves."""
     clock = Clock()
-    b = Books(path=tmp_path / ledger.FILE_NAME, prices=prices.load(None), clock=clock,
-              chunk_s=3_600.0, max_gap_s=3_601.0)
+    b = Books(
+        path=tmp_path / ledger.FILE_NAME,
+        prices=prices.load(None),
+        clock=clock,
+        chunk_s=3_600.0,
+        max_gap_s=3_601.0,
+    )
     await b.open()
     yield b, clock
     await b.close()
 
 
-async def test_a_day_of_one_node_gives_the_cost_model_figures(
-        books: tuple[Books, Clock]) -> None:
+async def test_a_day_of_one_node_gives_the_cost_model_figures(books: tuple[Books, Clock]) -> None:
     b, clock = books
     b.node_described(describe("n1"))
     for hour in range(25):  # busy 6 h of every 24: a quarter of each hour
         clock.now = T0 + hour * 3_600
         b.status(status("n1", busy=hour * 900.0), "addr")
     b.stream_ended("n1", "addr")
-    await b.record(UsageBatch(replica="g", rows=(row(1, T0 + 10),), inflight=0, pending=0,
-                              closing=False))
+    await b.record(
+        UsageBatch(replica="g", rows=(row(1, T0 + 10),), inflight=0, pending=0, closing=False)
+    )
     report = await b.cost("all")
     n = report["nodes"][0]
     assert (n["name"], n["profile_source"], n["requests"]) == ("name-n1", "agent", 1)
-    assert n["tokens"] == {"prompt": 1_000_000, "cached_prompt": 200_000, "completion": 200_000,
-                           "total": 1_200_000}
+    assert n["tokens"] == {
+        "prompt": 1_000_000,
+        "cached_prompt": 200_000,
+        "completion": 200_000,
+        "total": 1_200_000,
+    }
     assert n["busy_ratio"] == 0.25 and n["owned_s"] == DAY
     assert n["energy"] == {"kwh": pytest.approx(0.48), "source": "configured"}
     assert n["cost_usd"]["hardware"] == pytest.approx(5760 / 4383)
@@ -91,20 +128,29 @@ async def test_a_day_of_one_node_gives_the_cost_model_figures(
 
 
 async def test_the_window_limits_tokens_and_the_breakeven_uses_all_time(
-        books: tuple[Books, Clock]) -> None:
+    books: tuple[Books, Clock],
+) -> None:
     b, clock = books
     b.node_described(describe("n1"))
     clock.now = T0 + 2 * DAY
-    await b.record(UsageBatch(replica="g", rows=(row(1, T0 + 1), row(2, T0 + 1.5 * DAY)),
-                              inflight=0, pending=0, closing=False))
+    await b.record(
+        UsageBatch(
+            replica="g",
+            rows=(row(1, T0 + 1), row(2, T0 + 1.5 * DAY)),
+            inflight=0,
+            pending=0,
+            closing=False,
+        )
+    )
     day = await b.cost("24h")
     assert day["nodes"][0]["requests"] == 1 and day["nodes"][0]["owned_s"] == DAY
     assert day["nodes"][0]["recovered_usd"] == pytest.approx(2 * 0.255)
     assert day["nodes"][0]["breakeven"] is not None and not day["nodes"][0]["paid_off"]
 
 
-async def test_the_admin_profile_wins_and_is_kept(tmp_path: Path,
-                                                  books: tuple[Books, Clock]) -> None:
+async def test_the_admin_profile_wins_and_is_kept(
+    tmp_path: Path, books: tuple[Books, Clock]
+) -> None:
     b, _ = books
     b.node_described(describe("n1"))
     out = await b.set_cost("n1", {"price_usd": 0.0, "kwh_usd": 0.5})
@@ -128,8 +174,7 @@ async def test_measured_power_is_used_and_said(books: tuple[Books, Clock]) -> No
     conn.close()
 
 
-async def test_a_clean_shutdown_waits_for_the_gateways_rows(
-        books: tuple[Books, Clock]) -> None:
+async def test_a_clean_shutdown_waits_for_the_gateways_rows(books: tuple[Books, Clock]) -> None:
     b, _ = books
     rec = Recorder(b.record, replica="g1", interval_s=0.02)
     task = asyncio.get_running_loop().create_task(rec.run())

@@ -10,11 +10,13 @@ from cluster.cost import NodeWindow, Power, Price, Profile, Tokens
 from cluster.types import CostProfile
 
 # A $1,440 machine written off over 36 months, 10 W idle, 50 W busy, electricity at $0.25/kWh.
-PROFILE = Profile(price_usd=F(1440), amortize_months=F(36), idle_watts=F(10), busy_watts=F(50),
-                  kwh_usd=F(1, 4))
+PROFILE = Profile(
+    price_usd=F(1440), amortize_months=F(36), idle_watts=F(10), busy_watts=F(50), kwh_usd=F(1, 4)
+)
 # One day: 6 h busy, 18 h idle, power not measured; 1 M prompt tokens (200 k cached), 200 k out.
-DAY = Power(busy_s=F(21_600), idle_s=F(64_800), unmeasured_busy_s=F(21_600),
-            unmeasured_idle_s=F(64_800))
+DAY = Power(
+    busy_s=F(21_600), idle_s=F(64_800), unmeasured_busy_s=F(21_600), unmeasured_idle_s=F(64_800)
+)
 TOKENS = Tokens(prompt=1_000_000, cached_prompt=200_000, completion=200_000)
 GPT_4O = Price(input=F(5, 2), cached_input=F(5, 4), output=F(10))
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,8 +40,13 @@ def test_energy_from_configured_watts() -> None:
 
 
 def test_measured_energy_is_used_as_measured_and_the_rest_at_the_configured_watts() -> None:
-    power = Power(busy_s=F(3_600), idle_s=F(3_600), measured_s=F(3_600), measured_j=F(180_000),
-                  unmeasured_idle_s=F(3_600))
+    power = Power(
+        busy_s=F(3_600),
+        idle_s=F(3_600),
+        measured_s=F(3_600),
+        measured_j=F(180_000),
+        unmeasured_idle_s=F(3_600),
+    )
     assert cost.energy_joules(PROFILE, power) == 180_000 + 10 * 3_600
     assert power.source == "mixed"
     assert Power(measured_s=F(1), measured_j=F(5)).source == "measured"
@@ -47,15 +54,19 @@ def test_measured_energy_is_used_as_measured_and_the_rest_at_the_configured_watt
 
 
 def test_cloud_price_of_the_same_tokens() -> None:
-    assert cost.cloud_usd(GPT_4O, TOKENS) == (F(5, 2) * 800_000 + F(5, 4) * 200_000
-                                              + 10 * 200_000) / 1_000_000 == F(17, 4)
+    assert (
+        cost.cloud_usd(GPT_4O, TOKENS)
+        == (F(5, 2) * 800_000 + F(5, 4) * 200_000 + 10 * 200_000) / 1_000_000
+        == F(17, 4)
+    )
     no_cache_price = Price(input=F(5, 2), output=F(10))
     assert cost.cloud_usd(no_cache_price, TOKENS) == F(5, 2) + 2
 
 
 def test_a_known_day_gives_a_known_dollars_per_mtok() -> None:
-    c = cost.node_cost(PROFILE, NodeWindow(owned_s=F(86_400), power=DAY, tokens=TOKENS,
-                                           cloud_usd=F(17, 4)))
+    c = cost.node_cost(
+        PROFILE, NodeWindow(owned_s=F(86_400), power=DAY, tokens=TOKENS, cloud_usd=F(17, 4))
+    )
     assert c.hardware_usd == F(5760, 4383) and c.energy_usd == F(3, 25)
     assert c.energy_kwh == F(48, 100) and c.energy_source == "configured"
     assert c.total_usd == F(5760, 4383) + F(3, 25)
@@ -83,18 +94,24 @@ def test_breakeven_never_or_already() -> None:
 
 
 def test_no_tokens_no_per_mtok() -> None:
-    c = cost.node_cost(PROFILE, NodeWindow(owned_s=F(60), power=Power(), tokens=Tokens(),
-                                           cloud_usd=F(0)))
+    c = cost.node_cost(
+        PROFILE, NodeWindow(owned_s=F(60), power=Power(), tokens=Tokens(), cloud_usd=F(0))
+    )
     assert c.usd_per_mtok is None and c.marginal_usd_per_mtok is None and c.busy_ratio is None
     assert cost.recovery_per_day(c) == 0
 
 
 def test_cluster_total_sums_nodes() -> None:
-    a = cost.node_cost(PROFILE, NodeWindow(owned_s=F(86_400), power=DAY, tokens=TOKENS,
-                                           cloud_usd=F(17, 4)))
+    a = cost.node_cost(
+        PROFILE, NodeWindow(owned_s=F(86_400), power=DAY, tokens=TOKENS, cloud_usd=F(17, 4))
+    )
     measured = Power(busy_s=F(100), idle_s=F(0), measured_s=F(100), measured_j=F(3_600_000))
-    b = cost.node_cost(PROFILE, NodeWindow(owned_s=F(86_400), power=measured,
-                                           tokens=Tokens(completion=1_000), cloud_usd=F(1)))
+    b = cost.node_cost(
+        PROFILE,
+        NodeWindow(
+            owned_s=F(86_400), power=measured, tokens=Tokens(completion=1_000), cloud_usd=F(1)
+        ),
+    )
     t = cost.total([a, b])
     assert t.total_usd == a.total_usd + b.total_usd
     assert t.energy_usd == F(3, 25) + F(1, 4)  # b: 1 kWh measured
@@ -105,6 +122,9 @@ def test_cluster_total_sums_nodes() -> None:
 
 
 def test_profile_of_floats_is_exact() -> None:
-    p = Profile.of(CostProfile(price_usd=1399.0, amortize_months=36.0, idle_watts=7.0,
-                               busy_watts=45.0, kwh_usd=0.25))
+    p = Profile.of(
+        CostProfile(
+            price_usd=1399.0, amortize_months=36.0, idle_watts=7.0, busy_watts=45.0, kwh_usd=0.25
+        )
+    )
     assert p.price_usd == 1399 and p.kwh_usd == F(1, 4)

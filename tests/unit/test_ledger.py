@@ -15,13 +15,32 @@ from cluster.types import CostProfile
 from cluster.usage import Outcome, UsageRow
 
 
-def row(i: int, *, at: float, node: str | None = "n1", model: str = "demo",
-        outcome: Outcome = Outcome.OK, key: str | None = None) -> UsageRow:
+def row(
+    i: int,
+    *,
+    at: float,
+    node: str | None = "n1",
+    model: str = "demo",
+    outcome: Outcome = Outcome.OK,
+    key: str | None = None,
+) -> UsageRow:
     """A request row with easy numbers: prompt 10*i, cached i, completion i."""
-    return UsageRow(request_id=f"r{i}", at=at, key_id=key, model=model, node_id=node,
-                    endpoint="chat", stream=i % 2 == 0, prompt_tokens=10 * i,
-                    cached_prompt_tokens=i, completion_tokens=i, ttft_s=0.5, duration_s=1.0,
-                    outcome=outcome, attempts=1)
+    return UsageRow(
+        request_id=f"r{i}",
+        at=at,
+        key_id=key,
+        model=model,
+        node_id=node,
+        endpoint="chat",
+        stream=i % 2 == 0,
+        prompt_tokens=10 * i,
+        cached_prompt_tokens=i,
+        completion_tokens=i,
+        ttft_s=0.5,
+        duration_s=1.0,
+        outcome=outcome,
+        attempts=1,
+    )
 
 
 @pytest.fixture
@@ -37,8 +56,10 @@ def test_wal_mode_and_a_batch_survives_reopening(path: Path) -> None:
     conn.close()
     again = ledger.connect(path)
     assert ledger.count(again) == 5
-    got = again.execute("SELECT request_id, prompt_tokens, outcome, stream, ttft_s FROM requests "
-                        "WHERE request_id = 'r2'").fetchone()
+    got = again.execute(
+        "SELECT request_id, prompt_tokens, outcome, stream, ttft_s FROM requests "
+        "WHERE request_id = 'r2'"
+    ).fetchone()
     assert got == ("r2", 20, "ok", 1, 0.5)
 
 
@@ -59,24 +80,41 @@ def test_a_crash_without_close_loses_no_committed_batch(path: Path) -> None:
 
 def test_served_tokens_per_node_and_model_in_a_window(path: Path) -> None:
     conn = ledger.connect(path)
-    ledger.insert_requests(conn, [
-        row(1, at=100.0), row(2, at=200.0), row(3, at=300.0, model="big"),
-        row(4, at=300.0, node="n2"), row(5, at=300.0, node=None, outcome=Outcome.ERROR)])
+    ledger.insert_requests(
+        conn,
+        [
+            row(1, at=100.0),
+            row(2, at=200.0),
+            row(3, at=300.0, model="big"),
+            row(4, at=300.0, node="n2"),
+            row(5, at=300.0, node=None, outcome=Outcome.ERROR),
+        ],
+    )
     everything = ledger.served(conn, None)
     assert [(s.node_id, s.model, s.requests) for s in everything] == [
-        ("n1", "big", 1), ("n1", "demo", 2), ("n2", "demo", 1)]
+        ("n1", "big", 1),
+        ("n1", "demo", 2),
+        ("n2", "demo", 1),
+    ]
     assert everything[1].tokens == Tokens(prompt=30, cached_prompt=3, completion=3)
     recent = ledger.served(conn, 150.0)
     assert [(s.node_id, s.model, s.tokens.prompt) for s in recent] == [
-        ("n1", "big", 30), ("n1", "demo", 20), ("n2", "demo", 40)]
+        ("n1", "big", 30),
+        ("n1", "demo", 20),
+        ("n2", "demo", 40),
+    ]
 
 
 def test_power_in_a_window_takes_a_straddling_chunk_pro_rata(path: Path) -> None:
     conn = ledger.connect(path)
-    ledger.insert_samples(conn, [
-        NodeSample(node_id="n1", t0=0.0, t1=10.0, busy_s=4.0, idle_s=6.0),
-        NodeSample(node_id="n1", t0=10.0, t1=20.0, busy_s=2.0, idle_s=8.0, measured_j=500.0),
-        NodeSample(node_id="n2", t0=0.0, t1=10.0, busy_s=10.0, idle_s=0.0)])
+    ledger.insert_samples(
+        conn,
+        [
+            NodeSample(node_id="n1", t0=0.0, t1=10.0, busy_s=4.0, idle_s=6.0),
+            NodeSample(node_id="n1", t0=10.0, t1=20.0, busy_s=2.0, idle_s=8.0, measured_j=500.0),
+            NodeSample(node_id="n2", t0=0.0, t1=10.0, busy_s=10.0, idle_s=0.0),
+        ],
+    )
     ever = ledger.power(conn, None)
     assert ever["n1"].busy_s == 6 and ever["n1"].idle_s == 14
     assert ever["n1"].measured_s == 10 and ever["n1"].measured_j == 500
@@ -95,8 +133,9 @@ def test_nodes_keep_their_first_sighting_and_the_admin_profile_wins(path: Path) 
     record = ledger.nodes(conn)["n1"]
     assert (record.name, record.first_seen, record.last_seen) == ("mini-2", 10.0, 20.0)
     assert record.override is None and record.profile == agent
-    admin = CostProfile(price_usd=1399.0, amortize_months=24.0, idle_watts=7.0, busy_watts=45.0,
-                        kwh_usd=0.3)
+    admin = CostProfile(
+        price_usd=1399.0, amortize_months=24.0, idle_watts=7.0, busy_watts=45.0, kwh_usd=0.3
+    )
     ledger.set_override(conn, "n1", admin, at=30.0)
     conn.close()
     record = ledger.nodes(ledger.connect(path))["n1"]
@@ -105,10 +144,15 @@ def test_nodes_keep_their_first_sighting_and_the_admin_profile_wins(path: Path) 
 
 def test_usage_groups(path: Path) -> None:
     conn = ledger.connect(path)
-    ledger.insert_requests(conn, [
-        row(1, at=1.0), row(2, at=1.0, outcome=Outcome.CANCELLED),
-        row(3, at=1.0, node="n2", outcome=Outcome.FAILED_OVER, key="k1"),
-        row(4, at=1.0, node=None, outcome=Outcome.ERROR, model="nope")])
+    ledger.insert_requests(
+        conn,
+        [
+            row(1, at=1.0),
+            row(2, at=1.0, outcome=Outcome.CANCELLED),
+            row(3, at=1.0, node="n2", outcome=Outcome.FAILED_OVER, key="k1"),
+            row(4, at=1.0, node=None, outcome=Outcome.ERROR, model="nope"),
+        ],
+    )
     by_model = {g["model"]: g for g in ledger.usage(conn, None, "model")}
     assert by_model["demo"]["requests"] == 3 and by_model["demo"]["ok"] == 1
     assert by_model["demo"]["cancelled"] == 1 and by_model["demo"]["failed_over"] == 1

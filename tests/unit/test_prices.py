@@ -28,11 +28,15 @@ def test_models_map_to_references_by_name_or_pattern() -> None:
 
 
 def test_an_override_adds_prices_and_mappings(tmp_path: Path) -> None:
-    (tmp_path / "cloud_prices.json").write_text(json.dumps({
-        "as_of": "2031-01-01",
-        "prices": {"my-cloud": {"input": 0.5, "output": "1.5"}},
-        "compare": {"models": {"demo": "my-cloud", "*70B*": "gpt-4o-mini"}},
-    }))
+    (tmp_path / "cloud_prices.json").write_text(
+        json.dumps(
+            {
+                "as_of": "2031-01-01",
+                "prices": {"my-cloud": {"input": 0.5, "output": "1.5"}},
+                "compare": {"models": {"demo": "my-cloud", "*70B*": "gpt-4o-mini"}},
+            }
+        )
+    )
     table = prices.load(tmp_path)
     assert table.as_of == "2031-01-01" and table.origin.endswith("cloud_prices.json")
     assert table.reference("demo") == "my-cloud"
@@ -41,14 +45,18 @@ def test_an_override_adds_prices_and_mappings(tmp_path: Path) -> None:
     assert "gpt-4o" in table.prices and table.default == prices.load(None).default
 
 
-@pytest.mark.parametrize("content", [
-    "{not json",
-    '{"compare": {"default": "nowhere"}}',
-    '{"prices": {"x": {"input": "abc", "output": 1}}}',
-    '{"prices": {"x": {"input": -1, "output": 1}}}',
-])
-def test_a_bad_override_is_ignored_with_an_error(tmp_path: Path, content: str,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"compare": {"default": "nowhere"}}',
+        '{"prices": {"x": {"input": "abc", "output": 1}}}',
+        '{"prices": {"x": {"input": -1, "output": 1}}}',
+    ],
+)
+def test_a_bad_override_is_ignored_with_an_error(
+    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "cloud_prices.json").write_text(content)
     with caplog.at_level(logging.ERROR):
         table = prices.load(tmp_path)

@@ -10,8 +10,15 @@ from cluster.usage import UsageRow
 
 def row(i: int) -> UsageRow:
     """A minimal row with a unique request id."""
-    return UsageRow(request_id=f"r{i}", at=0.0, key_id=None, model="demo", node_id="n",
-                    endpoint="chat", stream=False)
+    return UsageRow(
+        request_id=f"r{i}",
+        at=0.0,
+        key_id=None,
+        model="demo",
+        node_id="n",
+        endpoint="chat",
+        stream=False,
+    )
 
 
 class Controller:

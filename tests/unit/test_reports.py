@@ -24,11 +24,17 @@ def test_windows() -> None:
 
 def test_set_cost_bodies() -> None:
     assert parse_cost_changes(b'{"price_usd": 1399, "kwh_usd": 0.3}') == {
-        "price_usd": 1399.0, "kwh_usd": 0.3}
+        "price_usd": 1399.0,
+        "kwh_usd": 0.3,
+    }
     assert parse_cost_changes(b"{}") == {}
-    for body, param in ((b'{"price": 1}', "price"), (b'{"idle_watts": -1}', "idle_watts"),
-                        (b'{"amortize_months": 0}', "amortize_months"),
-                        (b'{"busy_watts": "45"}', "busy_watts"), (b'{"kwh_usd": true}', "kwh_usd")):
+    for body, param in (
+        (b'{"price": 1}', "price"),
+        (b'{"idle_watts": -1}', "idle_watts"),
+        (b'{"amortize_months": 0}', "amortize_months"),
+        (b'{"busy_watts": "45"}', "busy_watts"),
+        (b'{"kwh_usd": true}', "kwh_usd"),
+    ):
         with pytest.raises(InvalidRequest) as err:
             parse_cost_changes(body)
         assert err.value.param == param
@@ -39,15 +45,51 @@ def test_set_cost_bodies() -> None:
 
 def test_metrics_text_in_vllm_style() -> None:
     m = GatewayMetrics()
-    m.observe(UsageRow(request_id="r", at=0.0, key_id=None, model="demo", node_id="n1",
-                       endpoint="chat", stream=True, prompt_tokens=7, completion_tokens=3,
-                       ttft_s=0.05, duration_s=0.4, outcome=Outcome.OK, attempts=1), "mini")
-    table = NodeTable(version=1, nodes=(NodeView(
-        node_id=NodeId("n1"), name="mini", address="a", engines=("mlx",), state=NodeState.READY,
-        models=(), decode_tps=42.0, tps_measured=True),))
-    snapshot = {"nodes": [{"name": "mini", "cost_usd": {"total": 1.5}, "savings_usd": -0.5,
-                           "cloud_equivalent_usd": 1.0, "live": {"busy_ratio": 0.5, "watts": None},
-                           "profile": {"idle_watts": 10.0, "busy_watts": 50.0}}]}
+    m.observe(
+        UsageRow(
+            request_id="r",
+            at=0.0,
+            key_id=None,
+            model="demo",
+            node_id="n1",
+            endpoint="chat",
+            stream=True,
+            prompt_tokens=7,
+            completion_tokens=3,
+            ttft_s=0.05,
+            duration_s=0.4,
+            outcome=Outcome.OK,
+            attempts=1,
+        ),
+        "mini",
+    )
+    table = NodeTable(
+        version=1,
+        nodes=(
+            NodeView(
+                node_id=NodeId("n1"),
+                name="mini",
+                address="a",
+                engines=("mlx",),
+                state=NodeState.READY,
+                models=(),
+                decode_tps=42.0,
+                tps_measured=True,
+            ),
+        ),
+    )
+    snapshot = {
+        "nodes": [
+            {
+                "name": "mini",
+                "cost_usd": {"total": 1.5},
+                "savings_usd": -0.5,
+                "cloud_equivalent_usd": 1.0,
+                "live": {"busy_ratio": 0.5, "watts": None},
+                "profile": {"idle_watts": 10.0, "busy_watts": 50.0},
+            }
+        ]
+    }
     text = m.render(snapshot, table).decode()
     for line in (
         'meterless:request_success_total{model="demo",node="mini"} 1.0',

@@ -18,8 +18,14 @@ INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=True)
 
 def usage(prompt: int, completion: int, cached: int = 0) -> Usage:
     """A node's usage with the token counts that matter here."""
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached,
-                 ttft_seconds=0.1, decode_tokens_per_second=10.0, duration_seconds=1.0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached,
+        ttft_seconds=0.1,
+        decode_tokens_per_second=10.0,
+        duration_seconds=1.0,
+    )
 
 
 async def events(items: Sequence[ForwardEvent | Exception]) -> AsyncIterator[ForwardEvent]:
@@ -60,8 +66,14 @@ async def run(items: Sequence[ForwardEvent | Exception], take: int | None = None
 
 
 async def test_finished_on_the_first_node_is_ok_with_the_nodes_counts() -> None:
-    row = await run([Routed(NodeId("n1"), 1), Delta("a", 1, 7, 3), Delta("b", 2),
-                     Finished("stop", usage(7, 3, cached=3))])
+    row = await run(
+        [
+            Routed(NodeId("n1"), 1),
+            Delta("a", 1, 7, 3),
+            Delta("b", 2),
+            Finished("stop", usage(7, 3, cached=3)),
+        ]
+    )
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.OK, "n1", 1)
     assert (row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (7, 3, 3)
     assert row.ttft_s == 1.0 and row.duration_s == 2.0  # clock reads 1 (start), 2 (first), 3
@@ -77,19 +89,40 @@ async def test_finished_after_failover_is_failed_over() -> None:
 async def test_an_error_before_routing_is_an_error_without_a_node() -> None:
     row = await run([NoCapacity("no node", retry_after=2)])
     assert (row.outcome, row.node_id, row.attempts, row.completion_tokens) == (
-        Outcome.ERROR, None, 0, 0)
+        Outcome.ERROR,
+        None,
+        0,
+        0,
+    )
 
 
 async def test_a_stream_that_fails_mid_way_is_an_error_with_the_usage_so_far() -> None:
-    row = await run([Routed(NodeId("n1"), 1), Delta("a", 2, 9, 4),
-                     StreamFailed("node died", usage(9, 2, cached=4))])
+    row = await run(
+        [
+            Routed(NodeId("n1"), 1),
+            Delta("a", 2, 9, 4),
+            StreamFailed("node died", usage(9, 2, cached=4)),
+        ]
+    )
     assert (row.outcome, row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (
-        Outcome.ERROR, 9, 4, 2)
+        Outcome.ERROR,
+        9,
+        4,
+        2,
+    )
 
 
 async def test_a_client_that_leaves_is_cancelled_with_what_was_generated() -> None:
-    row = await run([Routed(NodeId("n1"), 1), Delta("a", 1, 6), Delta("b", 1), Delta("c", 1),
-                     Finished("stop", usage(6, 3))], take=3)
+    row = await run(
+        [
+            Routed(NodeId("n1"), 1),
+            Delta("a", 1, 6),
+            Delta("b", 1),
+            Delta("c", 1),
+            Finished("stop", usage(6, 3)),
+        ],
+        take=3,
+    )
     assert (row.outcome, row.prompt_tokens, row.completion_tokens) == (Outcome.CANCELLED, 6, 2)
 
 
