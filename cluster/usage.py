@@ -17,6 +17,7 @@ usage the response reported when it finished, or what had been generated when it
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from enum import Enum
 
 from cluster.forward import ForwardEvent, Routed, StreamFailed
 from node_agent.types import Delta, Finished
+
+logger = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
@@ -154,4 +157,7 @@ async def metered(
         try:
             await events.aclose()  # type: ignore[attr-defined]
         finally:
-            done(tap.row())
+            try:
+                done(tap.row())
+            except Exception:  # recording must never break the request it records
+                logger.exception("recording request %s failed", tap.info.request_id)

@@ -149,3 +149,13 @@ async def test_a_cancelled_task_is_cancelled_not_an_error() -> None:
 async def test_a_generation_the_node_cancelled_is_cancelled() -> None:
     row = await run([Routed(NodeId("n1"), 1), Finished("cancelled", usage(4, 1))])
     assert row.outcome is Outcome.CANCELLED and row.completion_tokens == 1
+
+
+async def test_a_failing_recorder_does_not_break_the_request() -> None:
+    def broken(row: UsageRow) -> None:
+        raise RuntimeError("disk full")
+
+    stream = metered(
+        events([Routed(NodeId("n1"), 1), Finished("stop", usage(1, 1))]), Tap(INFO), broken
+    )
+    assert len([e async for e in stream]) == 2
