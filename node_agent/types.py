@@ -123,6 +123,7 @@ class ModelStatus:
     requests_finished: int
     memory_bytes: int
     busy_seconds: float
+    kv_cache_usage: float = 0.0  # share of a fixed KV-cache pool in use; 0 without one
 
 
 class LoadStage(Enum):

@@ -64,7 +64,7 @@ def model_status_pb(s: ModelStatus) -> pb.ModelStatus:
         model=s.model, running=s.running, waiting=s.waiting, generated_tokens=s.generated_tokens,
         prompt_tokens=s.prompt_tokens, cached_prompt_tokens=s.cached_prompt_tokens,
         prompt_cache_hits=s.prompt_cache_hits, requests_finished=s.requests_finished,
-        memory_bytes=s.memory_bytes, busy_seconds=s.busy_seconds,
+        memory_bytes=s.memory_bytes, busy_seconds=s.busy_seconds, kv_cache_usage=s.kv_cache_usage,
     )
 
 
@@ -74,7 +74,7 @@ def model_status(m: pb.ModelStatus) -> ModelStatus:
         model=m.model, running=m.running, waiting=m.waiting, generated_tokens=m.generated_tokens,
         prompt_tokens=m.prompt_tokens, cached_prompt_tokens=m.cached_prompt_tokens,
         prompt_cache_hits=m.prompt_cache_hits, requests_finished=m.requests_finished,
-        memory_bytes=m.memory_bytes, busy_seconds=m.busy_seconds,
+        memory_bytes=m.memory_bytes, busy_seconds=m.busy_seconds, kv_cache_usage=m.kv_cache_usage,
     )
 
 

@@ -25,7 +25,7 @@ USAGE = Usage(prompt_tokens=7, completion_tokens=3, cached_prompt_tokens=5, ttft
 def test_model_info_status_and_cost_round_trip() -> None:
     status = ModelStatus(model="demo", running=1, waiting=2, generated_tokens=3, prompt_tokens=4,
                          cached_prompt_tokens=5, prompt_cache_hits=6, requests_finished=7,
-                         memory_bytes=8, busy_seconds=9.5)
+                         memory_bytes=8, busy_seconds=9.5, kv_cache_usage=0.25)
     cost = CostProfile(price_usd=1399.0, amortize_months=36.0, idle_watts=7.0, busy_watts=45.0,
                        kwh_usd=0.25)
     assert wire.model_info(wire.model_info_pb(INFO)) == INFO
