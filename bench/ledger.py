@@ -1,0 +1,239 @@
+"""What the ledger costs the gateway: requests/s and CPU per request, ledger on and off.
+
+    .venv/bin/python bench/ledger.py [--rounds 10] [--seconds 5] [--concurrency 16]
+
+One stub agent (bench/stub_agent.py: the real gRPC service over an engine that answers at once,
+so that the gateway, not the node, is the bottleneck) behind two `cluster up`s started side by
+side: one as shipped, one with `--no-ledger`. Rounds alternate between them (ABBA, so drift and
+whatever else runs on the machine hit both alike); in each, `--concurrency` clients send short
+non-streaming chat completions back to back for `--seconds`.
+
+Two figures, both on against off: requests/s (the median of the rounds' ratios), and the CPU
+time that the cluster's Serve processes (HTTP proxy, gateway, controller with its ledger thread)
+spend per request, summed over all rounds. The gateway is CPU-bound, so its throughput goes as
+the inverse of its CPU per request; the CPU figure is read from /proc per process, so it stays
+meaningful on a machine that other work keeps busy, where requests/s swing from round to round.
+Target: the ledger costs under 2%. Then it checks that the ledger holds one row per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.harness import ClusterProcess, free_port, wait_for  # noqa: E402
+
+BODY = {"model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+
+
+@dataclass(frozen=True)
+class Round:
+    """One timed burst against one cluster."""
+
+    requests: int
+    seconds: float
+    cpu_s: float  # CPU seconds its Serve processes used meanwhile
+
+    @property
+    def rps(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Serve CPU milliseconds per request."""
+        return 1000 * self.cpu_s / self.requests
+
+
+def _proc_stats() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, user + system CPU seconds, command line) for every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmd)
+    return out
+
+
+def serve_cpu(root_pid: int) -> float:
+    """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`)."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        _, cpu, cmd = stats.get(pid, (0, 0.0, ""))
+        if cmd.startswith(("ray::ServeReplica", "ray::ProxyActor")):
+            total += cpu
+    return total
+
+
+async def burst(cluster: ClusterProcess, seconds: float, concurrency: int) -> Round:
+    """`concurrency` clients sending completions back to back for `seconds`."""
+    assert cluster.proc is not None
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=cluster.url, limits=limits, timeout=30) as http:
+        done = 0
+        cpu = serve_cpu(cluster.proc.pid)
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                r = await http.post("/v1/chat/completions", json=BODY)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+                done += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        return Round(done, elapsed, serve_cpu(cluster.proc.pid) - cpu)
+
+
+@contextlib.contextmanager
+def stub_agent() -> Iterator[str]:
+    """The stub agent as a subprocess; yields its address."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "stub_agent.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "stub agent listening on ..."
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_cluster(root: Path, name: str, agent: str, *extra: str) -> ClusterProcess:
+    """`cluster up` in front of the stub agent; returns once its node is ready."""
+    (root / name).mkdir()
+    cluster = ClusterProcess(
+        root / name, args=("--no-local-agent", "--no-mdns", "--peer", agent, *extra)
+    )
+    cluster.start()
+    wait_for(lambda: any(n["state"] == "ready" for n in cluster.nodes()), 60, f"{name} ready")
+    return cluster
+
+
+def ledger_requests(cluster: ClusterProcess) -> int:
+    """Requests the cluster's ledger holds."""
+    groups = httpx.get(f"{cluster.url}/admin/usage", params={"since": "all"}, timeout=30).json()
+    return sum(g["requests"] for g in groups["groups"])
+
+
+def report(rounds: list[tuple[Round, Round]]) -> float:
+    """Print the rounds and the summary; returns the ledger's CPU cost per request."""
+    print(
+        f"{'round':>5}  {'on req/s':>9}  {'off req/s':>9}  {'on/off':>7}  "
+        f"{'on CPU ms/req':>13}  {'off CPU ms/req':>14}"
+    )
+    for i, (on, off) in enumerate(rounds, 1):
+        print(
+            f"{i:>5}  {on.rps:>9.1f}  {off.rps:>9.1f}  {on.rps / off.rps:>7.3f}  "
+            f"{on.cpu_ms:>13.2f}  {off.cpu_ms:>14.2f}"
+        )
+    on_rps = sum(on.requests for on, _ in rounds) / sum(on.seconds for on, _ in rounds)
+    off_rps = sum(off.requests for _, off in rounds) / sum(off.seconds for _, off in rounds)
+    ratios = [on.rps / off.rps for on, off in rounds]
+    median = statistics.median(ratios)
+    print(
+        f"requests/s: on {on_rps:.1f}, off {off_rps:.1f}; median of the rounds' on/off "
+        f"{median:.3f} (rounds from {min(ratios):.3f} to {max(ratios):.3f}) -> "
+        f"{100 * (1 - median):.1f}% of throughput: {verdict(1 - median)}"
+    )
+    cpu_on = sum(on.cpu_s for on, _ in rounds) / sum(on.requests for on, _ in rounds)
+    cpu_off = sum(off.cpu_s for _, off in rounds) / sum(off.requests for _, off in rounds)
+    cost = cpu_on / cpu_off - 1
+    print(
+        f"Serve CPU per request: on {1000 * cpu_on:.2f} ms, off {1000 * cpu_off:.2f} ms -> "
+        f"the ledger adds {100 * cost:.1f}%: {verdict(cost)}"
+    )
+    return cost
+
+
+def verdict(cost: float) -> str:
+    """PASS under the 2% target, else MISS."""
+    return "PASS (target < 2%)" if cost < 0.02 else "MISS (target < 2%)"
+
+
+async def measure(
+    on: ClusterProcess, off: ClusterProcess, args: argparse.Namespace
+) -> tuple[list[tuple[Round, Round]], int]:
+    """Warm both up, then the alternating rounds; also returns all requests sent to `on`."""
+    warm = await burst(on, 2.0, args.concurrency)
+    await burst(off, 2.0, args.concurrency)
+    rounds = []
+    for i in range(args.rounds):
+        if i % 2 == 0:
+            a = await burst(on, args.seconds, args.concurrency)
+            b = await burst(off, args.seconds, args.concurrency)
+        else:
+            b = await burst(off, args.seconds, args.concurrency)
+            a = await burst(on, args.seconds, args.concurrency)
+        rounds.append((a, b))
+    return rounds, warm.requests + sum(a.requests for a, _ in rounds)
+
+
+def main() -> int:
+    """Run the benchmark; exit 0 on PASS."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    one, five, _ = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {one:.2f} (1 min) {five:.2f} (5 min)")
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp, stub_agent() as agent:
+        root = Path(tmp)
+        on = start_cluster(root, "on", agent)
+        try:
+            off = start_cluster(root, "off", agent, "--no-ledger")
+            try:
+                before = ledger_requests(on)
+                rounds, sent = asyncio.run(measure(on, off, args))
+                time.sleep(1.5)  # the last batch
+                recorded = ledger_requests(on) - before
+                cost = report(rounds)
+                print(
+                    f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
+                    f"rows of the --no-ledger cluster: {ledger_requests(off)}"
+                )
+            finally:
+                off.stop()
+        finally:
+            on.stop()
+    return 0 if cost < 0.02 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
