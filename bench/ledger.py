@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ledger_parts import parts  # noqa: E402  (next to this script)
+
 from tests.harness import ClusterProcess, free_port, wait_for  # noqa: E402
 
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
@@ -151,6 +153,18 @@ def ledger_requests(cluster: ClusterProcess) -> int:
     return sum(g["requests"] for g in groups["groups"])
 
 
+def report_parts(rounds: list[tuple[Round, Round]]) -> None:
+    """The ledger's own work timed in-process, against the gateway's CPU per request."""
+    found = parts()
+    cpu_off = sum(off.cpu_s for _, off in rounds) / sum(off.requests for _, off in rounds)
+    total = sum(found.values())
+    each = ", ".join(f"{name} {us:.0f}" for name, us in found.items())
+    print(
+        f"the ledger's own work, timed in-process: {total:.0f} us per request ({each}) = "
+        f"{100 * total / 1e6 / cpu_off:.1f}% of the Serve CPU per request without it"
+    )
+
+
 def report(rounds: list[tuple[Round, Round]]) -> float:
     """Print the rounds and the summary; returns the ledger's CPU cost per request."""
     print(
@@ -224,6 +238,7 @@ def main() -> int:
                 time.sleep(1.5)  # the last batch
                 recorded = ledger_requests(on) - before
                 cost = report(rounds)
+                report_parts(rounds)
                 print(
                     f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
                     f"rows of the --no-ledger cluster: {ledger_requests(off)}"

@@ -9,6 +9,7 @@ the whole cluster's whichever replica answers.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -69,6 +70,19 @@ E2E_BUCKETS = (
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Series:
+    """The labelled children one request updates."""
+
+    requests: Counter
+    success: Counter | None
+    prompt: Counter
+    cached: Counter
+    generation: Counter
+    ttft: Histogram
+    e2e: Histogram
+
+
 class GatewayMetrics:
     """One gateway replica's registry: its request counters plus the cluster's node gauges."""
 
@@ -112,19 +126,36 @@ class GatewayMetrics:
         )
         self.nodes = NodeCollector()
         r.register(self.nodes)
+        self._series: dict[tuple[str, str, Outcome], _Series] = {}
 
     def observe(self, row: UsageRow, node: str) -> None:
         """Count one finished request; `node` is the serving node's name ("" for none)."""
-        labels = (row.model, node)
-        self.requests.labels(*labels, row.outcome.value).inc()
-        if row.outcome in (Outcome.OK, Outcome.FAILED_OVER):
-            self.success.labels(*labels).inc()
-        self.prompt.labels(*labels).inc(row.prompt_tokens)
-        self.cached.labels(*labels).inc(row.cached_prompt_tokens)
-        self.generation.labels(*labels).inc(row.completion_tokens)
+        s = self._series.get((row.model, node, row.outcome))
+        if s is None:
+            s = self._series[(row.model, node, row.outcome)] = self._labelled(row, node)
+        s.requests.inc()
+        if s.success is not None:
+            s.success.inc()
+        s.prompt.inc(row.prompt_tokens)
+        s.cached.inc(row.cached_prompt_tokens)
+        s.generation.inc(row.completion_tokens)
         if row.ttft_s is not None:
-            self.ttft.labels(*labels).observe(row.ttft_s)
-        self.e2e.labels(*labels).observe(row.duration_s)
+            s.ttft.observe(row.ttft_s)
+        s.e2e.observe(row.duration_s)
+
+    def _labelled(self, row: UsageRow, node: str) -> _Series:
+        """The series of one (model, node, outcome), looked up once: `labels` is not cheap."""
+        by = (row.model, node)
+        ok = row.outcome in (Outcome.OK, Outcome.FAILED_OVER)
+        return _Series(
+            requests=self.requests.labels(*by, row.outcome.value),
+            success=self.success.labels(*by) if ok else None,
+            prompt=self.prompt.labels(*by),
+            cached=self.cached.labels(*by),
+            generation=self.generation.labels(*by),
+            ttft=self.ttft.labels(*by),
+            e2e=self.e2e.labels(*by),
+        )
 
     def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
         """The exposition text, with the node gauges from `snapshot` and `table`."""

@@ -1,0 +1,159 @@
+"""The ledger's own work per request, timed in-process: what it adds to a gateway and a controller.
+
+    .venv/bin/python bench/ledger_parts.py [--requests 20000]
+
+Gateway side: one request's events through the tap (`metered`), its row into the recorder's
+buffer and the replica's metrics, minus the same events iterated bare. Batch transport: pickling
+a batch of rows, as the Serve handle call to the controller does. Controller side: inserting
+rows into a ledger file in batches of 1,000 (WAL, one transaction per batch). Each is the median
+of five runs, in microseconds per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import pickle
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cluster import ledger  # noqa: E402
+from cluster.forward import ForwardEvent, Routed  # noqa: E402
+from cluster.metering import GatewayMeter  # noqa: E402
+from cluster.recorder import UsageAck, UsageBatch  # noqa: E402
+from cluster.types import NodeId, NodeTable  # noqa: E402
+from cluster.usage import Outcome, RequestInfo, UsageRow  # noqa: E402
+from node_agent.types import Delta, Finished, Usage  # noqa: E402
+
+USAGE = Usage(
+    prompt_tokens=12,
+    completion_tokens=8,
+    cached_prompt_tokens=4,
+    ttft_seconds=0.01,
+    decode_tokens_per_second=50.0,
+    duration_seconds=0.2,
+)
+EVENTS: tuple[ForwardEvent, ...] = (
+    Routed(NodeId("node-1"), 1),
+    Delta("Hello", 1, 12, 4),
+    *(Delta(" w", 1) for _ in range(7)),
+    Finished("stop", USAGE),
+)
+
+
+async def _events() -> AsyncIterator[ForwardEvent]:
+    for event in EVENTS:
+        yield event
+
+
+async def _ack(batch: UsageBatch) -> UsageAck:
+    return UsageAck(written=len(batch.rows))
+
+
+async def _requests(n: int, meter: GatewayMeter | None) -> float:
+    """Seconds for `n` requests' events, tapped by `meter` (or bare)."""
+    table = NodeTable()
+    start = time.perf_counter()
+    for i in range(n):
+        events = _events()
+        if meter is not None:
+            info = RequestInfo(request_id=f"r{i}", model="demo", endpoint="chat", stream=True)
+            events = meter.wrap(events, info, table)
+        async for _ in events:
+            pass
+        await events.aclose()  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
+def gateway_us(n: int) -> float:
+    """Microseconds the tap, the buffer and the metrics add to one request."""
+    meter = GatewayMeter(_ack)
+    assert meter.recorder is not None
+    meter.recorder.max_buffered = n  # nothing sends here; keep every row
+
+    async def both() -> float:
+        bare, tapped = await _requests(n, None), await _requests(n, meter)
+        return (tapped - bare) / n * 1e6
+
+    return asyncio.run(both())
+
+
+def rows(n: int) -> list[UsageRow]:
+    """`n` typical rows."""
+    return [
+        UsageRow(
+            request_id=f"r{i:08d}",
+            at=1.8e9 + i,
+            key_id=None,
+            model="demo",
+            node_id="node-1",
+            endpoint="chat",
+            stream=True,
+            prompt_tokens=12,
+            cached_prompt_tokens=4,
+            completion_tokens=8,
+            ttft_s=0.01,
+            duration_s=0.2,
+            outcome=Outcome.OK,
+            attempts=1,
+        )
+        for i in range(n)
+    ]
+
+
+def transport_us(n: int) -> float:
+    """Microseconds to pickle and unpickle one row inside a batch of 1,000."""
+    batch = UsageBatch(replica="g", rows=tuple(rows(1_000)), inflight=0, pending=0, closing=False)
+    start = time.perf_counter()
+    for _ in range(n // 1_000):
+        pickle.loads(pickle.dumps(batch))
+    return (time.perf_counter() - start) / (n // 1_000 * 1_000) * 1e6
+
+
+def controller_us(n: int) -> float:
+    """Microseconds to insert one row into the ledger file, 1,000 to a transaction."""
+    data = rows(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = ledger.connect(Path(tmp) / ledger.FILE_NAME)
+        start = time.perf_counter()
+        for i in range(0, n, 1_000):
+            ledger.insert_requests(conn, data[i : i + 1_000])
+        elapsed = time.perf_counter() - start
+        conn.close()
+    return elapsed / n * 1e6
+
+
+def median_of(runs: int, measure: Callable[[int], float], n: int) -> float:
+    """The median of `runs` measurements."""
+    return statistics.median(measure(n) for _ in range(runs))
+
+
+def parts(n: int = 20_000) -> dict[str, float]:
+    """Each part's microseconds per request."""
+    return {
+        "gateway": median_of(5, gateway_us, n),
+        "transport": median_of(5, transport_us, n),
+        "controller": median_of(5, controller_us, n),
+    }
+
+
+def main() -> None:
+    """Print the parts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    found = parts(parser.parse_args().requests)
+    for name, us in found.items():
+        print(f"{name:>10}: {us:6.1f} us per request")
+    print(f"{'total':>10}: {sum(found.values()):6.1f} us per request")
+
+
+if __name__ == "__main__":
+    main()
