@@ -91,13 +91,13 @@ class Tap:
 
     def observe(self, event: ForwardEvent) -> None:
         """Take one forwarder event into account."""
-        if isinstance(event, Routed):
-            self._node, self._attempts = event.node_id, event.attempts
-        elif isinstance(event, Delta):
+        if isinstance(event, Delta):  # by far the most frequent: first
             if self._first is None:
                 self._first = self._clock()
                 self._prompt, self._cached = event.prompt_tokens, event.cached_prompt_tokens
             self._completion += event.tokens
+        elif isinstance(event, Routed):
+            self._node, self._attempts = event.node_id, event.attempts
         elif isinstance(event, Finished):
             u = event.usage
             self._prompt, self._cached = u.prompt_tokens, u.cached_prompt_tokens
