@@ -207,6 +207,17 @@ def test_metrics_count_the_requests(office: Office, sent: dict[str, Any]) -> Non
     assert "meterless:cost_usd_total{" in text
 
 
+def test_only_cluster_up_may_stop_the_cluster(office: Office, sent: dict[str, Any]) -> None:
+    url = office[0].url
+    for headers in ({}, {"x-meterless-shutdown-token": "guess"}):
+        r = httpx.post(f"{url}/admin/ledger/flush", headers=headers, timeout=30)
+        assert r.status_code == 403, r.text
+    r = httpx.post(
+        f"{url}/v1/completions", json={"model": "demo", "prompt": "x", "max_tokens": 1}, timeout=60
+    )
+    assert r.status_code == 200  # still serving
+
+
 def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
     office: Office, sent: dict[str, Any]
 ) -> None:
@@ -241,7 +252,7 @@ def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
     cluster.stop()
     assert cluster.proc is not None and cluster.proc.returncode >= 0  # stopped, not killed
     after_stop = ledger_rows(cluster)
-    assert len(after_stop) == 12 and before.items() <= after_stop.items()
+    assert len(after_stop) == 13 and before.items() <= after_stop.items()
     assert all(request_id(s["id"]) in after_stop for s in last)
     cluster.start()
     wait_for(
@@ -250,7 +261,7 @@ def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
         "both nodes ready again",
     )
     report = cli(cluster, "cost", "--since", "all")
-    assert report["total"]["requests"] == 11
+    assert report["total"]["requests"] == 12
     assert report["total"]["tokens"]["completion"] == sum(
         r["completion_tokens"] for r in after_stop.values()
     )
