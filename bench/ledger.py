@@ -13,7 +13,9 @@ time that the cluster's Serve processes (HTTP proxy, gateway, controller with it
 spend per request, summed over all rounds. The gateway is CPU-bound, so its throughput goes as
 the inverse of its CPU per request; the CPU figure is read from /proc per process, so it stays
 meaningful on a machine that other work keeps busy, where requests/s swing from round to round.
-Target: the ledger costs under 2%. Then it checks that the ledger holds one row per request.
+Last, the ledger's own work per request timed in-process (bench/ledger_parts.py), as a share of
+that CPU per request. Target: the ledger costs under 2%. It also checks that the ledger holds
+one row per request sent, and the --no-ledger cluster none.
 """
 
 from __future__ import annotations
