@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +23,18 @@ from cluster.inventory import (
     NodeDescribed,
     NodeGone,
     NodeSeen,
+    NodeUnreachable,
     StatusReceived,
     StreamBroken,
 )
-from cluster.node_client import NodeClient, NodeDescription, NodeError
-from cluster.types import NodeId, NodeTable
+from cluster.node_client import (
+    NodeClient,
+    NodeDescription,
+    NodeError,
+    NodeStatusSample,
+    NodeTimeout,
+)
+from cluster.types import NodeId, NodeState, NodeTable
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +47,16 @@ class ControllerConfig:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     status_interval_ms: int = 250
+    status_silence_s: float = 2.0  # no status for this long: reconnect (a cut link is silent)
     describe_timeout_s: float = 2.0
     retry_min_s: float = 0.25
     retry_max_s: float = 2.0
     tick_s: float = 0.25
+    # A new controller (first start, or Serve restarting it) holds its first table until every
+    # source has been tried and every node reached has reported, at most this long, so that
+    # gateways keep routing on their last table rather than on a half-discovered one.
+    settle_max_s: float = 5.0
+    mdns_answer_s: float = 1.0  # how long mDNS answers to the first query take to arrive
     data_dir: str = ""  # where the ledger file lives; "" keeps it in memory
     config_dir: str = ""  # where a cloud_prices.json may override the shipped one
     shutdown_token: str = ""  # what `cluster up` shows to have the ledger flushed; "": never
@@ -57,6 +70,7 @@ class _Session:
     address: str = ""
     description: NodeDescription | None = None
     reached: dict[str, str] = field(default_factory=dict)  # address -> last error
+    tried: bool = False  # every address was tried once (reached or not)
 
 
 class Controller:
@@ -78,12 +92,15 @@ class Controller:
         self._changed = asyncio.Event()
         self._browser: MdnsBrowser | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        self._started_at = clock()
         self.books = Books(
             path=Path(config.data_dir) / ledger.FILE_NAME if config.data_dir else ":memory:",
             prices=prices.load(Path(config.config_dir) if config.config_dir else None))
 
     async def start(self) -> None:
         """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""
+        self._started_at = self._clock()
         await self.books.open()
         for sighting in peer_sightings(self.config.peers):
             self._on_seen(sighting)
@@ -116,6 +133,7 @@ class Controller:
     async def wait_table(self, known_version: int, timeout_s: float = 20.0) -> NodeTable:
         """Long poll: return as soon as the table's version differs from `known_version`."""
         deadline = self._clock() + timeout_s
+        await self._settled.wait()
         while self._table.version == known_version and self._clock() < deadline:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -132,6 +150,18 @@ class Controller:
         return [{"source": s.sighting.key, "via": s.sighting.via, "node_id": s.node_id,
                  "address": s.address, "errors": dict(s.reached)}
                 for s in self._sessions.values()]
+
+    def _check_settled(self) -> None:
+        """Let the first table out once discovery has had its say (see settle_max_s)."""
+        waited = self._clock() - self._started_at
+        answers_s = self.config.mdns_answer_s if self._browser else 0.0
+        if waited >= self.config.settle_max_s or (waited >= answers_s and self._discovered()):
+            self._settled.set()
+
+    def _discovered(self) -> bool:
+        """Every source tried, and every node reached past joining."""
+        return all(s.tried for s in self._sessions.values()) and all(
+            n.state is not NodeState.JOINING for n in self._table.nodes)
 
     # -- discovery callbacks -------------------------------------------------------------
 
@@ -172,11 +202,16 @@ class Controller:
 
     async def _connect_and_watch(self, session: _Session) -> bool:
         client = await self._reach(session)
+        session.tried = True
         if client is None:
+            if session.node_id:  # known, and now unreachable everywhere: no reason to wait
+                self.inventory.apply(NodeUnreachable(node_id=NodeId(session.node_id),
+                                                     at=self._clock()))
+                self._refresh()
             return False
         streamed = False
         try:
-            async for sample in client.watch_status(self.config.status_interval_ms):
+            async for sample in self._statuses(client):
                 streamed = True
                 self.inventory.apply(StatusReceived.from_sample(sample, address=client.address,
                                                                 at=self._clock()))
@@ -191,6 +226,23 @@ class Controller:
             self.books.stream_ended(session.node_id, client.address)
             await client.close()
         return streamed
+
+    async def _statuses(self, client: NodeClient) -> AsyncIterator[NodeStatusSample]:
+        """The node's status stream, where silence counts as a break.
+
+        A cut cable sends no reset and TCP takes minutes to give up; a live agent sends status
+        every interval even under load, so a long silence is worth a reconnect to find out.
+        """
+        stream = client.watch_status(self.config.status_interval_ms)
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(anext(stream), self.config.status_silence_s)
+                except TimeoutError:
+                    silence = self.config.status_silence_s
+                    raise NodeTimeout(f"{client.address}: no status for {silence:.1f}s") from None
+        finally:
+            await stream.aclose()
 
     async def _reach(self, session: _Session) -> NodeClient | None:
         """Describe the node on each candidate address in turn; the first that answers wins."""
@@ -223,6 +275,8 @@ class Controller:
         if table.version != self._table.version:
             self._table = table
             self._changed.set()
+        if not self._settled.is_set():
+            self._check_settled()
 
     async def _tick_forever(self) -> None:
         # Loss is a matter of time passing without status, so re-derive on a tick too.

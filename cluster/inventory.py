@@ -3,7 +3,8 @@
 The controller feeds observations (facts, past tense) as they happen; nothing here reads a clock
 or does I/O. A node's state is derived from those facts and the `now` passed to `table`, never
 stored and then forgotten: a node whose status stream broke is LOST once the grace period has
-passed, and READY again as soon as a status arrives, without anyone acting.
+passed, or at once if reconnecting then failed, and READY again as soon as a status arrives,
+without anyone acting.
 """
 
 from __future__ import annotations
@@ -96,6 +97,14 @@ class StreamBroken:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeUnreachable:
+    """Reconnecting to the node failed on every address it is known at."""
+
+    node_id: NodeId
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeGone:
     """The node said goodbye over mDNS."""
 
@@ -111,7 +120,8 @@ class DrainSet:
     draining: bool
 
 
-Observation = NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeGone | DrainSet
+Observation = (NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeUnreachable
+               | NodeGone | DrainSet)
 
 
 @dataclass(slots=True)
@@ -125,6 +135,7 @@ class _Node:
     address: str = ""  # the address whose stream delivers status
     status: StatusReceived | None = None
     broken_at: float | None = None
+    unreachable_at: float | None = None
     gone_at: float | None = None
     windows: dict[ModelName, ThroughputWindow] = field(default_factory=dict)
 
@@ -159,6 +170,9 @@ class Inventory:
                 self._status(self._node(obs.node_id), obs)
             case StreamBroken() if obs.node_id in self._nodes:
                 self._broken(self._nodes[obs.node_id], obs)
+            case NodeUnreachable() if obs.node_id in self._nodes:
+                node = self._nodes[obs.node_id]
+                node.unreachable_at = _later(node.unreachable_at, obs.at)
             case NodeGone() if obs.node_id in self._nodes:
                 node = self._nodes[obs.node_id]
                 node.gone_at = _later(node.gone_at, obs.at)
@@ -236,6 +250,10 @@ def _state(
         return NodeState.LOST
     broken_at = node.broken_at if node.broken_at is not None and node.broken_at >= last else None
     if broken_at is not None and now - broken_at >= lost_after_s:
+        return NodeState.LOST
+    # The grace is for a stream that reconnects; one that could not reconnect is lost now.
+    unreachable_at = node.unreachable_at if node.unreachable_at is not None else -math.inf
+    if broken_at is not None and unreachable_at >= broken_at:
         return NodeState.LOST
     if node.status is None:
         return NodeState.JOINING

@@ -11,6 +11,7 @@ from cluster.inventory import (
     NodeDescribed,
     NodeGone,
     NodeSeen,
+    NodeUnreachable,
     StatusReceived,
     StreamBroken,
 )
@@ -63,6 +64,29 @@ def test_lost_after_grace_and_ready_again_on_status() -> None:
     assert only(inv, 9.0).state is NodeState.READY
 
 
+def test_break_then_failed_reconnect_is_lost_at_once() -> None:
+    inv = joined()
+    inv.apply(status(1.0))
+    inv.apply(StreamBroken(node_id=N, at=1.1))
+    inv.apply(NodeUnreachable(node_id=N, at=1.4))
+    assert only(inv, 1.4).state is NodeState.LOST  # no 3 s grace: it did not come back
+    inv.apply(status(3.0))
+    assert only(inv, 3.0).state is NodeState.READY
+    inv.apply(StreamBroken(node_id=N, at=4.0))  # an old failure does not cut the next grace
+    assert only(inv, 4.1).state is NodeState.READY
+
+
+def test_unreachable_counts_only_after_a_break_nothing_has_followed() -> None:
+    inv = joined()
+    inv.apply(status(1.0))
+    inv.apply(NodeUnreachable(node_id=N, at=1.5))  # another session failing; the stream lives
+    assert only(inv, 1.5).state is NodeState.READY
+    inv.apply(StreamBroken(node_id=N, at=2.0))
+    inv.apply(status(2.1, address=PEER))  # a second stream delivers after the break
+    inv.apply(NodeUnreachable(node_id=N, at=2.5))
+    assert only(inv, 2.5).state is NodeState.READY
+
+
 def test_break_followed_by_status_from_another_stream_is_not_lost() -> None:
     inv = joined()
     inv.apply(status(1.0))
@@ -90,6 +114,7 @@ def test_goodbye_is_lost_at_once_until_status_returns() -> None:
 def test_unknown_nodes_breaking_or_leaving_change_nothing() -> None:
     inv = Inventory()
     inv.apply(StreamBroken(node_id=N, at=1.0))
+    inv.apply(NodeUnreachable(node_id=N, at=1.0))
     inv.apply(NodeGone(node_id=N, at=1.0))
     assert inv.table(1.0).nodes == ()
 

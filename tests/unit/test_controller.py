@@ -1,0 +1,145 @@
+"""The controller against fake node clients: its first table, and a node that does not come back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from cluster.controller import Controller, ControllerConfig
+from cluster.node_client import (
+    NodeDescription,
+    NodeStatusSample,
+    NodeTimeout,
+    NodeUnavailable,
+)
+from cluster.types import CostProfile, NodeState, NodeTable
+from node_agent.types import ModelStatus
+
+
+@dataclass
+class FakeNode:
+    """What a fake agent does: how long Describe takes, whether it answers, how it streams."""
+
+    node_id: str
+    describe_s: float = 0.0
+    up: bool = True
+    link: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: the cable is cut
+
+    def __post_init__(self) -> None:
+        self.link.set()
+    statuses: int = 1_000_000  # how many statuses before the stream breaks
+
+
+class FakeClient:
+    """A NodeClient for one fake node."""
+
+    def __init__(self, node: FakeNode, address: str) -> None:
+        self.node, self.address = node, address
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def describe(self, timeout: float = 5.0) -> NodeDescription:
+        """Answer after `describe_s`, or fail when the node is down."""
+        await asyncio.sleep(self.node.describe_s)
+        if not self.node.link.is_set():  # nothing arrives, nothing is refused
+            await asyncio.sleep(timeout)
+            raise NodeTimeout(f"{self.address}: deadline exceeded")
+        if not self.node.up:
+            raise NodeUnavailable(f"{self.address}: connection refused")
+        return NodeDescription(
+            node_id=self.node.node_id, name=self.node.node_id, agent_version="0",
+            protocol_version="1.0", engines=("mlx",), accelerator_kind="cpu",
+            accelerator_name="", memory_total_bytes=1 << 30, memory_available_bytes=1 << 30,
+            cost=CostProfile(), models=())
+
+    async def watch_status(self, interval_ms: int = 0) -> AsyncIterator[NodeStatusSample]:
+        """Statuses every 10 ms until `statuses` run out or the node goes down."""
+        for _ in range(self.node.statuses):
+            await self.node.link.wait()  # a stream over a cut link just stops
+            if not self.node.up:
+                break
+            yield NodeStatusSample(
+                node_id=self.node.node_id, unix_ms=0, memory_used_bytes=0,
+                memory_available_bytes=0, power_watts=None, busy_seconds=0.0,
+                models=(ModelStatus(model="demo", running=0, waiting=0, generated_tokens=0,
+                                    prompt_tokens=0, cached_prompt_tokens=0,
+                                    prompt_cache_hits=0, requests_finished=0, memory_bytes=0,
+                                    busy_seconds=0.0),))
+            await asyncio.sleep(0.01)
+        raise NodeUnavailable(f"{self.address}: status stream ended")
+
+
+def controller(nodes: dict[str, FakeNode], **knobs: float) -> Controller:
+    """A controller whose peers are `nodes` (by address), with fast retries."""
+    config = ControllerConfig(peers=tuple(nodes), mdns=False, retry_min_s=0.05,
+                              retry_max_s=0.1, tick_s=0.02, **knobs)
+    return Controller(config, client_factory=lambda a: FakeClient(nodes[a], a))  # type: ignore[arg-type, return-value]
+
+
+def states(table: NodeTable) -> dict[str, NodeState]:
+    """Each node's state, by name."""
+    return {n.name: n.state for n in table.nodes}
+
+
+@pytest.mark.timeout(10)
+async def test_first_table_waits_until_every_node_is_discovered() -> None:
+    nodes = {"a:1": FakeNode("a"), "b:1": FakeNode("b", describe_s=0.5)}
+    c = controller(nodes)
+    await c.start()
+    try:
+        table = await c.wait_table(0)  # b is slow to answer: without waiting, only a is here
+        assert states(table) == {"a": NodeState.READY, "b": NodeState.READY}
+    finally:
+        await c.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_first_table_waits_no_longer_than_settle_max_s() -> None:
+    nodes = {"a:1": FakeNode("a"), "b:1": FakeNode("b", describe_s=30)}
+    c = controller(nodes, settle_max_s=0.3)
+    await c.start()
+    try:
+        assert states(await c.wait_table(0)) == {"a": NodeState.READY}
+    finally:
+        await c.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_a_node_that_cannot_be_reconnected_is_lost_at_once() -> None:
+    node = FakeNode("a")
+    c = controller({"a:1": node})
+    await c.start()
+    try:
+        table = await c.wait_table(0)
+        assert states(table) == {"a": NodeState.READY}
+        node.up = False  # killed: the stream breaks, reconnecting is refused
+        async with asyncio.timeout(1.5):  # well inside the 3 s grace a reconnect would get
+            while states(table)["a"] is not NodeState.LOST:
+                table = await c.wait_table(table.version, timeout_s=2.0)
+        node.up = True
+        while states(table)["a"] is not NodeState.READY:
+            table = await c.wait_table(table.version, timeout_s=2.0)
+    finally:
+        await c.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_a_silent_stream_is_found_out_long_before_the_backstop() -> None:
+    node = FakeNode("a")
+    c = controller({"a:1": node}, status_silence_s=0.3, describe_timeout_s=0.3)
+    await c.start()
+    try:
+        table = await c.wait_table(0)
+        node.link.clear()  # no reset, no refusal: silence, then a reconnect that times out
+        async with asyncio.timeout(2.0):  # the silence backstop would take 10 s
+            while states(table)["a"] is not NodeState.LOST:
+                table = await c.wait_table(table.version, timeout_s=2.0)
+        node.link.set()
+        while states(table)["a"] is not NodeState.READY:
+            table = await c.wait_table(table.version, timeout_s=2.0)
+    finally:
+        await c.stop()
