@@ -60,8 +60,10 @@ ForwardEvent = Routed | Delta | Finished | StreamFailed
 class ClientPool:
     """One NodeClient per node address, shared by every request of a gateway replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, retire_grace_s: float = 600.0) -> None:
         self._clients: dict[str, NodeClient] = {}
+        self.retire_grace_s = retire_grace_s
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def get(self, address: str) -> NodeClient:
         """The client for an address, created on first use."""
@@ -71,9 +73,13 @@ class ClientPool:
         return client
 
     async def retain(self, addresses: set[str]) -> None:
-        """Close the clients of addresses no longer in use."""
+        """Retire the clients of addresses no longer in the table; their streams may finish."""
         for address in [a for a in self._clients if a not in addresses]:
-            await self._clients.pop(address).close()
+            # A table without the node (a restarted controller still rediscovering) must not
+            # cut streams in flight: new calls are refused, running ones get the grace.
+            task = asyncio.create_task(self._clients.pop(address).close(self.retire_grace_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
 
 @dataclass(frozen=True, kw_only=True)

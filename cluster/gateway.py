@@ -302,7 +302,8 @@ class Gateway:
                                  self.table)
         routed = await anext(events)  # raises ApiError before anything is sent
         assert isinstance(routed, Routed)
-        headers = {"x-meterless-node": routed.node_id, "x-request-id": request_id}
+        # Not x-request-id: Serve's proxy adds its own id under that name to every response.
+        headers = {"x-meterless-node": routed.node_id, "x-meterless-request-id": request_id}
         if req.stream:
             body = _sse(req, request_id, self.created, events)
             return StreamingResponse(body, media_type="text/event-stream", headers=headers)

@@ -123,9 +123,9 @@ class NodeClient:
         self._channel = channel or grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.AgentStub(self._channel)
 
-    async def close(self) -> None:
-        """Close the channel, ending every call on it."""
-        await self._channel.close()
+    async def close(self, grace_s: float | None = None) -> None:
+        """Close the channel: calls on it end now, or may finish within `grace_s`."""
+        await self._channel.close(grace_s)
 
     async def describe(self, timeout: float = 5.0) -> NodeDescription:
         """Ask the node who it is."""
