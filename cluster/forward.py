@@ -165,6 +165,9 @@ class Forwarder:
                     # Never more than this request still had: others' share must stay counted.
                     self.load.progress(node_id, min(event.tokens, max(remaining, 0)))
                     remaining -= event.tokens
+                elif isinstance(event, Finished):  # what the way here added to the node's time
+                    now = time.monotonic()
+                    self.load.delivered(node_id, now - started - event.usage.duration_seconds, now)
                 yield event
         except NodeRejected as exc:
             raise InvalidRequest(_node_message(exc)) from None

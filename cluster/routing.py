@@ -25,6 +25,13 @@ PREFILL_TOKENS_PER_DECODE_TOKEN = 8
 # Clients often ask for max_tokens far beyond what they generate; an uncapped budget would make
 # one request look like a hundred while it is in flight.
 DECODE_CAP = 2048
+# What the network adds on the way to each node, learnt from finished requests: each moves the
+# estimate a quarter of the way; a sample counts for at most LINK_CAP_S (a stream stalled by an
+# outage says nothing about the link once it is back); and what is not refreshed halves every
+# LINK_HALF_LIFE_S, so a node avoided for its link is tried again, and a healed link is noticed.
+LINK_EWMA = 0.25
+LINK_CAP_S = 1.0
+LINK_HALF_LIFE_S = 10.0
 
 _MESSAGE_PERSON = b"meterless.msg.v1"  # blake2b personalisation: keeps the two key families apart
 _TEXT_PERSON = b"meterless.txt.v1"
@@ -49,6 +56,8 @@ class LocalLoad:
 
     outstanding: dict[NodeId, int] = field(default_factory=dict)
     in_flight: dict[NodeId, int] = field(default_factory=dict)
+    link_s: dict[NodeId, float] = field(default_factory=dict)  # what the network adds, smoothed
+    link_at: float | None = None  # when the link estimates were last updated (monotonic s)
 
     def start(self, node: NodeId, tokens: int) -> None:
         """A request of `tokens` expected tokens was sent to `node`."""
@@ -58,6 +67,16 @@ class LocalLoad:
     def progress(self, node: NodeId, tokens: int) -> None:
         """`node` generated `tokens` more tokens for one of this replica's requests."""
         self.outstanding[node] = max(self.outstanding.get(node, 0) - max(tokens, 0), 0)
+
+    def delivered(self, node: NodeId, overhead_s: float, at: float) -> None:
+        """A request took `overhead_s` longer here than on `node` (latency, loss, transport)."""
+        if self.link_at is not None and at > self.link_at:
+            fade = 0.5 ** ((at - self.link_at) / LINK_HALF_LIFE_S)
+            for other in self.link_s:
+                self.link_s[other] *= fade
+        self.link_at = max(at, self.link_at or at)
+        sample, last = min(max(overhead_s, 0.0), LINK_CAP_S), self.link_s.get(node, 0.0)
+        self.link_s[node] = last + LINK_EWMA * (sample - last)
 
     def finish(self, node: NodeId, remaining: int) -> None:
         """A request on `node` ended (done, failed or cancelled) with `remaining` tokens unspent."""
@@ -119,7 +138,9 @@ def finish_times_s(
     for n in nodes:
         # A node that reports no rate (0, or nonsense) is treated as not yet measured.
         tps = n.decode_tps if n.decode_tps > 0 else INITIAL_TPS
-        times[n.node_id] = (queued[n.node_id] + tokens) / tps
+        # The node's own rate cannot see its link; the client waits for that too.
+        link = load.link_s.get(n.node_id, 0.0)
+        times[n.node_id] = link + (queued[n.node_id] + tokens) / tps
     return times
 
 

@@ -192,7 +192,35 @@ def test_least_outstanding_ignores_speed() -> None:
     assert LeastOutstandingRouter().choose(t, req(), load) == B
 
 
+def test_what_the_link_adds_counts_in_the_finish_time() -> None:
+    load = LocalLoad()
+    load.delivered(A, 0.4, at=0.0)
+    assert finish_times_s([node(A)], load, 100, 256) == {A: pytest.approx(0.1 + 100 / 50)}
+
+
+def test_an_idle_node_behind_a_slow_link_loses_to_an_idle_healthy_one() -> None:
+    load = LocalLoad()
+    for _ in range(8):  # as fast a node, but its answers keep arriving 0.3 s late
+        load.delivered(A, 0.3, at=0.0)
+        load.delivered(B, 0.002, at=0.0)
+    assert FastestRouter().choose(table(node(A), node(B)), req(), load) == B
+    assert FastestRouter().choose(table(node(A), node(B, running=1)), req(), load) == A
+
+
 # -- local load ---------------------------------------------------------------------------
+
+
+def test_link_estimate_is_smoothed_capped_and_fades() -> None:
+    load = LocalLoad()
+    load.delivered(A, -0.01, at=0.0)  # two processes' clocks: the node's time can exceed ours
+    assert load.link_s[A] == 0.0
+    load.delivered(A, 0.8, at=0.0)
+    load.delivered(A, 0.8, at=0.0)
+    assert load.link_s[A] == pytest.approx(0.35)  # a quarter of the way, twice
+    load.delivered(B, 30.0, at=0.0)  # a stream stalled by an outage counts as 1 s at most
+    assert load.link_s[B] == pytest.approx(0.25)
+    load.delivered(B, 0.25, at=10.0)  # ten seconds on, what A taught has halved
+    assert load.link_s[A] == pytest.approx(0.175)
 
 
 def test_local_load_progress_and_finish() -> None:
