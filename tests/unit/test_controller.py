@@ -30,6 +30,7 @@ class FakeNode:
 
     def __post_init__(self) -> None:
         self.link.set()
+
     statuses: int = 1_000_000  # how many statuses before the stream breaks
 
 
@@ -51,10 +52,18 @@ class FakeClient:
         if not self.node.up:
             raise NodeUnavailable(f"{self.address}: connection refused")
         return NodeDescription(
-            node_id=self.node.node_id, name=self.node.node_id, agent_version="0",
-            protocol_version="1.0", engines=("mlx",), accelerator_kind="cpu",
-            accelerator_name="", memory_total_bytes=1 << 30, memory_available_bytes=1 << 30,
-            cost=CostProfile(), models=())
+            node_id=self.node.node_id,
+            name=self.node.node_id,
+            agent_version="0",
+            protocol_version="1.0",
+            engines=("mlx",),
+            accelerator_kind="cpu",
+            accelerator_name="",
+            memory_total_bytes=1 << 30,
+            memory_available_bytes=1 << 30,
+            cost=CostProfile(),
+            models=(),
+        )
 
     async def watch_status(self, interval_ms: int = 0) -> AsyncIterator[NodeStatusSample]:
         """Statuses every 10 ms until `statuses` run out or the node goes down."""
@@ -63,20 +72,36 @@ class FakeClient:
             if not self.node.up:
                 break
             yield NodeStatusSample(
-                node_id=self.node.node_id, unix_ms=0, memory_used_bytes=0,
-                memory_available_bytes=0, power_watts=None, busy_seconds=0.0,
-                models=(ModelStatus(model="demo", running=0, waiting=0, generated_tokens=0,
-                                    prompt_tokens=0, cached_prompt_tokens=0,
-                                    prompt_cache_hits=0, requests_finished=0, memory_bytes=0,
-                                    busy_seconds=0.0),))
+                node_id=self.node.node_id,
+                unix_ms=0,
+                memory_used_bytes=0,
+                memory_available_bytes=0,
+                power_watts=None,
+                busy_seconds=0.0,
+                models=(
+                    ModelStatus(
+                        model="demo",
+                        running=0,
+                        waiting=0,
+                        generated_tokens=0,
+                        prompt_tokens=0,
+                        cached_prompt_tokens=0,
+                        prompt_cache_hits=0,
+                        requests_finished=0,
+                        memory_bytes=0,
+                        busy_seconds=0.0,
+                    ),
+                ),
+            )
             await asyncio.sleep(0.01)
         raise NodeUnavailable(f"{self.address}: status stream ended")
 
 
 def controller(nodes: dict[str, FakeNode], **knobs: float) -> Controller:
     """A controller whose peers are `nodes` (by address), with fast retries."""
-    config = ControllerConfig(peers=tuple(nodes), mdns=False, retry_min_s=0.05,
-                              retry_max_s=0.1, tick_s=0.02, **knobs)
+    config = ControllerConfig(
+        peers=tuple(nodes), mdns=False, retry_min_s=0.05, retry_max_s=0.1, tick_s=0.02, **knobs
+    )
     return Controller(config, client_factory=lambda a: FakeClient(nodes[a], a))  # type: ignore[arg-type, return-value]
 
 
