@@ -129,8 +129,8 @@ class VllmEngine:
         if self._on_cpu:
             memory = Memory(hardware.memory().total, self._available_memory())
             check_cpu_fit(load, name=spec.name, memory=memory)
-        else:
-            check_gpu_fit(load, name=spec.name, gpus=hardware.nvidia_memory())
+        elif gpus := hardware.nvidia_memory():  # without NVML, vLLM's own check decides
+            check_gpu_fit(load, name=spec.name, gpus=gpus)
         return load
 
     def _check_open(self) -> None:
