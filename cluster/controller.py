@@ -236,11 +236,13 @@ class Controller:
         stream = client.watch_status(self.config.status_interval_ms)
         try:
             while True:
-                try:
-                    yield await asyncio.wait_for(anext(stream), self.config.status_silence_s)
+                try:  # not asyncio.wait_for: on 3.11 it can swallow the session's cancellation
+                    async with asyncio.timeout(self.config.status_silence_s):
+                        sample = await anext(stream)
                 except TimeoutError:
                     silence = self.config.status_silence_s
                     raise NodeTimeout(f"{client.address}: no status for {silence:.1f}s") from None
+                yield sample
         finally:
             await stream.aclose()
 
