@@ -381,7 +381,8 @@ def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> Non
     [
         ("mlx", "dtype=float32", "engine 'mlx' takes no engine options (got dtype)"),
         ("vllm", "swap_space=4", "unknown vLLM option 'swap_space'"),
-        ("vllm", "gpu_memory_utilization=2", "gpu_memory_utilization: '2' must be in (0, 1]"),
+        ("vllm", "gpu_memory_utilization=2",
+         "vLLM option gpu_memory_utilization: '2' must be in (0, 1]"),
     ],
 )
 def test_a_bad_engine_option_is_refused_in_one_line(
