@@ -36,7 +36,7 @@ _request_ids = itertools.count()
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "cancelled"}
 
 
-class SchedulerView(StatLoggerBase):  # type: ignore[misc]  # vLLM ships no types for it
+class SchedulerView(StatLoggerBase):  # type: ignore[misc,unused-ignore]  # Any without vLLM
     """The latest scheduler numbers vLLM reported; it calls `record` after every step."""
 
     def __init__(self, vllm_config: Any = None, engine_index: int = 0) -> None:
@@ -233,9 +233,10 @@ def kv_pool_bytes(llm: AsyncLLM, plan: Plan) -> int:
         mc, pc, cc = config.model_config, config.parallel_config, config.cache_config
         layers = mc.get_num_layers(pc) * pc.pipeline_parallel_size
         heads = mc.get_num_kv_heads(pc) * pc.tensor_parallel_size
-        itemsize = 1 if str(cc.cache_dtype).startswith("fp8") else mc.dtype.itemsize
+        # The model's dtype is a torch dtype once vLLM has resolved it (its type says str too).
+        itemsize = 1 if str(cc.cache_dtype).startswith("fp8") else getattr(mc.dtype, "itemsize", 2)
         per_token = 2 * layers * heads * mc.get_head_size() * itemsize
-        return int(cc.num_gpu_blocks) * int(cc.block_size) * int(per_token)
+        return int(cc.num_gpu_blocks or 0) * int(cc.block_size) * int(per_token)
     except Exception:  # a model without a plain KV cache: fall back to what was asked for
         logger.warning("cannot size the KV-cache pool of %s", plan.args["model"], exc_info=True)
         return int(plan.kv_cache_bytes or 0)
