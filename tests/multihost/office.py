@@ -1,0 +1,198 @@
+"""meterless on an office of namespaces: a head (`cluster up`) on one host, agents on the others.
+
+Every process runs inside its host (`ip netns exec`), listens on the host's own address at the
+ports a real office would use, and finds the others over the LAN, mDNS included. The test process
+sits in the root namespace, on the LAN, as a laptop would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.multihost.netns import REPO, Host
+
+AGENT_PORT = 50151
+HTTP_PORT = 8000
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll `predicate` until it returns something truthy; AssertionError naming `what` if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if value := predicate():
+                return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Agent:
+    """A `node-agent` on one host, serving `demo` on the agents' usual port."""
+
+    host: Host
+    data_dir: Path
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    listening_at: float = 0.0  # monotonic: when its port first answered
+
+    @property
+    def name(self) -> str:
+        """Its node name (the host's name)."""
+        return self.host.name
+
+    @property
+    def address(self) -> str:
+        """host:port of its gRPC server on the office LAN."""
+        return f"{self.host.address}:{AGENT_PORT}"
+
+    def start(self) -> Agent:
+        """Start it; `wait_listening` waits for its port."""
+        flags = f"--host 0.0.0.0 --port {AGENT_PORT} --name {self.name} --model demo".split()
+        cmd = self.host.cmd(
+            sys.executable, "-m", "node_agent", *flags, "--data-dir", str(self.data_dir), *self.args
+        )
+        with open(self.data_dir / "agent.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.listening_at = 0.0
+        return self
+
+    def wait_listening(self, timeout: float = 120.0) -> float:
+        """Wait until its port answers on the LAN; when it did (monotonic)."""
+        wait_for(self._listening, timeout, f"agent {self.name} to listen")
+        self.listening_at = self.listening_at or time.monotonic()
+        return self.listening_at
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}")
+        with socket.create_connection((self.host.address, AGENT_PORT), timeout=0.5):
+            return True
+
+    def kill(self) -> None:
+        """SIGKILL: the node vanishes without a goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM and wait (a clean stop says goodbye over mDNS); SIGKILL if it hangs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        """Everything it logged so far."""
+        return (self.data_dir / "agent.log").read_text(errors="replace")
+
+
+@dataclass
+class Head:
+    """`cluster up` on one host: Ray, the Serve app, the endpoint on the host's address."""
+
+    host: Host
+    data_dir: Path
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    @property
+    def url(self) -> str:
+        """The endpoint, as clients on the LAN reach it."""
+        return f"http://{self.host.address}:{HTTP_PORT}"
+
+    def start(self) -> Head:
+        """Start it; `wait_up` waits for the endpoint."""
+        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent".split()
+        cmd = self.host.cmd(
+            "env",
+            f"METERLESS_DATA_DIR={self.data_dir}",
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "up",
+            *flags,
+            "--mdns-interface",
+            self.host.address,
+            *self.args,
+        )
+        with open(self.data_dir / "cluster.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            )
+        return self
+
+    def wait_up(self, timeout: float = 240.0) -> None:
+        """Wait until the endpoint answers."""
+        wait_for(self._up, timeout, "the endpoint to answer", interval=0.5)
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
+        return self.client.get(f"{self.url}/health", timeout=2).status_code == 200
+
+    def get(self, path: str, **params: str) -> Any:
+        """GET an admin or OpenAI path; the JSON answer."""
+        r = self.client.get(f"{self.url}{path}", params=params)
+        r.raise_for_status()
+        return r.json()
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """The admin API's nodes, by name."""
+        return {n["name"]: n for n in self.get("/admin/nodes")["nodes"]}
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Where the controller reached each node, and what failed on the other addresses."""
+        return self.get("/admin/nodes")["sessions"]  # type: ignore[no-any-return]
+
+    def state(self, name: str) -> str:
+        """The state of the node called `name` ("" while unknown)."""
+        return self.nodes().get(name, {}).get("state", "")
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """The ledger's all-time usage per node id (`cluster usage --by node --json`)."""
+        groups = self.get("/admin/usage", since="all", by="node")["groups"]
+        return {g["node"]: g for g in groups}
+
+    def kill(self) -> None:
+        """SIGKILL `cluster up` and every process of its Ray: the controller dies mid-work."""
+        for pid in self.host.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (as Ctrl-C) and wait; whatever is left on the host is killed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=60)
+        self.kill()
+
+    def pid_of(self, marker: str) -> int:
+        """The pid of the head's process whose command line contains `marker` (a Ray actor)."""
+        for pid in self.host.pids():
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                    return pid
+        raise LookupError(f"no process matching {marker!r} on {self.host.name}")
