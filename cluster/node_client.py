@@ -13,7 +13,7 @@ Errors raised here (translated once, from grpc.aio.AioRpcError):
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -135,7 +135,7 @@ class NodeClient:
             raise translate(exc, self.address) from None
         return _description(info)
 
-    async def watch_status(self, interval_ms: int = 0) -> AsyncIterator[NodeStatusSample]:
+    async def watch_status(self, interval_ms: int = 0) -> AsyncGenerator[NodeStatusSample, None]:
         """The node's status stream, until it breaks (NodeUnavailable) or the caller stops."""
         call = self._stub.WatchStatus(pb.WatchStatusRequest(interval_ms=interval_ms))
         try:
