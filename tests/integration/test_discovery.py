@@ -57,10 +57,16 @@ def test_agents_appear_over_mdns_and_a_double_sighting_is_one_node(
     assert len(cluster.nodes()) == 2
     import httpx
 
-    sessions = httpx.get(f"{cluster.url}/admin/nodes", timeout=10).json()["sessions"]
-    both = [s for s in sessions if s["address"] == agents["mdns-and-peer"].address]
+    def sessions_to_it() -> list[dict]:  # type: ignore[type-arg]
+        sessions = httpx.get(f"{cluster.url}/admin/nodes", timeout=10).json()["sessions"]
+        return [s for s in sessions if s["address"] == agents["mdns-and-peer"].address]
+
+    # Readiness can come from the peer session alone; the mDNS one may reach it a moment later.
+    both = wait_for(lambda: len(sessions_to_it()) == 2 and sessions_to_it(), 10,
+                    "both sessions to reach the node")
     assert {s["via"] for s in both} == {"mdns", "peer"}
     assert len({s["node_id"] for s in both}) == 1
+    assert len(cluster.nodes()) == 2
 
 
 def test_a_new_agent_is_discovered_within_five_seconds(
