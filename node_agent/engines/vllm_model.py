@@ -125,9 +125,8 @@ class VllmModel:
         self._enter(rid)
         try:
             async for out in outputs:
-                events = self._events(tally, out)
-                await self._keep_pace(tally)
-                for event in events:
+                await self._keep_pace(tally, len(out.outputs[0].token_ids))
+                for event in self._events(tally, out):
                     yield event
                     if isinstance(event, Finished):
                         return
@@ -201,11 +200,14 @@ class VllmModel:
             events.append(tally.finish(FINISH_REASONS.get(completion.finish_reason, "stop")))
         return events
 
-    async def _keep_pace(self, tally: Tally) -> None:
-        """With a pace set, hold tokens back until that pace would have made them (testing)."""
-        if self._pace > 0 and tally.first_token_at is not None:
-            due = tally.first_token_at + (tally.completion_tokens - 1) / self._pace
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+    async def _keep_pace(self, tally: Tally, new_tokens: int) -> None:
+        """With a pace set, hold new tokens back until that pace would have made them (testing)."""
+        if self._pace <= 0 or not new_tokens:
+            return
+        if tally.first_token_at is None:  # the pace counts from the first token, sent at once
+            tally.first_token_at = time.perf_counter()
+        due = tally.first_token_at + (tally.completion_tokens + new_tokens - 1) / self._pace
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
     def _enter(self, rid: str) -> None:
         """Count a request in; the model is busy from its first request on."""
