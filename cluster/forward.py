@@ -114,6 +114,7 @@ class Forwarder:
         self.check_model(table, request.model)
         tried: set[NodeId] = set()
         last_error: NodeError | None = None
+        self.load.tick(time.monotonic())
         while len(tried) < self.settings.max_attempts:
             node_id = self.router.choose(table, route, self.load, frozenset(tried))
             if node_id is None:
@@ -179,7 +180,7 @@ class Forwarder:
                           decode_tokens_per_second=0.0, duration_seconds=time.monotonic() - started)
             yield StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
         finally:
-            self.load.finish(node_id, max(remaining, 0))
+            self.load.finish(node_id, max(remaining, 0), time.monotonic())
 
 
 def _node_message(exc: NodeError) -> str:

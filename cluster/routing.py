@@ -32,6 +32,9 @@ DECODE_CAP = 2048
 LINK_EWMA = 0.25
 LINK_CAP_S = 1.0
 LINK_HALF_LIFE_S = 10.0
+# A node's reported running/waiting counts trail the gateway by a status interval plus the trip
+# through the controller: for this long a request this replica saw end may still be counted there.
+STATUS_LAG_S = 1.0
 
 _MESSAGE_PERSON = b"meterless.msg.v1"  # blake2b personalisation: keeps the two key families apart
 _TEXT_PERSON = b"meterless.txt.v1"
@@ -58,6 +61,7 @@ class LocalLoad:
     in_flight: dict[NodeId, int] = field(default_factory=dict)
     link_s: dict[NodeId, float] = field(default_factory=dict)  # what the network adds, smoothed
     link_at: float | None = None  # when the link estimates were last updated (monotonic s)
+    ended: dict[NodeId, list[float]] = field(default_factory=dict)  # recent ends (monotonic s)
 
     def start(self, node: NodeId, tokens: int) -> None:
         """A request of `tokens` expected tokens was sent to `node`."""
@@ -78,8 +82,13 @@ class LocalLoad:
         sample, last = min(max(overhead_s, 0.0), LINK_CAP_S), self.link_s.get(node, 0.0)
         self.link_s[node] = last + LINK_EWMA * (sample - last)
 
-    def finish(self, node: NodeId, remaining: int) -> None:
-        """A request on `node` ended (done, failed or cancelled) with `remaining` tokens unspent."""
+    def finish(self, node: NodeId, remaining: int, at: float | None = None) -> None:
+        """A request on `node` ended (done, failed or cancelled) with `remaining` tokens unspent.
+
+        With `at`, the end is remembered for STATUS_LAG_S, while the node may still report it.
+        """
+        if at is not None:
+            self.ended.setdefault(node, []).append(at)
         left = self.in_flight.get(node, 0) - 1
         if left > 0:
             self.in_flight[node] = left
@@ -87,6 +96,20 @@ class LocalLoad:
         else:  # nothing in flight: drop both, so estimation drift cannot accumulate
             self.in_flight.pop(node, None)
             self.outstanding.pop(node, None)
+
+    def tick(self, now: float) -> None:
+        """Forget ends that every node's reported counts have caught up with by `now`."""
+        horizon = now - STATUS_LAG_S
+        for node, times in list(self.ended.items()):
+            kept = [t for t in times if t > horizon]
+            if kept:
+                self.ended[node] = kept
+            else:
+                del self.ended[node]
+
+    def unreported(self, node: NodeId) -> int:
+        """Requests of this replica on `node` that may still be in the node's reported counts."""
+        return self.in_flight.get(node, 0) + len(self.ended.get(node, ()))
 
 
 class Router(Protocol):
@@ -120,11 +143,12 @@ def queued_tokens(
     nodes: Sequence[NodeView], load: LocalLoad, avg_request_tokens: int
 ) -> dict[NodeId, int]:
     """Tokens queued on each node: this replica's own plus an estimate for work it cannot see."""
-    outstanding, in_flight = load.outstanding, load.in_flight
+    outstanding = load.outstanding
     queued: dict[NodeId, int] = {}
     for n in nodes:
-        # Other gateway replicas and direct clients show up only in the node's reported counts.
-        unseen = n.running + n.waiting - in_flight.get(n.node_id, 0)
+        # Other gateway replicas and direct clients show up only in the node's reported counts,
+        # which also still hold this replica's requests that ended less than a status lag ago.
+        unseen = n.running + n.waiting - load.unreported(n.node_id)
         queued[n.node_id] = outstanding.get(n.node_id, 0) + max(unseen, 0) * avg_request_tokens
     return queued
 

@@ -8,6 +8,7 @@ import pytest
 
 from cluster.routing import (
     DECODE_CAP,
+    STATUS_LAG_S,
     FastestRouter,
     LeastOutstandingRouter,
     LocalLoad,
@@ -74,6 +75,21 @@ def test_reported_load_is_not_counted_twice() -> None:
     load.start(A, 500)
     seen = node(A, running=1)  # the node reports the one request this replica sent
     assert finish_times_s([seen], load, 100, 256) == {A: pytest.approx(600 / 50)}
+
+
+def test_a_request_that_just_ended_is_not_counted_as_someone_elses() -> None:
+    load = LocalLoad()
+    for _ in range(3):
+        load.start(A, 24)
+    for at in (10.0, 10.1):
+        load.progress(A, 24)
+        load.finish(A, 0, at=at)
+    stale = node(A, running=3)  # the node's last report still holds all three
+    load.tick(10.2)
+    assert finish_times_s([stale], load, 24, 256) == {A: pytest.approx(48 / 50)}
+    load.tick(10.0 + STATUS_LAG_S + 0.5)  # long after: three running are three others' requests
+    assert finish_times_s([stale], load, 24, 256) == {A: pytest.approx((24 + 24 + 2 * 256) / 50)}
+    assert load.ended == {}
 
 
 def test_unmeasured_or_zero_rate_never_divides_by_zero() -> None:
