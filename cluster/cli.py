@@ -29,6 +29,7 @@ def _up(args: argparse.Namespace) -> int:
         peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
         gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
+        affinity=not args.no_affinity,
     ))
 
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--routing", default="fastest",
                     choices=["fastest", "round-robin", "least-outstanding"],
                     help="routing policy (default: fastest)")
+    up.add_argument("--no-affinity", action="store_true",
+                    help="with `fastest`: ignore which node holds a conversation's prefix in its "
+                         "cache (to measure what prefix affinity brings)")
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
     up.add_argument("--mdns-interface", action="append", default=[], metavar="IP",

@@ -92,6 +92,7 @@ class GatewaySettings:
     """Knobs of a gateway replica."""
 
     routing: str = "fastest"
+    affinity: bool = True  # `fastest` only: prefix affinity (off only to measure what it brings)
     first_token_timeout_s: float = 60.0
     max_attempts: int = 3
     default_max_tokens: int = 256
@@ -141,6 +142,11 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(body), media_type="application/json", headers=headers)
 
 
+def router_knobs(settings: GatewaySettings) -> dict[str, object]:
+    """Keyword arguments for the chosen policy: only `fastest` has prefix affinity to turn off."""
+    return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
+
+
 def node_json(n: NodeView) -> dict[str, Any]:
     """A node as the admin API shows it."""
     out = dataclasses.asdict(n)
@@ -179,7 +185,7 @@ class Gateway:
         self.settings = settings
         self.table = NodeTable()
         self.forwarder = Forwarder(
-            make_router(settings.routing), ClientPool(),
+            make_router(settings.routing, **router_knobs(settings)), ClientPool(),
             ForwardSettings(first_token_timeout_s=settings.first_token_timeout_s,
                             max_attempts=settings.max_attempts))
         self.created = int(time.time())

@@ -46,6 +46,7 @@ class UpOptions:
     agent_port: int = 0
     ready_timeout_s: float = 180.0
     ledger: bool = True
+    affinity: bool = True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -91,7 +92,8 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str) -> None:
                                     mdns_interfaces=opts.mdns_interfaces,
                                     data_dir=str(data_dir()), config_dir=str(config_dir()),
                                     shutdown_token=token),
-        gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger),
+        gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger,
+                                affinity=opts.affinity),
         gateway_replicas=opts.gateway_replicas,
     )
     serve.start(http_options={"host": opts.host, "port": opts.port})
