@@ -179,7 +179,8 @@ _OPTIONS = (
             "an engine option, passed through to the engine; repeatable (env: comma-separated). "
             "vllm: gpu_memory_utilization, kv_cache_memory_bytes, max_model_len, "
             "tensor_parallel_size, dtype, enforce_eager, block_size, max_num_seqs, "
-            "enable_prefix_caching, quantization", many=True, metavar="KEY=VALUE"),
+            "enable_prefix_caching, quantization; mlx: max_batch, prompt_cache_entries, "
+            "prompt_cache_bytes", many=True, metavar="KEY=VALUE"),
     _Option("--data-dir", "data_dir", "METERLESS_DATA_DIR", Path,
             "where the node id, generated and downloaded models live "
             "(default ~/.local/share/meterless)", metavar="PATH"),

@@ -18,6 +18,7 @@ from typing import Any
 from node_agent.engines.base import LoadSpec
 from node_agent.engines.common import available_memory_bytes, check_request
 from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
+from node_agent.engines.mlx_options import batch_limits
 from node_agent.engines.mlx_slot import BatchLimits
 from node_agent.engines.mlx_stream import Sink
 from node_agent.errors import AgentError, InvalidRequest, ModelNotLoaded
@@ -42,8 +43,9 @@ class MlxEngine:
         limits: BatchLimits | None = None,
         available_memory: Callable[[], int] | None = None,
         max_steps_per_s: float = 0.0,
+        **options: str,
     ) -> None:
-        limits = limits or BatchLimits()
+        limits = batch_limits(options, limits)  # bad options fail before the worker starts
         if max_steps_per_s > 0:
             limits = dataclasses.replace(limits, step_interval_s=1.0 / max_steps_per_s)
         self._worker = Worker(

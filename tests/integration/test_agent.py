@@ -379,7 +379,8 @@ def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("engine", "option", "needle"),
     [
-        ("mlx", "dtype=float32", "engine 'mlx' takes no engine options (got dtype)"),
+        ("mlx", "dtype=float32", "unknown MLX option 'dtype'"),
+        ("mlx", "prompt_cache_entries=none", "MLX option prompt_cache_entries: 'none' is not"),
         ("vllm", "swap_space=4", "unknown vLLM option 'swap_space'"),
         ("vllm", "gpu_memory_utilization=2",
          "vLLM option gpu_memory_utilization: '2' must be in (0, 1]"),
