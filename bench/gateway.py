@@ -1,0 +1,342 @@
+"""What the gateway adds to a streamed chat completion: TTFT and ITL, direct and through it.
+
+    .venv/bin/python bench/gateway.py [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
+                                      [--haproxy] [--no-replica-path]
+
+One agent serving `demo` and one `cluster up` in front of it. Path `direct` streams straight to
+the agent with the gateway's own client (NodeClient.generate, gRPC); path `gateway` streams
+through the endpoint (HTTP/SSE, httpx). Both send the same greedy chat requests, so the engine
+does the same work; after a warm-up block they alternate in blocks (10 requests at one stream,
+one round at 32 streams, order flipped every block) so the machine's noise hits them alike.
+gateway - direct is what the gateway adds: HTTP parsing, routing, Serve's proxy and its hop to
+the replica, SSE encoding, and one more process per token.
+
+A third path, `no-proxy`, sends the same HTTP requests to the gateway replica's own port
+(Serve's direct ingress, found through /proc), skipping Serve's HTTP proxy: the difference
+between `gateway` and `no-proxy` is the proxy hop. `--haproxy` starts the cluster with
+RAY_SERVE_ENABLE_HA_PROXY=1, so the endpoint is Serve's HAProxy instead of its Python proxy.
+
+ITL is each request's mean gap between tokens after the first. CPU per request is read from
+/proc for the agent, for everything `cluster up` started (Ray, the gateway) and for this client.
+Targets: added p50 TTFT <= 2 ms and added p99 TTFT <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from common import (
+    Timing,
+    cpu_seconds,
+    demo_models,
+    http_client,
+    machine_jiffies,
+    machine_line,
+    make_agents,
+    ms,
+    percentile,
+    start_all,
+    start_cluster,
+    stream_grpc,
+    stream_http,
+    table,
+    verdict,
+    workspace,
+)
+
+from cluster.node_client import NodeClient
+
+PROMPTS = (
+    "Say hello to the office.",
+    "What is on the desk this morning?",
+    "Name three things a small team needs.",
+    "Write one sentence about quiet machines.",
+)
+ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0
+BLOCK = 10  # requests per block at one stream
+WIDE = 32  # the concurrent streams of the second measurement
+Send = Callable[[str], Awaitable[Timing]]
+
+
+@dataclass
+class Series:
+    """The timings of one path at one concurrency, and the CPU its blocks used."""
+
+    timings: list[Timing] = field(default_factory=list)
+    agent_s: float = 0.0  # CPU seconds of the agent
+    cluster_s: float = 0.0  # of `cluster up` and everything it started
+    client_s: float = 0.0  # of this process
+    machine_busy: int = 0  # clock ticks the whole machine was busy, other work included
+    machine_total: int = 0
+    wall_s: float = 0.0
+
+
+class Meter:
+    """Runs blocks of requests and reads the CPU clocks around each."""
+
+    def __init__(self, agent_pid: int, cluster_pid: int) -> None:
+        self.agent_pid, self.cluster_pid = agent_pid, cluster_pid
+
+    def _read(self) -> tuple[float, ...]:
+        busy, total = machine_jiffies()
+        return (cpu_seconds([self.agent_pid]), cpu_seconds([self.cluster_pid]),
+                cpu_seconds([os.getpid()], descendants=False), busy, total, time.perf_counter())
+
+    async def block(self, into: Series, sends: list[Awaitable[Timing]], concurrent: bool) -> None:
+        """Run one block (one after another, or all at once) and add it to `into`."""
+        before = self._read()
+        if concurrent:
+            timings = list(await asyncio.gather(*sends))
+        else:
+            timings = [await s for s in sends]
+        d = [b - a for a, b in zip(before, self._read(), strict=True)]
+        into.timings.extend(timings)
+        into.agent_s += d[0]
+        into.cluster_s += d[1]
+        into.client_s += d[2]
+        into.machine_busy += int(d[3])
+        into.machine_total += int(d[4])
+        into.wall_s += d[5]
+
+
+async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: int,
+                  per_block: int) -> dict[str, Series]:
+    """Alternate the paths block by block, order flipped each time; block 0 warms up."""
+    results = {name: Series() for name in paths}
+    names = list(paths)
+    for b in range(blocks + 1):
+        for name in names if b % 2 else names[::-1]:
+            prompts = [PROMPTS[(b * per_block + i) % len(PROMPTS)] for i in range(per_block)]
+            into = results[name] if b else Series()
+            await meter.block(into, [paths[name](p) for p in prompts], concurrent=streams > 1)
+    return results
+
+
+def _p(series: Series, q: float, what: str = "ttft") -> float:
+    return percentile([getattr(t, what) for t in series.timings], q)
+
+
+def latency_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+    """Per path: requests, TTFT p50/p99, ITL p50/p99, tokens per request."""
+    return [[f"{name} x{streams}", len(s.timings), ms(_p(s, 50)), ms(_p(s, 99)),
+             ms(_p(s, 50, "itl")), ms(_p(s, 99, "itl")),
+             f"{sum(t.tokens for t in s.timings) / max(len(s.timings), 1):.1f}"]
+            for name, s in results.items()]
+
+
+def added_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+    """Per HTTP path: its TTFT and ITL minus direct's, and divided by them, with verdicts."""
+    a = results["direct"]
+    rows: list[list[object]] = []
+    for name, b in results.items():
+        if name == "direct":
+            continue
+        p50, p99 = _p(b, 50) - _p(a, 50), _p(b, 99) - _p(a, 99)
+        rows.append([f"{name} x{streams}", ms(p50), verdict(p50 * 1000 <= ADDED_P50_MS),
+                     ms(p99), verdict(p99 * 1000 <= ADDED_P99_MS),
+                     f"{_p(b, 50) / _p(a, 50):.2f}", f"{_p(b, 99) / _p(a, 99):.2f}",
+                     ms(_p(b, 50, "itl") - _p(a, 50, "itl")),
+                     f"{_p(b, 50, 'itl') / _p(a, 50, 'itl'):.2f}"])
+    return rows
+
+
+def _busy(s: Series) -> tuple[float, float]:
+    """(share of all cores our processes used, share the whole machine used)."""
+    cores = os.cpu_count() or 1
+    ours = (s.agent_s + s.cluster_s + s.client_s) / (s.wall_s * cores) if s.wall_s else 0.0
+    machine = s.machine_busy / s.machine_total if s.machine_total else 0.0
+    return ours, machine
+
+
+def cpu_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+    """CPU ms per request in each process group, and how busy the cores were."""
+    rows: list[list[object]] = []
+    for name, s in results.items():
+        n = max(len(s.timings), 1)
+        ours, machine = _busy(s)
+        rows.append([f"{name} x{streams}", ms(s.agent_s / n), ms(s.cluster_s / n),
+                     ms(s.client_s / n), f"{ours:.0%}", f"{machine:.0%}"])
+    return rows
+
+
+def split_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+    """Where the gateway's extra TTFT and CPU go: the hop into the replica, and the replica."""
+    if "no-proxy" not in results:
+        return []
+    d, g, r = (results[n] for n in ("direct", "gateway", "no-proxy"))
+
+    def cpu(s: Series) -> float:
+        return s.cluster_s / max(len(s.timings), 1)
+
+    return [[f"x{streams}", "ingress hop (gateway - no-proxy)", ms(_p(g, 50) - _p(r, 50)),
+             ms(cpu(g) - cpu(r))],
+            [f"x{streams}", "replica: HTTP, route, gRPC, SSE (no-proxy - direct)",
+             ms(_p(r, 50) - _p(d, 50)), ms(cpu(r) - cpu(d))]]
+
+
+def contention_note(streams: int, results: dict[str, Series]) -> str | None:
+    """A warning when the cores were saturated while the gateway path ran."""
+    ours, machine = _busy(results["gateway"])
+    if machine < 0.8:
+        return None
+    return (f"note: at {streams} stream(s) the cores were {machine:.0%} busy during the gateway "
+            f"path ({ours:.0%} from the engine, Ray and this client, the rest from other work "
+            "on this machine): every extra process hop waits for a core, so these figures "
+            "measure CPU contention as much as the gateway's own latency.")
+
+
+async def run(args: argparse.Namespace) -> dict[int, dict[str, Series]]:
+    """Start an agent and a cluster, measure every path at 1 and 32 streams."""
+    with workspace("meterless-bench-gateway-") as (root, stack):
+        [agent] = start_all(stack, make_agents(root, demo_models(root), {"node": 0}))
+        t0 = time.perf_counter()
+        cluster = start_cluster(root, [agent], "fastest")
+        stack.callback(cluster.stop)
+        assert agent.proc is not None and cluster.proc is not None
+        print(f"cluster up, node ready: {time.perf_counter() - t0:.1f}s", flush=True)
+        client = NodeClient(agent.address)
+        http = http_client(2 * WIDE)
+        try:
+            paths: dict[str, Send] = {
+                "direct": lambda p: stream_grpc(client, [("user", p)], args.max_tokens),
+                "gateway": lambda p: _http(http, cluster.url, p, args.max_tokens),
+            }
+            if not args.no_replica_path and (url := replica_url(cluster.proc.pid)):
+                paths["no-proxy"] = lambda p: _http(http, url, p, args.max_tokens)
+            meter = Meter(agent.proc.pid, cluster.proc.pid)
+            results = {}
+            for streams, blocks, per_block in ((1, args.requests // BLOCK, BLOCK),
+                                               (WIDE, args.rounds, WIDE)):
+                t0 = time.perf_counter()
+                results[streams] = await measure(meter, paths, streams, blocks, per_block)
+                print(f"{streams} stream(s) measured: {time.perf_counter() - t0:.1f}s",
+                      flush=True)
+            return results
+        finally:
+            await http.aclose()
+            await client.close()
+
+
+async def _http(http: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> Timing:
+    timing, _ = await stream_http(http, url, [("user", prompt)], max_tokens)
+    return timing
+
+
+def replica_url(cluster_pid: int) -> str | None:
+    """The gateway replica's own HTTP port (Serve's direct ingress), found through /proc."""
+    pid = next((p for p, cmd in _descendants(cluster_pid)
+                if cmd.startswith("ray::ServeReplica:meterless:gateway")), None)
+    if pid is None:
+        return None
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if (target := os.readlink(fd)).startswith("socket:["):
+                    inodes.add(target[8:-1])
+    for port in _listening_ports(inodes):
+        url = f"http://127.0.0.1:{port}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url
+    return None
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `root`."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child in [c for c, p in parents.items() if p == pid]:
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+                found.append((child, cmd.decode(errors="replace")))
+            todo.append(child)
+    return found
+
+
+def _listening_ports(inodes: set[str]) -> list[int]:
+    """Loopback TCP ports in LISTEN state held by one of these socket inodes."""
+    ports = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.append(int(f[1].split(":")[1], 16))
+    return ports
+
+
+def report(results: dict[int, dict[str, Series]], args: argparse.Namespace) -> None:
+    """Print the latency, overhead and CPU tables and the verdicts."""
+    ingress = "HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)" if args.haproxy else "Serve's HTTP proxy"
+    print(f"\nstreamed chat completions, max_tokens={args.max_tokens}, temperature 0; "
+          f"direct = NodeClient over gRPC; gateway = HTTP/SSE to the endpoint ({ingress}); "
+          "no-proxy = HTTP/SSE to the gateway replica's own port")
+    rows = [row for s, r in results.items() for row in latency_rows(s, r)]
+    print(table(["path", "requests", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
+                 "tokens/req"], rows))
+    print(f"\nadded over direct (path - direct); targets for `gateway`: p50 <= {ADDED_P50_MS:g} "
+          f"ms, p99 <= {ADDED_P99_MS:g} ms")
+    print(table(["path", "+TTFT p50 ms", "", "+TTFT p99 ms", "", "p50 ratio", "p99 ratio",
+                 "+ITL p50 ms", "ITL ratio"],
+                [row for s, r in results.items() for row in added_rows(s, r)]))
+    if split := [row for s, r in results.items() for row in split_rows(s, r)]:
+        print("\nwhere the added time goes (TTFT p50 difference; CPU ms per request in `cluster "
+              "up`'s processes, difference)")
+        print(table(["streams", "part", "+TTFT p50 ms", "+CPU ms/request"], split))
+    print("\nCPU ms per request over each path's blocks; busy = share of all cores "
+          "(ours: agent + cluster up + client; machine: every process)")
+    print(table(["path", "agent", "cluster up (Ray+gateway)", "client", "busy ours",
+                 "busy machine"], [row for s, r in results.items() for row in cpu_rows(s, r)]))
+    for streams, r in results.items():
+        if note := contention_note(streams, r):
+            print(note)
+
+
+def parse_args() -> argparse.Namespace:
+    """The benchmark's flags."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=200, help="per path at one stream")
+    parser.add_argument("--rounds", type=int, default=10, help=f"rounds of {WIDE} per path")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="serve the endpoint through Serve's HAProxy ingress")
+    parser.add_argument("--no-replica-path", action="store_true",
+                        help="skip the path to the replica's own port")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = min(args.requests, 20), min(args.rounds, 2)
+    return args
+
+
+def main() -> None:
+    """Run, print, exit 0 (a benchmark reports; it does not fail)."""
+    args = parse_args()
+    if args.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # inherited by `cluster up`
+    print(machine_line(), flush=True)
+    started_at = time.perf_counter()
+    try:
+        results = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        print("interrupted; everything this benchmark started has been stopped")
+        return
+    report(results, args)
+    print(f"{machine_line()}; total {time.perf_counter() - started_at:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,446 @@
+"""Routing policies on nodes of different speeds, and prefix affinity on multi-turn chat.
+
+    .venv/bin/python bench/routing.py [--quick] [--speeds 0,15,5] [--clients 12] [--seconds 12]
+                                      [--conversations 12] [--cache-entries 6] [--turns 6]
+                                      [--history 500] [--think 1]
+                                      [--skip-policies] [--skip-affinity]
+
+Part 1. Three agents capped at different decode steps per second (`--max-steps-per-s`; 0 is
+no cap). Each node's capacity is measured alone, straight over gRPC with NodeClient, under the
+same closed loop as the cluster gets (`--clients` clients, each sending the next request as soon
+as the last one ends, same prompts and max_tokens, greedy). Then, for each policy, `cluster up
+--routing POLICY` in front of all three, and the same closed loop through the endpoint. Tokens/s
+counts the tokens that arrived inside the measured window (after a warm-up), each request's
+tokens spread evenly between its first and last token; TTFT covers requests started in it;
+shares come from the x-meterless-node header. Target: fastest >= 90% of the sum of capacities.
+
+Part 2. Three equal, uncapped agents. Each conversation has its own long history (a document of
+about `--history` tokens in its first message); every turn appends the model's answer and a new
+question, `--think` seconds after the answer, so a node that served an earlier turn holds most
+of the prompt in its prompt cache. The conversations start `--stagger` seconds apart and run
+side by side, first through `fastest` (prefix affinity on), then through `fastest --no-affinity`
+(the same policy, blind to prefixes). Each setting gets its own documents, so neither finds the
+other's prefixes in a cache. Each of these nodes keeps at most `--cache-entries` conversations
+in its prompt cache (the engine option `prompt_cache_entries`), fewer than there are
+conversations: a node serving a real model runs out of cache memory long before the demo model
+does (4k tokens of a 7B model's KV cache is half a GiB), and that is when affinity matters.
+Target: affinity cuts p50 TTFT of turns >= 2 by >= 2x.
+
+Starting Ray costs ~20 s, so there is one `cluster up` per setting, in front of all six agents:
+part 1's three serve `demo`, part 2's three serve the same model under the name `chat`; part 1
+runs on the three policies' clusters, part 2 on `fastest`'s (after part 1's load there is done)
+and on a fourth, `fastest --no-affinity`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import os
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import (
+    Timing,
+    cpu_seconds,
+    demo_models,
+    http_client,
+    machine_jiffies,
+    machine_line,
+    make_agents,
+    ms,
+    node_names,
+    percentile,
+    start_all,
+    start_cluster,
+    stream_grpc,
+    stream_http,
+    table,
+    verdict,
+    workspace,
+)
+
+from cluster.node_client import NodeClient
+from node_agent.demo_model import demo_model_path
+from tests.harness import AgentProcess
+
+POLICIES = ("fastest", "least-outstanding", "round-robin")
+PROMPTS = (
+    "Say hello to the office.",
+    "What is on the desk this morning?",
+    "Name three things a small team needs.",
+    "Write one sentence about quiet machines.",
+    "Describe the printer in the corner.",
+    "What did the team decide on Monday?",
+)
+CHAT_MODEL = "chat"  # part 2's agents serve the demo model under this name
+NO_AFFINITY = "fastest --no-affinity"
+AFFINITY_SETTINGS = {"fastest": "affinity on (fastest)",
+                     NO_AFFINITY: "affinity off (fastest --no-affinity)"}
+CAPACITY_SHARE = 0.9
+AFFINITY_GAIN = 2.0
+Send = Callable[[str], Awaitable[Timing]]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Every request of one closed-loop run and the window that counts."""
+
+    timings: list[Timing]
+    start: float
+    end: float
+
+    def tokens_per_s(self, node: str | None = None) -> float:
+        """Tokens that arrived inside the window per second, of one node or of all."""
+        tokens = sum(t.tokens_between(self.start, self.end) for t in self.timings
+                     if node is None or t.node == node)
+        return tokens / (self.end - self.start)
+
+    def inside(self) -> list[Timing]:
+        """The requests started inside the window."""
+        return [t for t in self.timings if self.start <= t.started < self.end]
+
+    def ttft(self, q: float) -> float:
+        """The q-th percentile TTFT of the requests started inside the window."""
+        return percentile([t.ttft for t in self.inside()], q)
+
+
+async def closed_loop(send: Send, clients: int, warmup_s: float, seconds: float) -> Window:
+    """`clients` clients, each sending its next request as soon as its last one ended."""
+    start = time.perf_counter() + warmup_s
+    end = start + seconds
+    order = itertools.count()
+    timings: list[Timing] = []
+
+    async def client() -> None:
+        while time.perf_counter() < end:
+            timings.append(await send(PROMPTS[next(order) % len(PROMPTS)]))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return Window(timings, start, end)
+
+
+async def alone(agent: AgentProcess, args: argparse.Namespace) -> Window:
+    """The closed loop straight to one agent over gRPC."""
+    client = NodeClient(agent.address)
+    try:
+        return await closed_loop(
+            lambda p: stream_grpc(client, [("user", p)], args.max_tokens, node=agent.name),
+            args.clients, args.warmup, args.seconds)
+    finally:
+        await client.close()
+
+
+async def through(url: str, names: dict[str, str], args: argparse.Namespace) -> Window:
+    """The closed loop through the endpoint; each timing's node is the agent's name."""
+    http = http_client(args.clients)
+
+    async def send(prompt: str) -> Timing:
+        timing, _ = await stream_http(http, url, [("user", prompt)], args.max_tokens)
+        return dataclasses.replace(timing, node=names.get(timing.node, timing.node))
+
+    try:
+        return await closed_loop(send, args.clients, args.warmup, args.seconds)
+    finally:
+        await http.aclose()
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Cores busy on average during a run: the agents, `cluster up` with Ray, this client."""
+
+    agents: float
+    cluster: float
+    client: float
+    machine: float  # every process on the machine, other work included
+
+
+class CoreMeter:
+    """Reads CPU clocks before and after a run and turns them into cores busy."""
+
+    def __init__(self, agent_pids: Sequence[int], cluster_pid: int | None) -> None:
+        self.agent_pids, self.cluster_pid = list(agent_pids), cluster_pid
+        self._before = self._read()
+
+    def _read(self) -> list[float]:
+        busy, total = machine_jiffies()
+        cluster = cpu_seconds([self.cluster_pid]) if self.cluster_pid else 0.0
+        return [cpu_seconds(self.agent_pids), cluster,
+                cpu_seconds([os.getpid()], descendants=False), busy, total, time.perf_counter()]
+
+    def cores(self) -> Cores:
+        """Average cores busy since this meter was made."""
+        d = [b - a for a, b in zip(self._before, self._read(), strict=True)]
+        wall = d[5] or 1.0
+        cores = os.cpu_count() or 1
+        return Cores(d[0] / wall, d[1] / wall, d[2] / wall, cores * d[3] / (d[4] or 1))
+
+
+def capacities(agents: Sequence[AgentProcess], args: argparse.Namespace
+               ) -> dict[str, tuple[Window, Cores]]:
+    """Part 1's baseline: each speed-capped agent alone under the closed loop."""
+    out = {}
+    pids = [a.proc.pid for a in agents if a.proc]
+    for agent in agents:
+        meter = CoreMeter(pids, None)
+        window = asyncio.run(alone(agent, args))
+        out[agent.name] = (window, meter.cores())
+        print(f"  {agent.name} alone: {window.tokens_per_s():.0f} tokens/s", flush=True)
+    return out
+
+
+def run_policies(root: Path, models: Path, args: argparse.Namespace) -> None:
+    """Both parts: one cluster per policy, in front of every agent; prints the tables."""
+    speeds = dict(zip(("fast", "mid", "slow"), args.speeds, strict=True))
+    chat = root / "shared" / CHAT_MODEL  # the demo model under another name, for part 2
+    chat.symlink_to(demo_model_path(models.parent), target_is_directory=True)
+    with workspace("meterless-bench-routing-agents-") as (scratch, stack):
+        ranked = make_agents(scratch, models, speeds)
+        equal = make_agents(scratch, models, {f"chat{i}": 0.0 for i in (1, 2, 3)}, str(chat),
+                            ("--engine-option", f"prompt_cache_entries={args.cache_entries}"))
+        start_all(stack, [*(ranked if not args.skip_policies else ()),
+                          *(equal if not args.skip_affinity else ())])
+        capacity = capacities(ranked, args) if not args.skip_policies else {}
+        count = token_counter(models)
+        runs: dict[str, tuple[Window, Cores]] = {}
+        chats: dict[str, list[Turn]] = {}
+        settings = [*args.policies]
+        if not args.skip_affinity and "fastest" in settings:
+            settings.append(NO_AFFINITY)
+        for setting in settings:
+            policy, *extra = setting.split()
+            try:
+                cluster = start_cluster(scratch, [a for a in (*ranked, *equal) if a.proc], policy,
+                                        extra)
+            except (AssertionError, RuntimeError) as exc:  # one policy's failure, not the rest
+                print(f"  {setting}: no cluster ({exc}); skipped", flush=True)
+                continue
+            try:
+                names = node_names(cluster)
+                if not args.skip_policies and setting in args.policies:
+                    assert cluster.proc is not None
+                    meter = CoreMeter([a.proc.pid for a in ranked if a.proc], cluster.proc.pid)
+                    window = asyncio.run(through(cluster.url, names, args))
+                    runs[policy] = (window, meter.cores())
+                    print(f"  {policy}: {window.tokens_per_s():.0f} tokens/s", flush=True)
+                if not args.skip_affinity and setting in AFFINITY_SETTINGS:
+                    documents = [document(f"{'-'.join(setting.split())}-{c}", args.history,
+                                          count) for c in range(args.conversations)]
+                    t0 = time.perf_counter()
+                    chats[AFFINITY_SETTINGS[setting]] = asyncio.run(
+                        conversations(cluster.url, names, documents, args))
+                    print(f"  {AFFINITY_SETTINGS[setting]}: {time.perf_counter() - t0:.0f}s",
+                          flush=True)
+            finally:
+                cluster.stop()
+    if runs and capacity:
+        print_policies(speeds, capacity, runs, args)
+    if len(chats) == len(AFFINITY_SETTINGS):
+        print_affinity(chats, args)
+
+
+def print_policies(speeds: dict[str, float], capacity: dict[str, tuple[Window, Cores]],
+                   runs: dict[str, tuple[Window, Cores]], args: argparse.Namespace) -> None:
+    """The capacity table, the policy table, the cores they kept busy, and the verdict."""
+    print(f"\nPart 1: {args.clients} closed-loop clients, {args.warmup:g} s warm-up + "
+          f"{args.seconds:g} s measured, max_tokens={args.max_tokens}, temperature 0")
+    print("\neach node alone (straight over gRPC, same load)")
+    rows: list[list[object]] = [
+        [name, f"{speeds[name]:g}" if speeds[name] else "none", f"{w.tokens_per_s():.1f}",
+         ms(w.ttft(50)), ms(w.ttft(99)), len(w.inside()), f"{c.agents:.2f}", f"{c.machine:.2f}"]
+        for name, (w, c) in capacity.items()]
+    total = sum(w.tokens_per_s() for w, _ in capacity.values())
+    rows.append(["sum", "", f"{total:.1f}", "", "", "", "", ""])
+    print(table(["node", "steps/s cap", "tokens/s", "TTFT p50 ms", "TTFT p99 ms", "requests",
+                 "cores: agents", "machine"], rows))
+    names = list(capacity)
+    print("\nall three through the gateway, per policy (cores: the three agents / cluster up "
+          "with Ray and the gateway / this client / the whole machine)")
+    rows = []
+    for policy, (w, c) in runs.items():
+        share = Counter(t.node for t in w.inside())
+        n = max(sum(share.values()), 1)
+        rows.append([policy, f"{w.tokens_per_s():.1f}", f"{w.tokens_per_s() / total:.0%}",
+                     ms(w.ttft(50)), ms(w.ttft(99)), n,
+                     " / ".join(f"{share[k] / n:.0%}" for k in names),
+                     " / ".join(f"{w.tokens_per_s(k):.0f}" for k in names),
+                     f"{c.agents:.2f} / {c.cluster:.2f} / {c.client:.2f} / {c.machine:.2f}"])
+    print(table(["policy", "tokens/s", "of sum", "TTFT p50 ms", "TTFT p99 ms", "requests",
+                 f"requests {'/'.join(names)}", f"tokens/s {'/'.join(names)}", "cores"], rows))
+    if "fastest" in runs:
+        ratio = runs["fastest"][0].tokens_per_s() / total
+        print(f"fastest / sum of capacities: {ratio:.2f} (target >= {CAPACITY_SHARE:.2f}) "
+              f"{verdict(ratio >= CAPACITY_SHARE)}")
+    print("A step-capped node decodes every running stream in each step, so its tokens/s grows "
+          f"with the streams it gets: alone it had all {args.clients} clients, in the cluster it "
+          "shares them. And on one machine the three agents share its cores, so capacities "
+          "measured alone do not add up when they run at once.")
+
+
+# -- part 2: prefix affinity ---------------------------------------------------------------
+
+SUBJECTS = ("the printer", "the shared folder", "the desk lamps", "the backup disk",
+            "the meeting room", "the coffee machine", "the network switch", "the old laptop")
+VERBS = ("moved", "checked", "cleaned", "labelled", "replaced", "counted", "tested", "listed")
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+QUESTIONS = ("What happened next?", "Who checked it?", "Why does that matter?",
+             "What should we do on Friday?", "Summarise the last part.", "What is still open?",
+             "Which machine was busiest?", "Tell me more about the desk.")
+
+
+def document(seed: str, tokens: int, count: Callable[[str], int]) -> str:
+    """Office notes of about `tokens` tokens (as `count` counts them), different per seed."""
+    rng = random.Random(seed)
+    lines = [f"Notes {seed}, kept by the office."]
+    while count(" ".join(lines)) < tokens:
+        lines.append(f"On {rng.choice(DAYS)} the team {rng.choice(VERBS)} "
+                     f"{rng.choice(SUBJECTS)} and wrote down item {rng.randrange(1000)}.")
+    return " ".join(lines)
+
+
+def token_counter(models: Path) -> Callable[[str], int]:
+    """The demo tokenizer's token count, or four characters a token without `tokenizers`."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return lambda text: len(text) // 4
+    tokenizer = Tokenizer.from_file(str(demo_model_path(models.parent) / "tokenizer.json"))
+    return lambda text: len(tokenizer.encode(text).ids)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of one conversation as the client saw it."""
+
+    conversation: int
+    turn: int
+    timing: Timing
+
+
+async def conversations(url: str, names: dict[str, str], documents: list[str],
+                        args: argparse.Namespace) -> list[Turn]:
+    """Every conversation at once, each one turn after another."""
+    http = http_client(args.conversations)
+
+    async def talk(c: int) -> list[Turn]:
+        await asyncio.sleep(c * args.stagger)  # people do not all start at the same instant
+        history = [("user", f"{documents[c]}\n\n{QUESTIONS[c % len(QUESTIONS)]}")]
+        turns = []
+        for k in range(1, args.turns + 1):
+            timing, answer = await stream_http(http, url, history, args.answer_tokens,
+                                               model=CHAT_MODEL)
+            timing = dataclasses.replace(timing, node=names.get(timing.node, timing.node))
+            turns.append(Turn(c, k, timing))
+            history += [("assistant", answer), ("user", QUESTIONS[(c + k) % len(QUESTIONS)])]
+            if k < args.turns:
+                await asyncio.sleep(args.think)  # the person reads the answer
+        return turns
+
+    try:
+        done = await asyncio.gather(*(talk(c) for c in range(args.conversations)))
+    finally:
+        await http.aclose()
+    return [t for turns in done for t in turns]
+
+
+def print_affinity(results: dict[str, list[Turn]], args: argparse.Namespace) -> None:
+    """Per setting: TTFT of the first and later turns, cache hits, node changes; the verdict."""
+    print(f"\nPart 2: {args.conversations} conversations x {args.turns} turns, started "
+          f"{args.stagger:g} s apart, ~{args.history}-token document in each, answers of "
+          f"{args.answer_tokens} tokens, {args.think:g} s between an answer and the next turn, "
+          f"3 equal uncapped nodes keeping {args.cache_entries} conversations each in their prompt "
+          "cache")
+    rows: list[list[object]] = []
+    for label, turns in results.items():
+        first = [t.timing.ttft for t in turns if t.turn == 1]
+        later = [t for t in turns if t.turn >= 2]
+        prompt = sum(t.timing.prompt_tokens for t in later)
+        cached = sum(t.timing.cached_tokens for t in later)
+        later_ttft = [t.timing.ttft for t in later]
+        rows.append([label, ms(percentile(first, 50)), ms(percentile(later_ttft, 50)),
+                     ms(statistics.fmean(later_ttft)), ms(percentile(later_ttft, 99)),
+                     f"{cached / max(prompt, 1):.0%}", f"{_same_node(turns):.0%}",
+                     f"{sum(t.timing.prompt_tokens for t in turns) / len(turns):.0f}"])
+    print(table(["setting", "TTFT p50 turn 1", "TTFT p50 turns>=2", "mean", "p99",
+                 "cached prompt", "same node", "prompt tokens"], rows))
+    print("\nTTFT p50 ms per turn")
+    print(table(["setting", *[f"turn {k}" for k in range(1, args.turns + 1)]],
+                [[label, *[ms(percentile([t.timing.ttft for t in turns if t.turn == k], 50))
+                           for k in range(1, args.turns + 1)]]
+                 for label, turns in results.items()]))
+    on, off = (percentile([t.timing.ttft for t in results[AFFINITY_SETTINGS[p]] if t.turn >= 2],
+                          50) for p in ("fastest", NO_AFFINITY))
+    print(f"p50 TTFT of turns >= 2, off / on: {off / on:.2f}x (target >= {AFFINITY_GAIN:g}x) "
+          f"{verdict(off / on >= AFFINITY_GAIN)}")
+    if (same := _same_node(results[AFFINITY_SETTINGS["fastest"]])) < 0.9:
+        print(f"note: with affinity on only {same:.0%} of later turns went back to the node "
+              "that served the turn before.")
+
+
+def _same_node(turns: Sequence[Turn]) -> float:
+    """Share of turns >= 2 served by the node that served the conversation's previous turn."""
+    by_turn = {(t.conversation, t.turn): t.timing.node for t in turns}
+    later = [(c, k) for c, k in by_turn if k >= 2]
+    same = sum(by_turn[(c, k)] == by_turn.get((c, k - 1)) for c, k in later)
+    return same / max(len(later), 1)
+
+
+def parse_args() -> argparse.Namespace:
+    """The benchmark's flags."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--speeds", default="0,15,5",
+                        help="decode steps/s caps of the fast, mid and slow node (0: none)")
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=12.0, help="measured window per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--conversations", type=int, default=12)
+    parser.add_argument("--cache-entries", type=int, default=6,
+                        help="conversations each part-2 node keeps in its prompt cache")
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--history", type=int, default=500, help="document tokens per chat")
+    parser.add_argument("--answer-tokens", type=int, default=24)
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="seconds between an answer and the next turn (0: at once)")
+    parser.add_argument("--stagger", type=float, default=0.5,
+                        help="seconds between the starts of two conversations")
+    parser.add_argument("--skip-policies", action="store_true")
+    parser.add_argument("--skip-affinity", action="store_true")
+    args = parser.parse_args()
+    args.speeds = [float(s) for s in args.speeds.split(",")]
+    args.policies = [p for p in args.policies.split(",") if p]
+    if args.skip_policies:  # part 2 alone needs only the clusters it runs on
+        args.policies = [p for p in args.policies if p == "fastest"]
+    if args.quick:
+        args.seconds, args.warmup = min(args.seconds, 6.0), min(args.warmup, 2.0)
+        args.conversations, args.turns = min(args.conversations, 6), min(args.turns, 3)
+        args.cache_entries = min(args.cache_entries, 3)
+        args.history = min(args.history, 300)
+    return args
+
+
+def main() -> None:
+    """Run both parts, print, exit 0 (a benchmark reports; it does not fail)."""
+    args = parse_args()
+    print(machine_line(), flush=True)
+    started_at = time.perf_counter()
+    try:
+        with workspace("meterless-bench-routing-") as (root, _):
+            run_policies(root, demo_models(root), args)
+    except KeyboardInterrupt:
+        print("interrupted; everything this benchmark started has been stopped")
+        return
+    print(f"\n{machine_line()}; total {time.perf_counter() - started_at:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
