@@ -144,7 +144,8 @@ def test_draining_every_node_gives_503_with_retry_after(
     names = [a.name for a in agents]
     try:
         for name in names:
-            r = httpx.post(f"{cluster.url}/admin/nodes/{name}/drain", timeout=10)
+            r = httpx.post(f"{cluster.url}/admin/nodes/{name}/drain", timeout=10,
+                           headers=cluster.admin_headers)
             assert r.status_code == 200 and r.json()["node"]["state"] == "draining"
         r = httpx.post(f"{cluster.url}/v1/completions",
                        json={"model": "demo", "prompt": "x", "max_tokens": 2}, timeout=10)
@@ -152,8 +153,10 @@ def test_draining_every_node_gives_503_with_retry_after(
         assert r.json()["error"]["code"] == "no_capacity"
     finally:
         for name in names:
-            httpx.post(f"{cluster.url}/admin/nodes/{name}/uncordon", timeout=10)
-    r = httpx.post(f"{cluster.url}/admin/nodes/nobody/drain", timeout=10)
+            httpx.post(f"{cluster.url}/admin/nodes/{name}/uncordon", timeout=10,
+                       headers=cluster.admin_headers)
+    r = httpx.post(f"{cluster.url}/admin/nodes/nobody/drain", timeout=10,
+                   headers=cluster.admin_headers)
     assert r.status_code == 404 and "unknown node" in r.json()["error"]["message"]
     client.completions.create(model="demo", prompt="back", max_tokens=2)
 
