@@ -106,6 +106,7 @@ class ClusterProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     keys_required: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -121,7 +122,7 @@ class ClusterProcess:
     def env(self) -> dict[str, str]:
         """The environment of `cluster` commands run against it (they find the admin token)."""
         return {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir),
-                "METERLESS_CONFIG_DIR": str(self.config_dir)}
+                "METERLESS_CONFIG_DIR": str(self.config_dir), **self.extra_env}
 
     @property
     def admin_headers(self) -> dict[str, str]:
