@@ -168,13 +168,14 @@ def test_cluster_nodes_cli(office: tuple[ClusterProcess, list[AgentProcess]]) ->
 
     cluster, agents = office
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--json", "--url",
-                          cluster.url], capture_output=True, text=True, check=True).stdout
+                          cluster.url], capture_output=True, text=True, check=True,
+                         env=cluster.env).stdout
     nodes = json.loads(out)["nodes"]
     assert sorted(n["name"] for n in nodes) == sorted(a.name for a in agents)
     assert all(n["models"] == ["demo"] and n["address"] for n in nodes)
     table = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--url", cluster.url],
                            capture_output=True, text=True, check=True,
-                           env={"COLUMNS": "160", "PATH": ""}).stdout
+                           env={**cluster.env, "COLUMNS": "160", "PATH": ""}).stdout
     assert "agent0" in table and "ready" in table
     bad = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--url",
                           "http://127.0.0.1:9"], capture_output=True, text=True)
@@ -207,7 +208,8 @@ def test_cluster_models_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -
 
     cluster, agents = office
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "models", "--json", "--url",
-                          cluster.url], capture_output=True, text=True, check=True).stdout
+                          cluster.url], capture_output=True, text=True, check=True,
+                         env=cluster.env).stdout
     (demo,) = json.loads(out)["models"]
     assert demo["model"] == "demo"
     assert sorted(demo["ready_nodes"]) == sorted(a.name for a in agents)
