@@ -84,6 +84,9 @@ def test_before_any_key_exists_every_request_is_401_saying_how_to_make_one(
         ask(client(cluster, "anything"))
     assert "cluster keys create" in err.value.message
     assert httpx.get(f"{cluster.url}/health", timeout=10).status_code == 200  # stays open
+    log = (cluster.data_dir / "cluster.log").read_text()
+    assert "API keys required" in log  # loopback without --demo: said at start
+    assert f"admin token: {cluster.config_dir / 'admin-token'}" in log
 
 
 def test_no_key_or_a_bad_key_is_401_openai_shaped(cluster: ClusterProcess) -> None:
