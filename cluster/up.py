@@ -133,7 +133,12 @@ def up(opts: UpOptions) -> int:
     token, flush = secrets.token_hex(16), None
     exposure = decide(opts.host, demo=opts.demo, insecure=opts.insecure)
     print(exposure.notice, file=sys.stderr if exposure.warn else sys.stdout, flush=True)
-    admin, token_path = admin_token.ensure()
+    try:
+        admin, token_path = admin_token.ensure()
+    except OSError as exc:
+        print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}",
+              file=sys.stderr)
+        return 1
     print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
     try:
         peers = opts.peers
