@@ -6,13 +6,18 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cluster.controller import Controller, ControllerConfig
+from cluster.errors import ApiError
 from cluster.gateway import Gateway, GatewaySettings
+from cluster.key_store import FILE_NAME as KEYS_FILE
+from cluster.key_store import KeyRegistry
+from cluster.keys import KeyTable
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.types import NodeTable
 
@@ -38,6 +43,9 @@ class ControllerDeployment:
     def __init__(self, config: ControllerConfig) -> None:
         self._controller = Controller(config)
         self._started = asyncio.get_running_loop().create_task(self._controller.start())
+        self._keys = KeyRegistry(Path(config.data_dir) / KEYS_FILE if config.data_dir
+                                 else ":memory:")
+        self._keys_open = asyncio.get_running_loop().create_task(self._keys.open())
 
     async def wait_table(self, known_version: int) -> NodeTable:
         """Long poll for a node table newer than `known_version`."""
@@ -66,7 +74,44 @@ class ControllerDeployment:
     async def usage_report(self, since: str, by: str) -> dict[str, Any]:
         """Requests and tokens per model, node or key over a window."""
         await self._started
-        return await self._controller.books.usage(since, by)
+        report = await self._controller.books.usage(since, by)
+        if by == "key":  # the key's name beside its id, for people
+            names = {k: r.name for k, r in self._keys.table().keys.items()}
+            for group in report["groups"]:
+                group["name"] = names.get(group["key"] or "")
+        return report
+
+    async def wait_keys(self, known_version: int) -> KeyTable:
+        """Long poll for a key table newer than `known_version` (hashes only, no secrets)."""
+        await self._keys_open
+        return await self._keys.wait_table(known_version)
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """Every key, live and revoked, as `cluster keys list` shows it."""
+        await self._keys_open
+        return [r.public() for r in sorted(self._keys.table().keys.values(),
+                                           key=lambda r: r.created_at)]
+
+    async def create_key(self, name: str, models: tuple[str, ...],
+                         max_concurrent: int | None) -> dict[str, Any] | ApiError:
+        """Make a key; the answer is the only place the full key ever shows.
+
+        An ApiError is returned, not raised, so that it reaches the gateway as itself.
+        """
+        await self._keys_open
+        try:
+            record, key = await self._keys.create(name, models, max_concurrent)
+        except ApiError as exc:
+            return exc
+        return {**record.public(), "key": key}
+
+    async def revoke_key(self, name: str) -> dict[str, Any] | ApiError:
+        """Revoke the live key called `name` (an ApiError returned if there is none)."""
+        await self._keys_open
+        try:
+            return (await self._keys.revoke(name)).public()
+        except ApiError as exc:
+            return exc
 
     async def set_cost(self, node_id: str, changes: dict[str, float]) -> dict[str, Any]:
         """The admin's cost profile for a node; it wins over the agent's and is persisted."""

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from cluster import __version__, cost_cli
+from cluster import __version__, cost_cli, keys_cli
 from cluster.admin_api import DEFAULT_URL, CliError, admin_get
 from cluster.views import models_table, nodes_table
 
@@ -30,6 +30,7 @@ def _up(args: argparse.Namespace) -> int:
         gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
         affinity=not args.no_affinity,
+        insecure=args.insecure,
     ))
 
 
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: every interface)")
     up.add_argument("--no-ledger", action="store_true",
                     help="do not record usage per request (to measure what recording costs)")
+    up.add_argument("--insecure", action="store_true",
+                    help="serve without API keys even off loopback (warned at every start); by "
+                         "default only loopback with --demo is open")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "nodes":
             cost_cli.add_set_cost(p)
     cost_cli.add_commands(sub)
+    keys_cli.add_commands(sub)
     return parser
 
 

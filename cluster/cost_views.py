@@ -104,7 +104,7 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for g in data["groups"]:
         table.add_row(
-            str(g[by] if g[by] is not None else "-"),
+            _group(g, by),
             count(g["requests"]),
             count(g["ok"]),
             count(g["failed_over"]),
@@ -117,3 +117,10 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
             money(g["mean_duration_s"], 3),
         )
     (console or Console()).print(table)
+
+
+def _group(g: Mapping[str, Any], by: str) -> str:
+    """The group's label: a key shows its name beside its id ("-": requests without a key)."""
+    if g[by] is None:
+        return "-"
+    return f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])

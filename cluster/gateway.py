@@ -36,6 +36,9 @@ from cluster.forward import (
     Routed,
     StreamFailed,
 )
+from cluster.gate import Gate
+from cluster.key_store import parse_key_request
+from cluster.keys import visible_models
 from cluster.ledger import GROUPS
 from cluster.metering import GatewayMeter
 from cluster.metrics import CONTENT_TYPE
@@ -97,6 +100,9 @@ class GatewaySettings:
     max_attempts: int = 3
     default_max_tokens: int = 256
     ledger: bool = True  # record one usage row per request (off only to measure what it costs)
+    keys_required: bool = False  # see cluster/exposure.py for when `cluster up` sets it
+    admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
+    metrics_open: bool = True  # /metrics without the admin token
 
 
 async def _sse(req: AnyRequest, request_id: str, created: int,
@@ -147,6 +153,13 @@ def router_knobs(settings: GatewaySettings) -> dict[str, object]:
     return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
 
 
+def _raised(answer: Any) -> Any:
+    """The controller's answer, or the ApiError it returned, raised here."""
+    if isinstance(answer, ApiError):
+        raise answer
+    return answer
+
+
 def node_json(n: NodeView) -> dict[str, Any]:
     """A node as the admin API shows it."""
     out = dataclasses.asdict(n)
@@ -192,6 +205,13 @@ class Gateway:
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
         self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
         self.meter.start()
+        self.gate = Gate(keys_required=settings.keys_required, admin_digest=settings.admin_digest,
+                         metrics_open=settings.metrics_open)
+        self._key_poller = asyncio.get_running_loop().create_task(
+            self.gate.follow(self._wait_keys))
+
+    async def _wait_keys(self, version: int) -> Any:
+        return await self._controller.wait_keys.remote(version)
 
     async def _send_usage(self, batch: UsageBatch) -> UsageAck:
         return await self._controller.record_usage.remote(batch)  # type: ignore[no-any-return]
@@ -213,18 +233,20 @@ class Gateway:
         req = parse_request(ChatCompletionRequest, await request.body())
         keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
         chars = sum(len(m.text) for m in req.messages)
-        return await self._complete(req, keys, chars)
+        return await self._complete(req, keys, chars, request.headers.get("authorization"))
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         """OpenAI text completions, streamed or not."""
         req = parse_request(CompletionRequest, await request.body())
-        return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt))
+        return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt),
+                                    request.headers.get("authorization"))
 
     @api.get("/v1/models")
-    async def models(self) -> Response:
-        """Every model at least one ready node serves."""
-        return _json(model_list(self.table.models(), created=self.created))
+    async def models(self, request: Request) -> Response:
+        """Every model at least one ready node serves and the request's key may use."""
+        grant = self.gate.identify(request.headers.get("authorization"))
+        return _json(model_list(visible_models(grant, self.table.models()), created=self.created))
 
     @api.get("/health")
     async def health(self) -> Response:
@@ -233,36 +255,43 @@ class Gateway:
         return _json({"status": "ok", "nodes_ready": len(ready), "models": self.table.models()})
 
     @api.get("/admin/nodes")
-    async def admin_nodes(self) -> Response:
+    async def admin_nodes(self, request: Request) -> Response:
         """Every known node with its live state."""
+        self.gate.admin(request.headers.get("authorization"))
         sessions = await self._controller.sessions.remote()
         return _json({"version": self.table.version,
                       "nodes": [node_json(n) for n in self.table.nodes], "sessions": sessions})
 
     @api.get("/admin/models")
-    async def admin_models(self) -> Response:
+    async def admin_models(self, request: Request) -> Response:
         """Every model any node has, with the nodes serving it."""
+        self.gate.admin(request.headers.get("authorization"))
         return _json({"models": models_json(self.table)})
 
     @api.post("/admin/nodes/{node}/drain")
-    async def admin_drain(self, node: str) -> Response:
+    async def admin_drain(self, request: Request, node: str) -> Response:
         """Stop sending new requests to a node; in-flight ones finish."""
+        self.gate.admin(request.headers.get("authorization"))
         return await self._set_draining(node, True)
 
     @api.post("/admin/nodes/{node}/uncordon")
-    async def admin_uncordon(self, node: str) -> Response:
+    async def admin_uncordon(self, request: Request, node: str) -> Response:
         """Undo a drain."""
+        self.gate.admin(request.headers.get("authorization"))
         return await self._set_draining(node, False)
 
     @api.get("/admin/cost")
-    async def admin_cost(self, since: str = "24h") -> Response:
+    async def admin_cost(self, request: Request, since: str = "24h") -> Response:
         """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, breakeven."""
+        self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
         return _json(await self._controller.cost_report.remote(since))
 
     @api.get("/admin/usage")
-    async def admin_usage(self, since: str = "24h", by: str = "model") -> Response:
+    async def admin_usage(self, request: Request, since: str = "24h",
+                          by: str = "model") -> Response:
         """Requests and tokens per model, node or key."""
+        self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
         if by not in GROUPS:
             raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
@@ -271,6 +300,7 @@ class Gateway:
     @api.post("/admin/nodes/{node}/cost")
     async def admin_set_cost(self, node: str, request: Request) -> Response:
         """Set a node's cost profile (the fields given); it wins over the agent's flags."""
+        self.gate.admin(request.headers.get("authorization"))
         found = find_node(self.table, node)
         changes = parse_cost_changes(await request.body())
         return _json(await self._controller.set_cost.remote(found.node_id, changes))
@@ -284,9 +314,29 @@ class Gateway:
             raise Forbidden("only the `cluster up` running this cluster may stop it")
         return _json(done)
 
+    @api.get("/admin/keys")
+    async def admin_keys(self, request: Request) -> Response:
+        """Every API key (live and revoked), without secrets or hashes."""
+        self.gate.admin(request.headers.get("authorization"))
+        return _json({"keys": await self._controller.list_keys.remote()})
+
+    @api.post("/admin/keys")
+    async def admin_create_key(self, request: Request) -> Response:
+        """Make a key; the answer holds the full key, which is never shown again."""
+        self.gate.admin(request.headers.get("authorization"))
+        fields = parse_key_request(await request.body())
+        return _json(_raised(await self._controller.create_key.remote(*fields)))
+
+    @api.post("/admin/keys/{name}/revoke")
+    async def admin_revoke_key(self, request: Request, name: str) -> Response:
+        """Revoke a key; every gateway refuses it once the controller's push arrives."""
+        self.gate.admin(request.headers.get("authorization"))
+        return _json(_raised(await self._controller.revoke_key.remote(name)))
+
     @api.get("/metrics")
-    async def metrics(self) -> Response:
+    async def metrics(self, request: Request) -> Response:
         """Prometheus metrics: this replica's requests, the cluster's nodes and costs."""
+        self.gate.metrics(request.headers.get("authorization"))
         snapshot = await self._controller.metrics_snapshot.remote()
         return Response(self.meter.render(snapshot, self.table), media_type=CONTENT_TYPE)
 
@@ -295,17 +345,19 @@ class Gateway:
         self.table = await self._controller.set_draining.remote(found.node_id, draining)
         return _json({"node": node_json(self.table.get(found.node_id) or found)})
 
-    async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int) -> Response:
+    async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int,
+                        authorization: str | None) -> Response:
         self.meter.check_open()
         request_id = uuid.uuid4().hex[:24]
         generate = to_generate_request(req, request_id)
         route = RouteRequest(ModelName(req.model), expected_tokens(
             chars, req.output_limit, self.settings.default_max_tokens), keys)
         chat = isinstance(req, ChatCompletionRequest)
+        grant = self.gate.admit(authorization, req.model)  # 401/403/429; holds a slot from here
         info = RequestInfo(request_id=request_id, model=req.model, stream=bool(req.stream),
-                           endpoint="chat" if chat else "completions")
-        events = self.meter.wrap(self.forwarder.stream(self.table, generate, route), info,
-                                 self.table)
+                           endpoint="chat" if chat else "completions", key_id=grant.key_id)
+        events = self.gate.hold(grant, self.meter.wrap(
+            self.forwarder.stream(self.table, generate, route), info, self.table))
         routed = await anext(events)  # raises ApiError before anything is sent
         assert isinstance(routed, Routed)
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from cluster import admin_token
+from cluster.exposure import decide
+from cluster.keys import digest
 from cluster.paths import config_dir, data_dir
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ class UpOptions:
     ready_timeout_s: float = 180.0
     ledger: bool = True
     affinity: bool = True
+    insecure: bool = False  # serve without API keys on any address (warned at every start)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,12 +84,14 @@ def _start_ray(opts: UpOptions) -> bool:
     return True
 
 
-def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str) -> None:
+def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: str) -> None:
     from ray import serve
 
     from cluster.app import APP_NAME, AppConfig, build_app
     from cluster.controller import ControllerConfig
     from cluster.gateway import GatewaySettings
+
+    exposure = decide(opts.host, demo=opts.demo, insecure=opts.insecure)
 
     config = AppConfig(
         controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
@@ -93,7 +99,9 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str) -> None:
                                     data_dir=str(data_dir()), config_dir=str(config_dir()),
                                     shutdown_token=token),
         gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger,
-                                affinity=opts.affinity),
+                                affinity=opts.affinity,
+                                keys_required=exposure.keys_required, admin_digest=admin_digest,
+                                metrics_open=exposure.metrics_open),
         gateway_replicas=opts.gateway_replicas,
     )
     serve.start(http_options={"host": opts.host, "port": opts.port})
@@ -105,9 +113,9 @@ def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = httpx.get(f"{url}/v1/models", timeout=2)
+            r = httpx.get(f"{url}/health", timeout=2)  # open, unlike /v1/models
             if r.status_code == 200:
-                models = [m["id"] for m in r.json()["data"]]
+                models = list(r.json()["models"])
                 if models or not want_model:
                     return models
         time.sleep(0.5)
@@ -125,13 +133,22 @@ def up(opts: UpOptions) -> int:
     agent: subprocess.Popen[bytes] | None = None
     started_ray = False
     token, flush = secrets.token_hex(16), None
+    exposure = decide(opts.host, demo=opts.demo, insecure=opts.insecure)
+    print(exposure.notice, file=sys.stderr if exposure.warn else sys.stdout, flush=True)
+    try:
+        admin, token_path = admin_token.ensure()
+    except OSError as exc:
+        print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
     try:
         peers = opts.peers
         if opts.local_agent:
             agent, address = start_local_agent(opts, data)
             peers = (*peers, address)
         started_ray = _start_ray(opts)
-        _run_app(opts, peers, token)
+        _run_app(opts, peers, token, digest(admin))
         flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)

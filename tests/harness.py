@@ -95,25 +95,49 @@ class AgentProcess:
 
 @dataclass
 class ClusterProcess:
-    """One `cluster up` subprocess; its endpoint is http://127.0.0.1:<port>."""
+    """One `cluster up` subprocess; its endpoint is http://127.0.0.1:<port>.
+
+    Its config dir (admin token) is `<data_dir>/config`. Unless `keys_required`, it runs with
+    `--insecure`: tests of routing and the ledger send no API key.
+    """
 
     data_dir: Path
     args: Sequence[str] = ()
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    keys_required: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         """The endpoint's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def config_dir(self) -> Path:
+        """Where its `cluster up` keeps the admin token."""
+        return self.data_dir / "config"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of `cluster` commands run against it (they find the admin token)."""
+        return {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir),
+                "METERLESS_CONFIG_DIR": str(self.config_dir), **self.extra_env}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What an admin API call sends: the admin token `cluster up` made."""
+        token = (self.config_dir / "admin-token").read_text().strip()
+        return {"authorization": f"Bearer {token}"}
+
     def start(self, timeout: float = 180.0, want_models: int = 1) -> ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
-        env = {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir)}
         cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *self.args]
+        if not self.keys_required:
+            cmd.append("--insecure")
         log = open(self.data_dir / "cluster.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
         wait_for(lambda: self._models() >= want_models, timeout, "the endpoint to serve a model",
                  interval=0.5)
@@ -123,12 +147,13 @@ class ClusterProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
-        r = httpx.get(f"{self.url}/v1/models", timeout=2)
-        return len(r.json()["data"]) if r.status_code == 200 else 0
+        r = httpx.get(f"{self.url}/health", timeout=2)  # open with or without API keys
+        return len(r.json()["models"]) if r.status_code == 200 else 0
 
     def nodes(self) -> list[dict]:  # type: ignore[type-arg]
         """The admin API's node list."""
-        return httpx.get(f"{self.url}/admin/nodes", timeout=10).json()["nodes"]  # type: ignore[no-any-return]
+        r = httpx.get(f"{self.url}/admin/nodes", headers=self.admin_headers, timeout=10)
+        return r.json()["nodes"]  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         """SIGTERM (as Ctrl-C would) and wait for a clean stop."""

@@ -144,7 +144,8 @@ def test_draining_every_node_gives_503_with_retry_after(
     names = [a.name for a in agents]
     try:
         for name in names:
-            r = httpx.post(f"{cluster.url}/admin/nodes/{name}/drain", timeout=10)
+            r = httpx.post(f"{cluster.url}/admin/nodes/{name}/drain", timeout=10,
+                           headers=cluster.admin_headers)
             assert r.status_code == 200 and r.json()["node"]["state"] == "draining"
         r = httpx.post(f"{cluster.url}/v1/completions",
                        json={"model": "demo", "prompt": "x", "max_tokens": 2}, timeout=10)
@@ -152,8 +153,10 @@ def test_draining_every_node_gives_503_with_retry_after(
         assert r.json()["error"]["code"] == "no_capacity"
     finally:
         for name in names:
-            httpx.post(f"{cluster.url}/admin/nodes/{name}/uncordon", timeout=10)
-    r = httpx.post(f"{cluster.url}/admin/nodes/nobody/drain", timeout=10)
+            httpx.post(f"{cluster.url}/admin/nodes/{name}/uncordon", timeout=10,
+                       headers=cluster.admin_headers)
+    r = httpx.post(f"{cluster.url}/admin/nodes/nobody/drain", timeout=10,
+                   headers=cluster.admin_headers)
     assert r.status_code == 404 and "unknown node" in r.json()["error"]["message"]
     client.completions.create(model="demo", prompt="back", max_tokens=2)
 
@@ -165,13 +168,14 @@ def test_cluster_nodes_cli(office: tuple[ClusterProcess, list[AgentProcess]]) ->
 
     cluster, agents = office
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--json", "--url",
-                          cluster.url], capture_output=True, text=True, check=True).stdout
+                          cluster.url], capture_output=True, text=True, check=True,
+                         env=cluster.env).stdout
     nodes = json.loads(out)["nodes"]
     assert sorted(n["name"] for n in nodes) == sorted(a.name for a in agents)
     assert all(n["models"] == ["demo"] and n["address"] for n in nodes)
     table = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--url", cluster.url],
                            capture_output=True, text=True, check=True,
-                           env={"COLUMNS": "160", "PATH": ""}).stdout
+                           env={**cluster.env, "COLUMNS": "160", "PATH": ""}).stdout
     assert "agent0" in table and "ready" in table
     bad = subprocess.run([sys.executable, "-m", "cluster.cli", "nodes", "--url",
                           "http://127.0.0.1:9"], capture_output=True, text=True)
@@ -204,7 +208,8 @@ def test_cluster_models_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -
 
     cluster, agents = office
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "models", "--json", "--url",
-                          cluster.url], capture_output=True, text=True, check=True).stdout
+                          cluster.url], capture_output=True, text=True, check=True,
+                         env=cluster.env).stdout
     (demo,) = json.loads(out)["models"]
     assert demo["model"] == "demo"
     assert sorted(demo["ready_nodes"]) == sorted(a.name for a in agents)

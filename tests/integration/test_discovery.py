@@ -58,7 +58,8 @@ def test_agents_appear_over_mdns_and_a_double_sighting_is_one_node(
     import httpx
 
     def sessions_to_it() -> list[dict]:  # type: ignore[type-arg]
-        sessions = httpx.get(f"{cluster.url}/admin/nodes", timeout=10).json()["sessions"]
+        sessions = httpx.get(f"{cluster.url}/admin/nodes", timeout=10,
+                             headers=cluster.admin_headers).json()["sessions"]
         return [s for s in sessions if s["address"] == agents["mdns-and-peer"].address]
 
     # Readiness can come from the peer session alone; the mDNS one may reach it a moment later.

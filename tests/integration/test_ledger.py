@@ -84,6 +84,7 @@ def cli(cluster: ClusterProcess, *args: str) -> Any:
         capture_output=True,
         text=True,
         check=True,
+        env=cluster.env,
     ).stdout
     return json.loads(out)
 
@@ -238,6 +239,7 @@ def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
         capture_output=True,
         text=True,
         check=True,
+        env=cluster.env,
     ).stdout
     assert "price_usd=999" in out
     # Sent just before the stop: their rows are still in the gateway's buffer when it starts.

@@ -121,10 +121,12 @@ class Head:
 
     def start(self) -> Head:
         """Start it; `wait_up` waits for the endpoint."""
-        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent".split()
+        # --insecure: the office's clients send no API key (keys are tested on loopback).
+        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent --insecure".split()
         cmd = self.host.cmd(
             "env",
             f"METERLESS_DATA_DIR={self.data_dir}",
+            f"METERLESS_CONFIG_DIR={self.data_dir / 'config'}",
             sys.executable,
             "-m",
             "cluster.cli",
@@ -148,6 +150,8 @@ class Head:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
+        token = (self.data_dir / "config" / "admin-token").read_text().strip()
+        self.client.headers["authorization"] = f"Bearer {token}"  # for the admin API
         return self.client.get(f"{self.url}/health", timeout=2).status_code == 200
 
     def get(self, path: str, **params: str) -> Any:

@@ -1,0 +1,71 @@
+"""A gateway replica's door (cluster/gate.py): slots per key, readiness, the admin check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cluster.errors import NoCapacity, RateLimited, Unauthorized
+from cluster.gate import Gate
+from cluster.keys import KeyRecord, KeyTable, digest, format_key
+
+KEY_ID, SECRET = "0123456789ab", "f" * 40
+KEY = f"Bearer {format_key(KEY_ID, SECRET)}"
+
+
+def gate(required: bool = True) -> Gate:
+    g = Gate(keys_required=required, admin_digest=digest("mla-x"), metrics_open=False)
+    g.table = KeyTable.of(1, [KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET),
+                                        max_concurrent=1)])
+    return g
+
+
+async def events(fail: bool = False) -> AsyncIterator[int]:
+    yield 1
+    if fail:
+        raise RuntimeError("node failed")
+    yield 2
+
+
+async def test_a_slot_is_held_until_the_stream_ends_however_it_ends() -> None:
+    g = gate()
+    for how in ("done", "closed", "failed"):
+        grant = g.admit(KEY, "demo")
+        with pytest.raises(RateLimited):
+            g.admit(KEY, "demo")
+        stream = g.hold(grant, events(fail=how == "failed"))
+        assert await anext(stream) == 1
+        if how == "done":
+            assert [e async for e in stream] == [2]
+        elif how == "closed":
+            await stream.aclose()  # the client went away
+        else:
+            with pytest.raises(RuntimeError):
+                await anext(stream)
+        assert g.inflight == {}, how
+
+
+async def test_requests_without_a_key_hold_no_slot_on_an_open_endpoint() -> None:
+    g = gate(required=False)
+    grant = g.admit("Bearer unused", "demo")
+    assert grant.key is None and g.inflight == {}
+    assert [e async for e in g.hold(grant, events())] == [1, 2]
+
+
+def test_keys_required_and_no_table_yet_is_503_not_401() -> None:
+    g = Gate(keys_required=True, admin_digest="", metrics_open=True)
+    with pytest.raises(NoCapacity):
+        g.admit(KEY, "demo")
+    Gate(keys_required=False, admin_digest="", metrics_open=True).admit(None, "demo")
+
+
+def test_admin_and_metrics_need_the_admin_token() -> None:
+    g = gate()
+    g.admin("Bearer mla-x")
+    for wrong in (None, "Bearer mla-y", KEY):
+        with pytest.raises(Unauthorized):
+            g.admin(wrong)
+        with pytest.raises(Unauthorized):
+            g.metrics(wrong)
+    Gate(keys_required=True, admin_digest="", metrics_open=True).metrics(None)

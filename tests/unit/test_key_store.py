@@ -1,0 +1,104 @@
+"""The keys file and the controller's key table (cluster/key_store.py), on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import pytest
+
+from cluster import admin_token
+from cluster.errors import InvalidRequest, NotFound
+from cluster.key_store import KeyRegistry, parse_key_request
+from cluster.keys import authorize, digest, parse_key
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_create_stores_only_the_hash_in_an_owner_only_file(tmp_path: Path) -> None:
+    reg = KeyRegistry(tmp_path / "keys.sqlite3", clock=lambda: 100.0)
+    await reg.open()
+    record, key = await reg.create("alice", ("demo",), 2)
+    await reg.close()
+    assert mode(tmp_path / "keys.sqlite3") == 0o600
+    parsed = parse_key(key)
+    assert parsed is not None and parsed[0] == record.key_id
+    raw = (tmp_path / "keys.sqlite3").read_bytes()
+    assert parsed[1].encode() not in raw and digest(parsed[1]).encode() in raw
+    again = KeyRegistry(tmp_path / "keys.sqlite3")
+    await again.open()
+    assert again.table().keys[record.key_id] == record  # survives a restart
+    grant = authorize(again.table(), key, model="demo", inflight={}, required=True)
+    assert grant.key_id == record.key_id
+
+
+async def test_names_are_unique_among_live_keys_and_revoke_frees_them(tmp_path: Path) -> None:
+    reg = KeyRegistry(tmp_path / "keys.sqlite3", clock=lambda: 5.0)
+    await reg.open()
+    first, _ = await reg.create("ci", (), None)
+    with pytest.raises(InvalidRequest, match="exists already"):
+        await reg.create("ci", (), None)
+    revoked = await reg.revoke("ci")
+    assert revoked.key_id == first.key_id and revoked.revoked_at == 5.0
+    with pytest.raises(NotFound):
+        await reg.revoke("ci")
+    second, _ = await reg.create("ci", (), None)
+    assert second.key_id != first.key_id and reg.table().active == 1
+
+
+async def test_a_change_wakes_the_long_poll_at_once(tmp_path: Path) -> None:
+    reg = KeyRegistry(":memory:")
+    await reg.open()
+    version = reg.table().version
+    waiting = asyncio.create_task(reg.wait_table(version, timeout_s=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await reg.create("alice", (), None)
+    table = await asyncio.wait_for(waiting, 1.0)
+    assert table.version > version and table.active == 1
+
+
+async def test_a_restarted_store_never_repeats_a_version(tmp_path: Path) -> None:
+    clock = iter([1.0, 2.0])
+    a = KeyRegistry(":memory:", clock=lambda: next(clock))
+    b = KeyRegistry(":memory:", clock=lambda: next(clock))
+    await a.open()
+    await b.open()
+    assert a.table().version != b.table().version
+
+
+@pytest.mark.parametrize("body, param", [
+    (b"{", None), (b"[]", None), (b'{"name": "a b"}', "name"), (b'{"name": ""}', "name"),
+    (b'{"name": "a", "models": "demo"}', "models"), (b'{"name": "a", "models": ["a,b"]}', "models"),
+    (b'{"name": "a", "max_concurrent": 0}', "max_concurrent"),
+    (b'{"name": "a", "max_concurrent": true}', "max_concurrent"),
+])
+def test_bad_create_requests_are_400_naming_the_field(body: bytes, param: str | None) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_key_request(body)
+    assert err.value.param == param
+
+
+def test_a_good_create_request() -> None:
+    body = b'{"name": "ci-bot", "models": ["demo", "demo", "x"], "max_concurrent": 3}'
+    assert parse_key_request(body) == ("ci-bot", ("demo", "x"), 3)
+    assert parse_key_request(b'{"name": "a"}') == ("a", (), None)
+
+
+def test_the_admin_token_is_made_once_owner_only(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config"
+    token, path = admin_token.ensure(config)
+    assert token.startswith("mla-") and len(token) > 40
+    assert mode(path) == 0o600 and mode(config) == 0o700
+    path.chmod(0o644)
+    again, _ = admin_token.ensure(config)
+    assert again == token and mode(path) == 0o600  # kept, and made private again
+    monkeypatch.setenv("METERLESS_CONFIG_DIR", str(config))
+    monkeypatch.delenv(admin_token.ENV, raising=False)
+    assert admin_token.for_cli() == token
+    monkeypatch.setenv(admin_token.ENV, "mla-from-env")
+    assert admin_token.for_cli() == "mla-from-env"
