@@ -151,7 +151,8 @@ def start_cluster(root: Path, name: str, agent: str, *extra: str) -> ClusterProc
 
 def ledger_requests(cluster: ClusterProcess) -> int:
     """Requests the cluster's ledger holds."""
-    groups = httpx.get(f"{cluster.url}/admin/usage", params={"since": "all"}, timeout=30).json()
+    groups = httpx.get(f"{cluster.url}/admin/usage", params={"since": "all"},
+                       headers=cluster.admin_headers, timeout=30).json()
     return sum(g["requests"] for g in groups["groups"])
 
 
