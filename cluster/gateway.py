@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,6 +64,7 @@ from cluster.routing import (
 )
 from cluster.types import ModelName, NodeTable, NodeView
 from cluster.usage import RequestInfo
+from node_agent.trust import ClusterSecret
 from node_agent.types import Delta, Finished
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class GatewaySettings:
     max_attempts: int = 3
     default_max_tokens: int = 256
     ledger: bool = True  # record one usage row per request (off only to measure what it costs)
+    cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
 
 
 async def _sse(req: AnyRequest, request_id: str, created: int,
@@ -179,7 +181,7 @@ class Gateway:
         self.settings = settings
         self.table = NodeTable()
         self.forwarder = Forwarder(
-            make_router(settings.routing), ClientPool(),
+            make_router(settings.routing), ClientPool(secret=settings.cluster_secret),
             ForwardSettings(first_token_timeout_s=settings.first_token_timeout_s,
                             max_attempts=settings.max_attempts))
         self.created = int(time.time())

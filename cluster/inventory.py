@@ -29,6 +29,18 @@ class NodeSeen:
     address: str
     via: str  # "mdns" or "peer"
     at: float
+    plaintext: bool = False  # reached without TLS (the admin allowed plaintext agents)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRefused:
+    """The node at `address` answered but failed authentication; it must get no requests."""
+
+    node_id: NodeId
+    address: str
+    reason: str
+    at: float
+    name: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +133,7 @@ class DrainSet:
 
 
 Observation = (NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeUnreachable
-               | NodeGone | DrainSet)
+               | NodeGone | DrainSet | NodeRefused)
 
 
 @dataclass(slots=True)
@@ -137,6 +149,8 @@ class _Node:
     broken_at: float | None = None
     unreachable_at: float | None = None
     gone_at: float | None = None
+    refused: NodeRefused | None = None
+    plaintext: set[str] = field(default_factory=set)  # addresses reached without TLS
     windows: dict[ModelName, ThroughputWindow] = field(default_factory=dict)
 
 
@@ -164,6 +178,11 @@ class Inventory:
             case NodeSeen():
                 node = self._node(obs.node_id)
                 node.seen[obs.address] = max(obs.at, node.seen.get(obs.address, -math.inf))
+                (node.plaintext.add if obs.plaintext else node.plaintext.discard)(obs.address)
+            case NodeRefused():
+                node = self._node(obs.node_id)
+                if node.refused is None or obs.at >= node.refused.at:
+                    node.refused = obs
             case NodeDescribed():
                 self._node(obs.node_id).described = obs
             case StatusReceived():
@@ -222,10 +241,13 @@ class Inventory:
         desc, status = node.described, node.status
         models = status.models if status else ()
         tps, measured = _decode_tps(node.windows.values())
+        refused = node.refused if state is NodeState.REJECTED else None
+        address = node.address or _latest(node.seen) or (refused.address if refused else "")
+        name = desc.name if desc and desc.name else (refused.name if refused else "")
         return NodeView(
             node_id=node.node_id,
-            name=desc.name if desc and desc.name else node.node_id,
-            address=node.address or _latest(node.seen),
+            name=name or node.node_id,
+            address=address,
             engines=desc.engines if desc else (),
             state=state,
             models=tuple(sorted(m.model for m in models)),
@@ -237,6 +259,8 @@ class Inventory:
             tps_measured=measured,
             accelerator=desc.accelerator if desc else "",
             cost=desc.cost if desc else CostProfile(),
+            reason=refused.reason if refused else "",
+            plaintext=address in node.plaintext,
         )
 
 
@@ -245,6 +269,9 @@ def _state(
 ) -> NodeState:
     """The node's state at `now`, from the facts alone."""
     last = node.status.at if node.status else -math.inf
+    # Refused after its last status (or before ever sending one): no request may go there.
+    if node.refused is not None and node.refused.at >= last:
+        return NodeState.REJECTED
     # A break or a goodbye counts only if no status arrived after it (another stream may live).
     if node.gone_at is not None and node.gone_at >= last:
         return NodeState.LOST
