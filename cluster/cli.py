@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from cluster import __version__, cost_cli
 from cluster.admin_api import DEFAULT_URL, CliError, admin_get
+from cluster.join import add_join_token, secret_errors
 from cluster.views import models_table, nodes_table
 
 
@@ -24,12 +25,14 @@ def _up(args: argparse.Namespace) -> int:
             parse_peer(peer)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-    return up(UpOptions(
-        host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
-        peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
-        gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
-        mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
-    ))
+    with secret_errors():
+        return up(UpOptions(
+            host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
+            peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
+            gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
+            mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
+            plaintext_agents=args.allow_plaintext_agents,
+        ))
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -85,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: every interface)")
     up.add_argument("--no-ledger", action="store_true",
                     help="do not record usage per request (to measure what recording costs)")
+    up.add_argument("--allow-plaintext-agents", action="store_true",
+                    help="also admit agents started without the join token (INSECURE: their "
+                         "traffic is readable and anyone can pose as one); warned at every start")
     up.set_defaults(func=_up)
+    add_join_token(sub)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
     down.set_defaults(func=_down)

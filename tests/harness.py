@@ -53,6 +53,12 @@ class AgentProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    join_token: str = ""  # given by environment, as an operator would; "": a plaintext agent
+
+    @property
+    def log_path(self) -> Path:
+        """Where its stdout and stderr go."""
+        return self.data_dir / f"{self.name}.log"
 
     @property
     def address(self) -> str:
@@ -64,9 +70,10 @@ class AgentProcess:
         self.port = self.port or free_port()
         cmd = [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--name", self.name, *self.args]
-        log = open(self.data_dir / f"{self.name}.log", "ab")
+        log = open(self.log_path, "ab")
+        token = {"METERLESS_JOIN_TOKEN": self.join_token} if self.join_token else {}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env})
+                                     env={**os.environ, **token, **self.env})
         wait_for(self._listening, timeout, f"agent {self.name} to listen on {self.port}")
         return self
 
@@ -101,6 +108,24 @@ class ClusterProcess:
     args: Sequence[str] = ()
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    # Admit agents started without a join token, as before the cluster secret existed.
+    plaintext_agents: bool = True
+
+    @property
+    def config_dir(self) -> Path:
+        """Its own config dir (where its cluster secret lives), never the user's."""
+        return self.data_dir / "config"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir),
+                "METERLESS_CONFIG_DIR": str(self.config_dir)}
+
+    def join_token(self) -> str:
+        """`cluster join-token` for this cluster (creating its secret), before or after start."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run([sys.executable, "-m", "cluster.cli", "join-token"], env=self._env(),
+                             capture_output=True, check=True, timeout=60)
+        return out.stdout.decode().strip()
 
     @property
     def url(self) -> str:
@@ -110,8 +135,10 @@ class ClusterProcess:
     def start(self, timeout: float = 180.0, want_models: int = 1) -> ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
-        env = {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir)}
-        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *self.args]
+        env = self._env()
+        plaintext = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
+        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *plaintext,
+               *self.args]
         log = open(self.data_dir / "cluster.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)

@@ -121,15 +121,17 @@ class Head:
 
     def start(self) -> Head:
         """Start it; `wait_up` waits for the endpoint."""
-        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent".split()
+        # The office's agents run without a join token, as before the cluster secret existed.
+        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent --allow-plaintext-agents"
         cmd = self.host.cmd(
             "env",
             f"METERLESS_DATA_DIR={self.data_dir}",
+            f"METERLESS_CONFIG_DIR={self.data_dir / 'config'}",
             sys.executable,
             "-m",
             "cluster.cli",
             "up",
-            *flags,
+            *flags.split(),
             "--mdns-interface",
             self.host.address,
             *self.args,
