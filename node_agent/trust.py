@@ -130,11 +130,13 @@ def decode_token(text: str) -> ClusterSecret:
         raise TokenError(f"not a join token (expected {TOKEN_PREFIX}.<secret>.<fingerprint>; "
                          "print one with `cluster join-token` on the head)")
     _, b64, fingerprint = parts
-    try:
+    try:  # the decoder skips characters outside the alphabet; a token with any is damaged
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", b64):
+            raise ValueError(b64)
         raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
     except (binascii.Error, ValueError):
         raise TokenError("the join token's secret is not valid base64url") from None
-    if len(raw) != SECRET_BYTES or not re.fullmatch(r"[A-Za-z0-9_-]+", b64):
+    if len(raw) != SECRET_BYTES:
         raise TokenError("the join token's secret has the wrong length (was it cut short?)")
     secret = ClusterSecret(raw)
     if not hmac.compare_digest(fingerprint.lower(), secret.fingerprint):
