@@ -38,7 +38,7 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
     for n in nodes:
         if n.get("reason"):  # a rejected node: say why, it is never sent a request
             (console or Console()).print(f"rejected {n['name']} ({n['address']}): {n['reason']}",
-                                         markup=False)
+                                         markup=False, soft_wrap=True)
 
 
 def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:

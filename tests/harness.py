@@ -53,7 +53,8 @@ class AgentProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    join_token: str = ""  # given by environment, as an operator would; "": a plaintext agent
+    # Given by environment, as an operator would; "": a plaintext agent.
+    join_token: str = field(default="", repr=False)
 
     @property
     def log_path(self) -> Path:
