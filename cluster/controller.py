@@ -306,23 +306,26 @@ class Controller:
             raise
 
     async def _refuse(self, session: _Session, address: str, exc: NodeUnauthenticated) -> None:
-        """List the node as rejected, under its own id where it can be learnt, and log why once."""
+        """List what answers at `address` as rejected, and log each new reason once.
+
+        Under a stand-in id, never the id it claims (in mDNS TXT or Describe): a rogue must not
+        be able to mark a real node rejected by claiming its id.
+        """
         reason = str(exc).removeprefix(f"{address}: ")
-        node_id, name = session.node_id or session.sighting.node_id, ""
-        if reason == PLAINTEXT_REASON:  # it will say who it is, which helps the admin find it
+        name = ""
+        if reason == PLAINTEXT_REASON:  # it will say what it calls itself: helps to find it
             with contextlib.suppress(NodeError):
                 probe = self._plaintext_factory(address)
                 try:
-                    desc = await probe.describe(timeout=self.config.describe_timeout_s)
-                    node_id, name = node_id or desc.node_id, desc.name
+                    name = (await probe.describe(timeout=self.config.describe_timeout_s)).name
                 finally:
                     await probe.close()
-        node_id = node_id or f"unknown@{address}"
         if session.refused != reason:
-            logger.warning("rejected node %s at %s: %s", name or node_id, address, reason)
-        session.refused, session.node_id = reason, session.node_id or node_id
-        self.inventory.apply(NodeRefused(node_id=NodeId(node_id), address=address, reason=reason,
-                                         at=self._clock(), name=name))
+            logger.warning("rejected the node at %s%s: %s", address,
+                           f" (calls itself {name!r})" if name else "", reason)
+        session.refused = reason
+        self.inventory.apply(NodeRefused(node_id=NodeId(f"rejected@{address}"), address=address,
+                                         reason=reason, at=self._clock(), name=name))
         self._refresh()
 
     # -- the table -----------------------------------------------------------------------

@@ -179,6 +179,7 @@ class Inventory:
                 node = self._node(obs.node_id)
                 node.seen[obs.address] = max(obs.at, node.seen.get(obs.address, -math.inf))
                 (node.plaintext.add if obs.plaintext else node.plaintext.discard)(obs.address)
+                self._forget_stand_ins(obs)
             case NodeRefused():
                 node = self._node(obs.node_id)
                 if node.refused is None or obs.at >= node.refused.at:
@@ -217,6 +218,18 @@ class Inventory:
         if node is None:
             node = self._nodes[node_id] = _Node(node_id=node_id)
         return node
+
+    def _forget_stand_ins(self, seen: NodeSeen) -> None:
+        """Drop a node known only as refused at this address: it was this one, now admitted.
+
+        A peer that failed the handshake could not say who it is, so it was listed under a
+        stand-in id; once it proves the secret it answers with its own, and is one node again.
+        """
+        for other in [n for n in self._nodes.values()
+                      if n.node_id != seen.node_id and n.refused is not None
+                      and n.refused.address == seen.address and n.described is None
+                      and n.status is None and n.refused.at <= seen.at]:
+            del self._nodes[other.node_id]
 
     def _status(self, node: _Node, obs: StatusReceived) -> None:
         if node.status is not None and obs.at < node.status.at:
@@ -269,12 +282,12 @@ def _state(
 ) -> NodeState:
     """The node's state at `now`, from the facts alone."""
     last = node.status.at if node.status else -math.inf
-    # Refused after its last status (or before ever sending one): no request may go there.
-    if node.refused is not None and node.refused.at >= last:
-        return NodeState.REJECTED
     # A break or a goodbye counts only if no status arrived after it (another stream may live).
     if node.gone_at is not None and node.gone_at >= last:
         return NodeState.LOST
+    # Refused after its last status (or before ever sending one): no request may go there.
+    if node.refused is not None and node.refused.at >= last:
+        return NodeState.REJECTED
     broken_at = node.broken_at if node.broken_at is not None and node.broken_at >= last else None
     if broken_at is not None and now - broken_at >= lost_after_s:
         return NodeState.LOST

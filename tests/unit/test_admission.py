@@ -11,7 +11,8 @@ import pytest
 
 from cluster import secret_store
 from cluster.controller import Controller, ControllerConfig
-from cluster.inventory import Inventory, NodeRefused, NodeSeen, StatusReceived
+from cluster.discovery import Sighting
+from cluster.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
 from cluster.node_client import (
     PLAINTEXT_REASON,
     WRONG_SECRET_REASON,
@@ -64,6 +65,25 @@ def test_a_refusal_after_status_wins_and_a_late_old_one_does_not() -> None:
     assert inv.table(2.0).nodes[0].reason == "x"
 
 
+def test_a_stand_in_for_a_refused_peer_goes_once_it_is_admitted_there() -> None:
+    inv = Inventory()
+    inv.apply(NodeRefused(node_id=NodeId("rejected@10.0.0.9:1"), address="10.0.0.9:1",
+                          reason=WRONG_SECRET_REASON, at=1.0))
+    inv.apply(NodeRefused(node_id=NodeId("rejected@10.0.0.8:1"), address="10.0.0.8:1",
+                          reason=WRONG_SECRET_REASON, at=1.0))
+    inv.apply(NodeSeen(node_id=NodeId("real"), address="10.0.0.9:1", via="peer", at=2.0))
+    assert [n.node_id for n in inv.table(2.0).nodes] == ["real", "rejected@10.0.0.8:1"]
+
+
+def test_a_rejected_node_that_says_goodbye_is_lost() -> None:
+    inv = Inventory()
+    node = NodeId("rogue")
+    inv.apply(NodeRefused(node_id=node, address="a:1", reason="x", at=1.0))
+    inv.apply(NodeGone(node_id=node, at=2.0))
+    view = inv.table(2.0).nodes[0]
+    assert (view.state, view.reason) == (NodeState.LOST, "")
+
+
 class GuardedClient(FakeClient):
     """A TLS client to a node that fails the handshake the way `refusal` says."""
 
@@ -103,7 +123,7 @@ async def settled(c: Controller) -> list[tuple[str, NodeState, str, bool]]:
 
 
 @pytest.mark.timeout(10)
-async def test_a_plaintext_agent_is_rejected_under_its_own_name() -> None:
+async def test_a_plaintext_agent_is_rejected_under_the_name_it_gives() -> None:
     c, _ = controller(PLAINTEXT_REASON, plaintext_agents=False)
     assert await settled(c) == [("rogue", NodeState.REJECTED, PLAINTEXT_REASON, False)]
     assert c.sessions()[0]["rejected"] == PLAINTEXT_REASON
@@ -119,7 +139,7 @@ async def test_a_plaintext_agent_is_admitted_in_plaintext_only_when_allowed() ->
 @pytest.mark.timeout(10)
 async def test_an_agent_with_another_secret_is_rejected_even_when_plaintext_is_allowed() -> None:
     c, dialled = controller(WRONG_SECRET_REASON, plaintext_agents=True)
-    assert await settled(c) == [("unknown@10.0.0.9:1", NodeState.REJECTED, WRONG_SECRET_REASON,
+    assert await settled(c) == [("rejected@10.0.0.9:1", NodeState.REJECTED, WRONG_SECRET_REASON,
                                  False)]
     assert dialled == []  # it speaks TLS: nothing is sent to it in clear
 
@@ -148,3 +168,18 @@ def test_a_missing_or_garbled_secret_file_is_one_readable_line(tmp_path: Path) -
     os.chmod(path, 0o600)
     with pytest.raises(secret_store.SecretFileError, match="does not hold a cluster secret"):
         secret_store.load(tmp_path)
+
+
+@pytest.mark.timeout(10)
+async def test_a_rogue_claiming_a_real_nodes_id_is_listed_apart() -> None:
+    c, _ = controller(WRONG_SECRET_REASON, plaintext_agents=False)
+    await c.start()
+    try:
+        c._on_seen(Sighting(key="evil._meterless._tcp.local.", addresses=("10.0.0.7:1",),
+                            node_id="the-real-node"))  # what its mDNS TXT claims
+        await asyncio.sleep(0.3)
+        ids = {n.node_id: n.state for n in c.table().nodes}
+    finally:
+        await c.stop()
+    assert ids == {"rejected@10.0.0.9:1": NodeState.REJECTED,
+                   "rejected@10.0.0.7:1": NodeState.REJECTED}
