@@ -214,7 +214,8 @@ _OPTIONS = (
     _Option("--join-token", "cluster_secret", "METERLESS_JOIN_TOKEN", decode_token,
             "the cluster's join token (print it with `cluster join-token` on the head): serve "
             "over TLS and accept calls only from holders of the cluster secret. Without it the "
-            "agent serves plaintext to anyone", metavar="TOKEN"),
+            "agent serves plaintext to anyone. Prefer the environment variable: other users "
+            "can list a process's arguments", metavar="TOKEN"),
     _Option("--log-level", "log_level", "METERLESS_LOG_LEVEL", str,
             "log level: debug, info, warning or error (default info)", metavar="LEVEL"),
 )
