@@ -80,6 +80,7 @@ class _Session:
     reached: dict[str, str] = field(default_factory=dict)  # address -> last error
     tried: bool = False  # every address was tried once (reached or not)
     refused: str = ""  # why the node was last rejected (to log each new reason once)
+    refused_at: str = ""  # the address that answered and was rejected
 
 
 class Controller:
@@ -196,6 +197,7 @@ class Controller:
         if session.node_id:
             self.inventory.apply(NodeGone(node_id=NodeId(session.node_id), at=self._clock()))
             self._refresh()
+        self._withdraw_refusal(session)
 
     # -- one node session ----------------------------------------------------------------
 
@@ -271,11 +273,11 @@ class Controller:
                 session.reached[address] = str(exc)
                 continue
             session.reached.pop(address, None)
+            self._withdraw_refusal(session)
             if session.address != address:
                 logger.info("node %s (%s) reached at %s via %s%s", desc.name, desc.node_id,
                             address, session.sighting.via, " IN PLAINTEXT" if plaintext else "")
             session.node_id, session.address, session.description = desc.node_id, address, desc
-            session.refused = ""
             now = self._clock()
             self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
                                           via=session.sighting.via, at=now, plaintext=plaintext))
@@ -283,7 +285,15 @@ class Controller:
             self.books.node_described(desc)
             self._refresh()
             return client
+        self._withdraw_refusal(session)  # nothing answers there any more
         return None
+
+    def _withdraw_refusal(self, session: _Session) -> None:
+        """What was rejected at this source is gone (or now proved the secret): not rejected."""
+        if session.refused_at:
+            self.inventory.apply(NodeGone(node_id=_stand_in(session.refused_at), at=self._clock()))
+            self._refresh()
+        session.refused, session.refused_at = "", ""
 
     async def _describe(self, address: str) -> tuple[NodeClient, NodeDescription, bool]:
         """The client and description, over TLS; over plaintext only where the admin allows it."""
@@ -323,8 +333,8 @@ class Controller:
         if session.refused != reason:
             logger.warning("rejected the node at %s%s: %s", address,
                            f" (calls itself {name!r})" if name else "", reason)
-        session.refused = reason
-        self.inventory.apply(NodeRefused(node_id=NodeId(f"rejected@{address}"), address=address,
+        session.refused, session.refused_at = reason, address
+        self.inventory.apply(NodeRefused(node_id=_stand_in(address), address=address,
                                          reason=reason, at=self._clock(), name=name))
         self._refresh()
 
@@ -346,6 +356,11 @@ class Controller:
                 self._refresh()
             except Exception:
                 logger.exception("refreshing the node table failed")
+
+
+def _stand_in(address: str) -> NodeId:
+    """The id a rejected node is listed under: it could not prove any id of its own."""
+    return NodeId(f"rejected@{address}")
 
 
 def described_peers(controller: Controller) -> Sequence[str]:

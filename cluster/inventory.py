@@ -282,11 +282,12 @@ def _state(
 ) -> NodeState:
     """The node's state at `now`, from the facts alone."""
     last = node.status.at if node.status else -math.inf
-    # A break or a goodbye counts only if no status arrived after it (another stream may live).
-    if node.gone_at is not None and node.gone_at >= last:
+    refused_at = node.refused.at if node.refused else -math.inf
+    # A break or a goodbye counts only if no status (or refusal) came after it.
+    if node.gone_at is not None and node.gone_at >= max(last, refused_at):
         return NodeState.LOST
     # Refused after its last status (or before ever sending one): no request may go there.
-    if node.refused is not None and node.refused.at >= last:
+    if node.refused is not None and refused_at >= last:
         return NodeState.REJECTED
     broken_at = node.broken_at if node.broken_at is not None and node.broken_at >= last else None
     if broken_at is not None and now - broken_at >= lost_after_s:

@@ -18,6 +18,7 @@ from cluster.node_client import (
     WRONG_SECRET_REASON,
     NodeDescription,
     NodeUnauthenticated,
+    NodeUnavailable,
     handshake_failure,
 )
 from cluster.types import NodeId, NodeState
@@ -92,13 +93,16 @@ class GuardedClient(FakeClient):
         self.refusal = refusal
 
     async def describe(self, timeout: float = 5.0) -> NodeDescription:
-        """Fail as gRPC's handshake failure is translated."""
+        """Fail as gRPC's handshake failure is translated (or as a node that is away)."""
+        if not self.node.up:
+            raise NodeUnavailable(f"{self.address}: connection refused")
         raise NodeUnauthenticated(f"{self.address}: {self.refusal}")
 
 
-def controller(refusal: str, *, plaintext_agents: bool) -> tuple[Controller, list[str]]:
+def controller(refusal: str, *, plaintext_agents: bool, node: FakeNode | None = None
+               ) -> tuple[Controller, list[str]]:
     """A controller with one peer that fails TLS; also returns the plaintext addresses dialled."""
-    node, dialled = FakeNode("rogue"), []
+    node, dialled = node or FakeNode("rogue"), []
 
     def plaintext(address: str) -> FakeClient:
         dialled.append(address)
@@ -183,3 +187,21 @@ async def test_a_rogue_claiming_a_real_nodes_id_is_listed_apart() -> None:
         await c.stop()
     assert ids == {"rejected@10.0.0.9:1": NodeState.REJECTED,
                    "rejected@10.0.0.7:1": NodeState.REJECTED}
+
+
+@pytest.mark.timeout(10)
+async def test_a_rejected_node_that_goes_away_is_lost_and_rejected_again_if_it_returns() -> None:
+    rogue = FakeNode("rogue")
+    c, _ = controller(WRONG_SECRET_REASON, plaintext_agents=False, node=rogue)
+    await c.start()
+    try:
+        await c.wait_table(0)
+        assert [n.state for n in c.table().nodes] == [NodeState.REJECTED]
+        rogue.up = False
+        await asyncio.sleep(0.4)
+        assert [(n.state, n.reason) for n in c.table().nodes] == [(NodeState.LOST, "")]
+        rogue.up = True
+        await asyncio.sleep(0.4)
+        assert [n.state for n in c.table().nodes] == [NodeState.REJECTED]
+    finally:
+        await c.stop()
