@@ -27,6 +27,7 @@ from cluster.node_client import (
     NodeModelMissing,
     NodeRejected,
     NodeTimeout,
+    NodeUnauthenticated,
     NodeUnavailable,
 )
 from cluster.routing import LocalLoad, Router, RouteRequest
@@ -36,7 +37,9 @@ from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing)
+# A node that stops proving the secret (restarted with another token) is not serving this
+# cluster any more: like one that went away, the request may still go elsewhere.
+RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from cluster import secret_store
 from cluster.controller import Controller, ControllerConfig
 from cluster.discovery import Sighting
+from cluster.forward import RETRYABLE, ClientPool
 from cluster.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
 from cluster.node_client import (
     PLAINTEXT_REASON,
@@ -22,6 +23,7 @@ from cluster.node_client import (
     handshake_failure,
 )
 from cluster.types import NodeId, NodeState
+from node_agent.trust import ClusterSecret
 from tests.unit.test_controller import FakeClient, FakeNode
 
 # What gRPC 1.x says, verbatim, when the handshake fails (seen against real agents).
@@ -205,3 +207,20 @@ async def test_a_rejected_node_that_goes_away_is_lost_and_rejected_again_if_it_r
         assert [n.state for n in c.table().nodes] == [NodeState.REJECTED]
     finally:
         await c.stop()
+
+
+async def test_the_gateway_pool_dials_plaintext_only_for_nodes_admitted_so() -> None:
+    secret = ClusterSecret(bytes(range(32)))
+    pool = ClientPool(secret=secret)
+    tls, plain = pool.get("127.0.0.1:9"), pool.get("127.0.0.1:9", plaintext=True)
+    assert tls is not plain and pool.get("127.0.0.1:9") is tls
+    assert (tls._secret, plain._secret) == (secret, None)
+    await pool.retain({"127.0.0.1:9"})
+    assert pool.get("127.0.0.1:9", plaintext=True) is plain  # kept while the node is listed
+    await pool.retain(set())
+    assert pool.get("127.0.0.1:9", plaintext=True) is not plain
+    await pool.retain(set())
+
+
+def test_a_node_that_stops_proving_the_secret_is_failed_over() -> None:
+    assert issubclass(NodeUnauthenticated, RETRYABLE)
