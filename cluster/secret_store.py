@@ -26,9 +26,9 @@ def load_or_create(directory: Path) -> tuple[ClusterSecret, bool]:
     path = directory / FILE_NAME
     if path.exists():
         return load(directory), False
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
     try:  # O_EXCL: two `cluster up`s starting at once must not end with two different secrets
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return load(directory), False

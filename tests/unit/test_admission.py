@@ -166,6 +166,12 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
         secret_store.load(tmp_path)
 
 
+def test_an_unwritable_config_dir_is_one_readable_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(secret_store.SecretFileError, match="cannot create the cluster secret"):
+        secret_store.load_or_create(tmp_path / "file" / "config")  # a file where a dir must be
+
+
 def test_a_missing_or_garbled_secret_file_is_one_readable_line(tmp_path: Path) -> None:
     with pytest.raises(secret_store.SecretFileError, match="run `cluster up` first"):
         secret_store.load(tmp_path)
