@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from cluster import __version__, cost_cli, keys_cli
 from cluster.admin_api import DEFAULT_URL, CliError, admin_get
+from cluster.join import add_join_token, secret_errors
 from cluster.views import models_table, nodes_table
 
 
@@ -24,14 +25,15 @@ def _up(args: argparse.Namespace) -> int:
             parse_peer(peer)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-    return up(UpOptions(
-        host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
-        peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
-        gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
-        mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
-        affinity=not args.no_affinity,
-        insecure=args.insecure,
-    ))
+    with secret_errors():
+        return up(UpOptions(
+            host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
+            peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
+            gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
+            mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
+            plaintext_agents=args.allow_plaintext_agents,
+            affinity=not args.no_affinity, insecure=args.insecure,
+        ))
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -93,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--insecure", action="store_true",
                     help="serve without API keys even off loopback (warned at every start); by "
                          "default only loopback with --demo is open")
+    up.add_argument("--allow-plaintext-agents", action="store_true",
+                    help="also admit agents started without the join token (INSECURE: their "
+                         "traffic is readable and anyone can pose as one); warned at every start")
     up.set_defaults(func=_up)
+    add_join_token(sub)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
     down.set_defaults(func=_down)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from cluster import ledger, prices
@@ -22,19 +23,23 @@ from cluster.inventory import (
     Inventory,
     NodeDescribed,
     NodeGone,
+    NodeRefused,
     NodeSeen,
     NodeUnreachable,
     StatusReceived,
     StreamBroken,
 )
 from cluster.node_client import (
+    PLAINTEXT_REASON,
     NodeClient,
     NodeDescription,
     NodeError,
     NodeStatusSample,
     NodeTimeout,
+    NodeUnauthenticated,
 )
 from cluster.types import NodeId, NodeState, NodeTable
+from node_agent.trust import ClusterSecret
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,9 @@ class ControllerConfig:
     data_dir: str = ""  # where the ledger file lives; "" keeps it in memory
     config_dir: str = ""  # where a cloud_prices.json may override the shipped one
     shutdown_token: str = ""  # what `cluster up` shows to have the ledger flushed; "": never
+    # With a secret, agents are dialled over TLS and must prove they hold it; None: plaintext.
+    cluster_secret: ClusterSecret | None = field(default=None, repr=False)
+    plaintext_agents: bool = False  # also admit agents without a join token (insecure)
 
 
 @dataclass
@@ -71,6 +79,8 @@ class _Session:
     description: NodeDescription | None = None
     reached: dict[str, str] = field(default_factory=dict)  # address -> last error
     tried: bool = False  # every address was tried once (reached or not)
+    refused: str = ""  # why the node was last rejected (to log each new reason once)
+    refused_at: str = ""  # the address that answered and was rejected
 
 
 class Controller:
@@ -80,11 +90,14 @@ class Controller:
         self,
         config: ControllerConfig,
         *,
-        client_factory: Callable[[str], NodeClient] = NodeClient,
+        client_factory: Callable[[str], NodeClient] | None = None,
+        plaintext_factory: Callable[[str], NodeClient] = NodeClient,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._client_factory = client_factory
+        self._client_factory = client_factory or partial(NodeClient,
+                                                         secret=config.cluster_secret)
+        self._plaintext_factory = plaintext_factory
         self._clock = clock
         self.inventory = Inventory()
         self._sessions: dict[str, _Session] = {}
@@ -148,7 +161,7 @@ class Controller:
     def sessions(self) -> list[dict[str, object]]:
         """Where each known source was reached, and the last error per address tried."""
         return [{"source": s.sighting.key, "via": s.sighting.via, "node_id": s.node_id,
-                 "address": s.address, "errors": dict(s.reached)}
+                 "address": s.address, "errors": dict(s.reached), "rejected": s.refused}
                 for s in self._sessions.values()]
 
     def _check_settled(self) -> None:
@@ -184,6 +197,7 @@ class Controller:
         if session.node_id:
             self.inventory.apply(NodeGone(node_id=NodeId(session.node_id), at=self._clock()))
             self._refresh()
+        self._withdraw_refusal(session)
 
     # -- one node session ----------------------------------------------------------------
 
@@ -249,26 +263,80 @@ class Controller:
     async def _reach(self, session: _Session) -> NodeClient | None:
         """Describe the node on each candidate address in turn; the first that answers wins."""
         for address in session.sighting.addresses:
-            client = self._client_factory(address)
             try:
-                desc = await client.describe(timeout=self.config.describe_timeout_s)
+                client, desc, plaintext = await self._describe(address)
+            except NodeUnauthenticated as exc:
+                session.reached.pop(address, None)
+                await self._refuse(session, address, exc)
+                return None
             except NodeError as exc:
                 session.reached[address] = str(exc)
-                await client.close()
                 continue
             session.reached.pop(address, None)
+            self._withdraw_refusal(session)
             if session.address != address:
-                logger.info("node %s (%s) reached at %s via %s", desc.name, desc.node_id,
-                            address, session.sighting.via)
+                logger.info("node %s (%s) reached at %s via %s%s", desc.name, desc.node_id,
+                            address, session.sighting.via, " IN PLAINTEXT" if plaintext else "")
             session.node_id, session.address, session.description = desc.node_id, address, desc
             now = self._clock()
             self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
-                                          via=session.sighting.via, at=now))
+                                          via=session.sighting.via, at=now, plaintext=plaintext))
             self.inventory.apply(NodeDescribed.from_description(desc, at=now))
             self.books.node_described(desc)
             self._refresh()
             return client
+        self._withdraw_refusal(session)  # nothing answers there any more
         return None
+
+    def _withdraw_refusal(self, session: _Session) -> None:
+        """What was rejected at this source is gone (or now proved the secret): not rejected."""
+        if session.refused_at:
+            self.inventory.apply(NodeGone(node_id=_stand_in(session.refused_at), at=self._clock()))
+            self._refresh()
+        session.refused, session.refused_at = "", ""
+
+    async def _describe(self, address: str) -> tuple[NodeClient, NodeDescription, bool]:
+        """The client and description, over TLS; over plaintext only where the admin allows it."""
+        timeout = self.config.describe_timeout_s
+        client = self._client_factory(address)
+        try:
+            return client, await client.describe(timeout=timeout), False
+        except NodeUnauthenticated as exc:
+            await client.close()
+            if not (self.config.plaintext_agents and PLAINTEXT_REASON in str(exc)):
+                raise
+        except NodeError:
+            await client.close()
+            raise
+        client = self._plaintext_factory(address)
+        try:
+            return client, await client.describe(timeout=timeout), True
+        except NodeError:
+            await client.close()
+            raise
+
+    async def _refuse(self, session: _Session, address: str, exc: NodeUnauthenticated) -> None:
+        """List what answers at `address` as rejected, and log each new reason once.
+
+        Under a stand-in id, never the id it claims (in mDNS TXT or Describe): a rogue must not
+        be able to mark a real node rejected by claiming its id.
+        """
+        reason = str(exc).removeprefix(f"{address}: ")
+        name = ""
+        if reason == PLAINTEXT_REASON:  # it will say what it calls itself: helps to find it
+            with contextlib.suppress(NodeError):
+                probe = self._plaintext_factory(address)
+                try:
+                    name = (await probe.describe(timeout=self.config.describe_timeout_s)).name
+                finally:
+                    await probe.close()
+        if session.refused != reason:
+            logger.warning("rejected the node at %s%s: %s", address,
+                           f" (calls itself {name!r})" if name else "", reason)
+        session.refused, session.refused_at = reason, address
+        self.inventory.apply(NodeRefused(node_id=_stand_in(address), address=address,
+                                         reason=reason, at=self._clock(), name=name))
+        self._refresh()
 
     # -- the table -----------------------------------------------------------------------
 
@@ -288,6 +356,11 @@ class Controller:
                 self._refresh()
             except Exception:
                 logger.exception("refreshing the node table failed")
+
+
+def _stand_in(address: str) -> NodeId:
+    """The id a rejected node is listed under: it could not prove any id of its own."""
+    return NodeId(f"rejected@{address}")
 
 
 def described_peers(controller: Controller) -> Sequence[str]:

@@ -27,15 +27,19 @@ from cluster.node_client import (
     NodeModelMissing,
     NodeRejected,
     NodeTimeout,
+    NodeUnauthenticated,
     NodeUnavailable,
 )
 from cluster.routing import LocalLoad, Router, RouteRequest
 from cluster.types import NodeId, NodeTable
+from node_agent.trust import ClusterSecret
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing)
+# A node that stops proving the secret (restarted with another token) is not serving this
+# cluster any more: like one that went away, the request may still go elsewhere.
+RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
 
 
 @dataclass(frozen=True)
@@ -60,21 +64,25 @@ ForwardEvent = Routed | Delta | Finished | StreamFailed
 class ClientPool:
     """One NodeClient per node address, shared by every request of a gateway replica."""
 
-    def __init__(self, *, retire_grace_s: float = 600.0) -> None:
+    def __init__(self, *, retire_grace_s: float = 600.0,
+                 secret: ClusterSecret | None = None) -> None:
         self._clients: dict[str, NodeClient] = {}
+        self._secret = secret
         self.retire_grace_s = retire_grace_s
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def get(self, address: str) -> NodeClient:
-        """The client for an address, created on first use."""
-        client = self._clients.get(address)
+    def get(self, address: str, *, plaintext: bool = False) -> NodeClient:
+        """The client for an address, created on first use (TLS unless the node is plaintext)."""
+        key = f"plain:{address}" if plaintext else address
+        client = self._clients.get(key)
         if client is None:
-            client = self._clients[address] = NodeClient(address)
+            secret = None if plaintext else self._secret
+            client = self._clients[key] = NodeClient(address, secret=secret)
         return client
 
     async def retain(self, addresses: set[str]) -> None:
         """Retire the clients of addresses no longer in the table; their streams may finish."""
-        for address in [a for a in self._clients if a not in addresses]:
+        for address in [a for a in self._clients if a.removeprefix("plain:") not in addresses]:
             # A table without the node (a restarted controller still rediscovering) must not
             # cut streams in flight: new calls are refused, running ones get the grace.
             task = asyncio.create_task(self._clients.pop(address).close(self.retire_grace_s))
@@ -122,7 +130,8 @@ class Forwarder:
             tried.add(node_id)
             node = table.get(node_id)
             assert node is not None
-            events = self._attempt(self.clients.get(node.address), node_id, request, route)
+            client = self.clients.get(node.address, plaintext=node.plaintext)
+            events = self._attempt(client, node_id, request, route)
             try:
                 first = await self._first(events)
             except RETRYABLE as exc:

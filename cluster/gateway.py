@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,6 +67,7 @@ from cluster.routing import (
 )
 from cluster.types import ModelName, NodeTable, NodeView
 from cluster.usage import RequestInfo
+from node_agent.trust import ClusterSecret
 from node_agent.types import Delta, Finished
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class GatewaySettings:
     keys_required: bool = False  # see cluster/exposure.py for when `cluster up` sets it
     admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
     metrics_open: bool = True  # /metrics without the admin token
+    cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
 
 
 async def _sse(req: AnyRequest, request_id: str, created: int,
@@ -198,7 +200,8 @@ class Gateway:
         self.settings = settings
         self.table = NodeTable()
         self.forwarder = Forwarder(
-            make_router(settings.routing, **router_knobs(settings)), ClientPool(),
+            make_router(settings.routing, **router_knobs(settings)),
+            ClientPool(secret=settings.cluster_secret),
             ForwardSettings(first_token_timeout_s=settings.first_token_timeout_s,
                             max_attempts=settings.max_attempts))
         self.created = int(time.time())

@@ -29,6 +29,18 @@ class NodeSeen:
     address: str
     via: str  # "mdns" or "peer"
     at: float
+    plaintext: bool = False  # reached without TLS (the admin allowed plaintext agents)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRefused:
+    """The node at `address` answered but failed authentication; it must get no requests."""
+
+    node_id: NodeId
+    address: str
+    reason: str
+    at: float
+    name: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +133,7 @@ class DrainSet:
 
 
 Observation = (NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeUnreachable
-               | NodeGone | DrainSet)
+               | NodeGone | DrainSet | NodeRefused)
 
 
 @dataclass(slots=True)
@@ -137,6 +149,8 @@ class _Node:
     broken_at: float | None = None
     unreachable_at: float | None = None
     gone_at: float | None = None
+    refused: NodeRefused | None = None
+    plaintext: set[str] = field(default_factory=set)  # addresses reached without TLS
     windows: dict[ModelName, ThroughputWindow] = field(default_factory=dict)
 
 
@@ -164,6 +178,12 @@ class Inventory:
             case NodeSeen():
                 node = self._node(obs.node_id)
                 node.seen[obs.address] = max(obs.at, node.seen.get(obs.address, -math.inf))
+                (node.plaintext.add if obs.plaintext else node.plaintext.discard)(obs.address)
+                self._forget_stand_ins(obs)
+            case NodeRefused():
+                node = self._node(obs.node_id)
+                if node.refused is None or obs.at >= node.refused.at:
+                    node.refused = obs
             case NodeDescribed():
                 self._node(obs.node_id).described = obs
             case StatusReceived():
@@ -199,6 +219,18 @@ class Inventory:
             node = self._nodes[node_id] = _Node(node_id=node_id)
         return node
 
+    def _forget_stand_ins(self, seen: NodeSeen) -> None:
+        """Drop a node known only as refused at this address: it was this one, now admitted.
+
+        A peer that failed the handshake could not say who it is, so it was listed under a
+        stand-in id; once it proves the secret it answers with its own, and is one node again.
+        """
+        for other in [n for n in self._nodes.values()
+                      if n.node_id != seen.node_id and n.refused is not None
+                      and n.refused.address == seen.address and n.described is None
+                      and n.status is None and n.refused.at <= seen.at]:
+            del self._nodes[other.node_id]
+
     def _status(self, node: _Node, obs: StatusReceived) -> None:
         if node.status is not None and obs.at < node.status.at:
             return  # a late message from a stream that has since been superseded
@@ -222,10 +254,13 @@ class Inventory:
         desc, status = node.described, node.status
         models = status.models if status else ()
         tps, measured = _decode_tps(node.windows.values())
+        refused = node.refused if state is NodeState.REJECTED else None
+        address = node.address or _latest(node.seen) or (refused.address if refused else "")
+        name = desc.name if desc and desc.name else (refused.name if refused else "")
         return NodeView(
             node_id=node.node_id,
-            name=desc.name if desc and desc.name else node.node_id,
-            address=node.address or _latest(node.seen),
+            name=name or node.node_id,
+            address=address,
             engines=desc.engines if desc else (),
             state=state,
             models=tuple(sorted(m.model for m in models)),
@@ -237,6 +272,8 @@ class Inventory:
             tps_measured=measured,
             accelerator=desc.accelerator if desc else "",
             cost=desc.cost if desc else CostProfile(),
+            reason=refused.reason if refused else "",
+            plaintext=address in node.plaintext,
         )
 
 
@@ -245,9 +282,13 @@ def _state(
 ) -> NodeState:
     """The node's state at `now`, from the facts alone."""
     last = node.status.at if node.status else -math.inf
-    # A break or a goodbye counts only if no status arrived after it (another stream may live).
-    if node.gone_at is not None and node.gone_at >= last:
+    refused_at = node.refused.at if node.refused else -math.inf
+    # A break or a goodbye counts only if no status (or refusal) came after it.
+    if node.gone_at is not None and node.gone_at >= max(last, refused_at):
         return NodeState.LOST
+    # Refused after its last status (or before ever sending one): no request may go there.
+    if node.refused is not None and refused_at >= last:
+        return NodeState.REJECTED
     broken_at = node.broken_at if node.broken_at is not None and node.broken_at >= last else None
     if broken_at is not None and now - broken_at >= lost_after_s:
         return NodeState.LOST

@@ -7,12 +7,19 @@ Errors raised here (translated once, from grpc.aio.AioRpcError):
     ├── NodeTimeout             the node did not answer in time (failover-able)
     ├── NodeModelMissing        the node does not have the model loaded (failover-able)
     ├── NodeRejected            the node refused the request as invalid (the client's fault)
+    ├── NodeUnauthenticated     the node and this cluster do not share the secret (not failover-
+    │                           able: the node is rejected, see the controller)
     └── NodeFailed              anything else the node reported
+
+With a cluster secret, channels are TLS with the certificate derived from it (node_agent/trust.py)
+and every call carries a fresh signature; without one they are plaintext, as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -22,6 +29,7 @@ import grpc.aio
 from cluster.types import CostProfile
 from node_agent import wire
 from node_agent.proto import pb, pb_grpc
+from node_agent.trust import SIGNATURE_HEADER, TLS_NAME, ClusterSecret
 from node_agent.types import (
     GenerateEvent,
     GenerateRequest,
@@ -64,6 +72,10 @@ class NodeRejected(NodeError):
     """The node rejected the request's content (bad sampling, prompt too long)."""
 
 
+class NodeUnauthenticated(NodeError):
+    """The node failed to prove it holds the cluster secret, or refused ours."""
+
+
 class NodeFailed(NodeError):
     """The node reported an error that fits none of the above."""
 
@@ -76,13 +88,38 @@ _CODE_TO_ERROR: dict[grpc.StatusCode, type[NodeError]] = {
     grpc.StatusCode.NOT_FOUND: NodeModelMissing,
     grpc.StatusCode.INVALID_ARGUMENT: NodeRejected,
     grpc.StatusCode.OUT_OF_RANGE: NodeRejected,
+    grpc.StatusCode.UNAUTHENTICATED: NodeUnauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: NodeUnauthenticated,
 }
+_METHOD = "/meterless.agent.v1.Agent/"
+
+
+PLAINTEXT_REASON = "speaks plaintext: started without the cluster's join token"
+WRONG_SECRET_REASON = "failed the TLS handshake: it does not hold this cluster's secret"
 
 
 def translate(exc: grpc.aio.AioRpcError, address: str) -> NodeError:
     """The domain error for a gRPC failure on the node at `address`."""
+    details = exc.details() or exc.code().name
+    if (reason := handshake_failure(details)) is not None:
+        return NodeUnauthenticated(f"{address}: {reason}")
     kind = _CODE_TO_ERROR.get(exc.code(), NodeFailed)
-    return kind(f"{address}: {exc.details() or exc.code().name}")
+    return kind(f"{address}: {details}")
+
+
+def handshake_failure(details: str) -> str | None:
+    """Why a TLS handshake failed, in the admin's words; None if `details` is no such failure.
+
+    gRPC reports a failed handshake as UNAVAILABLE, like a node that is down; only the text
+    tells them apart, and a node that answers but cannot prove the secret must be rejected,
+    not retried as if it were away.
+    """
+    lowered = details.lower()
+    if "handshake failed" not in lowered:
+        return None
+    if "wrong_version_number" in lowered or "http_request" in lowered:
+        return PLAINTEXT_REASON
+    return WRONG_SECRET_REASON
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,10 +155,19 @@ class NodeStatusSample:
 class NodeClient:
     """An async client for one agent at one address; cheap to create, holds one channel."""
 
-    def __init__(self, address: str, *, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(self, address: str, *, secret: ClusterSecret | None = None,
+                 channel: grpc.aio.Channel | None = None) -> None:
         self.address = address
-        self._channel = channel or grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._secret = secret
+        self._channel = channel or open_channel(address, secret)
         self._stub = pb_grpc.AgentStub(self._channel)
+
+    def _signed(self, method: str) -> tuple[tuple[str, str], ...] | None:
+        """The call's signature metadata (None on a plaintext channel)."""
+        if self._secret is None:
+            return None
+        header = self._secret.sign_call(_METHOD + method, now=time.time(), nonce=os.urandom(16))
+        return ((SIGNATURE_HEADER, header),)
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close the channel: calls on it end now, or may finish within `grace_s`."""
@@ -130,14 +176,16 @@ class NodeClient:
     async def describe(self, timeout: float = 5.0) -> NodeDescription:
         """Ask the node who it is."""
         try:
-            info = await self._stub.Describe(pb.DescribeRequest(), timeout=timeout)
+            info = await self._stub.Describe(pb.DescribeRequest(), timeout=timeout,
+                                             metadata=self._signed("Describe"))
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return _description(info)
 
     async def watch_status(self, interval_ms: int = 0) -> AsyncGenerator[NodeStatusSample, None]:
         """The node's status stream, until it breaks (NodeUnavailable) or the caller stops."""
-        call = self._stub.WatchStatus(pb.WatchStatusRequest(interval_ms=interval_ms))
+        call = self._stub.WatchStatus(pb.WatchStatusRequest(interval_ms=interval_ms),
+                                      metadata=self._signed("WatchStatus"))
         try:
             async for status in call:
                 yield _status(status)
@@ -149,7 +197,8 @@ class NodeClient:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
         """Stream a generation; closing this iterator cancels it on the node."""
-        call = self._stub.Generate(wire.generate_request_pb(request), timeout=None)
+        call = self._stub.Generate(wire.generate_request_pb(request), timeout=None,
+                                   metadata=self._signed("Generate"))
         try:
             async for response in call:
                 if (event := wire.generate_event(response)) is not None:
@@ -166,7 +215,7 @@ class NodeClient:
         """Load a model on the node, yielding its progress events."""
         request = pb.LoadModelRequest(model=model, name=name, engine=engine,
                                       context_length=context_length, options=options or {})
-        call = self._stub.LoadModel(request)
+        call = self._stub.LoadModel(request, metadata=self._signed("LoadModel"))
         try:
             async for progress in call:
                 yield wire.load_progress(progress)
@@ -179,7 +228,8 @@ class NodeClient:
         """Unload a model; False when it was not loaded."""
         try:
             request = pb.UnloadModelRequest(model=model)
-            reply = await self._stub.UnloadModel(request, timeout=timeout)
+            reply = await self._stub.UnloadModel(request, timeout=timeout,
+                                                 metadata=self._signed("UnloadModel"))
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return bool(reply.unloaded)
@@ -187,10 +237,22 @@ class NodeClient:
     async def list_models(self, timeout: float = 5.0) -> list[ModelInfo]:
         """The models loaded on the node."""
         try:
-            reply = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout)
+            reply = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout,
+                                                metadata=self._signed("ListModels"))
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return [wire.model_info(m) for m in reply.models]
+
+
+def open_channel(address: str, secret: ClusterSecret | None) -> grpc.aio.Channel:
+    """A TLS channel that trusts only the cluster certificate, or plaintext without a secret."""
+    if secret is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=secret.certificate_pem, private_key=secret.private_key_pem,
+        certificate_chain=secret.certificate_pem)
+    options = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 def _description(info: pb.NodeInfo) -> NodeDescription:

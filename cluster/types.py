@@ -20,6 +20,7 @@ class NodeState(Enum):
     READY = "ready"        # status stream alive
     DRAINING = "draining"  # alive, takes no new requests (admin asked)
     LOST = "lost"          # status stream broken for longer than the grace period
+    REJECTED = "rejected"  # answered, but could not prove it holds the cluster secret
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,8 @@ class NodeView:
     tps_measured: bool = False  # False: decode_tps is the conservative starting estimate
     accelerator: str = ""
     cost: CostProfile = field(default_factory=CostProfile)
+    reason: str = ""  # why the node is rejected; empty otherwise
+    plaintext: bool = False  # reached without TLS (only where the admin allowed it)
 
     @property
     def routable(self) -> bool:

@@ -21,14 +21,16 @@ from pathlib import Path
 
 import httpx
 
-from cluster import admin_token
+from cluster import admin_token, secret_store
 from cluster.exposure import decide
 from cluster.keys import digest
 from cluster.paths import config_dir, data_dir
+from node_agent.trust import ClusterSecret, encode_token
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "cluster-up.json"
+JOIN_TOKEN_ENV = "METERLESS_JOIN_TOKEN"
 LEDGER_FLUSH_S = 10.0  # how long a clean stop waits for in-flight requests' usage rows
 
 
@@ -51,6 +53,7 @@ class UpOptions:
     ledger: bool = True
     affinity: bool = True
     insecure: bool = False  # serve without API keys on any address (warned at every start)
+    plaintext_agents: bool = False  # also admit agents without the join token (insecure)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,16 +63,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def start_local_agent(opts: UpOptions, data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start this machine's node agent; returns the process and its gRPC address."""
+def start_local_agent(opts: UpOptions, data: Path, secret: ClusterSecret | None = None
+                      ) -> tuple[subprocess.Popen[bytes], str]:
+    """Start this machine's node agent (with the join token); its process and gRPC address."""
     port = opts.agent_port or free_port()
     host = "127.0.0.1" if opts.demo else "0.0.0.0"
     cmd = [sys.executable, "-m", "node_agent", "--host", host, "--port", str(port),
            "--data-dir", str(data)]
     if opts.demo:
         cmd += ["--model", "demo", "--no-mdns"]
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    # The token goes by environment, not argv: other users can list argv, not the environment.
+    env = {**os.environ, **({JOIN_TOKEN_ENV: encode_token(secret)} if secret else {})}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     return proc, f"127.0.0.1:{port}"
+
+
+def cluster_secret(opts: UpOptions) -> ClusterSecret:
+    """The cluster secret (created on the first `cluster up`), announced without revealing it."""
+    secret, created = secret_store.load_or_create(config_dir())
+    where = config_dir() / secret_store.FILE_NAME
+    print(f"cluster {secret.fingerprint}: {'created' if created else 'secret in'} {where}; "
+          "agents join with `node-agent --join-token TOKEN` (TOKEN: `cluster join-token`)",
+          flush=True)
+    if opts.plaintext_agents:
+        print("WARNING: --allow-plaintext-agents: agents without the join token are admitted; "
+              "their traffic, prompts included, is readable and forgeable on the network",
+              file=sys.stderr, flush=True)
+    return secret
 
 
 def _start_ray(opts: UpOptions) -> bool:
@@ -84,7 +104,8 @@ def _start_ray(opts: UpOptions) -> bool:
     return True
 
 
-def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: str) -> None:
+def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: str,
+             secret: ClusterSecret | None = None) -> None:
     from ray import serve
 
     from cluster.app import APP_NAME, AppConfig, build_app
@@ -97,9 +118,10 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: 
         controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
                                     mdns_interfaces=opts.mdns_interfaces,
                                     data_dir=str(data_dir()), config_dir=str(config_dir()),
-                                    shutdown_token=token),
+                                    shutdown_token=token, cluster_secret=secret,
+                                    plaintext_agents=opts.plaintext_agents),
         gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger,
-                                affinity=opts.affinity,
+                                affinity=opts.affinity, cluster_secret=secret,
                                 keys_required=exposure.keys_required, admin_digest=admin_digest,
                                 metrics_open=exposure.metrics_open),
         gateway_replicas=opts.gateway_replicas,
@@ -126,6 +148,7 @@ def up(opts: UpOptions) -> int:
     """Run the cluster in the foreground until interrupted; returns the exit code."""
     data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
+    secret = cluster_secret(opts)
     url = f"http://{_display_host(opts.host)}:{opts.port}"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -145,10 +168,10 @@ def up(opts: UpOptions) -> int:
     try:
         peers = opts.peers
         if opts.local_agent:
-            agent, address = start_local_agent(opts, data)
+            agent, address = start_local_agent(opts, data, secret)
             peers = (*peers, address)
         started_ray = _start_ray(opts)
-        _run_app(opts, peers, token, digest(admin))
+        _run_app(opts, peers, token, digest(admin), secret)
         flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_STATE_STYLE = {"ready": "green", "joining": "yellow", "draining": "cyan", "lost": "red"}
+_STATE_STYLE = {"ready": "green", "joining": "yellow", "draining": "cyan", "lost": "red",
+                "rejected": "bold red"}
 
 
 def gib(n: float) -> str:
@@ -34,6 +35,10 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
     (console or Console()).print(table)
     if any(not n["tps_measured"] for n in nodes):
         (console or Console()).print("* not measured yet: the starting estimate")
+    for n in nodes:
+        if n.get("reason"):  # a rejected node: say why, it is never sent a request
+            (console or Console()).print(f"rejected {n['name']} ({n['address']}): {n['reason']}",
+                                         markup=False, soft_wrap=True)
 
 
 def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:

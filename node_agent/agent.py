@@ -30,10 +30,12 @@ from node_agent import __version__, hardware, identity
 from node_agent.advertise import AdvertiseError, Advertisement, Advertiser
 from node_agent.engines.base import Engine
 from node_agent.errors import AgentError, EngineUnavailable, InvalidRequest
+from node_agent.guard import CallGuard, server_credentials
 from node_agent.hardware import Memory
 from node_agent.proto import PROTOCOL_VERSION, pb_grpc
 from node_agent.service import SERVER_OPTIONS, AgentService, NodeFacts, Probe
 from node_agent.settings import Settings
+from node_agent.trust import ClusterSecret
 from node_agent.types import Hardware, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -185,14 +187,20 @@ class Agent:
     async def _serve(self) -> int:
         """Bind and start the gRPC server; the bound port."""
         host, wanted = self.settings.host, self.settings.port
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        secret = self.settings.cluster_secret
+        self._server = grpc.aio.server(options=SERVER_OPTIONS,
+                                       interceptors=[CallGuard(secret)] if secret else None)
         pb_grpc.add_AgentServicer_to_server(self._service, self._server)  # type: ignore[no-untyped-call]
         address = f"[{host}]:{wanted}" if ":" in host else f"{host}:{wanted}"
         try:
-            port = int(self._server.add_insecure_port(address))
+            if secret is None:
+                port = int(self._server.add_insecure_port(address))
+            else:
+                port = int(self._server.add_secure_port(address, server_credentials(secret)))
         except RuntimeError as exc:  # grpc's only signal that the bind failed
             raise StartupError(f"cannot listen on {address} (is the port in use?): {exc}") from exc
         await self._server.start()
+        _log_security(secret, port)
         if self.settings.port_file is not None:
             _write_port_file(self.settings.port_file, port)
         return port
@@ -220,6 +228,17 @@ class Agent:
             await _logged("gRPC stop", self._server.stop(STOP_GRACE_SECONDS))
         if self._engine is not None:
             await _logged("engine close", self._engine.close())
+
+
+def _log_security(secret: ClusterSecret | None, port: int) -> None:
+    """Say how callers are checked; loudly when they are not."""
+    if secret is not None:
+        logger.info("TLS on port %d; only holders of the secret of cluster %s may call",
+                    port, secret.fingerprint)
+        return
+    logger.warning("!!! NO JOIN TOKEN: port %d is plaintext and unauthenticated: anyone who can "
+                   "reach it may load models and read every prompt. Start the agent with "
+                   "--join-token (printed by `cluster join-token` on the head) !!!", port)
 
 
 async def _logged(what: str, step: Awaitable[object]) -> None:

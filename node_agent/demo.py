@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -100,8 +101,11 @@ class _DemoAgent:
         if self._data_dir is not None:
             cmd += ["--data-dir", str(self._data_dir)]
         print("starting a node agent on the demo model (the first run generates it)...")
+        # Its own loopback agent, dialled in plaintext: a join token in the environment would
+        # make it demand TLS from this chat, so it is not passed on.
+        env = {k: v for k, v in os.environ.items() if k != "METERLESS_JOIN_TOKEN"}
         with self._log.open("wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self._wait_for_port()
 
     def _wait_for_port(self) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from node_agent import __version__
+from node_agent.trust import ClusterSecret, decode_token
 from node_agent.types import CostProfile
 
 DEFAULT_PORT = 50151
@@ -46,6 +47,7 @@ class Settings:
     cost: CostProfile = field(default_factory=CostProfile)
     memory_limit_bytes: int | None = None
     log_level: str = "info"
+    cluster_secret: ClusterSecret | None = None  # from --join-token; None: plaintext, no auth
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -210,6 +212,11 @@ _OPTIONS = (
             "power drawn when generating, in watts (default 0)", metavar="W"),
     _Option("--kwh-usd", "kwh_usd", "METERLESS_KWH_USD", non_negative_float,
             "electricity price per kWh, in USD (default 0)", metavar="USD"),
+    _Option("--join-token", "cluster_secret", "METERLESS_JOIN_TOKEN", decode_token,
+            "the cluster's join token (print it with `cluster join-token` on the head): serve "
+            "over TLS and accept calls only from holders of the cluster secret. Without it the "
+            "agent serves plaintext to anyone. Prefer the environment variable: other users "
+            "can list a process's arguments", metavar="TOKEN"),
     _Option("--log-level", "log_level", "METERLESS_LOG_LEVEL", str,
             "log level: debug, info, warning or error (default info)", metavar="LEVEL"),
 )

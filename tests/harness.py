@@ -53,6 +53,13 @@ class AgentProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    # Given by environment, as an operator would; "": a plaintext agent.
+    join_token: str = field(default="", repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        """Where its stdout and stderr go."""
+        return self.data_dir / f"{self.name}.log"
 
     @property
     def address(self) -> str:
@@ -64,9 +71,10 @@ class AgentProcess:
         self.port = self.port or free_port()
         cmd = [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--name", self.name, *self.args]
-        log = open(self.data_dir / f"{self.name}.log", "ab")
+        log = open(self.log_path, "ab")
+        token = {"METERLESS_JOIN_TOKEN": self.join_token} if self.join_token else {}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env})
+                                     env={**os.environ, **token, **self.env})
         wait_for(self._listening, timeout, f"agent {self.name} to listen on {self.port}")
         return self
 
@@ -97,8 +105,9 @@ class AgentProcess:
 class ClusterProcess:
     """One `cluster up` subprocess; its endpoint is http://127.0.0.1:<port>.
 
-    Its config dir (admin token) is `<data_dir>/config`. Unless `keys_required`, it runs with
-    `--insecure`: tests of routing and the ledger send no API key.
+    Its config dir (admin token, cluster secret) is `<data_dir>/config`. Unless `keys_required`,
+    it runs with `--insecure`: tests of routing and the ledger send no API key. Unless told
+    otherwise it also admits agents without a join token, as most tests start them.
     """
 
     data_dir: Path
@@ -107,6 +116,15 @@ class ClusterProcess:
     proc: subprocess.Popen[bytes] | None = None
     keys_required: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Admit agents started without a join token, as before the cluster secret existed.
+    plaintext_agents: bool = True
+
+    def join_token(self) -> str:
+        """`cluster join-token` for this cluster (creating its secret), before or after start."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run([sys.executable, "-m", "cluster.cli", "join-token"], env=self.env,
+                             capture_output=True, check=True, timeout=60)
+        return out.stdout.decode().strip()
 
     @property
     def url(self) -> str:
@@ -115,7 +133,7 @@ class ClusterProcess:
 
     @property
     def config_dir(self) -> Path:
-        """Where its `cluster up` keeps the admin token."""
+        """Its own config dir (admin token, cluster secret), never the user's."""
         return self.data_dir / "config"
 
     @property
@@ -133,7 +151,9 @@ class ClusterProcess:
     def start(self, timeout: float = 180.0, want_models: int = 1) -> ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
-        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *self.args]
+        plaintext = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
+        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *plaintext,
+               *self.args]
         if not self.keys_required:
             cmd.append("--insecure")
         log = open(self.data_dir / "cluster.log", "ab")

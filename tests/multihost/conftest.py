@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.trust import ClusterSecret, decode_token
 from tests.harness import share_models
 from tests.multihost import netns
 from tests.multihost.office import AGENT_PORT, Agent, Head, wait_for
@@ -34,6 +35,12 @@ class Bed:
     head: Head
     agents: dict[str, Agent]
     ready_after_s: dict[str, float] = field(default_factory=dict)  # from listening to ready
+    token: str = field(default="", repr=False)  # the office's join token; every agent has it
+
+    @property
+    def secret(self) -> ClusterSecret:
+        """The office's cluster secret, as its agents hold it."""
+        return decode_token(self.token)
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +64,13 @@ def bed(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Itera
             head_host,
             _dir(root / "head"),
             args=("--peer", f"{net.hosts['iso'].address}:{AGENT_PORT}"),
-        ).start()
+            plaintext_agents=False,
+        )
+        token = head.join_token()  # the office runs as deployed: every agent joins with it
+        head.start()
         agents = {
-            name: Agent(net.hosts[name], share_models(root / name, demo_model_dir.parent))
+            name: Agent(net.hosts[name], share_models(root / name, demo_model_dir.parent),
+                        join_token=token)
             for name in (*MDNS_AGENTS, "iso", "multi")
         }
         # These two start with Ray (an agent takes seconds to import its engine); the three
@@ -69,7 +80,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Itera
         head.wait_up()
         for name in MDNS_AGENTS:
             agents[name].start()
-        bed = Bed(net, head, agents)
+        bed = Bed(net, head, agents, token=token)
         _watch_arrivals(bed)
         yield bed
     finally:

@@ -49,6 +49,7 @@ class Agent:
     args: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = None
     listening_at: float = 0.0  # monotonic: when its port first answered
+    join_token: str = field(default="", repr=False)  # "": a plaintext agent
 
     @property
     def name(self) -> str:
@@ -66,8 +67,10 @@ class Agent:
         cmd = self.host.cmd(
             sys.executable, "-m", "node_agent", *flags, "--data-dir", str(self.data_dir), *self.args
         )
+        token = {"METERLESS_JOIN_TOKEN": self.join_token} if self.join_token else {}
         with open(self.data_dir / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                         env={**os.environ, **token})
         self.listening_at = 0.0
         return self
 
@@ -113,6 +116,19 @@ class Head:
     args: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = None
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    plaintext_agents: bool = True  # admit agents without the join token (as before it existed)
+
+    @property
+    def config_dir(self) -> Path:
+        """Its own config dir, where its cluster secret lives."""
+        return self.data_dir / "config"
+
+    def join_token(self) -> str:
+        """`cluster join-token` for this head (creating its secret), before or after start."""
+        env = {**os.environ, "METERLESS_CONFIG_DIR": str(self.config_dir)}
+        out = subprocess.run([sys.executable, "-m", "cluster.cli", "join-token"], env=env,
+                             cwd=REPO, capture_output=True, check=True, timeout=60)
+        return out.stdout.decode().strip()
 
     @property
     def url(self) -> str:
@@ -122,16 +138,18 @@ class Head:
     def start(self) -> Head:
         """Start it; `wait_up` waits for the endpoint."""
         # --insecure: the office's clients send no API key (keys are tested on loopback).
-        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent --insecure".split()
+        flags = f"--host 0.0.0.0 --port {HTTP_PORT} --no-local-agent --insecure"
+        if self.plaintext_agents:
+            flags += " --allow-plaintext-agents"
         cmd = self.host.cmd(
             "env",
             f"METERLESS_DATA_DIR={self.data_dir}",
-            f"METERLESS_CONFIG_DIR={self.data_dir / 'config'}",
+            f"METERLESS_CONFIG_DIR={self.config_dir}",
             sys.executable,
             "-m",
             "cluster.cli",
             "up",
-            *flags,
+            *flags.split(),
             "--mdns-interface",
             self.host.address,
             *self.args,

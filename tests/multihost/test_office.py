@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from cluster.node_client import NodeClient
+from node_agent.trust import ClusterSecret
 from tests.multihost.clients import (
     Seen,
     disagreements,
@@ -295,11 +296,11 @@ def rediscovered(head: Head, old_version: int, nodes: int) -> bool:
     return answer["version"] < old_version and len(ready) == nodes
 
 
-def agent_counters(address: str) -> int:
+def agent_counters(address: str, secret: ClusterSecret | None) -> int:
     """Tokens the agent's `demo` has generated since it loaded (its status stream's counter)."""
 
     async def first() -> int:
-        node = NodeClient(address)
+        node = NodeClient(address, secret=secret)
         try:
             async for sample in node.watch_status():
                 return sum(m.generated_tokens for m in sample.models)
@@ -319,7 +320,7 @@ def test_head_killed_and_restarted(bed: Bed) -> None:
     rows = ledger_ids(head.data_dir)
     pids = {n: a.proc.pid for n, a in bed.agents.items() if a.proc}
     loads = {n: a.log().count("demo is ready") for n, a in bed.agents.items()}
-    tokens = {n: agent_counters(a.address) for n, a in bed.agents.items()}
+    tokens = {n: agent_counters(a.address, bed.secret) for n, a in bed.agents.items()}
 
     head.kill()
     head.start()
@@ -352,4 +353,4 @@ def test_head_killed_and_restarted(bed: Bed) -> None:
     assert lost_rows == 0
     assert {n: a.proc.pid for n, a in bed.agents.items() if a.proc} == pids
     assert {n: a.log().count("demo is ready") for n, a in bed.agents.items()} == loads
-    assert all(agent_counters(a.address) >= tokens[n] for n, a in bed.agents.items())
+    assert all(agent_counters(a.address, bed.secret) >= tokens[n] for n, a in bed.agents.items())

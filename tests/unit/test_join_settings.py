@@ -1,0 +1,47 @@
+"""The agent's --join-token / METERLESS_JOIN_TOKEN setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from node_agent.settings import build_parser, load
+from node_agent.trust import ClusterSecret, encode_token
+
+SECRET = ClusterSecret(bytes(range(32)))
+TOKEN = encode_token(SECRET)
+
+
+def test_no_token_means_no_secret() -> None:
+    assert load([], {}).cluster_secret is None
+
+
+def test_the_token_comes_from_the_flag_or_the_environment() -> None:
+    assert load(["--join-token", TOKEN], {}).cluster_secret == SECRET
+    assert load([], {"METERLESS_JOIN_TOKEN": TOKEN}).cluster_secret == SECRET
+
+
+def test_settings_never_show_the_secret() -> None:
+    settings = load([], {"METERLESS_JOIN_TOKEN": TOKEN})
+    assert TOKEN.split(".")[1] not in repr(settings)
+    assert SECRET.secret.hex() not in repr(settings)
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    (["--join-token", "nonsense"], {}, "--join-token: not a join token"),
+    ([], {"METERLESS_JOIN_TOKEN": TOKEN[:-1] + "0"}, "METERLESS_JOIN_TOKEN: the join token is "
+                                                     "damaged"),
+])
+def test_a_bad_token_is_one_line_exit_2_without_echoing_it(
+    argv: list[str], env: dict[str, str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load(argv, env)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert TOKEN.split(".")[1] not in err
+
+
+def test_help_names_the_flag_and_its_variable() -> None:
+    text = build_parser().format_help()
+    assert "--join-token" in text and "METERLESS_JOIN_TOKEN" in text
