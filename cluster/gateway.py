@@ -171,8 +171,10 @@ def node_json(n: NodeView) -> dict[str, Any]:
 
 
 def find_node(table: NodeTable, ref: str) -> NodeView:
-    """The node whose id starts with `ref` or whose name is `ref`; 404 if none or ambiguous."""
-    matches = [n for n in table.nodes if n.node_id.startswith(ref) or n.name == ref]
+    """The node whose id or name is `ref`, else whose id starts with it; 404 if none or
+    ambiguous. Exact matches win: a node named `a3` is not ambiguous with an id `a3c2…`."""
+    matches = [n for n in table.nodes if ref in (n.node_id, n.name)] or [
+        n for n in table.nodes if n.node_id.startswith(ref)]
     if len(matches) != 1:
         known = ", ".join(f"{n.name} ({n.node_id[:12]})" for n in table.nodes) or "none"
         what = "ambiguous" if matches else "unknown"

@@ -1,6 +1,8 @@
-"""How the gateway's settings become a routing policy."""
+"""How the gateway's settings become a routing policy, and how admin calls name a node."""
 
 from __future__ import annotations
+
+import pytest
 
 from cluster.gateway import GatewaySettings, router_knobs
 from cluster.routing import FastestRouter, RoundRobinRouter, make_router
@@ -15,3 +17,20 @@ def test_affinity_can_be_turned_off_for_fastest_only() -> None:
     rr = make_router("round-robin", **router_knobs(GatewaySettings(routing="round-robin",
                                                                    affinity=False)))
     assert isinstance(rr, RoundRobinRouter)
+
+
+def test_a_node_is_found_by_exact_name_before_an_id_prefix() -> None:
+    from cluster.errors import NotFound
+    from cluster.gateway import find_node
+    from cluster.types import NodeId, NodeState, NodeTable, NodeView
+
+    def view(node_id: str, name: str) -> NodeView:
+        return NodeView(node_id=NodeId(node_id), name=name, address="h:1", engines=("mlx",),
+                        state=NodeState.READY, models=())
+
+    t = NodeTable(version=1, nodes=(view("a3c27f00", "a1"), view("9b10ee00", "a3")))
+    assert find_node(t, "a3").name == "a3"  # its name, though a1's id starts with "a3"
+    assert find_node(t, "a3c2").name == "a1"  # an id prefix still works
+    assert find_node(t, "9b10ee00").name == "a3"
+    with pytest.raises(NotFound, match="unknown node 'zz'"):
+        find_node(t, "zz")
