@@ -128,8 +128,12 @@ def place(
     nodes: Sequence[NodeSlot],
     previous: Mapping[str, Sequence[str]],
     settings: PlacementSettings | None = None,
+    avoid: frozenset[tuple[str, str]] = frozenset(),
 ) -> Placement:
-    """Choose nodes for every replica of every spec; `sizes` is keyed by spec name."""
+    """Choose nodes for every replica of every spec; `sizes` is keyed by spec name.
+
+    `avoid` holds (node id, model) pairs that must not be chosen: loads that crash-looped there.
+    """
     settings = settings or PlacementSettings()
     used = {n.node_id: 0 for n in nodes}
     assignments: dict[str, tuple[str, ...]] = {}
@@ -150,11 +154,15 @@ def place(
                          for i in range(spec.replicas)]
             continue
         estimates[spec.name] = estimate(spec, size, overhead_for(spec, None, settings))
-        chosen = _choose(spec, size, nodes, previous.get(spec.name, ()), used, settings)
+        allowed = [n for n in nodes if (n.node_id, spec.name) not in avoid]
+        chosen = _choose(spec, size, allowed, previous.get(spec.name, ()), used, settings)
         assignments[spec.name] = chosen
         for i in range(len(chosen), spec.replicas):
-            unplaced.append(Unplaced(model=spec.name, replica=i + 1,
-                                     reason=_why_not(spec, size, nodes, chosen, used, settings)))
+            why = _why_not(spec, size, allowed, chosen, used, settings)
+            if len(allowed) < len(nodes):
+                why += "; loads kept failing on " + ", ".join(
+                    n.name for n in nodes if (n.node_id, spec.name) in avoid)
+            unplaced.append(Unplaced(model=spec.name, replica=i + 1, reason=why))
     return Placement(assignments=assignments, unplaced=tuple(unplaced), estimates=estimates)
 
 

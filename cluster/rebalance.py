@@ -123,3 +123,21 @@ class _State:
                 moves.append(self.move(spec, node, homes[0], (
                     f"no demand; gives {node.name}'s memory to {wanted.name}")))
         return moves
+
+
+def demand_by_model(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    """Tokens generated per model, from the ledger's usage rows grouped by model."""
+    return {str(r["model"]): float(r.get("completion_tokens") or 0) for r in rows}  # type: ignore[arg-type]
+
+
+def tps_by_node(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    """Each node's measured decode rate, from the ledger's usage rows grouped by node.
+
+    Tokens per second of request time: what one request meets there, comparable across nodes.
+    """
+    out = {}
+    for r in rows:
+        seconds = float(r.get("mean_duration_s") or 0) * int(r.get("requests") or 0)  # type: ignore[arg-type]
+        if r.get("node") and seconds > 0:
+            out[str(r["node"])] = float(r.get("completion_tokens") or 0) / seconds  # type: ignore[arg-type]
+    return out

@@ -122,3 +122,13 @@ def test_unknown_size_is_a_reason_not_a_guess() -> None:
 def test_undeployed_specs_place_nothing() -> None:
     result = place([spec(replicas=0)], {"qwen": SMALL}, [node("a", 16)], {}, SETTINGS)
     assert "qwen" not in result.assignments and not result.unplaced
+
+
+def test_a_node_where_the_model_crash_looped_is_avoided() -> None:
+    nodes = [node("a", 16, loaded=frozenset()), node("b", 16)]
+    result = place([spec()], {"qwen": SMALL}, nodes, {"qwen": ["id-a"]}, SETTINGS,
+                   avoid=frozenset({("id-a", "qwen")}))
+    assert result.assignments["qwen"] == ("id-b",)
+    alone = place([spec()], {"qwen": SMALL}, nodes[:1], {}, SETTINGS,
+                  avoid=frozenset({("id-a", "qwen")}))
+    assert "kept failing on a" in alone.unplaced[0].reason

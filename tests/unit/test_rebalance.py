@@ -57,3 +57,15 @@ def test_pinned_models_stay_put() -> None:
     pinned = DeploymentSpec(name="hot", model="org/hot", nodes=("slow",))
     nodes = [node("slow", 10), node("fast", 50)]
     assert propose([pinned], {"hot": ["slow"]}, SIZES, nodes, {"hot": 9000}, settings=S) == []
+
+
+def test_demand_and_speed_from_the_ledger_rows() -> None:
+    from cluster.rebalance import demand_by_model, tps_by_node
+
+    models = [{"model": "hot", "completion_tokens": 900}, {"model": "cold",
+                                                         "completion_tokens": None}]
+    assert demand_by_model(models) == {"hot": 900.0, "cold": 0.0}
+    nodes = [{"node": "a", "requests": 10, "mean_duration_s": 2.0, "completion_tokens": 400},
+             {"node": "b", "requests": 0, "mean_duration_s": None, "completion_tokens": 0},
+             {"node": None, "requests": 3, "mean_duration_s": 1.0, "completion_tokens": 0}]
+    assert tps_by_node(nodes) == {"a": 20.0}
