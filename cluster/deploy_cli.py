@@ -100,7 +100,7 @@ def _undeploy(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
     if args.no_wait:
         return 0
-    _until(args, lambda: _model(args.url, args.model) is None, f"{args.model} to unload")
+    _until(args, lambda: not _listed(args.url, args.model), f"{args.model} to unload")
     if not args.json:
         print(f"{args.model}: undeployed")
     return 0
@@ -150,6 +150,11 @@ def _model(url: str, name: str) -> dict[str, Any] | None:
     """The deployed model called `name` in /admin/models, if deployed."""
     models = admin_get(url, "/admin/models")["models"]
     return next((m for m in models if m["model"] == name and m.get("desired")), None)
+
+
+def _listed(url: str, name: str) -> bool:
+    """Whether /admin/models still lists `name` (deployed, or loaded anywhere)."""
+    return any(m["model"] == name for m in admin_get(url, "/admin/models")["models"])
 
 
 def _moved(url: str, move: Mapping[str, str]) -> bool:

@@ -371,7 +371,8 @@ class Deployer:
             await self.store.put_spec(spec, time.time())
             self._wake.set()
         return {"model": spec.name, "spec": _spec_json(spec), "dry_run": dry_run,
-                "placement": [self._replica_json(table, spec.name, n, preview) for n in chosen],
+                "placement": [self._replica_json(table, spec.name, n, preview, spec.model)
+                              for n in chosen],
                 "unplaced": [{"replica": u.replica, "reason": u.reason} for u in unplaced]}
 
     async def undeploy(self, name: str) -> dict[str, Any]:
@@ -438,16 +439,16 @@ class Deployer:
                                      for u in self.placement.unplaced if u.model == name]})
         return out
 
-    def _replica_json(self, table: NodeTable, model: str, node_id: str,
-                      plan: Placement) -> dict[str, Any]:
+    def _replica_json(self, table: NodeTable, model: str, node_id: str, plan: Placement,
+                      source: str = "") -> dict[str, Any]:
         pair = (node_id, model)
+        source = source or (self.specs[model].model if model in self.specs else "")
         view = table.get(node_id)  # type: ignore[arg-type]
         progress = self._progress.get(pair)
         failure = self._failures.get(pair)
         return {"node": view.name if view else node_id, "node_id": node_id,
                 "state": self._state(pair), "estimate_bytes": plan.estimates.get(model, 0),
-                "on_disk": bool(model in self.specs and self.specs[model].model
-                                in self._facts.get(node_id, _Facts()).disk),
+                "on_disk": source in self._facts.get(node_id, _Facts()).disk,
                 "stage": progress.stage if progress else "",
                 "message": progress.message if progress else "",
                 "bytes_done": progress.bytes_done if progress else 0,

@@ -272,7 +272,6 @@ class AgentService(pb_grpc.AgentServicer):
             context_length=request.context_length, options=dict(request.options),
         )
         info = await self._engine.load(spec)
-        logger.info("loaded %s from %s on %s", info.name, info.source, self._engine.name)
         yield LoadProgress(stage=LoadStage.READY, message=f"{info.name} is ready", model=info)
 
     def _check_engine(self, name: str) -> None:
