@@ -290,6 +290,7 @@ class Deployer:
                 node_id=v.node_id,
                 reachable=v.state in (NodeState.READY, NodeState.DRAINING),
                 loaded=frozenset(self._loaded(v.node_id, now)),
+                serving=frozenset(v.models) if v.routable else frozenset(),
                 busy=dict(self._facts.get(v.node_id, _Facts()).busy))
             for v in table.nodes}
         return reconcile.Observed(

@@ -68,6 +68,9 @@ class ObservedNode:
     node_id: str
     reachable: bool  # ready or draining: it can be asked to load or unload
     loaded: frozenset[str] = frozenset()
+    # What the gateways' table routes to there: a load's answer comes before the status that
+    # puts the model in the table, and only then may the old replica stop taking requests.
+    serving: frozenset[str] = frozenset()
     busy: Mapping[str, int] = field(default_factory=dict)  # model -> running + waiting
 
 
@@ -145,7 +148,7 @@ def _retirements(specs: Sequence[DeploymentSpec], assignments: Mapping[str, Sequ
     for spec in sorted(specs, key=lambda s: s.name):
         assigned = set(assignments.get(spec.name, ()))
         replaced = spec.replicas == 0 or (bool(assigned) and all(
-            n in observed.nodes and spec.name in observed.nodes[n].loaded for n in assigned))
+            n in observed.nodes and spec.name in observed.nodes[n].serving for n in assigned))
         for node_id, node in sorted(observed.nodes.items()):
             pair = (node_id, spec.name)
             if node_id in assigned or spec.name not in node.loaded or not node.reachable:

@@ -22,7 +22,7 @@ LLAMA = DeploymentSpec(name="llama", model="org/llama")
 
 
 def nodes(**loaded: set[str]) -> dict[str, ObservedNode]:
-    return {n: ObservedNode(node_id=n, reachable=True, loaded=frozenset(m))
+    return {n: ObservedNode(node_id=n, reachable=True, loaded=frozenset(m), serving=frozenset(m))
             for n, m in loaded.items()}
 
 
@@ -88,8 +88,8 @@ def test_once_replaced_the_old_replica_is_withdrawn_then_unloaded_when_idle() ->
     # Within the grace, gateways may not have the new table yet: wait.
     assert plan([one], {"qwen": ["new"]},
                 Observed(now=11, nodes=ready, withdrawn=withdrawn), S) == []
-    busy = {**ready, "old": ObservedNode(node_id="old", reachable=True,
-                                         loaded=frozenset({"qwen"}), busy={"qwen": 2})}
+    busy = {**ready, "old": ObservedNode(node_id="old", reachable=True, loaded=frozenset({"qwen"}),
+                                         serving=frozenset({"qwen"}), busy={"qwen": 2})}
     assert plan([one], {"qwen": ["new"]},
                 Observed(now=20, nodes=busy, withdrawn=withdrawn), S) == []
     assert plan([one], {"qwen": ["new"]},
@@ -108,3 +108,11 @@ def test_undeploy_unloads_every_replica() -> None:
 def test_models_without_a_spec_are_left_alone() -> None:
     obs = Observed(now=0, nodes=nodes(a={"demo"}))
     assert plan([QWEN], {"qwen": ["a"]}, obs, S) == [Load(node_id="a", spec=QWEN)]
+
+
+def test_the_old_replica_keeps_serving_until_the_new_one_is_routable() -> None:
+    one = DeploymentSpec(name="qwen", model="org/qwen")
+    # Loaded (the load answered) but not yet in the routing table: nothing to withdraw yet.
+    just_loaded = {**nodes(old={"qwen"}),
+                   "new": ObservedNode(node_id="new", reachable=True, loaded=frozenset({"qwen"}))}
+    assert plan([one], {"qwen": ["new"]}, Observed(now=0, nodes=just_loaded), S) == []
