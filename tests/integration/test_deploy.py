@@ -6,6 +6,7 @@ Three agents start with no model; the cluster loads `demo` on them when it is de
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -49,9 +50,10 @@ def office(tmp_path_factory: pytest.TempPathFactory,
 
 
 def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `cluster ARGS --url <endpoint>`."""
+    """Run `cluster ARGS --url <endpoint>`, on a terminal wide enough for whole table rows."""
     return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "400"})
 
 
 def loads(agent: AgentProcess, model: str = "demo") -> int:
@@ -148,6 +150,26 @@ def test_drain_under_load_moves_the_replica_first_and_fails_nothing(
     assert len(results) >= 12
     out = cli(cluster, "uncordon", victim)
     assert out.returncode == 0 and "ready" in out.stdout
+
+
+def test_a_model_that_keeps_failing_to_load_stops_with_its_reason(
+        office: tuple[ClusterProcess, list[AgentProcess]], tmp_path: Path) -> None:
+    from node_agent.demo_model import model_config
+
+    cluster, _ = office
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps(model_config()))
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file" * 1000)
+    out = cli(cluster, "deploy", str(broken), "--name", "broken", "--timeout", "120")
+    assert out.returncode == 1
+    assert "broken keeps failing to load on node" in out.stderr and "(5 tries)" in out.stderr
+    assert "Traceback" not in out.stderr
+    entry = deployed(cluster, "broken")
+    assert entry["crash_loops"] and entry["crash_loops"][0]["failures"] == 5
+    listing = cli(cluster, "models")
+    assert "stopped after 5 failed loads" in listing.stdout
+    assert cli(cluster, "undeploy", "broken").returncode == 0
 
 
 def test_undeploy_unloads_every_replica(
