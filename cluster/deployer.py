@@ -448,7 +448,7 @@ class Deployer:
         progress = self._progress.get(pair)
         failure = self._failures.get(pair)
         return {"node": view.name if view else node_id, "node_id": node_id,
-                "state": self._state(pair), "estimate_bytes": plan.estimates.get(model, 0),
+                "state": self._state(pair, view), "estimate_bytes": plan.estimates.get(model, 0),
                 "on_disk": source in self._facts.get(node_id, _Facts()).disk,
                 "stage": progress.stage if progress else "",
                 "message": progress.message if progress else "",
@@ -457,12 +457,14 @@ class Deployer:
                 "failures": failure.count if failure else 0,
                 "reason": failure.reason if failure else ""}
 
-    def _state(self, pair: Pair) -> str:
+    def _state(self, pair: Pair, view: NodeView | None) -> str:
         """One word for a replica: loading, ready, withdrawn, unloading, failed, crash-loop..."""
         node_id, model = pair
         failure = self._failures.get(pair)
         if reconcile.crash_looped(failure, self.settings.reconcile):
             return "crash-loop"
+        if view is None or view.state not in (NodeState.READY, NodeState.DRAINING):
+            return "node " + (view.state.value if view else "unknown")  # what it said is stale
         if pair in self._loading:
             return "loading"
         if pair in self._unloading:

@@ -152,6 +152,25 @@ def test_drain_under_load_moves_the_replica_first_and_fails_nothing(
     assert out.returncode == 0 and "ready" in out.stdout
 
 
+def test_a_node_that_comes_back_gets_its_replica_again(
+        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    cluster, agents = office
+    out = cli(cluster, "deploy", "demo", "--replicas", "3")
+    assert out.returncode == 0, out.stderr
+    assert holders(cluster) == sorted(a.name for a in agents)
+    victim = agents[0]
+    before = loads(victim)
+    victim.kill()
+    wait_for(lambda: deployed(cluster)["unplaced"], 30, "the lost replica to have no node")
+    reason = deployed(cluster)["unplaced"][0]["reason"]
+    assert "already holds one" in reason  # nowhere else to go: it waits for its node
+    victim.start()
+    wait_for(lambda: holders(cluster) == sorted(a.name for a in agents), 60,
+             "the node to get its replica back")
+    assert loads(victim) == before + 1
+    assert cli(cluster, "deploy", "demo", "--replicas", "2").returncode == 0
+
+
 def test_a_model_that_keeps_failing_to_load_stops_with_its_reason(
         office: tuple[ClusterProcess, list[AgentProcess]], tmp_path: Path) -> None:
     from node_agent.demo_model import model_config
