@@ -7,6 +7,7 @@ doing: a progress bar per replica, fed by the agents' LoadModel progress.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -116,7 +117,7 @@ def _rebalance(args: argparse.Namespace) -> int:
     if args.dry_run or args.no_wait or not answer["moves"]:
         return 0
     for move in answer["moves"]:
-        _until(args, lambda m=move: _moved(args.url, m), f"{move['model']} to move")
+        _until(args, functools.partial(_moved, args.url, move), f"{move['model']} to move")
         if not args.json:
             print(f"{move['model']}: moved from {move['from']} to {move['to']}")
     return 0

@@ -285,7 +285,7 @@ class Deployer:
         return slots
 
     def _observed(self, table: NodeTable, now: float) -> reconcile.Observed:
-        nodes = {
+        nodes: dict[str, ObservedNode] = {
             v.node_id: ObservedNode(
                 node_id=v.node_id,
                 reachable=v.state in (NodeState.READY, NodeState.DRAINING),

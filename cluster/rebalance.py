@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cluster.placement import (
     DeploymentSpec,
@@ -56,7 +57,7 @@ def propose(
     idle = [s for s in specs if s.replicas > 0 and not s.nodes and not demand.get(s.name, 0)
             and sizes.get(s.name)]
     for spec in busy:
-        held = [state.node(n) for n in state.assigned.get(spec.name, ()) if state.node(n)]
+        held = [n for i in state.assigned.get(spec.name, ()) if (n := state.node(i))]
         if not held:
             continue
         slowest = min(held, key=lambda n: (n.tps, n.name))
@@ -125,19 +126,19 @@ class _State:
         return moves
 
 
-def demand_by_model(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+def demand_by_model(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Tokens generated per model, from the ledger's usage rows grouped by model."""
-    return {str(r["model"]): float(r.get("completion_tokens") or 0) for r in rows}  # type: ignore[arg-type]
+    return {str(r["model"]): float(r.get("completion_tokens") or 0) for r in rows}
 
 
-def tps_by_node(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+def tps_by_node(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Each node's measured decode rate, from the ledger's usage rows grouped by node.
 
     Tokens per second of request time: what one request meets there, comparable across nodes.
     """
     out = {}
     for r in rows:
-        seconds = float(r.get("mean_duration_s") or 0) * int(r.get("requests") or 0)  # type: ignore[arg-type]
+        seconds = float(r.get("mean_duration_s") or 0) * int(r.get("requests") or 0)
         if r.get("node") and seconds > 0:
-            out[str(r["node"])] = float(r.get("completion_tokens") or 0) / seconds  # type: ignore[arg-type]
+            out[str(r["node"])] = float(r.get("completion_tokens") or 0) / seconds
     return out

@@ -98,7 +98,8 @@ class ReconcileSettings:
 
 def backoff_s(failures: int, settings: ReconcileSettings) -> float:
     """Wait after `failures` failed loads in a row before the next try."""
-    return min(settings.backoff_min_s * 2 ** max(failures - 1, 0), settings.backoff_max_s)
+    wait = settings.backoff_min_s * 2.0 ** max(failures - 1, 0)
+    return min(wait, settings.backoff_max_s)
 
 
 def crash_looped(failure: Failure | None, settings: ReconcileSettings) -> bool:
