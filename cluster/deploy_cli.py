@@ -22,6 +22,7 @@ from cluster.admin_api import DEFAULT_URL, CliError, admin_get
 from cluster.placement import human
 
 POLL_S = 0.5
+STUCK_S = 10.0  # a drain whose replica has had no node for this long is reported, not awaited
 DONE = ("ready",)
 
 
@@ -127,7 +128,8 @@ def _drain(args: argparse.Namespace) -> int:
     answer = admin_get(args.url, f"/admin/nodes/{quote(args.node, safe='')}/drain", {})
     name = answer["node"]["name"]
     if not args.no_wait:
-        _until(args, lambda: _drained(args.url, name), f"{name}'s replicas to move")
+        started = time.monotonic()
+        _until(args, lambda: _drained(args.url, name, started), f"{name}'s replicas to move")
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
@@ -164,11 +166,18 @@ def _moved(url: str, move: Mapping[str, str]) -> bool:
     return states.get(move["to"]) == "ready" and move["from"] not in states
 
 
-def _drained(url: str, node: str) -> bool:
+def _drained(url: str, node: str, started: float) -> bool:
+    """Whether the node is draining and holds no deployed replica; raises if it never will."""
     nodes = {n["name"]: n for n in admin_get(url, "/admin/nodes")["nodes"]}
     models = admin_get(url, "/admin/models")["models"]
     holding = [m for m in models if m.get("desired") is not None
                and any(r["node"] == node for r in m.get("replicas", []))]
+    for m in holding:  # a replica with nowhere to go, and nothing loading anywhere for it
+        stuck = m.get("unplaced") and not any(r["state"] == "loading" for r in m["replicas"])
+        if stuck and time.monotonic() - started > STUCK_S:
+            raise CliError(f"{node} is cordoned, but {m['model']} has nowhere else to go "
+                           f"({m['unplaced'][0]['reason']}); it keeps serving there until a "
+                           "node has room (`cluster uncordon` undoes the drain)")
     return nodes.get(node, {}).get("state") == "draining" and not holding
 
 
