@@ -173,7 +173,10 @@ def _drained(url: str, node: str, started: float) -> bool:
     holding = [m for m in models if m.get("desired") is not None
                and any(r["node"] == node for r in m.get("replicas", []))]
     for m in holding:  # a replica with nowhere to go, and nothing loading anywhere for it
-        stuck = m.get("unplaced") and not any(r["state"] == "loading" for r in m["replicas"])
+        here = [r for r in m["replicas"] if r["node"] == node]
+        leaving = all(r["state"] in ("withdrawn", "unloading") for r in here)
+        loading = any(r["state"] == "loading" for r in m["replicas"])
+        stuck = m.get("unplaced") and not loading and not leaving
         if stuck and time.monotonic() - started > STUCK_S:
             raise CliError(f"{node} is cordoned, but {m['model']} has nowhere else to go "
                            f"({m['unplaced'][0]['reason']}); it keeps serving there until a "
