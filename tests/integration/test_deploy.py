@@ -152,6 +152,22 @@ def test_drain_under_load_moves_the_replica_first_and_fails_nothing(
     assert out.returncode == 0 and "ready" in out.stdout
 
 
+def test_a_drain_that_cannot_move_a_replica_says_why_and_keeps_it_serving(
+        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    cluster, _ = office
+    out = cli(cluster, "deploy", "demo", "--name", "solo", "--node", "node2")
+    assert out.returncode == 0, out.stderr
+    out = cli(cluster, "drain", "node2", "--timeout", "60")
+    assert out.returncode == 1 and "solo has nowhere else to go" in out.stderr
+    assert "pinned" in out.stderr
+    assert holders(cluster, "solo") == ["node2"]
+    r = httpx.post(f"{cluster.url}/v1/completions",
+                   json={"model": "solo", "prompt": "still here", "max_tokens": 4}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert cli(cluster, "uncordon", "node2").returncode == 0
+    assert cli(cluster, "undeploy", "solo").returncode == 0
+
+
 def test_a_node_that_comes_back_gets_its_replica_again(
         office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
     cluster, agents = office
