@@ -153,9 +153,10 @@ def place(
             unplaced += [Unplaced(model=spec.name, replica=i + 1, reason=why)
                          for i in range(spec.replicas)]
             continue
-        estimates[spec.name] = estimate(spec, size, overhead_for(spec, None, settings))
         allowed = [n for n in nodes if (n.node_id, spec.name) not in avoid]
         chosen = _choose(spec, size, allowed, previous.get(spec.name, ()), used, settings)
+        first = next((n for n in nodes if chosen and n.node_id == chosen[0]), None)
+        estimates[spec.name] = estimate(spec, size, overhead_for(spec, first, settings))
         assignments[spec.name] = chosen
         for i in range(len(chosen), spec.replicas):
             why = _why_not(spec, size, allowed, chosen, used, settings)
