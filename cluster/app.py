@@ -12,12 +12,15 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster import rebalance
 from cluster.controller import Controller, ControllerConfig
+from cluster.deployer import DeployError
 from cluster.errors import ApiError
 from cluster.gateway import Gateway, GatewaySettings
 from cluster.key_store import FILE_NAME as KEYS_FILE
 from cluster.key_store import KeyRegistry
 from cluster.keys import KeyTable
+from cluster.placement import DeploymentSpec
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.types import NodeTable
 
@@ -57,9 +60,39 @@ class ControllerDeployment:
         return self._controller.sessions()
 
     async def set_draining(self, node_id: str, draining: bool) -> NodeTable:
-        """Drain or uncordon a node; returns the new table."""
-        self._controller.set_draining(node_id, draining)
+        """Drain (its replicas are placed elsewhere first) or uncordon a node; the new table."""
+        await self._started
+        await self._controller.deployer.cordon(node_id, draining, self._controller.table())
         return self._controller.table()
+
+    async def deploy(self, spec: DeploymentSpec, dry_run: bool) -> dict[str, Any]:
+        """Add or change a deployment (or only show its placement); errors as {"error": ...}."""
+        await self._started
+        return await _answer(self._controller.deployer.deploy(
+            spec, self._controller.table(), dry_run=dry_run))
+
+    async def undeploy(self, name: str) -> dict[str, Any]:
+        """Unload a deployment's replicas and forget it."""
+        await self._started
+        return await _answer(self._controller.deployer.undeploy(name))
+
+    async def deployments(self) -> list[dict[str, Any]]:
+        """Desired vs actual per deployed model."""
+        await self._started
+        return self._controller.deployer.report(self._controller.table())
+
+    async def rebalance(self, since: str, dry_run: bool) -> dict[str, Any]:
+        """Move replicas toward the ledger's recent demand and the nodes' measured speed."""
+        await self._started
+        books, table = self._controller.books, self._controller.table()
+        demand = rebalance.demand_by_model((await books.usage(since, "model"))["groups"])
+        tps = rebalance.tps_by_node((await books.usage(since, "node"))["groups"])
+        for node in table.nodes:  # a node the ledger has not timed yet: its live rate
+            if node.tps_measured:
+                tps.setdefault(node.node_id, node.decode_tps)
+        result = await _answer(self._controller.deployer.rebalance(
+            table, demand, tps, dry_run=dry_run))
+        return {"since": since, **result}
 
     async def record_usage(self, batch: UsageBatch) -> UsageAck:
         """Commit a gateway replica's batch of usage rows."""
@@ -133,6 +166,15 @@ class ControllerDeployment:
             return None
         await self._started
         return await self._controller.books.prepare_shutdown(timeout_s)
+
+
+async def _answer(call: Any) -> dict[str, Any]:
+    """The call's answer, or a DeployError as {"error": {...}} (exceptions cross Serve badly)."""
+    try:
+        answer: dict[str, Any] = await call
+    except DeployError as exc:
+        return {"error": {"status": exc.status, "message": str(exc)}}
+    return answer
 
 
 GatewayDeployment = serve.deployment(

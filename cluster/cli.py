@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from cluster import __version__, cost_cli, keys_cli
+from cluster import __version__, cost_cli, deploy_cli, keys_cli
 from cluster.admin_api import DEFAULT_URL, CliError, admin_get
 from cluster.join import add_join_token, secret_errors
 from cluster.views import models_table, nodes_table
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_down)
 
     for name, func, text in (("nodes", _nodes, "list the nodes and their live state"),
-                             ("models", _models, "list the models and the nodes serving them")):
+                             ("models", _models,
+                              "list the models: desired replicas (deployed) vs nodes serving")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
             cost_cli.add_set_cost(p)
     cost_cli.add_commands(sub)
     keys_cli.add_commands(sub)
+    deploy_cli.add_commands(sub)
     return parser
 
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from cluster import ledger, prices
+from cluster import deploy_store, ledger, prices
 from cluster.books import Books
+from cluster.deployer import Deployer
 from cluster.discovery import MdnsBrowser, Sighting, peer_sightings
 from cluster.inventory import (
     DrainSet,
     Inventory,
+    ModelWithdrawn,
     NodeDescribed,
     NodeGone,
     NodeRefused,
@@ -38,7 +40,7 @@ from cluster.node_client import (
     NodeTimeout,
     NodeUnauthenticated,
 )
-from cluster.types import NodeId, NodeState, NodeTable
+from cluster.types import ModelName, NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Controller:
         self._client_factory = client_factory or partial(NodeClient,
                                                          secret=config.cluster_secret)
         self._plaintext_factory = plaintext_factory
+        self._plaintext: set[str] = set()  # addresses of agents admitted without the secret
         self._clock = clock
         self.inventory = Inventory()
         self._sessions: dict[str, _Session] = {}
@@ -110,11 +113,18 @@ class Controller:
         self.books = Books(
             path=Path(config.data_dir) / ledger.FILE_NAME if config.data_dir else ":memory:",
             prices=prices.load(Path(config.config_dir) if config.config_dir else None))
+        store = deploy_store.DeployStore(
+            Path(config.data_dir) / deploy_store.FILE_NAME if config.data_dir else ":memory:")
+        self.deployer = Deployer(store, client_factory=self._client_for, clock=clock,
+                                 withdraw=self._withdraw, drain=self.set_draining,
+                                 data_dir=Path(config.data_dir) if config.data_dir else None)
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""
         self._started_at = self._clock()
         await self.books.open()
+        await self.deployer.open()
         for sighting in peer_sightings(self.config.peers):
             self._on_seen(sighting)
         if self.config.mdns:
@@ -126,6 +136,8 @@ class Controller:
                 logger.warning("mDNS browsing unavailable (%s); using --peer only", exc)
                 self._browser = None
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        self._reconciler = asyncio.get_running_loop().create_task(
+            self.deployer.run(self.table, self._settled))
 
     async def stop(self) -> None:
         """Stop every session and the browser."""
@@ -134,9 +146,12 @@ class Controller:
         tasks = [s.task for s in self._sessions.values() if s.task]
         if self._ticker:
             tasks.append(self._ticker)
+        if self._reconciler:
+            tasks.append(self._reconciler)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.deployer.close()
         await self.books.close()
 
     def table(self) -> NodeTable:
@@ -156,6 +171,12 @@ class Controller:
     def set_draining(self, node_id: str, draining: bool) -> None:
         """Mark a node draining (no new requests) or not."""
         self.inventory.apply(DrainSet(node_id=NodeId(node_id), draining=draining))
+        self._refresh()
+
+    def _withdraw(self, node_id: str, model: str, withdrawn: bool) -> None:
+        """Take one model on one node out of routing (a replica being moved), or put it back."""
+        self.inventory.apply(ModelWithdrawn(node_id=NodeId(node_id), model=ModelName(model),
+                                            withdrawn=withdrawn))
         self._refresh()
 
     def sessions(self) -> list[dict[str, object]]:
@@ -230,6 +251,7 @@ class Controller:
                 self.inventory.apply(StatusReceived.from_sample(sample, address=client.address,
                                                                 at=self._clock()))
                 self.books.status(sample, client.address)
+                self.deployer.status(sample, client.address)
                 self._refresh()
         except NodeError as exc:
             logger.info("node %s (%s): %s", session.node_id, client.address, exc)
@@ -278,11 +300,13 @@ class Controller:
                 logger.info("node %s (%s) reached at %s via %s%s", desc.name, desc.node_id,
                             address, session.sighting.via, " IN PLAINTEXT" if plaintext else "")
             session.node_id, session.address, session.description = desc.node_id, address, desc
+            (self._plaintext.add if plaintext else self._plaintext.discard)(address)
             now = self._clock()
             self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
                                           via=session.sighting.via, at=now, plaintext=plaintext))
             self.inventory.apply(NodeDescribed.from_description(desc, at=now))
             self.books.node_described(desc)
+            self.deployer.described(desc, address)
             self._refresh()
             return client
         self._withdraw_refusal(session)  # nothing answers there any more
@@ -294,6 +318,11 @@ class Controller:
             self.inventory.apply(NodeGone(node_id=_stand_in(session.refused_at), at=self._clock()))
             self._refresh()
         session.refused, session.refused_at = "", ""
+
+    def _client_for(self, address: str) -> NodeClient:
+        """A client for an admitted node: the way its session reached it, TLS or plaintext."""
+        plaintext = address in self._plaintext
+        return (self._plaintext_factory if plaintext else self._client_factory)(address)
 
     async def _describe(self, address: str) -> tuple[NodeClient, NodeDescription, bool]:
         """The client and description, over TLS; over plaintext only where the admin allows it."""

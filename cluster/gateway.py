@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
+from cluster.deploy_api import merged_models, parse_deploy, parse_model_name, raise_error
 from cluster.errors import (
     ApiError,
     Forbidden,
@@ -269,9 +270,33 @@ class Gateway:
 
     @api.get("/admin/models")
     async def admin_models(self, request: Request) -> Response:
-        """Every model any node has, with the nodes serving it."""
+        """Every model any node has, with the nodes serving it, and desired vs actual."""
         self.gate.admin(request.headers.get("authorization"))
-        return _json({"models": models_json(self.table)})
+        desired = await self._controller.deployments.remote()
+        return _json({"models": merged_models(models_json(self.table), desired)})
+
+    @api.post("/admin/deployments")
+    async def admin_deploy(self, request: Request) -> Response:
+        """Deploy a model (or, with dry_run, only show where it would go)."""
+        self.gate.admin(request.headers.get("authorization"))
+        spec, dry_run = parse_deploy(await request.body(),
+                                     lambda ref: find_node(self.table, ref).node_id)
+        return _json(raise_error(await self._controller.deploy.remote(spec, dry_run)))
+
+    @api.post("/admin/undeploy")
+    async def admin_undeploy(self, request: Request) -> Response:
+        """Unload every replica of a deployed model."""
+        self.gate.admin(request.headers.get("authorization"))
+        name = parse_model_name(await request.body())
+        return _json(raise_error(await self._controller.undeploy.remote(name)))
+
+    @api.post("/admin/rebalance")
+    async def admin_rebalance(self, request: Request, since: str = "1h",
+                              dry_run: bool = False) -> Response:
+        """Move replicas toward recent demand; with dry_run, only show the moves."""
+        self.gate.admin(request.headers.get("authorization"))
+        window_seconds(since)
+        return _json(raise_error(await self._controller.rebalance.remote(since, dry_run)))
 
     @api.post("/admin/nodes/{node}/drain")
     async def admin_drain(self, request: Request, node: str) -> Response:

@@ -132,8 +132,17 @@ class DrainSet:
     draining: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelWithdrawn:
+    """Placement asked that `model` on the node take no new requests (a replica being moved)."""
+
+    node_id: NodeId
+    model: ModelName
+    withdrawn: bool
+
+
 Observation = (NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeUnreachable
-               | NodeGone | DrainSet | NodeRefused)
+               | NodeGone | DrainSet | NodeRefused | ModelWithdrawn)
 
 
 @dataclass(slots=True)
@@ -166,6 +175,7 @@ class Inventory:
         self.window_s = window_s
         self._nodes: dict[NodeId, _Node] = {}
         self._draining: set[NodeId] = set()  # kept for nodes not (yet) seen: drains outlive them
+        self._withdrawn: set[tuple[NodeId, ModelName]] = set()
         self._table = NodeTable()
 
     def apply(self, obs: Observation) -> None:
@@ -175,6 +185,10 @@ class Inventory:
                 self._draining.add(obs.node_id)
             case DrainSet(draining=False):
                 self._draining.discard(obs.node_id)
+            case ModelWithdrawn(withdrawn=True):
+                self._withdrawn.add((obs.node_id, obs.model))
+            case ModelWithdrawn(withdrawn=False):
+                self._withdrawn.discard((obs.node_id, obs.model))
             case NodeSeen():
                 node = self._node(obs.node_id)
                 node.seen[obs.address] = max(obs.at, node.seen.get(obs.address, -math.inf))
@@ -263,7 +277,8 @@ class Inventory:
             address=address,
             engines=desc.engines if desc else (),
             state=state,
-            models=tuple(sorted(m.model for m in models)),
+            models=tuple(sorted(m.model for m in models
+                                if (node.node_id, m.model) not in self._withdrawn)),
             memory_total_bytes=desc.memory_total_bytes if desc else 0,
             memory_used_bytes=status.memory_used_bytes if status else 0,
             running=sum(m.running for m in models),

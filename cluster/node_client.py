@@ -31,6 +31,7 @@ from node_agent import wire
 from node_agent.proto import pb, pb_grpc
 from node_agent.trust import SIGNATURE_HEADER, TLS_NAME, ClusterSecret
 from node_agent.types import (
+    DiskModel,
     GenerateEvent,
     GenerateRequest,
     LoadProgress,
@@ -137,6 +138,7 @@ class NodeDescription:
     memory_available_bytes: int
     cost: CostProfile
     models: tuple[ModelInfo, ...]
+    disk_models: tuple[DiskModel, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,6 +266,7 @@ def _description(info: pb.NodeInfo) -> NodeDescription:
         memory_available_bytes=info.memory_available_bytes,
         cost=wire.cost(info.cost),
         models=tuple(wire.model_info(m) for m in info.models),
+        disk_models=tuple(wire.disk_model(d) for d in info.disk_models),
     )
 
 

@@ -44,8 +44,14 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
 def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
     """Print one row per model."""
     table = Table(title="models")
-    for col in ("model", "ready nodes", "all nodes"):
+    for col in ("model", "desired", "ready nodes", "all nodes", "replicas"):
         table.add_column(col)
     for m in models:
-        table.add_row(m["model"], ", ".join(m["ready_nodes"]) or "-", ", ".join(m["nodes"]))
+        desired = "-" if m.get("desired") is None else str(m["desired"])
+        replicas = [f"{r['node']}: {r['state']}" for r in m.get("replicas", [])]
+        replicas += [f"not placed: {u['reason']}" for u in m.get("unplaced", [])]
+        replicas += [f"{c['node']}: stopped after {c['failures']} failed loads: {c['reason']}"
+                     for c in m.get("crash_loops", [])]
+        table.add_row(m["model"], desired, ", ".join(m["ready_nodes"]) or "-",
+                      ", ".join(m["nodes"]) or "-", "\n".join(replicas) or "-")
     (console or Console()).print(table)

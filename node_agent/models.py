@@ -22,7 +22,7 @@ from typing import Any
 
 from node_agent.demo_model import DEMO_NAME, demo_model_path, ensure_demo_model
 from node_agent.errors import LoadFailed, UnknownModel
-from node_agent.types import LoadProgress, LoadStage
+from node_agent.types import DiskModel, LoadProgress, LoadStage
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ HUB_IGNORE = ("*/*", "consolidated*")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 POLL_SECONDS = 0.5
+# Bytes per element of the KV cache by the config's dtype; quantised weights keep a 16-bit cache.
+DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +95,47 @@ def read_context_length(path: Path) -> int:
             if isinstance(value, int) and value > 0:
                 return value
     raise LoadFailed(f"{path}/config.json states no context length (one of {CONTEXT_KEYS})")
+
+
+def kv_bytes_per_token(path: Path) -> int:
+    """KV cache bytes per token of context: keys and values, every layer, every KV head."""
+    config = _read_config(Path(path))
+    text = config.get("text_config") or {}
+    def get(key: str) -> Any:
+        return config.get(key, text.get(key))
+    layers, heads = int(get("num_hidden_layers") or 0), int(get("num_attention_heads") or 0)
+    kv_heads = int(get("num_key_value_heads") or heads)
+    head_dim = int(get("head_dim") or (int(get("hidden_size") or 0) // max(heads, 1)))
+    dtype = DTYPE_BYTES.get(str(get("torch_dtype") or get("dtype") or "float16"), 2)
+    return 2 * layers * kv_heads * head_dim * dtype
+
+
+def disk_model(source: str, path: Path) -> DiskModel:
+    """The sizes of the model at `path`, known as `source`."""
+    return DiskModel(source=source, weights_bytes=model_weights_bytes(path),
+                     kv_bytes_per_token=kv_bytes_per_token(path),
+                     context_length=read_context_length(path))
+
+
+def models_on_disk(data_dir: Path, loaded: dict[str, Path] | None = None) -> list[DiskModel]:
+    """Every model this node could load without downloading: demo, hub snapshots, loaded paths.
+
+    A model whose files cannot be read is left out (and logged): it is not a placement fact.
+    """
+    found: dict[str, Path] = dict(loaded or {})
+    if demo_model_path(data_dir).is_dir():
+        found.setdefault(DEMO_NAME, demo_model_path(data_dir))
+    for repo in sorted((Path(data_dir) / "hub").glob("models--*")):
+        snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
+        if snapshots:
+            found.setdefault(repo.name.removeprefix("models--").replace("--", "/"), snapshots[-1])
+    out = []
+    for source, path in sorted(found.items()):
+        try:
+            out.append(disk_model(source, path))
+        except (UnknownModel, LoadFailed, OSError, ValueError) as exc:
+            logger.debug("not reporting %s on disk: %s", source, exc)
+    return out
 
 
 def fetch_from_hub(repo_id: str, cache_dir: Path, progress: Progress) -> Path:

@@ -37,6 +37,7 @@ from node_agent.hardware import Memory
 from node_agent.proto import pb, pb_grpc
 from node_agent.types import (
     CostProfile,
+    DiskModel,
     Hardware,
     LoadProgress,
     LoadStage,
@@ -45,6 +46,7 @@ from node_agent.types import (
 )
 from node_agent.wire import (
     cost_pb,
+    disk_model_pb,
     generate_request,
     generate_response,
     load_progress_pb,
@@ -203,7 +205,9 @@ class AgentService(pb_grpc.AgentServicer):
     async def Describe(self, request: pb.DescribeRequest, context: Any) -> pb.NodeInfo:
         """Who this node is, with its memory now and its loaded models."""
         probe = await asyncio.to_thread(self._probe)
-        return node_info(self._facts, probe.memory, self._engine.models())
+        loaded = self._engine.models()
+        on_disk = await asyncio.to_thread(_on_disk, self._data_dir, loaded)
+        return node_info(self._facts, probe.memory, loaded, on_disk)
 
     @_streaming
     async def WatchStatus(
@@ -364,7 +368,15 @@ async def _call(resolve: Callable[..., Any], *args: Any) -> models.ResolvedModel
 # --- proto <-> domain ---------------------------------------------------------------------------
 
 
-def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo]) -> pb.NodeInfo:
+def _on_disk(data_dir: Path, loaded: list[ModelInfo]) -> list[DiskModel]:
+    """The models on this node's disk, loaded local directories included."""
+    paths = {m.source: Path(m.source) for m in loaded if m.source.startswith(("/", "~", "."))}
+    return models.models_on_disk(data_dir, {s: p.expanduser() for s, p in paths.items()
+                                            if p.expanduser().is_dir()})
+
+
+def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo],
+              on_disk: list[DiskModel] | None = None) -> pb.NodeInfo:
     """Describe's answer."""
     hw, c = facts.hardware, facts.cost
     return pb.NodeInfo(
@@ -376,6 +388,7 @@ def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo]) -> pb.N
         memory_total_bytes=memory.total, memory_available_bytes=memory.available,
         cost=cost_pb(c),
         models=[model_info_pb(m) for m in loaded], os=hw.os, arch=hw.arch,
+        disk_models=[disk_model_pb(d) for d in on_disk or ()],
     )
 
 

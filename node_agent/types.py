@@ -110,6 +110,16 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DiskModel:
+    """A model kept on a node's disk, with the sizes placement needs before loading it."""
+
+    source: str
+    weights_bytes: int
+    kv_bytes_per_token: int
+    context_length: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelStatus:
     """Live counters of one loaded model; the token counters only ever grow."""
 

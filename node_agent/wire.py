@@ -13,6 +13,7 @@ from node_agent.types import (
     ChatMessage,
     CostProfile,
     Delta,
+    DiskModel,
     Finished,
     GenerateEvent,
     GenerateRequest,
@@ -44,6 +45,18 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
     """ModelInfo from protobuf."""
     return ModelInfo(name=m.name, engine=m.engine, source=m.source, memory_bytes=m.memory_bytes,
                      context_length=m.context_length)
+
+
+def disk_model_pb(d: DiskModel) -> pb.DiskModel:
+    """DiskModel as protobuf."""
+    return pb.DiskModel(source=d.source, weights_bytes=d.weights_bytes,
+                        kv_bytes_per_token=d.kv_bytes_per_token, context_length=d.context_length)
+
+
+def disk_model(d: pb.DiskModel) -> DiskModel:
+    """DiskModel from protobuf."""
+    return DiskModel(source=d.source, weights_bytes=d.weights_bytes,
+                     kv_bytes_per_token=d.kv_bytes_per_token, context_length=d.context_length)
 
 
 def cost_pb(c: CostProfile) -> pb.CostProfile:

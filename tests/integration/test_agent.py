@@ -144,6 +144,9 @@ async def test_describe(agent: RunningAgent, stub: Stub) -> None:
     [model] = [m for m in info.models if m.name == "demo"]
     assert (model.engine, model.source) == ("mlx", "demo")
     assert model.context_length > 0 and model.memory_bytes > 0
+    [disk] = [d for d in info.disk_models if d.source == "demo"]  # what placement sizes it by
+    assert disk.weights_bytes > 0 and disk.kv_bytes_per_token > 0
+    assert disk.context_length == model.context_length
 
 
 async def test_list_models(stub: Stub) -> None:

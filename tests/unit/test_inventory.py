@@ -212,3 +212,15 @@ def test_unloaded_model_disappears() -> None:
     inv.apply(status(1.0))
     inv.apply(StatusReceived(node_id=N, at=2.0, models=(), address=MDNS))
     assert only(inv, 2.0).models == ()
+
+
+def test_a_withdrawn_model_is_not_routed_to_until_restored() -> None:
+    from cluster.inventory import ModelWithdrawn
+
+    inv = Inventory()
+    inv.apply(StatusReceived(node_id=N, at=0.0, models=(ModelCounters(model=ModelName("a")),
+                                                          ModelCounters(model=ModelName("b")))))
+    inv.apply(ModelWithdrawn(node_id=N, model=ModelName("a"), withdrawn=True))
+    assert inv.table(0.1).nodes[0].models == ("b",)
+    inv.apply(ModelWithdrawn(node_id=N, model=ModelName("a"), withdrawn=False))
+    assert inv.table(0.2).nodes[0].models == ("a", "b")

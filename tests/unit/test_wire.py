@@ -52,3 +52,11 @@ def test_generate_requests_round_trip_text_and_chat() -> None:
 def test_generate_events_round_trip() -> None:
     for event in (Delta("a", 1, 7, 5), Delta("b", 2), Finished("stop", USAGE)):
         assert wire.generate_event(wire.generate_response(event)) == event
+
+
+def test_disk_model_round_trips() -> None:
+    from node_agent.types import DiskModel
+
+    d = DiskModel(source="org/m", weights_bytes=5 << 30, kv_bytes_per_token=131072,
+                  context_length=32768)
+    assert wire.disk_model(wire.disk_model_pb(d)) == d

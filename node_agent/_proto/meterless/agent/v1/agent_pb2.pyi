@@ -51,8 +51,20 @@ class ModelInfo(_message.Message):
     context_length: int
     def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., source: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., context_length: _Optional[int] = ...) -> None: ...
 
+class DiskModel(_message.Message):
+    __slots__ = ("source", "weights_bytes", "kv_bytes_per_token", "context_length")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    weights_bytes: int
+    kv_bytes_per_token: int
+    context_length: int
+    def __init__(self, source: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., kv_bytes_per_token: _Optional[int] = ..., context_length: _Optional[int] = ...) -> None: ...
+
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "hostname", "agent_version", "protocol_version", "engines", "accelerator", "memory_total_bytes", "memory_available_bytes", "cost", "models", "os", "arch")
+    __slots__ = ("node_id", "hostname", "agent_version", "protocol_version", "engines", "accelerator", "memory_total_bytes", "memory_available_bytes", "cost", "models", "os", "arch", "disk_models")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +77,7 @@ class NodeInfo(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
+    DISK_MODELS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     agent_version: str
@@ -77,7 +90,8 @@ class NodeInfo(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     os: str
     arch: str
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., accelerator: _Optional[_Union[Accelerator, _Mapping]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., cost: _Optional[_Union[CostProfile, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ...) -> None: ...
+    disk_models: _containers.RepeatedCompositeFieldContainer[DiskModel]
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., accelerator: _Optional[_Union[Accelerator, _Mapping]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., cost: _Optional[_Union[CostProfile, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., disk_models: _Optional[_Iterable[_Union[DiskModel, _Mapping]]] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ("interval_ms",)

@@ -1,0 +1,57 @@
+"""Deploy request bodies and the desired-vs-actual model listing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.deploy_api import merged_models, parse_deploy, parse_model_name, raise_error
+from cluster.errors import InvalidRequest, NotFound
+from cluster.placement import DeploymentSpec
+
+
+def ids(ref: str) -> str:
+    if ref == "ghost":
+        raise NotFound("unknown node 'ghost'")
+    return f"id-{ref}"
+
+
+def test_a_deploy_body_becomes_a_spec_with_node_ids() -> None:
+    body = json.dumps({"model": "org/qwen", "replicas": 2, "nodes": ["mini"], "engine": "mlx",
+                       "context_length": 8192, "concurrency": 4, "dry_run": True}).encode()
+    spec, dry = parse_deploy(body, ids)
+    assert dry is True
+    assert spec == DeploymentSpec(name="org/qwen", model="org/qwen", engine="mlx", replicas=2,
+                                  nodes=("id-mini",), context_length=8192, concurrency=4)
+
+
+@pytest.mark.parametrize("body", [
+    b"{", b"{}", b'{"model": "m", "replicas": "2"}', b'{"model": "m", "nodes": "a"}',
+    b'{"model": "m", "replicas": true}'])
+def test_bad_bodies_are_invalid_requests(body: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_deploy(body, ids)
+
+
+def test_an_unknown_pinned_node_is_not_found() -> None:
+    with pytest.raises(NotFound):
+        parse_deploy(b'{"model": "m", "nodes": ["ghost"]}', ids)
+
+
+def test_errors_from_the_controller_become_api_errors() -> None:
+    with pytest.raises(NotFound, match="no deployment"):
+        raise_error({"error": {"status": 404, "message": "no deployment named 'x'"}})
+    with pytest.raises(InvalidRequest, match="cannot place"):
+        raise_error({"error": {"status": 400, "message": "cannot place m: needs 9 GiB"}})
+    assert raise_error({"model": "m"}) == {"model": "m"}
+    assert parse_model_name(b'{"model": "m"}') == "m"
+
+
+def test_models_merge_desired_and_actual() -> None:
+    actual = [{"model": "demo", "nodes": ["a"], "ready_nodes": ["a"]}]
+    desired = [{"model": "qwen", "desired": 2, "ready": 0, "replicas": []}]
+    merged = merged_models(actual, desired)
+    assert [m["model"] for m in merged] == ["demo", "qwen"]
+    assert merged[0]["desired"] is None and merged[1]["desired"] == 2
+    assert merged[1]["nodes"] == [] and merged[1]["ready_nodes"] == []
