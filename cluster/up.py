@@ -92,9 +92,32 @@ def cluster_secret(opts: UpOptions) -> ClusterSecret:
     return secret
 
 
+def direct_ingress(opts: UpOptions) -> bool:
+    """Whether the gateway replica itself listens on the endpoint's port (Serve's direct ingress).
+
+    Serve's HTTP proxy is one more process on every request and every streamed chunk: on a small
+    head it costs more CPU per request than the gateway itself. With one gateway replica on a
+    Ray that `cluster up` starts, nothing needs the proxy in front; the proxy keeps running, on a
+    spare port. Several replicas cannot share one port, and a Ray that is joined is configured by
+    whoever started it, so both keep the proxy.
+    """
+    return opts.gateway_replicas == 1 and not opts.ray_address and opts.port > 0
+
+
+def _proxy_port(opts: UpOptions) -> int:
+    """Where Serve's own HTTP proxy listens: the endpoint, or a spare port under direct ingress."""
+    if not direct_ingress(opts):
+        return opts.port
+    return free_port("127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host)
+
+
 def _start_ray(opts: UpOptions) -> bool:
     """Connect to or start Ray; True when this process started the cluster."""
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    if direct_ingress(opts):  # read by Serve's controller and replicas, which inherit them
+        os.environ.update({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+                           "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(opts.port),
+                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(opts.port + 1)})
     import ray
 
     if opts.ray_address:
@@ -126,7 +149,7 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: 
                                 metrics_open=exposure.metrics_open),
         gateway_replicas=opts.gateway_replicas,
     )
-    serve.start(http_options={"host": opts.host, "port": opts.port})
+    serve.start(http_options={"host": opts.host, "port": _proxy_port(opts)})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -23,13 +22,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ProcessExited(RuntimeError):
+    """A process a test waits on has exited."""
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
     """Poll `predicate` until it returns something truthy; fail the test with `what` otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             if value := predicate():
                 return value
+        except ProcessExited:
+            raise  # nothing will come of waiting for a process that is gone
+        except Exception:  # not ready yet: try again
+            pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
@@ -81,7 +88,7 @@ class AgentProcess:
     def _listening(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}")
+            raise ProcessExited(f"agent {self.name} exited with {self.proc.returncode}")
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             return True
 
@@ -166,7 +173,8 @@ class ClusterProcess:
     def _models(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
+            raise ProcessExited(f"cluster up exited with {self.proc.returncode}; see "
+                                f"{self.data_dir / 'cluster.log'}")
         r = httpx.get(f"{self.url}/health", timeout=2)  # open with or without API keys
         return len(r.json()["models"]) if r.status_code == 200 else 0
 

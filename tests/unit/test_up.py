@@ -1,0 +1,13 @@
+"""What `cluster up` decides before it starts anything."""
+
+from __future__ import annotations
+
+from cluster.up import UpOptions, direct_ingress
+
+
+def test_one_gateway_replica_on_its_own_ray_listens_on_the_endpoint_itself() -> None:
+    assert direct_ingress(UpOptions(port=8000))
+    # Several replicas cannot share the port; a joined Ray is configured by whoever started it.
+    assert not direct_ingress(UpOptions(port=8000, gateway_replicas=2))
+    assert not direct_ingress(UpOptions(port=8000, ray_address="10.0.0.2:6379"))
+    assert not direct_ingress(UpOptions(port=0))
