@@ -1,20 +1,20 @@
 """What the gateway adds to a streamed chat completion: TTFT and ITL, direct and through it.
 
     .venv/bin/python bench/gateway.py [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
-                                      [--haproxy] [--no-replica-path]
+                                      [--proxy] [--no-replica-path]
 
 One agent serving `demo` and one `cluster up` in front of it. Path `direct` streams straight to
 the agent with the gateway's own client (NodeClient.generate, gRPC); path `gateway` streams
 through the endpoint (HTTP/SSE, httpx). Both send the same greedy chat requests, so the engine
 does the same work; after a warm-up block they alternate in blocks (10 requests at one stream,
 one round at 32 streams, order flipped every block) so the machine's noise hits them alike.
-gateway - direct is what the gateway adds: HTTP parsing, routing, Serve's proxy and its hop to
-the replica, SSE encoding, and one more process per token.
+gateway - direct is what the gateway adds: HTTP parsing, routing, SSE encoding, and one more
+process per token. `cluster up` has the gateway replica itself listen on the endpoint's port.
 
-A third path, `no-proxy`, sends the same HTTP requests to the gateway replica's own port
-(Serve's direct ingress, found through /proc), skipping Serve's HTTP proxy: the difference
-between `gateway` and `no-proxy` is the proxy hop. `--haproxy` starts the cluster with
-RAY_SERVE_ENABLE_HA_PROXY=1, so the endpoint is Serve's HAProxy instead of its Python proxy.
+`--proxy` starts the cluster with RAY_SERVE_ENABLE_DIRECT_INGRESS=0, so that Serve's HTTP proxy
+serves the endpoint, as before `cluster up` bypassed it; a third path, `no-proxy`, then sends the
+same HTTP requests to the gateway replica's own port (found through /proc): the difference
+between `gateway` and `no-proxy` is the proxy's hop.
 
 ITL is each request's mean gap between tokens after the first. CPU per request is read from
 /proc for the agent, for everything `cluster up` started (Ray, the gateway) and for this client.
@@ -209,7 +209,8 @@ async def run(args: argparse.Namespace) -> dict[int, dict[str, Series]]:
                 "direct": lambda p: stream_grpc(client, [("user", p)], args.max_tokens),
                 "gateway": lambda p: _http(http, cluster.url, p, args.max_tokens),
             }
-            if not args.no_replica_path and (url := replica_url(cluster.proc.pid)):
+            url = None if args.no_replica_path else replica_url(cluster.proc.pid)
+            if url and url.rsplit(":", 1)[1] != str(cluster.port):  # the proxy is in front
                 paths["no-proxy"] = lambda p: _http(http, url, p, args.max_tokens)
             meter = Meter(agent.proc.pid, cluster.proc.pid)
             results = {}
@@ -280,10 +281,10 @@ def _listening_ports(inodes: set[str]) -> list[int]:
 
 def report(results: dict[int, dict[str, Series]], args: argparse.Namespace) -> None:
     """Print the latency, overhead and CPU tables and the verdicts."""
-    ingress = "HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)" if args.haproxy else "Serve's HTTP proxy"
+    ingress = "Serve's HTTP proxy" if args.proxy else "the gateway replica itself"
     print(f"\nstreamed chat completions, max_tokens={args.max_tokens}, temperature 0; "
-          f"direct = NodeClient over gRPC; gateway = HTTP/SSE to the endpoint ({ingress}); "
-          "no-proxy = HTTP/SSE to the gateway replica's own port")
+          f"direct = NodeClient over gRPC; gateway = HTTP/SSE to the endpoint ({ingress})"
+          + ("; no-proxy = HTTP/SSE to the gateway replica's own port" if args.proxy else ""))
     rows = [row for s, r in results.items() for row in latency_rows(s, r)]
     print(table(["path", "requests", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
                  "tokens/req"], rows))
@@ -312,8 +313,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200, help="per path at one stream")
     parser.add_argument("--rounds", type=int, default=10, help=f"rounds of {WIDE} per path")
-    parser.add_argument("--haproxy", action="store_true",
-                        help="serve the endpoint through Serve's HAProxy ingress")
+    parser.add_argument("--proxy", action="store_true",
+                        help="serve the endpoint through Serve's HTTP proxy, as before")
     parser.add_argument("--no-replica-path", action="store_true",
                         help="skip the path to the replica's own port")
     args = parser.parse_args()
@@ -325,8 +326,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Run, print, exit 0 (a benchmark reports; it does not fail)."""
     args = parse_args()
-    if args.haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # inherited by `cluster up`
+    if args.proxy:
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"  # inherited by `cluster up`
     print(machine_line(), flush=True)
     started_at = time.perf_counter()
     try:

@@ -99,9 +99,10 @@ def direct_ingress(opts: UpOptions) -> bool:
     head it costs more CPU per request than the gateway itself. With one gateway replica on a
     Ray that `cluster up` starts, nothing needs the proxy in front; the proxy keeps running, on a
     spare port. Several replicas cannot share one port, and a Ray that is joined is configured by
-    whoever started it, so both keep the proxy.
+    whoever started it, so both keep the proxy; so does RAY_SERVE_ENABLE_DIRECT_INGRESS=0.
     """
-    return opts.gateway_replicas == 1 and not opts.ray_address and opts.port > 0
+    wanted = os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1") != "0"
+    return wanted and opts.gateway_replicas == 1 and not opts.ray_address and opts.port > 0
 
 
 def _proxy_port(opts: UpOptions) -> int:
