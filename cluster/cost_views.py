@@ -8,15 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_RIGHT = {
-    "tok in",
-    "tok out",
-    "busy %",
-    "cost $",
-    "$/Mtok",
-    "marginal $/Mtok",
-    "cloud $",
-    "savings $",
+# The figures of one usage group, in the order `cluster usage` shows them.
+_USAGE_COLUMNS = (
     "requests",
     "ok",
     "failed-over",
@@ -27,6 +20,17 @@ _RIGHT = {
     "completion",
     "ttft s",
     "duration s",
+)
+_RIGHT = {
+    "tok in",
+    "tok out",
+    "busy %",
+    "cost $",
+    "$/Mtok",
+    "marginal $/Mtok",
+    "cloud $",
+    "savings $",
+    *_USAGE_COLUMNS,
 }
 
 
@@ -88,19 +92,7 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
     """Print one row per group."""
     by = data["by"]
     table = Table(title=f"usage by {by} since {data['since']}")
-    for col in (
-        by,
-        "requests",
-        "ok",
-        "failed-over",
-        "cancelled",
-        "error",
-        "prompt",
-        "cached",
-        "completion",
-        "ttft s",
-        "duration s",
-    ):
+    for col in (by, *_USAGE_COLUMNS):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for g in data["groups"]:
         table.add_row(
