@@ -249,11 +249,15 @@ def breakeven(
 ) -> datetime | None:
     """When the recovery so far plus `per_day` from `now` repays the price; None: never.
 
-    A node already paid for breaks even `now`. The date is rounded up to the whole second.
+    A node already paid for breaks even `now`. The date is rounded up to the whole second. A date
+    past the last one a calendar can hold (the year 9999) is never, too.
     """
     remaining = price_usd - recovered_usd
     if remaining <= 0:
         return now
     if per_day is None or per_day <= 0:
         return None
-    return now + timedelta(seconds=math.ceil(remaining / per_day * SECONDS_PER_DAY))
+    seconds = math.ceil(remaining / per_day * SECONDS_PER_DAY)
+    if seconds > (datetime.max.replace(tzinfo=now.tzinfo) - now).total_seconds():
+        return None
+    return now + timedelta(seconds=seconds)

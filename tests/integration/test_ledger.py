@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,8 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
         assert node["tokens"]["completion"] == sum(r["completion_tokens"] for r in mine)
         assert node["tokens"]["cached_prompt"] == sum(r["cached_prompt_tokens"] for r in mine)
         assert node["profile"]["price_usd"] == 1440 and node["profile_source"] == "agent"
-        assert node["cost_usd"]["hardware"] > 0 and node["breakeven"] is not None
+        assert node["cost_usd"]["hardware"] > 0
+        assert node["breakeven"] == expected_breakeven(node, report["end"])
     total = report["total"]
     assert total["requests"] == 8
     assert total["tokens"]["total"] == sum(
@@ -190,11 +192,28 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
     assert total["cost_usd"]["total"] == pytest.approx(
         sum(n["cost_usd"]["total"] for n in report["nodes"])
     )
+    assert total["breakeven"] == expected_breakeven(total, report["end"])
     assert report["prices"]["references"] == {"demo": "gpt-4o-mini"}
     usage = cli(cluster, "usage", "--since", "all", "--by", "model")
     (demo,) = usage["groups"]
     assert (demo["requests"], demo["ok"], demo["cancelled"], demo["error"]) == (9, 7, 1, 1)
     assert demo["completion_tokens"] == sum(r["completion_tokens"] for r in rows)
+
+
+def expected_breakeven(figures: dict[str, Any], end: str) -> str | None:
+    """The date the recovery rate over the window repays the price; None while it is not positive.
+
+    A node that served little on this slow machine can have spent more on idle power than its
+    tokens are worth in the cloud: then it never breaks even, and the report must say so.
+    """
+    price = figures["profile"]["price_usd"] if "profile" in figures else 2 * 1440
+    recovered, owned = figures["recovered_usd"], figures["owned_s"]
+    if recovered <= 0 or owned <= 0:
+        return None
+    seconds = (price - recovered) / (recovered / owned)
+    if seconds > (datetime.max.replace(tzinfo=UTC) - datetime.fromisoformat(end)).total_seconds():
+        return None
+    return (datetime.fromisoformat(end) + timedelta(seconds=seconds)).date().isoformat()
 
 
 def test_metrics_count_the_requests(office: Office, sent: dict[str, Any]) -> None:

@@ -93,6 +93,11 @@ def test_breakeven_never_or_already() -> None:
     assert cost.breakeven(price_usd=F(100), recovered_usd=F(100), per_day=F(0), now=NOW) == NOW
 
 
+def test_a_breakeven_past_the_calendar_is_never() -> None:
+    tiny = F(1, 10**12)
+    assert cost.breakeven(price_usd=F(1440), recovered_usd=F(0), per_day=tiny, now=NOW) is None
+
+
 def test_no_tokens_no_per_mtok() -> None:
     c = cost.node_cost(
         PROFILE, NodeWindow(owned_s=F(60), power=Power(), tokens=Tokens(), cloud_usd=F(0))
