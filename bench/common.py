@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/x.py`: the harness lives in tests/
     sys.path.insert(0, str(ROOT))
 
+from lean_http import LeanClient  # noqa: E402
+
 from cluster.node_client import NodeClient  # noqa: E402
 from node_agent.demo_model import ensure_demo_model  # noqa: E402
 from node_agent.types import (  # noqa: E402
@@ -39,6 +41,9 @@ from node_agent.types import (  # noqa: E402
 from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for  # noqa: E402
 
 Messages = Sequence[tuple[str, str]]  # (role, content)
+HttpClient = httpx.AsyncClient | LeanClient
+CLIENTS = ("lean", "httpx")  # --client: the benchmarks' HTTP client (see bench/lean_http.py)
+HTTP_ERRORS = (httpx.HTTPError, OSError, TimeoutError, RuntimeError)  # a request that failed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +97,7 @@ async def stream_grpc(client: NodeClient, messages: Messages, max_tokens: int,
     raise RuntimeError(f"{client.address}: the stream ended without finishing")
 
 
-async def stream_http(http: httpx.AsyncClient, url: str, messages: Messages,
+async def stream_http(http: HttpClient, url: str, messages: Messages,
                       max_tokens: int, model: str = "demo") -> tuple[Timing, str]:
     """A greedy streamed chat completion through the endpoint; also returns the answer's text."""
     body = {"model": model, "messages": [{"role": r, "content": c} for r, c in messages],
@@ -123,10 +128,15 @@ async def stream_http(http: httpx.AsyncClient, url: str, messages: Messages,
     return timing, "".join(parts)
 
 
-def http_client(connections: int) -> httpx.AsyncClient:
-    """One keep-alive HTTP/1.1 pool for the endpoint, big enough for every concurrent stream."""
+def http_client(connections: int, kind: str = "lean", **kw: Any) -> HttpClient:
+    """One keep-alive HTTP/1.1 pool for the endpoint, big enough for every concurrent stream.
+
+    `lean` (the default) costs the shared cores least; `httpx` is what the openai client uses.
+    """
+    if kind == "lean":
+        return LeanClient(connections=connections, timeout=120.0, **kw)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0))
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0), **kw)
 
 
 def demo_models(root: Path) -> Path:

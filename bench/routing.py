@@ -52,8 +52,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from common import (
+    HTTP_ERRORS,
     Timing,
     cpu_seconds,
     demo_models,
@@ -129,7 +129,7 @@ async def closed_loop(send: Send, clients: int, warmup_s: float, seconds: float)
         while time.perf_counter() < end:
             try:
                 timings.append(await send(PROMPTS[next(order) % len(PROMPTS)]))
-            except (httpx.HTTPError, RuntimeError) as exc:  # reported, not fatal to the run
+            except HTTP_ERRORS as exc:  # reported, not fatal to the run
                 print(f"  a request failed: {exc!r}", flush=True)
 
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -348,7 +348,7 @@ async def conversations(url: str, names: dict[str, str], documents: list[str],
             try:
                 timing, answer = await stream_http(http, url, history, args.answer_tokens,
                                                    model=CHAT_MODEL)
-            except (httpx.HTTPError, RuntimeError) as exc:  # reported, not fatal to the run
+            except HTTP_ERRORS as exc:  # reported, not fatal to the run
                 print(f"  conversation {c} turn {k} failed ({exc!r}); it ends here", flush=True)
                 break
             timing = dataclasses.replace(timing, node=names.get(timing.node, timing.node))
