@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidRequest
-from cluster.metrics import GatewayMetrics
+from cluster.metrics import GatewayMetrics, _Histogram
 from cluster.reports import parse_cost_changes, window_seconds
 from cluster.types import NodeId, NodeState, NodeTable, NodeView
 from cluster.usage import Outcome, UsageRow
@@ -105,3 +105,11 @@ def test_metrics_text_in_vllm_style() -> None:
         'meterless:savings_usd{node="mini"} -0.5',
     ):
         assert line in text, line
+
+
+def test_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
+    h = _Histogram((0.1, 1.0))
+    for value in (0.1, 0.5, 1.0, 7.0):
+        h.observe(value)
+    assert h.buckets() == [("0.1", 1), ("1.0", 3), ("+Inf", 4)]
+    assert h.total == pytest.approx(8.6)
