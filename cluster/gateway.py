@@ -74,6 +74,45 @@ from node_agent.types import Delta, Finished
 logger = logging.getLogger(__name__)
 
 api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
+_replica: "Gateway | None" = None  # this process's replica, for the hot path
+
+
+class HotPath:
+    """The two completion endpoints straight to the replica, past FastAPI's routing layers.
+
+    Every completion request went through FastAPI's exception, routing, request-response and
+    dependency layers to reach a method that reads the body itself; here that cost about 0.3 ms
+    of the request's time to first token. These two routes are answered here, with the same
+    methods and the same error bodies; every other request goes on to FastAPI.
+    """
+
+    ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        name = self.ROUTES.get(_route_path(scope)) if scope["type"] == "http" else None
+        if name is None or scope["method"] != "POST" or _replica is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await getattr(_replica, name)(request)
+        except ApiError as exc:
+            response = await _api_error(request, exc)
+        except Exception as exc:
+            response = await _unexpected(request, exc)
+        await response(scope, receive, send)
+
+
+def _route_path(scope: Any) -> str:
+    """The request's path below the app's root path, as FastAPI's router matches it."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+api.add_middleware(HotPath)
 
 
 @api.exception_handler(ApiError)
@@ -215,6 +254,8 @@ class Gateway:
                          metrics_open=settings.metrics_open)
         self._key_poller = asyncio.get_running_loop().create_task(
             self.gate.follow(self._wait_keys))
+        global _replica
+        _replica = self
 
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
