@@ -106,6 +106,14 @@ class NotFound(ApiError):
     default_code = "not_found"
 
 
+class MethodNotAllowed(ApiError):
+    """The path exists, but not for this HTTP method."""
+
+    status = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
 class ModelNotFound(NotFound):
     """No routable node serves the requested model."""
 

@@ -109,6 +109,9 @@ def test_bad_requests_are_openai_shaped_400s(office: tuple[ClusterProcess, list[
                        headers={"content-type": "application/json"}, timeout=10)
         assert r.status_code == 400, raw
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        r = httpx.get(f"{office[0].url}{path}", timeout=10)
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_prompt_too_long_is_400(client: openai.OpenAI) -> None:
