@@ -83,8 +83,8 @@ class HotPath:
     """The two completion endpoints, answered without FastAPI's routing layers.
 
     Every completion request used to go through FastAPI's exception, routing, request-response
-    and dependency layers to reach a method that reads the body itself; on this kind of machine
-    that was most of what the gateway added to the time to first token. These two routes are
+    and dependency layers to reach a method that reads the body itself; on a small head that was
+    a large part of what the gateway added to the time to first token. These two routes are
     served here only (FastAPI does not know them, so a replica that failed to register itself
     answers 503, never silently slower); every other request goes on to FastAPI.
     """

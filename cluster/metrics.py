@@ -109,7 +109,7 @@ class GatewayMetrics(Collector):
 
     A request adds to plain integers and bucket counts, and the families are built only when
     /metrics is scraped: a labelled prometheus_client child takes a lock and several calls per
-    update, which was a third of what the ledger added to each request.
+    update, and seven updates a request were a good part of what the ledger added to it.
     """
 
     def __init__(self) -> None:
