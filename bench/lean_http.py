@@ -1,9 +1,9 @@
 """A minimal keep-alive HTTP/1.1 client for the benchmarks, shaped like the part of httpx they use.
 
 The benchmarks run the client on the same two cores as the cluster it measures, so the client's
-own CPU is taken from the gateway. httpx spends about a millisecond of CPU per streamed request
-on this machine (and more under load); this client spends a small fraction of that, so that what
-a benchmark reports is closer to what the gateway costs, not what the load generator costs. It
+own CPU is taken from the gateway. On a 2-core machine, a 16-token streamed chat completion cost
+httpx about 7 ms more CPU than this client (and a trivial stream about 1 ms more latency), so
+that what a benchmark reports is closer to what the gateway costs, not the load generator. It
 speaks only what the endpoint answers: plain HTTP/1.1 on loopback, Content-Length or chunked
 bodies, no TLS, no redirects, no compression.
 
