@@ -10,9 +10,9 @@ httpx, the openai client's HTTP library. The client shares the two cores with wh
 and httpx's own work (about 7 ms more CPU per request than the lean client on 2 cores) is the
 client's, not the gateway's: `gateway` is the figure for the targets, `gateway/httpx` shows
 what a client built on httpx sees on top (`--client` picks one or both). All send the same
-greedy chat requests,
-so the engine does the same work; after a warm-up block they alternate in blocks (10 requests
-at one stream, one round at 32 streams, order flipped every block) so the noise hits them alike.
+greedy chat requests, so the engine does the same work; after a warm-up block they alternate in
+blocks (10 requests at one stream, one round at 32 streams, order flipped every block) so that
+the machine's noise hits them alike.
 gateway - direct is what the gateway adds: HTTP parsing, routing, SSE encoding, and one more
 process per token. `cluster up` has the gateway replica itself listen on the endpoint's port.
 
