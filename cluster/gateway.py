@@ -20,14 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
+from cluster import hot_path
 from cluster.deploy_api import merged_models, parse_deploy, parse_model_name, raise_error
 from cluster.errors import (
     ApiError,
     Forbidden,
     InternalError,
     InvalidRequest,
-    MethodNotAllowed,
-    NoCapacity,
     NotFound,
     UpstreamFailed,
 )
@@ -76,61 +75,6 @@ from node_agent.types import Delta, Finished
 logger = logging.getLogger(__name__)
 
 api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
-_replica: "Gateway | None" = None  # this process's replica, for the hot path
-
-
-class HotPath:
-    """The two completion endpoints, answered without FastAPI's routing layers.
-
-    Every completion request used to go through FastAPI's exception, routing, request-response
-    and dependency layers to reach a method that reads the body itself; on a small head that was
-    a large part of what the gateway added to the time to first token. These two routes are
-    served here only (FastAPI does not know them, so a replica that failed to register itself
-    answers 503, never silently slower); every other request goes on to FastAPI.
-    """
-
-    ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        name = self.ROUTES.get(_route_path(scope)) if scope["type"] == "http" else None
-        if name is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-            if _replica is None:
-                raise NoCapacity("The gateway is starting.", retry_after=1)
-            response = await getattr(_replica, name)(request)
-        except ApiError as exc:
-            response = await _api_error(request, exc)
-        except Exception as exc:
-            response = await _unexpected(request, exc)
-        await response(scope, receive, send)
-
-
-def _serve_hot_path(replica: "Gateway") -> None:
-    """Let HotPath call `replica` (its constructor calls this).
-
-    Not `global _replica` in the constructor itself: Serve pickles the decorated class by value,
-    with a copy of the globals its methods name, so that would set the copy. This function is
-    pickled by reference, so it sets the module's own.
-    """
-    global _replica
-    _replica = replica
-
-
-def _route_path(scope: Any) -> str:
-    """The request's path below the app's root path, as FastAPI's router matches it."""
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
-
-
-api.add_middleware(HotPath)
 
 
 @api.exception_handler(ApiError)
@@ -147,6 +91,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error on %s", request.url.path)
     return await _api_error(request, InternalError("internal error; see the gateway's log"))
+
+
+api.add_middleware(hot_path.HotPath, on_api_error=_api_error, on_unexpected=_unexpected)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +219,7 @@ class Gateway:
                          metrics_open=settings.metrics_open)
         self._key_poller = asyncio.get_running_loop().create_task(
             self.gate.follow(self._wait_keys))
-        _serve_hot_path(self)
+        hot_path.serve(self)
 
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
@@ -292,14 +239,14 @@ class Gateway:
             await self.forwarder.clients.retain({n.address for n in table.nodes})
 
     async def chat_completions(self, request: Request) -> Response:
-        """OpenAI chat completions, streamed or not (POST /v1/chat/completions, via HotPath)."""
+        """OpenAI chat completions, streamed or not (POST /v1/chat/completions: hot_path.py)."""
         req = parse_request(ChatCompletionRequest, await request.body())
         keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
         chars = sum(len(m.text) for m in req.messages)
         return await self._complete(req, keys, chars, request.headers.get("authorization"))
 
     async def completions(self, request: Request) -> Response:
-        """OpenAI text completions, streamed or not (POST /v1/completions, via HotPath)."""
+        """OpenAI text completions, streamed or not (POST /v1/completions: hot_path.py)."""
         req = parse_request(CompletionRequest, await request.body())
         return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt),
                                     request.headers.get("authorization"))
