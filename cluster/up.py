@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from cluster import admin_token, secret_store
 from cluster.exposure import decide
 from cluster.keys import digest
 from cluster.paths import config_dir, data_dir
+from cluster.ports import free_port
 from node_agent.trust import ClusterSecret, encode_token
 
 logger = logging.getLogger(__name__)
@@ -54,13 +54,6 @@ class UpOptions:
     affinity: bool = True
     insecure: bool = False  # serve without API keys on any address (warned at every start)
     plaintext_agents: bool = False  # also admit agents without the join token (insecure)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def start_local_agent(opts: UpOptions, data: Path, secret: ClusterSecret | None = None
