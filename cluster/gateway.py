@@ -44,17 +44,19 @@ from cluster.keys import visible_models
 from cluster.ledger import GROUPS
 from cluster.metering import GatewayMeter
 from cluster.metrics import CONTENT_TYPE
-from cluster.openai_schema import (
-    AnyRequest,
-    ChatCompletionRequest,
+from cluster.openai_responses import (
     ChatStreamEncoder,
-    CompletionRequest,
     CompletionStreamEncoder,
     chat_completion,
     dumps,
     model_list,
-    parse_request,
     text_completion,
+)
+from cluster.openai_schema import (
+    AnyRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_request,
     to_generate_request,
     validation_error_to_api,
 )

@@ -29,20 +29,22 @@ from cluster.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from cluster.openai_schema import (
+from cluster.openai_responses import (
     SSE_DONE,
-    AnyRequest,
-    ChatCompletionRequest,
     ChatStreamEncoder,
-    CompletionRequest,
     CompletionStreamEncoder,
     chat_completion,
     dumps,
     finish_reason,
     model_card,
     model_list,
-    parse_request,
     text_completion,
+)
+from cluster.openai_schema import (
+    AnyRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_request,
     to_generate_request,
     validation_error_to_api,
 )
