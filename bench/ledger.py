@@ -17,10 +17,12 @@ time that the cluster's Serve processes (HTTP proxy, gateway, controller with it
 spend per request, summed over all rounds. The gateway is CPU-bound, so its throughput goes as
 the inverse of its CPU per request; the CPU figure is read from /proc per process, so it stays
 meaningful on a machine that other work keeps busy, where requests/s swing from round to round.
-Last, the ledger's own work per request timed in-process (bench/ledger_parts.py), as a share of
-that CPU per request. Target: the ledger costs under 2%; PASS when the interval's upper end is
-under 2%, MISS when its lower end is over, and "not resolved" in between. It also checks that
-the ledger holds one row per request sent, and the --no-ledger cluster none.
+The CPU is also shown per process (gateway replica, controller replica, proxy), which says
+where the difference lands. Last, the ledger's own work per request timed in-process
+(bench/ledger_parts.py), as a share of that CPU per request. Target: the ledger costs under 2%;
+PASS when the interval's upper end is under 2%, MISS when its lower end is over, and "not
+resolved" in between. It also checks that the ledger holds one row per request sent, and the
+--no-ledger cluster none.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -61,6 +63,7 @@ class Round:
     requests: int
     seconds: float
     cpu_s: float  # CPU seconds its Serve processes used meanwhile
+    parts: dict[str, float] = field(default_factory=dict)  # the same by process (see ROLES)
 
     @property
     def rps(self) -> float:
@@ -85,20 +88,29 @@ def _proc_stats() -> dict[int, tuple[int, float, str]]:
     return out
 
 
-def serve_cpu(root_pid: int) -> float:
-    """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`)."""
+ROLES = {  # command-line prefix of a Serve process -> its role in the tables
+    "ray::ServeReplica:meterless:gateway": "gateway",
+    "ray::ServeReplica:meterless:controller": "controller",
+    "ray::ProxyActor": "proxy",
+}
+
+
+def serve_cpu(root_pid: int) -> dict[str, float]:
+    """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`), by role."""
     stats = _proc_stats()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root_pid]
+    by_role = dict.fromkeys(ROLES.values(), 0.0)
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, ()))
         _, cpu, cmd = stats.get(pid, (0, 0.0, ""))
-        if cmd.startswith(("ray::ServeReplica", "ray::ProxyActor")):
-            total += cpu
-    return total
+        role = next((r for prefix, r in ROLES.items() if cmd.startswith(prefix)), None)
+        if role is not None:
+            by_role[role] += cpu
+    return by_role
 
 
 async def burst(
@@ -122,7 +134,8 @@ async def burst(
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-        return Round(done, elapsed, serve_cpu(cluster.proc.pid) - cpu)
+        parts = {role: t - cpu[role] for role, t in serve_cpu(cluster.proc.pid).items()}
+        return Round(done, elapsed, sum(parts.values()), parts)
 
 
 @contextlib.contextmanager
@@ -209,6 +222,15 @@ def report(rounds: list[tuple[Round, Round]]) -> float:
         f"Serve CPU per request: on {1000 * cpu_on:.2f} ms, off {1000 * cpu_off:.2f} ms -> "
         f"the ledger adds {100 * cost:.1f}%: {verdict(cost)}"
     )
+    n_on, n_off = sum(on.requests for on, _ in rounds), sum(off.requests for _, off in rounds)
+    for role in ROLES.values():
+        us_on = 1e6 * sum(on.parts[role] for on, _ in rounds) / n_on
+        us_off = 1e6 * sum(off.parts[role] for _, off in rounds) / n_off
+        share = (us_on - us_off) / 1e6 / cpu_off
+        print(
+            f"  {role:>10}: on {us_on:7.1f} us/request, off {us_off:7.1f}, difference "
+            f"{us_on - us_off:+6.1f} us ({100 * share:+.1f}% of the Serve CPU per request, off)"
+        )
     return cost
 
 
