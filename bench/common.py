@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,19 +211,33 @@ def start_all(stack: contextlib.ExitStack, agents: Sequence[AgentProcess]) -> li
 
 def cpu_seconds(pids: Sequence[int], *, descendants: bool = True) -> float:
     """CPU seconds used so far by these processes (and their descendants); NaN without /proc."""
-    stats = _proc_stats()
+    stats = proc_stats()
     if not stats:
         return math.nan
+    every = [*pids, *(d for p in pids for d in descendants_of(p, stats))] if descendants else pids
+    return sum(stats.get(pid, (0, 0.0))[1] for pid in every)
+
+
+def descendants_of(root: int, stats: Mapping[int, tuple[int, float]] | None = None) -> list[int]:
+    """Every process below `root` (children, theirs, ...), from `stats` or a fresh read."""
+    stats = proc_stats() if stats is None else stats
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, list(pids)
+    found, todo = [], [root]
     while todo:
-        pid = todo.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        if descendants:
-            todo.extend(children.get(pid, ()))
-    return total
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def command_line(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" once it has gone)."""
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return ""
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -235,7 +249,7 @@ def machine_jiffies() -> tuple[int, int]:
     return 0, 0
 
 
-def _proc_stats() -> dict[int, tuple[int, float]]:
+def proc_stats() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, user + system CPU seconds) for every process /proc shows."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     out: dict[int, tuple[int, float]] = {}

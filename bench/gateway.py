@@ -42,8 +42,10 @@ from common import (
     CLIENTS,
     HttpClient,
     Timing,
+    command_line,
     cpu_seconds,
     demo_models,
+    descendants_of,
     http_client,
     machine_jiffies,
     machine_line,
@@ -244,8 +246,8 @@ async def _http(http: HttpClient, url: str, prompt: str, max_tokens: int) -> Tim
 
 def replica_url(cluster_pid: int) -> str | None:
     """The gateway replica's own HTTP port (Serve's direct ingress), found through /proc."""
-    pid = next((p for p, cmd in _descendants(cluster_pid)
-                if cmd.startswith("ray::ServeReplica:meterless:gateway")), None)
+    pid = next((p for p in descendants_of(cluster_pid)
+                if command_line(p).startswith("ray::ServeReplica:meterless:gateway")), None)
     if pid is None:
         return None
     inodes = set()
@@ -260,23 +262,6 @@ def replica_url(cluster_pid: int) -> str | None:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return url
     return None
-
-
-def _descendants(root: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every process below `root`."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        for child in [c for c, p in parents.items() if p == pid]:
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                found.append((child, cmd.decode(errors="replace")))
-            todo.append(child)
-    return found
 
 
 def _listening_ports(inodes: set[str]) -> list[int]:

@@ -48,7 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common import http_client  # noqa: E402  (next to this script)
+from common import (  # noqa: E402  (next to this script)
+    command_line,
+    descendants_of,
+    http_client,
+    proc_stats,
+)
 from ledger_parts import parts  # noqa: E402
 
 from tests.harness import ClusterProcess, free_port, wait_for  # noqa: E402
@@ -76,18 +81,6 @@ class Round:
         return 1000 * self.cpu_s / self.requests
 
 
-def _proc_stats() -> dict[int, tuple[int, float, str]]:
-    """pid -> (parent pid, user + system CPU seconds, command line) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmd)
-    return out
-
-
 ROLES = {  # command-line prefix of a Serve process -> its role in the tables
     "ray::ServeReplica:meterless:gateway": "gateway",
     "ray::ServeReplica:meterless:controller": "controller",
@@ -97,19 +90,13 @@ ROLES = {  # command-line prefix of a Serve process -> its role in the tables
 
 def serve_cpu(root_pid: int) -> dict[str, float]:
     """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`), by role."""
-    stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
+    stats = proc_stats()
     by_role = dict.fromkeys(ROLES.values(), 0.0)
-    todo = [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, ()))
-        _, cpu, cmd = stats.get(pid, (0, 0.0, ""))
+    for pid in descendants_of(root_pid, stats):
+        cmd = command_line(pid)
         role = next((r for prefix, r in ROLES.items() if cmd.startswith(prefix)), None)
         if role is not None:
-            by_role[role] += cpu
+            by_role[role] += stats[pid][1]
     return by_role
 
 
