@@ -21,7 +21,8 @@ _USAGE_COLUMNS = (
     "ttft s",
     "duration s",
 )
-_RIGHT = {
+# The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
+_COST_FIGURES = (
     "tok in",
     "tok out",
     "busy %",
@@ -30,8 +31,8 @@ _RIGHT = {
     "marginal $/Mtok",
     "cloud $",
     "savings $",
-    *_USAGE_COLUMNS,
-}
+)
+_RIGHT = {*_COST_FIGURES, *_USAGE_COLUMNS}
 
 
 def money(x: float | None, digits: int = 2) -> str:
@@ -47,19 +48,7 @@ def count(n: int | None) -> str:
 def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     """Print one row per node and the cluster's total."""
     table = Table(title=f"cost since {data['since']}")
-    for col in (
-        "node",
-        "tok in",
-        "tok out",
-        "busy %",
-        "cost $",
-        "$/Mtok",
-        "marginal $/Mtok",
-        "cloud $",
-        "savings $",
-        "breakeven",
-        "energy",
-    ):
+    for col in ("node", *_COST_FIGURES, "breakeven", "energy"):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for n in data["nodes"]:
         table.add_row(n["name"], *_figures(n))
