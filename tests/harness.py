@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,28 @@ def ensure_loopback_multicast() -> bool:
         return False
     subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
     return True
+
+
+@contextlib.contextmanager
+def peered_office(
+    cluster: ClusterProcess,
+    agents: Sequence[AgentProcess],
+    *,
+    ready_timeout: float = 30.0,
+    want_models: int = 1,
+) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+    """Start `agents`, then `cluster` knowing them as static peers (no mDNS, no local agent),
+    and wait until every node is ready; everything is stopped on the way out."""
+    try:
+        for agent in agents:
+            agent.start()
+        peers = [arg for a in agents for arg in ("--peer", a.address)]
+        cluster.args = ("--no-local-agent", "--no-mdns", *peers)
+        cluster.start(want_models=want_models)
+        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents),
+                 ready_timeout, f"{len(agents)} nodes ready")
+        yield cluster, list(agents)
+    finally:
+        cluster.stop()
+        for agent in agents:
+            agent.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
 from tests.integration.test_failover import Outcome, load
 
 pytestmark = pytest.mark.timeout(900)
@@ -36,19 +36,8 @@ def office(tmp_path_factory: pytest.TempPathFactory,
     agents = [AgentProcess(share_models(root / f"agent{i}", demo_model_dir.parent),
                            name=f"node{i}", args=("--no-mdns",), join_token=token)
               for i in range(3)]
-    try:
-        for agent in agents:
-            agent.start()
-        cluster.args = ("--no-local-agent", "--no-mdns",
-                        *[arg for a in agents for arg in ("--peer", a.address)])
-        cluster.start(want_models=0)
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 3, 60,
-                 "three nodes ready")
-        yield cluster, agents
-    finally:
-        cluster.stop()
-        for agent in agents:
-            agent.stop()
+    with peered_office(cluster, agents, ready_timeout=60, want_models=0) as office:
+        yield office
 
 
 def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]:

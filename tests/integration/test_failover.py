@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -78,19 +78,8 @@ def office(tmp_path_factory: pytest.TempPathFactory,
               for i in range(3)]
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
-    try:
-        for agent in agents:
-            agent.start()
-        cluster.args = ("--no-local-agent", "--no-mdns",
-                        *[arg for a in agents for arg in ("--peer", a.address)])
-        cluster.start()
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 3, 30,
-                 "three nodes ready")
-        yield cluster, agents
-    finally:
-        cluster.stop()
-        for agent in agents:
-            agent.stop()
+    with peered_office(cluster, agents) as office:
+        yield office
 
 
 def node_state(cluster: ClusterProcess, name: str) -> str:

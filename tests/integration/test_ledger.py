@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,20 +52,8 @@ def office(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> It
     ]
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
-    try:
-        for agent in agents:
-            agent.start()
-        peers = [arg for a in agents for arg in ("--peer", a.address)]
-        cluster.args = ("--no-local-agent", "--no-mdns", *peers)
-        cluster.start()
-        wait_for(
-            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 30, "both nodes ready"
-        )
-        yield cluster, agents
-    finally:
-        cluster.stop()
-        for agent in agents:
-            agent.stop()
+    with peered_office(cluster, agents) as office:
+        yield office
 
 
 def ledger_rows(cluster: ClusterProcess) -> dict[str, dict[str, Any]]:
