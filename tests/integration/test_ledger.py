@@ -171,7 +171,8 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
         assert node["tokens"]["cached_prompt"] == sum(r["cached_prompt_tokens"] for r in mine)
         assert node["profile"]["price_usd"] == 1440 and node["profile_source"] == "agent"
         assert node["cost_usd"]["hardware"] > 0
-        assert node["breakeven"] == expected_breakeven(node, report["end"])
+        price = node["profile"]["price_usd"]
+        assert node["breakeven"] == expected_breakeven(node, price, report["end"])
     total = report["total"]
     assert total["requests"] == 8
     assert total["tokens"]["total"] == sum(
@@ -180,7 +181,8 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
     assert total["cost_usd"]["total"] == pytest.approx(
         sum(n["cost_usd"]["total"] for n in report["nodes"])
     )
-    assert total["breakeven"] == expected_breakeven(total, report["end"])
+    price = sum(n["profile"]["price_usd"] for n in report["nodes"])
+    assert total["breakeven"] == expected_breakeven(total, price, report["end"])
     assert report["prices"]["references"] == {"demo": "gpt-4o-mini"}
     usage = cli(cluster, "usage", "--since", "all", "--by", "model")
     (demo,) = usage["groups"]
@@ -188,13 +190,12 @@ def test_cluster_cost_and_usage_agree_with_the_ledger(office: Office, sent: dict
     assert demo["completion_tokens"] == sum(r["completion_tokens"] for r in rows)
 
 
-def expected_breakeven(figures: dict[str, Any], end: str) -> str | None:
+def expected_breakeven(figures: dict[str, Any], price: float, end: str) -> str | None:
     """The date the recovery rate over the window repays the price; None while it is not positive.
 
     A node that served little on this slow machine can have spent more on idle power than its
     tokens are worth in the cloud: then it never breaks even, and the report must say so.
     """
-    price = figures["profile"]["price_usd"] if "profile" in figures else 2 * 1440
     recovered, owned = figures["recovered_usd"], figures["owned_s"]
     if recovered <= 0 or owned <= 0:
         return None
