@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from cluster import hot_path
@@ -112,6 +112,9 @@ class GatewaySettings:
     admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
     metrics_open: bool = True  # /metrics without the admin token
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
+
+
+Answer = Response | hot_path.EventStream  # a completion's answer: JSON, or a stream of events
 
 
 async def _sse(req: AnyRequest, request_id: str, created: int,
@@ -240,14 +243,14 @@ class Gateway:
             self.table = table
             await self.forwarder.clients.retain({n.address for n in table.nodes})
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Answer:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: hot_path.py)."""
         req = parse_request(ChatCompletionRequest, await request.body())
         keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
         chars = sum(len(m.text) for m in req.messages)
         return await self._complete(req, keys, chars, request.headers.get("authorization"))
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, request: Request) -> Answer:
         """OpenAI text completions, streamed or not (POST /v1/completions: hot_path.py)."""
         req = parse_request(CompletionRequest, await request.body())
         return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt),
@@ -381,7 +384,7 @@ class Gateway:
         return _json({"node": node_json(self.table.get(found.node_id) or found)})
 
     async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int,
-                        authorization: str | None) -> Response:
+                        authorization: str | None) -> Answer:
         self.meter.check_open()
         request_id = uuid.uuid4().hex[:24]
         generate = to_generate_request(req, request_id)
@@ -399,5 +402,5 @@ class Gateway:
         headers = {"x-meterless-node": routed.node_id, "x-meterless-request-id": request_id}
         if req.stream:
             body = _sse(req, request_id, self.created, events)
-            return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+            return hot_path.EventStream(body, headers)
         return await _collect(req, request_id, self.created, events, headers)

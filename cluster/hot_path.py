@@ -10,7 +10,7 @@ answers 503 instead of silently taking the slow way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -59,6 +59,36 @@ class HotPath:
         except Exception as exc:
             response = await self.on_unexpected(request, exc)
         await response(scope, receive, send)
+
+
+class EventStream:
+    """A server-sent event stream as a bare ASGI response: the headers, then each frame.
+
+    Starlette's StreamingResponse runs the body in a task group beside a second task that
+    listens for the client leaving; that costs two tasks and an event loop turn before the first
+    byte, on every request. Serve already watches the connection (its replica, or its proxy,
+    cancels the request's task when the client goes away), so this sends straight from the
+    request's own task; the cancellation reaches the frames' generator, whose `finally` cancels
+    the generation on the node, and `aclose` here covers every other way out.
+    """
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+        self.frames = frames
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            (b"cache-control", b"no-cache"),
+                            *((k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in headers.items())]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        frames = self.frames
+        try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]
 
 
 def route_path(scope: Any) -> str:

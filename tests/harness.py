@@ -210,14 +210,16 @@ def peered_office(
     *,
     ready_timeout: float = 30.0,
     want_models: int = 1,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
-    """Start `agents`, then `cluster` knowing them as static peers (no mDNS, no local agent),
-    and wait until every node is ready; everything is stopped on the way out."""
+    """Start `agents`, then `cluster` knowing them as static peers (no mDNS, no local agent)
+    with `extra_args`, and wait until every node is ready; everything is stopped on the way
+    out."""
     try:
         for agent in agents:
             agent.start()
         peers = [arg for a in agents for arg in ("--peer", a.address)]
-        cluster.args = ("--no-local-agent", "--no-mdns", *peers)
+        cluster.args = ("--no-local-agent", "--no-mdns", *extra_args, *peers)
         cluster.start(want_models=want_models)
         wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents),
                  ready_timeout, f"{len(agents)} nodes ready")

@@ -1,0 +1,65 @@
+"""The endpoint behind Serve's HTTP proxy: what `cluster up --gateway-replicas 2` runs.
+
+With one gateway replica the replica itself listens on the endpoint's port; with several,
+Serve's proxy sits in front of them. Streams are sent from the request's own task and rely on
+Serve to cancel it when the client goes away (cluster/hot_path.py), so both ways in are tested
+for that: test_cluster.py covers the first, this module the proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory: pytest.TempPathFactory,
+           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+    """One agent serving `demo`, and a cluster with two gateway replicas behind the proxy."""
+    root = tmp_path_factory.mktemp("proxied")
+    agent = AgentProcess(share_models(root / "agent", demo_model_dir.parent), name="agent",
+                         args=("--model", "demo", "--no-mdns"))
+    cluster = ClusterProcess(root / "head")
+    cluster.data_dir.mkdir()
+    with peered_office(cluster, [agent], extra_args=("--gateway-replicas", "2")) as office:
+        yield office
+
+
+def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    client = openai.OpenAI(base_url=f"{office[0].url}/v1", api_key="unused", max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "Count to five."}], max_tokens=8,
+        stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 8
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+
+
+def test_a_client_that_leaves_the_proxy_cancels_the_generation(
+        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    cluster, _ = office
+    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
+            "temperature": 0, "stream": True}
+
+    def busy() -> int:
+        return sum(n["running"] + n["waiting"] for n in cluster.nodes())
+
+    with httpx.stream("POST", f"{cluster.url}/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+        wait_for(busy, 5, "the node to report the running generation")
+    closed = time.monotonic()  # leaving the block closes the connection mid-stream
+    wait_for(lambda: busy() == 0, 5, "the node to free the slot")
+    assert time.monotonic() - closed < 5
