@@ -232,6 +232,41 @@ def descendants_of(root: int, stats: Mapping[int, tuple[int, float]] | None = No
     return found
 
 
+def pin(pid: int, cores: set[int], *, below: bool = True) -> int:
+    """Keep a process, every thread of it and (`below`) every process under it on `cores`
+    (Linux). Threads and processes started later inherit the mask from the one that starts
+    them. Returns how many threads were pinned."""
+    pinned = 0
+    for p in (pid, *(descendants_of(pid) if below else ())):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), cores)
+                    pinned += 1
+    return pinned
+
+
+LAYOUTS = {
+    "shared": "every process on every core",
+    "head-alone": "the head (cluster up, Ray, the gateway) on core 0; the agent and the "
+                  "benchmark's client on the others, as a node and a client machine would be",
+    "node-alone": "the agent on the last core; the head and the client on the others",
+}
+
+
+def layout_cores(layout: str) -> dict[str, set[int]]:
+    """Cores for each role (head, node, client) in one of LAYOUTS; every core for every role
+    when there are fewer than two."""
+    every = sorted(os.sched_getaffinity(0))
+    if layout == "shared" or len(every) < 2:
+        return {role: set(every) for role in ("head", "node", "client")}
+    if layout == "head-alone":
+        head, rest = {every[0]}, set(every[1:])
+        return {"head": head, "node": rest, "client": rest}
+    node, rest = {every[-1]}, set(every[:-1])
+    return {"head": rest, "node": node, "client": rest}
+
+
 def command_line(pid: int) -> str:
     """A process's command line, its arguments joined by spaces ("" once it has gone)."""
     with contextlib.suppress(OSError):

@@ -40,6 +40,7 @@ from pathlib import Path
 import httpx
 from common import (
     CLIENTS,
+    LAYOUTS,
     HttpClient,
     Timing,
     command_line,
@@ -47,11 +48,13 @@ from common import (
     demo_models,
     descendants_of,
     http_client,
+    layout_cores,
     machine_jiffies,
     machine_line,
     make_agents,
     ms,
     percentile,
+    pin,
     start_all,
     start_cluster,
     stream_grpc,
@@ -204,11 +207,18 @@ def contention_note(streams: int, results: dict[str, Series]) -> str | None:
 
 async def run(args: argparse.Namespace) -> dict[int, dict[str, Series]]:
     """Start an agent and a cluster, measure every path at 1 and 32 streams."""
+    cores = layout_cores(args.layout)
+    print(f"layout {args.layout}: {LAYOUTS[args.layout]} (head {sorted(cores['head'])}, node "
+          f"{sorted(cores['node'])}, client {sorted(cores['client'])})", flush=True)
+    me = os.getpid()
     with workspace("meterless-bench-gateway-") as (root, stack):
+        pin(me, cores["node"], below=False)  # what a process starts inherits its mask
         [agent] = start_all(stack, make_agents(root, demo_models(root), {"node": 0}))
         t0 = time.perf_counter()
+        pin(me, cores["head"], below=False)
         cluster = start_cluster(root, [agent], "fastest")
         stack.callback(cluster.stop)
+        pin(me, cores["client"], below=False)
         assert agent.proc is not None and cluster.proc is not None
         print(f"cluster up, node ready: {time.perf_counter() - t0:.1f}s", flush=True)
         client = NodeClient(agent.address)
@@ -315,6 +325,9 @@ def parse_args() -> argparse.Namespace:
                         help="serve the endpoint through Serve's HTTP proxy, as before")
     parser.add_argument("--no-replica-path", action="store_true",
                         help="skip the path to the replica's own port")
+    parser.add_argument("--layout", choices=LAYOUTS, default="head-alone",
+                        help="which processes share which cores: " + "; ".join(
+                            f"{k}: {v}" for k, v in LAYOUTS.items()) + " (default head-alone)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds = min(args.requests, 20), min(args.rounds, 2)
