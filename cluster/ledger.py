@@ -22,7 +22,7 @@ from typing import Any
 from cluster.cost import Power, Tokens
 from cluster.energy import NodeSample
 from cluster.types import CostProfile
-from cluster.usage import UsageRow
+from cluster.usage import UsageRow, Values
 
 FILE_NAME = "ledger.sqlite3"
 
@@ -77,22 +77,7 @@ CREATE TABLE IF NOT EXISTS cost_overrides (
 """
 
 _PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
-_ROW = (
-    "request_id",
-    "at",
-    "key_id",
-    "model",
-    "node_id",
-    "endpoint",
-    "stream",
-    "prompt_tokens",
-    "cached_prompt_tokens",
-    "completion_tokens",
-    "ttft_s",
-    "duration_s",
-    "outcome",
-    "attempts",
-)
+_ROW = UsageRow._fields  # the requests table's columns, in the order of a row's values
 GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
 
 
@@ -133,14 +118,15 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def insert_requests(conn: sqlite3.Connection, rows: Sequence[UsageRow]) -> int:
-    """Append rows in one transaction, skipping request ids already present; returns the new."""
+def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
+    """Append rows (UsageRow.values()) in one transaction, skipping request ids already
+    present; returns how many were new."""
     sql = (
         f"INSERT OR IGNORE INTO requests ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
     )
     before = conn.total_changes
     with _transaction(conn):
-        conn.executemany(sql, [_request_values(r) for r in rows])
+        conn.executemany(sql, rows)
     return conn.total_changes - before
 
 
@@ -274,25 +260,6 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
 def count(conn: sqlite3.Connection) -> int:
     """How many requests the ledger holds."""
     return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
-
-
-def _request_values(r: UsageRow) -> tuple[Any, ...]:
-    return (
-        r.request_id,
-        r.at,
-        r.key_id,
-        r.model,
-        r.node_id,
-        r.endpoint,
-        int(r.stream),
-        r.prompt_tokens,
-        r.cached_prompt_tokens,
-        r.completion_tokens,
-        r.ttft_s,
-        r.duration_s,
-        r.outcome.value,
-        r.attempts,
-    )
 
 
 @contextlib.contextmanager

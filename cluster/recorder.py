@@ -24,17 +24,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cluster.usage import UsageRow
+from cluster.usage import UsageRow, Values
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UsageBatch:
-    """Rows from one gateway replica, with its state when it sent them."""
+    """Rows from one gateway replica, with its state when it sent them.
+
+    The rows travel as their values (UsageRow.values): pickled and unpickled, a named tuple
+    costs a Python call per row on the controller, a plain tuple none (about 4 against 0.5 us
+    a row, bench/ledger_parts.py).
+    """
 
     replica: str
-    rows: tuple[UsageRow, ...]
+    rows: tuple[Values, ...]
     inflight: int  # requests still running on the replica
     pending: int  # rows still buffered after this batch
     closing: bool  # the replica has seen the shutdown and refuses new requests
@@ -68,7 +73,7 @@ class Recorder:
         self.interval_s = interval_s
         self.batch_rows = batch_rows
         self.max_buffered = max_buffered
-        self._rows: collections.deque[UsageRow] = collections.deque()
+        self._rows: collections.deque[Values] = collections.deque()
         self._wake = asyncio.Event()
         self.inflight = 0
         self.closing = False
@@ -87,7 +92,7 @@ class Recorder:
     def end(self, row: UsageRow) -> None:
         """A request ended: buffer its row (never blocks, never raises)."""
         self.inflight -= 1
-        self._rows.append(row)
+        self._rows.append(row.values())
         if len(self._rows) > self.max_buffered:  # the controller has been away a long time
             self._rows.popleft()
             self.dropped += 1

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, NamedTuple
 
 from cluster.forward import ForwardEvent, Routed, StreamFailed
 from node_agent.types import Delta, Finished
@@ -38,9 +39,15 @@ class Outcome(Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, kw_only=True)
-class UsageRow:
-    """One request in the ledger."""
+Values = tuple[Any, ...]  # a row's values, as UsageRow.values() makes them
+
+
+class UsageRow(NamedTuple):
+    """One request in the ledger.
+
+    A named tuple, not a frozen dataclass: a gateway makes one per request, and it is built in
+    half the time. Its fields are in the order of the ledger's columns.
+    """
 
     request_id: str
     at: float  # unix seconds when the gateway received it
@@ -56,6 +63,13 @@ class UsageRow:
     duration_s: float = 0.0
     outcome: Outcome = Outcome.OK
     attempts: int = 0
+
+    def values(self) -> Values:
+        """The row as the ledger stores it: a plain tuple, in column order, of values of the
+        exact types SQLite binds without an adapter. Batches carry rows this way: a plain tuple
+        pickles and unpickles in a tenth of the time of a named one, and the controller inserts
+        it as it comes, with no Python call per row."""
+        return (*self[:6], int(self.stream), *self[7:12], self.outcome.value, self.attempts)
 
 
 @dataclass(frozen=True, kw_only=True)

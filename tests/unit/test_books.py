@@ -13,7 +13,7 @@ from cluster.books import Books
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.recorder import Recorder, UsageBatch
 from cluster.types import CostProfile
-from cluster.usage import Outcome, UsageRow
+from cluster.usage import Outcome, UsageRow, Values
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -62,7 +62,7 @@ def status(node_id: str, busy: float, watts: float | None = None) -> NodeStatusS
     )
 
 
-def row(i: int, at: float, node: str = "n1") -> UsageRow:
+def usage_row(i: int, at: float, node: str = "n1") -> UsageRow:
     """1 M prompt tokens (200 k cached) and 200 k completion tokens."""
     return UsageRow(
         request_id=f"r{i}",
@@ -79,6 +79,11 @@ def row(i: int, at: float, node: str = "n1") -> UsageRow:
         outcome=Outcome.OK,
         attempts=1,
     )
+
+
+def row(i: int, at: float, node: str = "n1") -> Values:
+    """That row's values, as a gateway's batch carries them."""
+    return usage_row(i, at, node).values()
 
 
 @pytest.fixture
@@ -184,7 +189,7 @@ async def test_a_clean_shutdown_waits_for_the_gateways_rows(books: tuple[Books, 
         shutdown = asyncio.get_running_loop().create_task(b.prepare_shutdown(5.0))
         await asyncio.sleep(0.1)
         assert not shutdown.done() and rec.closing
-        rec.end(row(1, T0))
+        rec.end(usage_row(1, T0))
         done = await shutdown
     finally:
         task.cancel()

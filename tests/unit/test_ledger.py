@@ -12,7 +12,7 @@ from cluster import ledger
 from cluster.cost import Tokens
 from cluster.energy import NodeSample
 from cluster.types import CostProfile
-from cluster.usage import Outcome, UsageRow
+from cluster.usage import Outcome, UsageRow, Values
 
 
 def row(
@@ -23,8 +23,8 @@ def row(
     model: str = "demo",
     outcome: Outcome = Outcome.OK,
     key: str | None = None,
-) -> UsageRow:
-    """A request row with easy numbers: prompt 10*i, cached i, completion i."""
+) -> Values:
+    """A request row's values with easy numbers: prompt 10*i, cached i, completion i."""
     return UsageRow(
         request_id=f"r{i}",
         at=at,
@@ -40,7 +40,7 @@ def row(
         duration_s=1.0,
         outcome=outcome,
         attempts=1,
-    )
+    ).values()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class Controller:
 
     def rows(self) -> list[str]:
         """Request ids committed, in order."""
-        return [r.request_id for b in self.batches for r in b.rows]
+        return [UsageRow._make(r).request_id for b in self.batches for r in b.rows]
 
 
 async def test_rows_go_in_batches_and_leave_the_buffer_once_committed() -> None:
@@ -49,6 +49,7 @@ async def test_rows_go_in_batches_and_leave_the_buffer_once_committed() -> None:
         rec.end(row(i))
     await rec.flush_once()
     assert c.rows() == ["r0", "r1"] and rec.buffered == 1
+    assert c.batches[0].rows[0] == row(0).values() and type(c.batches[0].rows[0]) is tuple
     assert (c.batches[0].pending, c.batches[0].inflight, c.batches[0].replica) == (1, 0, "g1")
     await rec.flush_once()
     await rec.flush_once()  # an empty send is a heartbeat
