@@ -31,7 +31,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -52,6 +54,7 @@ from common import (  # noqa: E402  (next to this script)
     command_line,
     descendants_of,
     http_client,
+    pin,
     proc_stats,
 )
 from ledger_parts import parts  # noqa: E402
@@ -155,6 +158,23 @@ def start_cluster(root: Path, name: str, agent: str, *extra: str) -> ClusterProc
     cluster.start()
     wait_for(lambda: any(n["state"] == "ready" for n in cluster.nodes()), 60, f"{name} ready")
     return cluster
+
+
+def pin_gateways(clusters: list[ClusterProcess]) -> str:
+    """Each gateway replica alone on the first core, everything else (this client, the stub
+    agent, Ray, the controllers) on the others; what the run will say of it."""
+    every = sorted(os.sched_getaffinity(0))
+    if len(every) < 2:
+        return "cores: one, shared by every process"
+    first, rest = {every[0]}, set(every[1:])
+    pin(os.getpid(), rest)  # this process, the stub agent, both clusters, and what they start
+    for cluster in clusters:
+        assert cluster.proc is not None
+        for pid in descendants_of(cluster.proc.pid):
+            if command_line(pid).startswith("ray::ServeReplica:meterless:gateway"):
+                pin(pid, first)
+    return (f"cores: each gateway replica on core {every[0]} (one at a time is busy); this "
+            f"client, the stub agent, Ray and the controllers on {sorted(rest)}")
 
 
 def ledger_requests(cluster: ClusterProcess) -> int:
@@ -263,6 +283,21 @@ async def measure(
     return rounds, warm.requests + sum(a.requests for a, _ in rounds)
 
 
+ALIKE = "METERLESS_BENCH_ALIKE"
+
+
+def start_alike() -> None:
+    """Run again with a fixed hash seed and no address-space randomization (Linux `setarch
+    -R`), both inherited by everything this starts: two gateway replicas started alike then
+    differ by the ledger alone. With random layouts, two processes running the same code were
+    seen to differ by several percent in CPU per request, more than the effect measured."""
+    setarch = shutil.which("setarch")
+    if os.environ.get(ALIKE) or setarch is None:
+        return
+    env = {**os.environ, ALIKE: "1", "PYTHONHASHSEED": "0"}
+    os.execve(setarch, [setarch, platform.machine(), "-R", sys.executable, *sys.argv], env)
+
+
 def main() -> int:
     """Run the benchmark; exit 0 on PASS."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -270,15 +305,33 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--client", choices=("lean", "httpx"), default="lean")
+    parser.add_argument(
+        "--layout",
+        choices=("gateway-alone", "shared"),
+        default="gateway-alone",
+        help="gateway-alone: the gateway replica gets a core of its own, as on a head with "
+        "cores to spare; shared: every process on every core",
+    )
+    parser.add_argument(
+        "--random-layout",
+        action="store_true",
+        help="keep Python's random hash seed and the address-space randomization",
+    )
     args = parser.parse_args()
+    if not args.random_layout:
+        start_alike()
     one, five, _ = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {one:.2f} (1 min) {five:.2f} (5 min)")
+    alike = "fixed hash seed, no address randomization" if os.environ.get(ALIKE) else "random"
+    print(f"process layouts: {alike}")
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp, stub_agent() as agent:
         root = Path(tmp)
         on = start_cluster(root, "on", agent)
         try:
             off = start_cluster(root, "off", agent, "--no-ledger")
             try:
+                if args.layout == "gateway-alone":
+                    print(pin_gateways([on, off]), flush=True)
                 before = ledger_requests(on)
                 rounds, sent = asyncio.run(measure(on, off, args))
                 time.sleep(1.5)  # the last batch
