@@ -167,10 +167,13 @@ class Forwarder:
                     if tap is not None:
                         tap.observe(event)
                     yield event
-                async for event in events:
-                    if tap is not None:
-                        tap.observe(event)
-                    yield event
+                try:
+                    async for event in events:
+                        if tap is not None:
+                            tap.observe(event)
+                        yield event
+                finally:  # now, not by the event loop's finalizer, in a task of its own
+                    await events.aclose()  # type: ignore[attr-defined]
                 return
             raise _exhausted(last_error, request.model)
         except (GeneratorExit, asyncio.CancelledError):
@@ -198,8 +201,9 @@ class Forwarder:
         self.load.start(node_id, route.expected_tokens)
         remaining, generated, started = route.expected_tokens, 0, time.monotonic()
         prompt = cached = 0
+        stream = client.generate(request)
         try:
-            async for event in client.generate(request):
+            async for event in stream:
                 if isinstance(event, Delta):
                     if generated == 0:  # the prompt is in the node's cache from now on
                         self.router.record(route, node_id)
@@ -223,6 +227,7 @@ class Forwarder:
             yield StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
         finally:
             self.load.finish(node_id, max(remaining, 0), time.monotonic())
+            await stream.aclose()  # type: ignore[attr-defined]  # cancels the call on the node
 
 
 def _node_message(exc: NodeError) -> str:
