@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway.py [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
                                       [--client lean|httpx|both] [--proxy] [--no-replica-path]
+                                      [--layout head-alone|node-alone|shared]
 
 One agent serving `demo` and one `cluster up` in front of it. Path `direct` streams straight to
 the agent with the gateway's own client (NodeClient.generate, gRPC); path `gateway` streams
@@ -15,6 +16,11 @@ blocks (10 requests at one stream, one round at 32 streams, order flipped every 
 the machine's noise hits them alike.
 gateway - direct is what the gateway adds: HTTP parsing, routing, SSE encoding, and one more
 process per token. `cluster up` has the gateway replica itself listen on the endpoint's port.
+
+`--layout` pins the processes to cores. On a machine this small every extra process hop waits
+for a core, and the gateway's CPU slows the engine it is measured against; `head-alone` (the
+default) gives the head (`cluster up`, Ray, the gateway) a core of its own, as its own machine
+would have, and puts the agent and this client on the others in both paths.
 
 `--proxy` starts the cluster with RAY_SERVE_ENABLE_DIRECT_INGRESS=0, so that Serve's HTTP proxy
 serves the endpoint, as before `cluster up` bypassed it; a third path, `no-proxy`, then sends the

@@ -1,7 +1,8 @@
 """What the ledger costs the gateway: requests/s and CPU per request, ledger on and off.
 
     .venv/bin/python bench/ledger.py [--rounds 30] [--seconds 3] [--concurrency 16]
-                                     [--client lean|httpx]
+                                     [--client lean|httpx] [--layout gateway-alone|shared]
+                                     [--random-layout]
 
 One stub agent (bench/stub_agent.py: the real gRPC service over an engine that answers at once,
 so that the gateway, not the node, is the bottleneck) behind two `cluster up`s started side by
@@ -23,6 +24,9 @@ where the difference lands. Last, the ledger's own work per request timed in-pro
 PASS when the interval's upper end is under 2%, MISS when its lower end is over, and "not
 resolved" in between. It also checks that the ledger holds one row per request sent, and the
 --no-ledger cluster none.
+
+Both clusters are started alike (a fixed hash seed, no address-space randomization; see
+start_alike), and by default each gateway replica gets a core of its own (`--layout`).
 """
 
 from __future__ import annotations
