@@ -163,11 +163,11 @@ class Forwarder:
                 except NodeError as exc:
                     await events.aclose()
                     raise UpstreamFailed(f"node {node_id} failed: {_node_message(exc)}") from None
-                for event in (Routed(node_id, len(tried)), first):
-                    if tap is not None:
-                        tap.observe(event)
-                    yield event
                 try:
+                    for event in (Routed(node_id, len(tried)), first):
+                        if tap is not None:
+                            tap.observe(event)
+                        yield event
                     async for event in events:
                         if tap is not None:
                             tap.observe(event)
