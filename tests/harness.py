@@ -228,3 +228,23 @@ def peered_office(
         cluster.stop()
         for agent in agents:
             agent.stop()
+
+
+def leave_mid_stream(cluster: ClusterProcess) -> float:
+    """Start a long streamed completion, read a few events, hang up, and wait until the nodes
+    report nothing running; returns the seconds from hanging up to then (at most 5)."""
+    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
+            "temperature": 0, "stream": True}
+
+    def busy() -> int:
+        return sum(n["running"] + n["waiting"] for n in cluster.nodes())
+
+    with httpx.stream("POST", f"{cluster.url}/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+        wait_for(busy, 5, "the node to report the running generation")
+    closed = time.monotonic()  # leaving the block closes the connection mid-stream
+    wait_for(lambda: busy() == 0, 5, "the node to free the slot")
+    return time.monotonic() - closed

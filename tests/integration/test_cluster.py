@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,13 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
+from tests.harness import (
+    AgentProcess,
+    ClusterProcess,
+    leave_mid_stream,
+    peered_office,
+    share_models,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -176,21 +181,7 @@ def test_cluster_nodes_cli(office: tuple[ClusterProcess, list[AgentProcess]]) ->
 
 def test_a_client_that_disconnects_cancels_the_generation_on_the_node(
         office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
-    cluster, _ = office
-    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
-            "temperature": 0, "stream": True}
-
-    def busy() -> int:
-        return sum(n["running"] + n["waiting"] for n in cluster.nodes())
-
-    with httpx.stream("POST", f"{cluster.url}/v1/completions", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        for _ in range(3):
-            next(lines)
-        wait_for(busy, 5, "the node to report the running generation")
-    closed = time.monotonic()  # leaving the block closes the connection mid-stream
-    wait_for(lambda: busy() == 0, 5, "the node to free the slot")
-    assert time.monotonic() - closed < 5
+    assert leave_mid_stream(office[0]) < 5
 
 
 def test_cluster_models_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:

@@ -8,15 +8,19 @@ for that: test_cluster.py covers the first, this module the proxy.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
+from tests.harness import (
+    AgentProcess,
+    ClusterProcess,
+    leave_mid_stream,
+    peered_office,
+    share_models,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -47,19 +51,4 @@ def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentPro
 
 def test_a_client_that_leaves_the_proxy_cancels_the_generation(
         office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
-    cluster, _ = office
-    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
-            "temperature": 0, "stream": True}
-
-    def busy() -> int:
-        return sum(n["running"] + n["waiting"] for n in cluster.nodes())
-
-    with httpx.stream("POST", f"{cluster.url}/v1/completions", json=body, timeout=60) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()
-        for _ in range(3):
-            next(lines)
-        wait_for(busy, 5, "the node to report the running generation")
-    closed = time.monotonic()  # leaving the block closes the connection mid-stream
-    wait_for(lambda: busy() == 0, 5, "the node to free the slot")
-    assert time.monotonic() - closed < 5
+    assert leave_mid_stream(office[0]) < 5
