@@ -32,6 +32,12 @@ DECODE_CAP = 2048
 LINK_EWMA = 0.25
 LINK_CAP_S = 1.0
 LINK_HALF_LIFE_S = 10.0
+# A node's measured rate is only as fresh as the work it was given: one measured while the machine
+# was contended, or at a lower concurrency than its neighbours (tokens per busy second grow with
+# the batch), can look too slow to ever be chosen again, and then is never measured again. So
+# while the best node is busy, an idle node this replica has sent nothing to for this long gets
+# one request, as an unmeasured node does; as long as the rate window (cluster/throughput.py).
+EXPLORE_AFTER_S = 30.0
 # A node's reported running/waiting counts trail the gateway by a status interval plus the trip
 # through the controller: for this long a request this replica saw end may still be counted there.
 STATUS_LAG_S = 1.0
@@ -62,11 +68,15 @@ class LocalLoad:
     link_s: dict[NodeId, float] = field(default_factory=dict)  # what the network adds, smoothed
     link_at: float | None = None  # when the link estimates were last updated (monotonic s)
     ended: dict[NodeId, list[float]] = field(default_factory=dict)  # recent ends (monotonic s)
+    now: float | None = None  # the latest `tick` (monotonic s); None before the first
+    started: dict[NodeId, float] = field(default_factory=dict)  # last start on each node, at `now`
 
     def start(self, node: NodeId, tokens: int) -> None:
         """A request of `tokens` expected tokens was sent to `node`."""
         self.outstanding[node] = self.outstanding.get(node, 0) + max(tokens, 0)
         self.in_flight[node] = self.in_flight.get(node, 0) + 1
+        if self.now is not None:
+            self.started[node] = self.now
 
     def progress(self, node: NodeId, tokens: int) -> None:
         """`node` generated `tokens` more tokens for one of this replica's requests."""
@@ -98,7 +108,9 @@ class LocalLoad:
             self.outstanding.pop(node, None)
 
     def tick(self, now: float) -> None:
-        """Forget ends that every node's reported counts have caught up with by `now`."""
+        """Take the time (once per request, before routing it); forget ends that every node's
+        reported counts have caught up with by `now`."""
+        self.now = now
         horizon = now - STATUS_LAG_S
         for node, times in list(self.ended.items()):
             kept = [t for t in times if t > horizon]
@@ -212,14 +224,18 @@ class FastestRouter:
         avg_request_tokens: int = AVG_REQUEST_TOKENS,
         affinity_keys: int = AFFINITY_KEYS,
         probe_unmeasured: bool = True,
+        explore_after_s: float | None = EXPLORE_AFTER_S,
     ) -> None:
         if balance_factor < 1.0 or balance_slack_s < 0.0 or avg_request_tokens < 0:
             raise ValueError("need balance_factor >= 1, balance_slack_s >= 0, avg >= 0")
+        if explore_after_s is not None and explore_after_s <= 0:
+            raise ValueError("explore_after_s must be positive (None: never explore)")
         self.balance_factor = balance_factor
         self.balance_slack_s = balance_slack_s
         self.avg_request_tokens = avg_request_tokens
         self.affinity = PrefixAffinity(affinity_keys) if affinity else None
         self.probe_unmeasured = probe_unmeasured
+        self.explore_after_s = explore_after_s
 
     def choose(
         self,
@@ -241,8 +257,11 @@ class FastestRouter:
                 self.balance_factor * eta[best] + self.balance_slack_s
             ):
                 return sticky
-        return (self.probe_unmeasured and probe(nodes, load)) or best
-
+        if self.probe_unmeasured and (new := probe(nodes, load)) is not None:
+            return new
+        if self.explore_after_s is not None and not idle(best, nodes, load):
+            return explore(nodes, load, self.explore_after_s) or best
+        return best
 
     def record(self, request: RouteRequest, node: NodeId) -> None:
         """Remember `node` for every prefix of `request`."""
@@ -257,9 +276,33 @@ def probe(nodes: Sequence[NodeView], load: LocalLoad) -> NodeId | None:
     while the others keep up, and so would never be measured.
     """
     for n in nodes:
-        if not n.tps_measured and n.running + n.waiting == 0 and not load.in_flight.get(n.node_id):
+        if not n.tps_measured and _idle(n, load):
             return n.node_id
     return None
+
+
+def explore(nodes: Sequence[NodeView], load: LocalLoad, after_s: float) -> NodeId | None:
+    """The idle node this replica has left alone longest, if that is `after_s` or more.
+
+    A node this replica never sent anything is due at once; before the first tick (no time
+    known) nothing is explored. See EXPLORE_AFTER_S.
+    """
+    if load.now is None:
+        return None
+    due = load.now - after_s
+    stale = [(load.started.get(n.node_id, float("-inf")), n.node_id)
+             for n in nodes if _idle(n, load)]
+    oldest = min(stale, default=None)
+    return oldest[1] if oldest is not None and oldest[0] <= due else None
+
+
+def idle(node: NodeId, nodes: Sequence[NodeView], load: LocalLoad) -> bool:
+    """Whether `node` (one of `nodes`) runs nothing, as reported and as this replica knows."""
+    return any(n.node_id == node and _idle(n, load) for n in nodes)
+
+
+def _idle(n: NodeView, load: LocalLoad) -> bool:
+    return n.running + n.waiting == 0 and not load.in_flight.get(n.node_id)
 
 
 class RoundRobinRouter:

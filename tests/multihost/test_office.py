@@ -7,6 +7,7 @@ that kill things come last. Figures are printed: run with `-rP` to see them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import time
@@ -185,11 +186,17 @@ def test_link_cut_and_restored(bed: Bed) -> None:
         print(
             f"lost {lost_after:.2f}s after the cut, ready {ready - restored:.2f}s after restoring"
         )
-        served = wait_for(
-            lambda: first_ok(running.seen, victim_id, after=ready),
-            90,
-            "a2 to serve a request again",
-        )
+        try:
+            served = wait_for(
+                lambda: first_ok(running.seen, victim_id, after=ready),
+                90,
+                "a2 to serve a request again",
+            )
+        except AssertionError as exc:  # say what routing saw: the rates it chose by, and where
+            rates = {n: round(v["decode_tps"], 1) for n, v in head.nodes().items()}
+            since = collections.Counter(s.node for s in running.seen if s.began > ready)
+            raise AssertionError(f"{exc}; measured tokens/s {rates}; served since ready "
+                                 f"{dict(since)}") from None
     counts = fates(running.seen)
     report(
         "link-cut",

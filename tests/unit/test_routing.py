@@ -327,6 +327,56 @@ def test_an_idle_unmeasured_node_gets_one_probe_request_at_a_time() -> None:
     assert router.choose(table(fast, busy_elsewhere), req(), LocalLoad()) == A
 
 
+def test_an_idle_node_left_alone_is_explored_while_the_best_is_busy() -> None:
+    # b measured slow (at low concurrency, say) and was then left alone: without exploring, a
+    # busy fast a always finishes sooner, and b's rate would never be measured again.
+    fast, slow = node(A, 50.0), node(B, 20.0)
+    router, load = FastestRouter(explore_after_s=30.0), LocalLoad()
+    load.tick(100.0)
+    load.start(A, 10)  # a busy: (10 + 100) / 50 = 2.2 s against b's 5 s
+    load.started[B] = 80.0  # b's last request began 20 s ago: not due
+    assert router.choose(table(fast, slow), req(), load) == A
+    load.tick(110.0)  # 30 s now
+    assert router.choose(table(fast, slow), req(), load) == B
+    load.start(B, 100)
+    assert load.started[B] == 110.0
+    assert router.choose(table(fast, slow), req(), load) == A  # one at a time, and then due later
+    load.finish(B, 0, 111.0)
+    load.tick(111.0)
+    assert router.choose(table(fast, slow), req(), load) == A
+
+
+def test_exploring_needs_a_busy_best_an_idle_target_and_a_clock() -> None:
+    fast, slow = node(A, 50.0), node(B, 20.0)
+    router = FastestRouter(explore_after_s=30.0)
+    quiet = LocalLoad()
+    quiet.tick(1000.0)  # b never used here, but a is idle: a quiet cluster takes the fastest
+    assert router.choose(table(fast, slow), req(), quiet) == A
+    reported_busy = LocalLoad()
+    reported_busy.tick(1000.0)  # a busy with others' requests, as its status reports them:
+    # (256 + 100) / 500 = 0.7 s, still well ahead of b's 5 s
+    assert router.choose(table(node(A, 500.0, running=1), slow), req(), reported_busy) == B
+    b_busy_elsewhere = node(B, 20.0, waiting=1)
+    assert router.choose(table(node(A, 500.0, running=1), b_busy_elsewhere), req(),
+                         reported_busy) == A
+    no_clock = LocalLoad()
+    no_clock.start(A, 10)
+    assert router.choose(table(fast, slow), req(), no_clock) == A
+    never = FastestRouter(explore_after_s=None)
+    assert never.choose(table(node(A, 500.0, running=1), slow), req(), reported_busy) == A
+    with pytest.raises(ValueError):
+        FastestRouter(explore_after_s=0)
+
+
+def test_exploring_takes_the_node_left_alone_longest() -> None:
+    load = LocalLoad()
+    load.tick(100.0)
+    load.start(A, 10)
+    load.started.update({B: 10.0, C: 40.0})
+    t = table(node(A, 500.0), node(B, 20.0), node(C, 20.0))
+    assert FastestRouter(explore_after_s=30.0).choose(t, req(), load) == B
+
+
 def test_probing_can_be_turned_off() -> None:
     t = table(node(A, 500.0), node(B, 20.0, tps_measured=False))
     assert FastestRouter(probe_unmeasured=False).choose(t, req(), LocalLoad()) == A
