@@ -31,7 +31,7 @@ from cluster.node_client import (
     NodeUnavailable,
 )
 from cluster.routing import LocalLoad, Router, RouteRequest
-from cluster.types import NodeId, NodeTable
+from cluster.types import NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
@@ -79,6 +79,17 @@ class ClientPool:
             secret = None if plaintext else self._secret
             client = self._clients[key] = NodeClient(address, secret=secret)
         return client
+
+    async def follow(self, table: NodeTable) -> None:
+        """Keep the clients of the table's nodes, except lost ones.
+
+        A lost node's channel has been failing to connect, and gRPC fails calls on such a
+        channel at once with its last error until one of its reconnect attempts (2 s apart at
+        most, CHANNEL_OPTIONS) succeeds: a node back and ready could still fail its first
+        requests. Retired, the node comes back with a fresh channel, which connects on the first
+        call; streams on the old one may still finish.
+        """
+        await self.retain({n.address for n in table.nodes if n.state is not NodeState.LOST})
 
     async def retain(self, addresses: set[str]) -> None:
         """Retire the clients of addresses no longer in the table; their streams may finish."""

@@ -241,7 +241,7 @@ class Gateway:
                 await asyncio.sleep(1.0)
                 continue
             self.table = table
-            await self.forwarder.clients.retain({n.address for n in table.nodes})
+            await self.forwarder.clients.follow(table)
 
     async def chat_completions(self, request: Request) -> Answer:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: hot_path.py)."""
