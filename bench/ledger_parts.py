@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/ledger_parts.py [--requests 20000]
 
-Gateway side: one request's events through the tap (`metered`), its row into the recorder's
-buffer and the replica's metrics, minus the same events iterated bare. Batch transport: pickling
-a batch of rows, as the Serve handle call to the controller does. Controller side: inserting
-rows into a ledger file in batches of 1,000 (WAL, one transaction per batch). Each is the median
-of five runs, in microseconds per request.
+Gateway side: one request's events seen by its tap (as Forwarder.stream shows them to it), its
+row into the recorder's buffer and the replica's metrics, minus the same events iterated bare.
+Batch transport: pickling a batch of rows, as the Serve handle call to the controller does.
+Controller side: inserting rows into a ledger file in batches of 1,000 (WAL, one transaction per
+batch). Each is the median of five runs, in microseconds per request.
 """
 
 from __future__ import annotations
@@ -59,17 +59,20 @@ async def _ack(batch: UsageBatch) -> UsageAck:
 
 
 async def _requests(n: int, meter: GatewayMeter | None) -> float:
-    """Seconds for `n` requests' events, tapped by `meter` (or bare)."""
+    """Seconds for `n` requests' events, tapped by `meter` as Forwarder.stream taps them (or
+    bare)."""
     table = NodeTable()
     start = time.perf_counter()
     for i in range(n):
-        events = _events()
+        tap = None
         if meter is not None:
             info = RequestInfo(request_id=f"r{i}", model="demo", endpoint="chat", stream=True)
-            events = meter.wrap(events, info, table)
-        async for _ in events:
-            pass
-        await events.aclose()  # type: ignore[attr-defined]
+            tap = meter.tap(info, table)
+        async for event in _events():
+            if tap is not None:
+                tap.observe(event)
+        if tap is not None:
+            tap.end(None)
     return time.perf_counter() - start
 
 

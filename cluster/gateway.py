@@ -394,8 +394,8 @@ class Gateway:
         grant = self.gate.admit(authorization, req.model)  # 401/403/429; holds a slot from here
         info = RequestInfo(request_id=request_id, model=req.model, stream=bool(req.stream),
                            endpoint="chat" if chat else "completions", key_id=grant.key_id)
-        events = self.gate.hold(grant, self.meter.wrap(
-            self.forwarder.stream(self.table, generate, route), info, self.table))
+        tap = self.meter.tap(info, self.table)
+        events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
         routed = await anext(events)  # raises ApiError before anything is sent
         assert isinstance(routed, Routed)
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.

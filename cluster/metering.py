@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cluster.errors import NoCapacity
-from cluster.forward import ForwardEvent
 from cluster.metrics import GatewayMetrics
 from cluster.recorder import Recorder, Send
 from cluster.types import NodeId, NodeTable
-from cluster.usage import RequestInfo, Tap, UsageRow, metered
+from cluster.usage import RequestInfo, Tap, UsageRow
 
 
 class GatewayMeter:
@@ -37,13 +36,12 @@ class GatewayMeter:
         if self.recorder is not None and self.recorder.closing:
             raise NoCapacity("The cluster is shutting down.", retry_after=5)
 
-    def wrap(
-        self, events: AsyncIterator[ForwardEvent], info: RequestInfo, table: NodeTable
-    ) -> AsyncIterator[ForwardEvent]:
-        """The same events, recorded when the request ends."""
+    def tap(self, info: RequestInfo, table: NodeTable) -> Tap | None:
+        """What watches one request's events and records it when they end (None with the
+        ledger off); the forwarder calls it (Forwarder.stream)."""
         recorder = self.recorder
         if recorder is None:
-            return events
+            return None
 
         def done(row: UsageRow) -> None:
             recorder.end(row)
@@ -51,7 +49,7 @@ class GatewayMeter:
             self.metrics.observe(row, node.name if node else row.node_id or "")
 
         recorder.begin()
-        return metered(events, Tap(info), done)
+        return Tap(info, done)
 
     def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
         """The Prometheus exposition text."""

@@ -16,10 +16,9 @@ usage the response reported when it finished, or what had been generated when it
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -89,11 +88,13 @@ class Tap:
     def __init__(
         self,
         info: RequestInfo,
+        done: Callable[[UsageRow], None] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.info = info
+        self._done = done
         self._clock = clock
         self._start = clock()
         self._at = wall()
@@ -130,6 +131,17 @@ class Tap:
         """The request ended in an error (raised before or while streaming)."""
         self._outcome = self._outcome or Outcome.ERROR
 
+    def end(self, error: BaseException | None) -> None:
+        """The request's events ended (with `error` if one was raised): make its row and hand
+        it to `done`, which must never break the request it records."""
+        if error is not None:
+            self.failed()
+        if self._done is not None:
+            try:
+                self._done(self.row())
+            except Exception:
+                logger.exception("recording request %s failed", self.info.request_id)
+
     def row(self) -> UsageRow:
         """The request's row; an end without an outcome means the client went away."""
         now = self._clock()
@@ -150,28 +162,3 @@ class Tap:
             outcome=self._outcome or Outcome.CANCELLED,
             attempts=self._attempts,
         )
-
-
-async def metered(
-    events: AsyncIterator[ForwardEvent], tap: Tap, done: Callable[[UsageRow], None]
-) -> AsyncIterator[ForwardEvent]:
-    """The same events; `done(row)` is called exactly once, however the stream ends."""
-    try:
-        async for event in events:
-            tap.observe(event)
-            yield event
-    except GeneratorExit:
-        raise
-    except asyncio.CancelledError:
-        raise  # the client went away: the row says cancelled
-    except BaseException:
-        tap.failed()
-        raise
-    finally:
-        try:
-            await events.aclose()  # type: ignore[attr-defined]
-        finally:
-            try:
-                done(tap.row())
-            except Exception:  # recording must never break the request it records
-                logger.exception("recording request %s failed", tap.info.request_id)

@@ -1,0 +1,132 @@
+"""The forwarder's tap: every request's events are observed, and `end` is called exactly once,
+however the stream ends. The nodes are scripted stand-ins; the forwarder and router are real."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from cluster.errors import ModelNotFound
+from cluster.forward import Forwarder, ForwardEvent, ForwardSettings, Routed
+from cluster.node_client import NodeUnavailable
+from cluster.routing import RouteRequest, make_router
+from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
+from cluster.usage import Outcome, RequestInfo, Tap, UsageRow
+from node_agent.types import Delta, Finished, GenerateRequest, Usage
+
+M = ModelName("demo")
+USAGE = Usage(prompt_tokens=5, completion_tokens=2, cached_prompt_tokens=0, ttft_seconds=0.1,
+              decode_tokens_per_second=10.0, duration_seconds=0.2)
+REQUEST = GenerateRequest(request_id="r1", model=M, text="hi")
+ROUTE = RouteRequest(M, 16)
+INFO = RequestInfo(request_id="r1", model=M, endpoint="completions", stream=True)
+Script = Sequence[Delta | Finished | Exception | float]  # a float: sleep that long
+
+
+class Node:
+    """A scripted node client: its events in order; an exception is raised where it stands."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta | Finished]:
+        for item in self.script:
+            if isinstance(item, Exception):
+                raise item
+            if isinstance(item, float):
+                await asyncio.sleep(item)
+                continue
+            yield item
+
+
+class Pool:
+    """Clients by address, as ClientPool.get hands them out."""
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self.nodes = nodes
+
+    def get(self, address: str, *, plaintext: bool = False) -> Node:
+        return self.nodes[address]
+
+
+def office(scripts: dict[str, Script]) -> tuple[Forwarder, NodeTable]:
+    """A forwarder (round-robin, in the scripts' order) over one ready node per script."""
+    views = tuple(NodeView(node_id=NodeId(n), name=n, address=n, engines=("mlx",),
+                           state=NodeState.READY, models=(M,)) for n in scripts)
+    pool: Any = Pool({n: Node(s) for n, s in scripts.items()})
+    forwarder = Forwarder(make_router("round-robin"), pool, ForwardSettings(max_attempts=3))
+    return forwarder, NodeTable(version=1, nodes=views)
+
+
+def tapped() -> tuple[Tap, list[UsageRow]]:
+    """A tap and the rows it made."""
+    rows: list[UsageRow] = []
+    return Tap(INFO, rows.append), rows
+
+
+async def test_a_finished_stream_is_recorded_once_with_every_event() -> None:
+    forwarder, table = office({"n1": [Delta("a", 1, 5), Delta("b", 1), Finished("stop", USAGE)]})
+    tap, rows = tapped()
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
+    assert [type(e) for e in got] == [Routed, Delta, Delta, Finished]
+    [row] = rows
+    assert (row.outcome, row.node_id, row.attempts, row.completion_tokens) == (
+        Outcome.OK, "n1", 1, 2)
+
+
+async def test_a_node_that_fails_before_the_first_token_is_failed_over() -> None:
+    forwarder, table = office({"n1": [NodeUnavailable("gone")],
+                               "n2": [Delta("a", 2, 5), Finished("stop", USAGE)]})
+    tap, rows = tapped()
+    [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
+    [row] = rows
+    assert (row.outcome, row.node_id, row.attempts) == (Outcome.FAILED_OVER, "n2", 2)
+
+
+async def test_an_error_before_any_event_is_recorded_once_as_an_error() -> None:
+    forwarder, table = office({"n1": []})
+    tap, rows = tapped()
+    request = GenerateRequest(request_id="r1", model="elsewhere", text="hi")
+    with pytest.raises(ModelNotFound):
+        await anext(forwarder.stream(table, request, ROUTE, tap))
+    [row] = rows
+    assert (row.outcome, row.node_id) == (Outcome.ERROR, None)
+
+
+async def test_a_consumer_that_closes_early_is_recorded_once_as_cancelled() -> None:
+    forwarder, table = office({"n1": [Delta("a", 1, 5), Delta("b", 1), Finished("stop", USAGE)]})
+    tap, rows = tapped()
+    stream = forwarder.stream(table, REQUEST, ROUTE, tap)
+    assert isinstance(await anext(stream), Routed)
+    await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
+    [row] = rows
+    assert (row.outcome, row.completion_tokens) == (Outcome.CANCELLED, 1)
+
+
+async def test_a_cancelled_task_is_recorded_once_as_cancelled_not_as_an_error() -> None:
+    forwarder, table = office({"n1": [Delta("a", 1, 5), 3600.0, Finished("stop", USAGE)]})
+    tap, rows = tapped()
+
+    async def consume() -> None:
+        async for _ in forwarder.stream(table, REQUEST, ROUTE, tap):
+            pass
+
+    task = asyncio.get_running_loop().create_task(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [r.outcome for r in rows] == [Outcome.CANCELLED]
+
+
+async def test_without_a_tap_the_events_are_the_same() -> None:
+    script: Script = [Delta("a", 1, 5), Finished("stop", USAGE)]
+    forwarder, table = office({"n1": script})
+    bare: list[ForwardEvent] = [e async for e in forwarder.stream(table, REQUEST, ROUTE)]
+    tap, _ = tapped()
+    forwarder, table = office({"n1": script})
+    assert [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)] == bare
