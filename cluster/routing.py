@@ -36,7 +36,7 @@ LINK_HALF_LIFE_S = 10.0
 # was contended, or at a lower concurrency than its neighbours (tokens per busy second grow with
 # the batch), can look too slow to ever be chosen again, and then is never measured again. So
 # while the best node is busy, an idle node this replica has sent nothing to for this long gets
-# one request, as an unmeasured node does; as long as the rate window (cluster/throughput.py).
+# one request, as an unmeasured node does. 30 s is the rate window's length (cluster/throughput.py).
 EXPLORE_AFTER_S = 30.0
 # A node's reported running/waiting counts trail the gateway by a status interval plus the trip
 # through the controller: for this long a request this replica saw end may still be counted there.
