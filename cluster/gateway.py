@@ -60,15 +60,10 @@ from cluster.openai_schema import (
     to_generate_request,
     validation_error_to_api,
 )
+from cluster.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.reports import parse_cost_changes, window_seconds
-from cluster.routing import (
-    RouteRequest,
-    expected_tokens,
-    make_router,
-    prefix_keys_for_messages,
-    prefix_keys_for_text,
-)
+from cluster.routing import RouteRequest, expected_tokens, make_router
 from cluster.types import ModelName, NodeTable, NodeView
 from cluster.usage import RequestInfo
 from node_agent.trust import ClusterSecret

@@ -7,7 +7,6 @@ failover) and `record` once a node has taken the request's prompt into its cache
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +41,6 @@ EXPLORE_AFTER_S = 30.0
 # through the controller: for this long a request this replica saw end may still be counted there.
 STATUS_LAG_S = 1.0
 
-_MESSAGE_PERSON = b"meterless.msg.v1"  # blake2b personalisation: keeps the two key families apart
-_TEXT_PERSON = b"meterless.txt.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,40 +368,6 @@ def make_router(name: str, **knobs: object) -> Router:
         choices = ", ".join(POLICIES)
         raise ValueError(f"unknown routing policy {name!r}; choose one of: {choices}") from None
     return factory(**knobs)
-
-
-def _chain(previous: bytes, data: bytes, person: bytes) -> bytes:
-    return hashlib.blake2b(previous + data, digest_size=8, person=person).digest()
-
-
-def _encode(text: str) -> bytes:
-    # JSON may carry lone surrogates; they must hash, not raise.
-    return text.encode("utf-8", "surrogatepass")
-
-
-def prefix_keys_for_messages(messages: Sequence[tuple[str, str]]) -> tuple[int, ...]:
-    """Chained 64-bit keys: key i covers the conversation up to and including message i."""
-    keys: list[int] = []
-    previous = b""
-    for role, content in messages:
-        role_bytes = _encode(role)
-        # Length-prefixing the role keeps ("ab", "c") and ("a", "bc") apart.
-        data = len(role_bytes).to_bytes(4, "big") + role_bytes + _encode(content)
-        previous = _chain(previous, data, _MESSAGE_PERSON)
-        keys.append(int.from_bytes(previous, "big"))
-    return tuple(keys)
-
-
-def prefix_keys_for_text(text: str, block: int = 256) -> tuple[int, ...]:
-    """Chained 64-bit keys over whole `block`-character blocks of `text`."""
-    if block < 1:
-        raise ValueError("block must be at least 1 character")
-    keys: list[int] = []
-    previous = b""
-    for start in range(0, len(text) - block + 1, block):
-        previous = _chain(previous, _encode(text[start : start + block]), _TEXT_PERSON)
-        keys.append(int.from_bytes(previous, "big"))
-    return tuple(keys)
 
 
 def expected_tokens(prompt_chars: int, max_tokens: int | None, default_max: int = 256) -> int:

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from cluster.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
 from cluster.routing import (
     DECODE_CAP,
     STATUS_LAG_S,
@@ -18,8 +19,6 @@ from cluster.routing import (
     expected_tokens,
     finish_times_s,
     make_router,
-    prefix_keys_for_messages,
-    prefix_keys_for_text,
 )
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 
