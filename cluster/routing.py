@@ -42,7 +42,6 @@ EXPLORE_AFTER_S = 30.0
 STATUS_LAG_S = 1.0
 
 
-
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     """What routing needs to know about a request: model, size, and its prefix chain."""
