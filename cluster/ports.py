@@ -5,6 +5,10 @@ takes the local ports of outgoing connections from. Ray opens many of those whil
 one of them can take the port between the check and the moment our server binds it ("address
 already in use"). A port below the ephemeral range is only ever handed out on request. Ray's
 workers listen on 10002-19999 by default, so the choice starts above them.
+
+A port can also be held after its server is gone: the connections it closed first wait out TCP's
+TIME_WAIT (60 s on Linux), and a server that binds without SO_REUSEADDR, as Serve's does, is
+refused until then. `port_state` tells that case from a port another program listens on.
 """
 
 from __future__ import annotations
@@ -47,3 +51,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:  # no room below the ephemeral range: let the kernel pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def port_state(host: str, port: int) -> str:
+    """"free"; "lingering" (only closing connections hold it: free within a minute); "taken".
+
+    A bind is refused the same way for both, so a program listening is told apart by answering.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            pass
+        else:
+            return "free"
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    try:
+        socket.create_connection((wildcard.get(host, host), port), timeout=2).close()
+    except OSError:
+        return "lingering"
+    return "taken"

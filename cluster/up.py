@@ -24,7 +24,7 @@ from cluster import admin_token, secret_store
 from cluster.exposure import decide
 from cluster.keys import digest
 from cluster.paths import config_dir, data_dir
-from cluster.ports import free_port
+from cluster.ports import free_port, port_state
 from node_agent.trust import ClusterSecret, encode_token
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "cluster-up.json"
 JOIN_TOKEN_ENV = "METERLESS_JOIN_TOKEN"
 LEDGER_FLUSH_S = 10.0  # how long a clean stop waits for in-flight requests' usage rows
+PORT_LINGER_S = 90.0  # TCP's TIME_WAIT (60 s on Linux), with room to spare
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +148,27 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: 
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
 
 
+def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
+    """Wait out a previous run's closing connections on the endpoint's port; "" or why not.
+
+    Serve binds the endpoint without SO_REUSEADDR, so a head restarted within a minute of a
+    crash would otherwise fail to deploy its gateway for a reason no one could see.
+    """
+    state = port_state(host, port)
+    if state == "lingering":
+        print(f"port {port}: waiting for the previous run's connections to close "
+              f"(up to {linger_s:.0f}s)…", flush=True)
+        deadline = time.monotonic() + linger_s
+        while state == "lingering" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state = port_state(host, port)
+    if state == "taken":
+        return f"port {port} on {host} is in use by another program; choose another with --port"
+    if state == "lingering":
+        return f"port {port} on {host} was still held by closing connections after {linger_s:.0f}s"
+    return ""
+
+
 def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
     """Poll the endpoint until it answers (and, if asked, lists a model); returns the models."""
     deadline = time.monotonic() + timeout_s
@@ -183,12 +205,20 @@ def up(opts: UpOptions) -> int:
         return 1
     print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
     try:
+        if opts.port > 0 and not opts.ray_address and (why := claim_port(opts.host, opts.port)):
+            print(f"cluster up: {why}", file=sys.stderr, flush=True)
+            return 1
         peers = opts.peers
         if opts.local_agent:
             agent, address = start_local_agent(opts, data, secret)
             peers = (*peers, address)
         started_ray = _start_ray(opts)
-        _run_app(opts, peers, token, digest(admin), secret)
+        try:
+            _run_app(opts, peers, token, digest(admin), secret)
+        except RuntimeError as exc:  # Serve's "Deploying application ... failed: ..."
+            print(f"cluster up: the meterless app did not start: {_first_line(exc)} "
+                  "(Ray's logs: /tmp/ray/session_latest/logs/serve)", file=sys.stderr, flush=True)
+            return 1
         flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
@@ -245,6 +275,10 @@ def _flush_ledger(url: str, token: str) -> None:
     if not done["complete"]:
         print(f"warning: usage of requests still running on gateways {done['waiting_for']} "
               "was not recorded", file=sys.stderr, flush=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
 
 
 def _display_host(host: str) -> str:

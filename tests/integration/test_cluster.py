@@ -196,3 +196,21 @@ def test_cluster_models_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -
     (demo,) = json.loads(out)["models"]
     assert demo["model"] == "demo"
     assert sorted(demo["ready_nodes"]) == sorted(a.name for a in agents)
+
+
+def test_up_on_a_port_in_use_says_so_in_one_line(
+        office: tuple[ClusterProcess, list[AgentProcess]], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cluster, _ = office
+    second = ClusterProcess(tmp_path / "second")
+    second.data_dir.mkdir()
+    done = subprocess.run([sys.executable, "-m", "cluster.cli", "up", "--port", str(cluster.port),
+                           "--no-local-agent", "--insecure"], capture_output=True, text=True,
+                          env=second.env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"cluster up: port {cluster.port} on 127.0.0.1 is in use by another program; "
+        "choose another with --port")

@@ -29,3 +29,19 @@ def test_a_free_port_is_bindable_and_not_ephemeral() -> None:
     assert ports.LOWEST <= port < ports.ephemeral_range()[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_port_state_tells_a_listener_from_connections_still_closing() -> None:
+    port = ports.free_port()
+    assert ports.port_state("127.0.0.1", port) == "free"
+    with socket.socket() as server:  # no SO_REUSEADDR, as Serve binds the endpoint
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its end waits out TIME_WAIT
+            assert client.recv(1) == b""
+        assert ports.port_state("127.0.0.1", port) == "taken"
+    # No listener now, only the server's closed connection in TIME_WAIT.
+    assert ports.port_state("127.0.0.1", port) == "lingering"
+    assert ports.port_state("0.0.0.0", port) == "lingering"
