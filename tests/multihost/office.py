@@ -161,16 +161,41 @@ class Head:
         return self
 
     def wait_up(self, timeout: float = 240.0) -> None:
-        """Wait until the endpoint answers."""
-        wait_for(self._up, timeout, "the endpoint to answer", interval=0.5)
+        """Wait until the endpoint answers; if it exits or times out, say what it was doing."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self._up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"cluster up exited with {self.proc.returncode}\n"
+                                     f"{self.diagnosis()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for the endpoint "
+                                     f"to answer\n{self.diagnosis()}")
+            time.sleep(0.5)
+
+    def diagnosis(self) -> str:
+        """The end of `cluster up`'s log, the host's listening sockets, Serve's complaints."""
+        parts = ["--- cluster.log (end)", *self.log().splitlines()[-25:],
+                 "--- listening", self.host.run("ss", "-ltnp", check=False)]
+        serve_logs = Path("/tmp/ray/session_latest/logs/serve")
+        for path in sorted(serve_logs.glob("*.log")) if serve_logs.is_dir() else ():
+            lines = path.read_text(errors="replace").splitlines()
+            bad = [line for line in lines if " ERROR " in line or " WARNING " in line]
+            if bad:
+                parts += [f"--- {path.name}", *bad[-10:]]
+        return "\n".join(parts)
 
     def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"cluster up exited with {self.proc.returncode}")
-        token = (self.data_dir / "config" / "admin-token").read_text().strip()
-        self.client.headers["authorization"] = f"Bearer {token}"  # for the admin API
-        return self.client.get(f"{self.url}/health", timeout=2).status_code == 200
+        try:
+            token = (self.data_dir / "config" / "admin-token").read_text().strip()
+            self.client.headers["authorization"] = f"Bearer {token}"  # for the admin API
+            return self.client.get(f"{self.url}/health", timeout=2).status_code == 200
+        except (OSError, httpx.HTTPError):
+            return False
+
+    def log(self) -> str:
+        """Everything `cluster up` printed so far, over all its starts."""
+        return (self.data_dir / "cluster.log").read_text(errors="replace")
 
     def get(self, path: str, **params: str) -> Any:
         """GET an admin or OpenAI path; the JSON answer."""
@@ -196,10 +221,17 @@ class Head:
         return {g["node"]: g for g in groups}
 
     def kill(self) -> None:
-        """SIGKILL `cluster up` and every process of its Ray: the controller dies mid-work."""
-        for pid in self.host.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL `cluster up` and every process of its Ray: the controller dies mid-work.
+
+        Ray starts workers all the time; one forked between listing and killing would outlive
+        the head (holding its ports), so this sweeps until the host has no process left.
+        """
+        deadline = time.monotonic() + 30
+        while (pids := self.host.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
         if self.proc is not None:
             self.proc.wait()
 

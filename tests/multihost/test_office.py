@@ -10,6 +10,7 @@ import asyncio
 import collections
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,11 +33,12 @@ from tests.multihost.clients import (
     wait_recorded,
 )
 from tests.multihost.conftest import MDNS_AGENTS, Bed
-from tests.multihost.office import AGENT_PORT, Head, wait_for
+from tests.multihost.office import AGENT_PORT, HTTP_PORT, Head, wait_for
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900)]
 
 CONTROLLER = "ServeReplica:meterless:controller"  # the Ray actor's process title
+PORT_WAIT = "waiting for the previous run's connections to close"  # `cluster up`, restarted
 
 
 def node_id(head: Head, name: str) -> str:
@@ -318,6 +320,16 @@ def agent_counters(address: str, secret: ClusterSecret | None) -> int:
     return asyncio.run(first())
 
 
+def leave_port_lingering(head: Head) -> None:
+    """A request the head answers and then hangs up on: its end waits out TCP's TIME_WAIT."""
+    with socket.create_connection((head.host.address, HTTP_PORT), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: head\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+    waiting = head.host.run("ss", "-Htan", "state", "time-wait")
+    assert f":{HTTP_PORT} " in waiting, waiting
+
+
 def test_head_killed_and_restarted(bed: Bed) -> None:
     head = bed.head
     before = head.usage()
@@ -329,11 +341,16 @@ def test_head_killed_and_restarted(bed: Bed) -> None:
     loads = {n: a.log().count("demo is ready") for n, a in bed.agents.items()}
     tokens = {n: agent_counters(a.address, bed.secret) for n, a in bed.agents.items()}
 
+    # A head killed with a connection it had closed leaves the port held for a minute; a restart
+    # waits that out instead of failing to deploy its gateway (Serve binds without SO_REUSEADDR).
+    waited = head.log().count(PORT_WAIT)
+    leave_port_lingering(head)
     head.kill()
     head.start()
     started = time.monotonic()
     head.wait_up()
     up = time.monotonic()
+    assert head.log().count(PORT_WAIT) == waited + 1
     wait_for(
         lambda: (
             all(n["state"] == "ready" for n in head.nodes().values())
