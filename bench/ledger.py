@@ -3,6 +3,7 @@
     .venv/bin/python bench/ledger.py [--rounds 30] [--seconds 3] [--concurrency 16]
                                      [--client lean|httpx] [--layout gateway-alone|shared]
                                      [--first on|off] [--random-layout]
+                                     [--tokens 1] [--stream]
 
 One stub agent (bench/stub_agent.py: the real gRPC service over an engine that answers at once,
 so that the gateway, not the node, is the bottleneck) behind two `cluster up`s started side by
@@ -10,7 +11,9 @@ side: one as shipped, one with `--no-ledger`. Rounds alternate between them (ABB
 whatever else runs on the machine hit both alike); in each, `--concurrency` clients send short
 non-streaming chat completions back to back for `--seconds`, with bench/lean_http.py as the
 client (`--client httpx` for httpx, whose own CPU takes more from the two cores it shares with
-the gateway and makes the rounds swing more).
+the gateway and makes the rounds swing more). By default each completion is one token, not
+streamed: the gateway's work per request is least, so the ledger's share of it is greatest.
+`--tokens N --stream` asks for streams of N tokens instead, as chat clients do.
 
 Two figures, both on against off: requests/s (the median of the rounds' ratios, with a 95%
 bootstrap interval: the rounds swing by several percent, more than the effect), and the CPU
@@ -66,7 +69,11 @@ from ledger_parts import parts  # noqa: E402
 
 from tests.harness import ClusterProcess, free_port, wait_for  # noqa: E402
 
-BODY = {"model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+
+def body(tokens: int, stream: bool) -> dict[str, object]:
+    """The completion every client sends: `tokens` tokens (the stub answers that many)."""
+    return {"model": "demo", "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": tokens, "stream": stream}
 
 
 @dataclass(frozen=True)
@@ -109,9 +116,11 @@ def serve_cpu(root_pid: int) -> dict[str, float]:
 
 
 async def burst(
-    cluster: ClusterProcess, seconds: float, concurrency: int, client: str = "lean"
+    cluster: ClusterProcess, seconds: float, concurrency: int, client: str = "lean",
+    request: dict[str, object] | None = None,
 ) -> Round:
-    """`concurrency` clients sending completions back to back for `seconds`."""
+    """`concurrency` clients sending `request` (one token) back to back for `seconds`."""
+    request = request or body(1, stream=False)
     assert cluster.proc is not None
     async with http_client(concurrency, client, base_url=cluster.url) as http:
         done = 0
@@ -122,7 +131,7 @@ async def burst(
         async def client() -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                r = await http.post("/v1/chat/completions", json=BODY)
+                r = await http.post("/v1/chat/completions", json=request)
                 if r.status_code != 200:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
                 done += 1
@@ -273,17 +282,17 @@ async def measure(
     on: ClusterProcess, off: ClusterProcess, args: argparse.Namespace
 ) -> tuple[list[tuple[Round, Round]], int]:
     """Warm both up, then the alternating rounds; also returns all requests sent to `on`."""
-    c = args.client
-    warm = await burst(on, 2.0, args.concurrency, c)
-    await burst(off, 2.0, args.concurrency, c)
+    c, n, req = args.client, args.concurrency, body(args.tokens, args.stream)
+    warm = await burst(on, 2.0, n, c, req)
+    await burst(off, 2.0, n, c, req)
     rounds = []
     for i in range(args.rounds):
         if i % 2 == 0:
-            a = await burst(on, args.seconds, args.concurrency, c)
-            b = await burst(off, args.seconds, args.concurrency, c)
+            a = await burst(on, args.seconds, n, c, req)
+            b = await burst(off, args.seconds, n, c, req)
         else:
-            b = await burst(off, args.seconds, args.concurrency, c)
-            a = await burst(on, args.seconds, args.concurrency, c)
+            b = await burst(off, args.seconds, n, c, req)
+            a = await burst(on, args.seconds, n, c, req)
         rounds.append((a, b))
     return rounds, warm.requests + sum(a.requests for a, _ in rounds)
 
@@ -325,6 +334,11 @@ def main() -> int:
         "microseconds, so run once each way and take the mean",
     )
     parser.add_argument(
+        "--tokens", type=int, default=1,
+        help="tokens per completion (the stub agent answers that many, one delta each)",
+    )
+    parser.add_argument("--stream", action="store_true", help="stream the completions (SSE)")
+    parser.add_argument(
         "--random-layout",
         action="store_true",
         help="keep Python's random hash seed and the address-space randomization",
@@ -340,6 +354,8 @@ def main() -> int:
     if args.first == "off":
         order.reverse()
     print(f"started first: the {args.first} cluster")
+    print(f"workload: {args.concurrency} clients, completions of {args.tokens} token(s), "
+          f"{'streamed' if args.stream else 'not streamed'}")
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ledger-")))
         agent = stack.enter_context(stub_agent())

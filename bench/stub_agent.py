@@ -3,8 +3,9 @@
     .venv/bin/python bench/stub_agent.py --port 50200
 
 For benchmarks of the gateway: with a node that costs nothing, the gateway is the bottleneck.
-It serves one model, `demo`, and answers every generation with one token ("ok") and usage of
-5 prompt tokens and 1 completion token.
+It serves one model, `demo`, and answers every generation with `max_tokens` tokens ("ok", one
+delta each, as an engine streams them) and usage of 5 prompt tokens and that many completion
+tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc.aio
@@ -89,11 +91,14 @@ class StubEngine:
         ]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
-        """One token, then Finished."""
-        self.generated += 1
-        self.finished += 1
+        """`max_tokens` tokens, then Finished."""
+        n = max(1, request.sampling.max_tokens)
         yield Delta("ok", 1, USAGE.prompt_tokens, 0)
-        yield Finished("stop", USAGE)
+        for _ in range(n - 1):
+            yield Delta("ok", 1)
+        self.generated += n
+        self.finished += 1
+        yield Finished("length" if n > 1 else "stop", replace(USAGE, completion_tokens=n))
 
     async def close(self) -> None:
         """Nothing to close."""
