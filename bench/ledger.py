@@ -119,7 +119,8 @@ async def burst(
     cluster: ClusterProcess, seconds: float, concurrency: int, client: str = "lean",
     request: dict[str, object] | None = None,
 ) -> Round:
-    """`concurrency` clients sending `request` (one token) back to back for `seconds`."""
+    """`concurrency` clients sending `request` (default: one token, not streamed) back to back
+    for `seconds`."""
     request = request or body(1, stream=False)
     assert cluster.proc is not None
     async with http_client(concurrency, client, base_url=cluster.url) as http:

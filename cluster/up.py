@@ -165,7 +165,8 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
     if state == "taken":
         return f"port {port} on {host} is in use by another program; choose another with --port"
     if state == "lingering":
-        return f"port {port} on {host} was still held by closing connections after {linger_s:.0f}s"
+        return (f"port {port} on {host} is still held after {linger_s:.0f}s; "
+                "choose another with --port")
     return ""
 
 

@@ -223,8 +223,8 @@ class Head:
     def kill(self) -> None:
         """SIGKILL `cluster up` and every process of its Ray: the controller dies mid-work.
 
-        Ray starts workers all the time; one forked between listing and killing would outlive
-        the head (holding its ports), so this sweeps until the host has no process left.
+        Ray starts workers all the time, and one forked between listing and killing would outlive
+        the head, so this sweeps until the host has no process left.
         """
         deadline = time.monotonic() + 30
         while (pids := self.host.pids()) and time.monotonic() < deadline:
