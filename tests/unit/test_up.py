@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from cluster.up import UpOptions, direct_ingress
+from cluster.ports import free_port
+from cluster.up import UpOptions, claim_port, direct_ingress
 
 
 def test_one_gateway_replica_on_its_own_ray_listens_on_the_endpoint_itself() -> None:
@@ -18,3 +21,20 @@ def test_one_gateway_replica_on_its_own_ray_listens_on_the_endpoint_itself() -> 
 def test_the_admin_may_keep_serves_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
     assert not direct_ingress(UpOptions(port=8000))
+
+
+def test_claim_port_waits_for_closing_connections_then_says_why_not(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert claim_port("127.0.0.1", port, linger_s=0.2) == ""
+    with socket.socket() as server:  # as Serve binds the endpoint: no SO_REUSEADDR
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            server.accept()[0].close()  # the server hangs up first: TIME_WAIT, for a minute
+            assert client.recv(1) == b""
+        assert "in use by another program" in claim_port("127.0.0.1", port, linger_s=0.2)
+    assert capsys.readouterr().out == ""
+    why = claim_port("127.0.0.1", port, linger_s=0.2)
+    assert why == f"port {port} on 127.0.0.1 is still held after 0s; choose another with --port"
+    assert "waiting for the previous run's connections to close" in capsys.readouterr().out
