@@ -1,6 +1,7 @@
 """What the gateway adds to a streamed chat completion: TTFT and ITL, direct and through it.
 
     .venv/bin/python bench/gateway.py [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
+                                      [--arrival closed|burst|both]
                                       [--client lean|httpx|both] [--proxy] [--no-replica-path]
                                       [--layout head-alone|node-alone|shared]
 
@@ -12,8 +13,8 @@ and httpx's own work (about 7 ms more CPU per request than the lean client on 2 
 client's, not the gateway's: `gateway` is the figure for the targets, `gateway/httpx` shows
 what a client built on httpx sees on top (`--client` picks one or both). All send the same
 greedy chat requests, so the engine does the same work; after a warm-up block they alternate in
-blocks (10 requests at one stream, one round at 32 streams, order flipped every block) so that
-the machine's noise hits them alike.
+blocks (10 requests at one stream; at 32 streams one burst, or one closed-loop block), the
+order flipped every block, so that the machine's noise hits them alike.
 gateway - direct is what the gateway adds: HTTP parsing, routing, SSE encoding, and one more
 process per token. `cluster up` has the gateway replica itself listen on the endpoint's port.
 
@@ -27,9 +28,22 @@ serves the endpoint, as before `cluster up` bypassed it; a third path, `no-proxy
 same HTTP requests to the gateway replica's own port (found through /proc): the difference
 between `gateway` and `no-proxy` is the proxy's hop.
 
+`--arrival` says how the 32 streams come (default: both, each its own table rows):
+- `closed`: 32 clients, each sending its next request as soon as its last one ends, as a
+  benchmark with a fixed concurrency does (vLLM's `--max-concurrency`, genai-perf's
+  `--concurrency`). Their starts are spread over the first 320 ms and each request asks for
+  between half and 1.5 times `--max-tokens` (the same draws for every path), so the clients
+  do not stay in step; each client's first request of a block is a warm-up and not counted.
+- `burst`: all 32 requests of a round sent at the same instant, the next round when all have
+  ended. The gateway takes the burst in one request at a time, so this is the worst case for
+  what it adds.
+
 ITL is each request's mean gap between tokens after the first. CPU per request is read from
 /proc for the agent, for everything `cluster up` started (Ray, the gateway) and for this client.
-Targets: added p50 TTFT <= 2 ms and added p99 TTFT <= 5 ms.
+Targets: added p50 TTFT <= 2 ms and added p99 TTFT <= 5 ms. Each added figure comes with a 95%
+interval from a paired block bootstrap (see added_interval): PASS when all of it is within the
+target, MISS when none of it is, open when it straddles the target. `--save` writes every
+timing, by block, for a closer look.
 """
 
 from __future__ import annotations
@@ -37,7 +51,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,7 +82,6 @@ from common import (
     stream_grpc,
     stream_http,
     table,
-    verdict,
     workspace,
 )
 
@@ -81,7 +96,11 @@ PROMPTS = (
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0
 BLOCK = 10  # requests per block at one stream
 WIDE = 32  # the concurrent streams of the second measurement
-Send = Callable[[str], Awaitable[Timing]]
+CLOSED_PER_CLIENT = 4  # counted requests per client and block in the closed loop
+CLOSED_SPREAD_S = 0.32  # the closed loop's clients start evenly over this long
+ARRIVALS = ("closed", "burst")
+RESAMPLES = 2000  # bootstrap draws for an interval
+Send = Callable[[str, int], Awaitable[Timing]]  # (prompt, max_tokens) -> its timing
 
 
 @dataclass
@@ -95,6 +114,9 @@ class Series:
     machine_busy: int = 0  # clock ticks the whole machine was busy, other work included
     machine_total: int = 0
     wall_s: float = 0.0
+    blocks: list[list[Timing]] = field(default_factory=list)  # the same timings, by block
+    flight_s: float = 0.0  # the counted requests' summed durations
+    span_s: float = 0.0  # each block's first counted start to its last end, summed
 
 
 class Meter:
@@ -108,15 +130,16 @@ class Meter:
         return (cpu_seconds([self.agent_pid]), cpu_seconds([self.cluster_pid]),
                 cpu_seconds([os.getpid()], descendants=False), busy, total, time.perf_counter())
 
-    async def block(self, into: Series, sends: list[Awaitable[Timing]], concurrent: bool) -> None:
-        """Run one block (one after another, or all at once) and add it to `into`."""
+    async def block(self, into: Series, work: Awaitable[list[Timing]]) -> None:
+        """Run one block of requests and add its timings and CPU to `into`."""
         before = self._read()
-        if concurrent:
-            timings = list(await asyncio.gather(*sends))
-        else:
-            timings = [await s for s in sends]
+        timings = await work
         d = [b - a for a, b in zip(before, self._read(), strict=True)]
         into.timings.extend(timings)
+        into.blocks.append(timings)
+        if timings:
+            into.flight_s += sum(t.last - t.started for t in timings)
+            into.span_s += max(t.last for t in timings) - min(t.started for t in timings)
         into.agent_s += d[0]
         into.cluster_s += d[1]
         into.client_s += d[2]
@@ -125,8 +148,43 @@ class Meter:
         into.wall_s += d[5]
 
 
+async def one_by_one(send: Send, prompts: list[str], max_tokens: int) -> list[Timing]:
+    """Each request after the last one ended."""
+    return [await send(p, max_tokens) for p in prompts]
+
+
+async def burst(send: Send, prompts: list[str], max_tokens: int) -> list[Timing]:
+    """Every request at the same instant."""
+    return list(await asyncio.gather(*(send(p, max_tokens) for p in prompts)))
+
+
+def _length(draw: random.Random, max_tokens: int) -> int:
+    """A request's max_tokens: between half and 1.5 times the flag's."""
+    return draw.randint(max(1, max_tokens // 2), max(1, max_tokens * 3 // 2))
+
+
+async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: int,
+                      per_client: int = CLOSED_PER_CLIENT,
+                      spread_s: float = CLOSED_SPREAD_S) -> list[Timing]:
+    """One client per prompt, each sending 1 + per_client requests back to back.
+
+    Client i starts i/len(prompts) of spread_s late; lengths are drawn from `seed`, so every
+    path gets the same ones. Each client's first request is a warm-up: only the rest count.
+    """
+    async def client(i: int, prompt: str) -> list[Timing]:
+        draw = random.Random(seed * 1000 + i)
+        await asyncio.sleep(spread_s * i / len(prompts))
+        timings = []
+        for _ in range(1 + per_client):
+            timings.append(await send(prompt, _length(draw, max_tokens)))
+        return timings[1:]
+
+    per = await asyncio.gather(*(client(i, p) for i, p in enumerate(prompts)))
+    return [t for timings in per for t in timings]
+
+
 async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: int,
-                  per_block: int) -> dict[str, Series]:
+                  per_block: int, max_tokens: int, arrival: str = "burst") -> dict[str, Series]:
     """Alternate the paths block by block, order flipped each time; block 0 warms up."""
     results = {name: Series() for name in paths}
     names = list(paths)
@@ -134,7 +192,13 @@ async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: in
         for name in names if b % 2 else names[::-1]:
             prompts = [PROMPTS[(b * per_block + i) % len(PROMPTS)] for i in range(per_block)]
             into = results[name] if b else Series()
-            await meter.block(into, [paths[name](p) for p in prompts], concurrent=streams > 1)
+            if streams == 1:
+                work = one_by_one(paths[name], prompts, max_tokens)
+            elif arrival == "closed":
+                work = closed_loop(paths[name], prompts, max_tokens, seed=b)
+            else:
+                work = burst(paths[name], prompts, max_tokens)
+            await meter.block(into, work)
     return results
 
 
@@ -142,24 +206,59 @@ def _p(series: Series, q: float, what: str = "ttft") -> float:
     return percentile([getattr(t, what) for t in series.timings], q)
 
 
-def latency_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
-    """Per path: requests, TTFT p50/p99, ITL p50/p99, tokens per request."""
-    return [[f"{name} x{streams}", len(s.timings), ms(_p(s, 50)), ms(_p(s, 99)),
+def in_flight(s: Series) -> float:
+    """Mean counted requests in flight while they ran (Little's law: their summed durations
+    over the spans from each block's first start to its last end). Warm-up requests still
+    running at a block's start are not counted, so this is slightly low."""
+    return s.flight_s / s.span_s if s.span_s else 0.0
+
+
+def latency_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
+    """Per path: requests, TTFT p50/p99, ITL p50/p99, tokens per request, mean in flight."""
+    return [[f"{name} {label}", len(s.timings), ms(_p(s, 50)), ms(_p(s, 99)),
              ms(_p(s, 50, "itl")), ms(_p(s, 99, "itl")),
-             f"{sum(t.tokens for t in s.timings) / max(len(s.timings), 1):.1f}"]
+             f"{sum(t.tokens for t in s.timings) / max(len(s.timings), 1):.1f}",
+             f"{in_flight(s):.1f}"]
             for name, s in results.items()]
 
 
-def added_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
-    """Per HTTP path: its TTFT and ITL minus direct's, and divided by them, with verdicts."""
+def added_interval(a: Series, b: Series, q: float, resamples: int = RESAMPLES
+                   ) -> tuple[float, float]:
+    """A 95% interval for b's q-th percentile TTFT minus a's (seconds), by a paired block
+    bootstrap: blocks drawn with replacement, the same draws for both paths (block k of each
+    ran side by side), their timings pooled. Blocks, not requests, are the unit: the engine's
+    state carries over within a block, so its requests are not independent draws."""
+    pairs = list(zip(a.blocks, b.blocks, strict=True))
+    draw = random.Random(0)
+    diffs = []
+    for _ in range(resamples):
+        picked = draw.choices(pairs, k=len(pairs))
+        diffs.append(percentile([t.ttft for _, y in picked for t in y], q)
+                     - percentile([t.ttft for x, _ in picked for t in x], q))
+    diffs.sort()
+    return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+
+
+def interval_verdict(low: float, high: float, target_ms: float) -> str:
+    """PASS when the whole interval is within the target, MISS when none of it is, else open."""
+    if high * 1000 <= target_ms:
+        return "PASS"
+    return "MISS" if low * 1000 > target_ms else "open"
+
+
+def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
+    """Per HTTP path: its TTFT and ITL minus direct's, with 95% intervals and verdicts, and
+    the ratios."""
     a = results["direct"]
     rows: list[list[object]] = []
     for name, b in results.items():
         if name == "direct":
             continue
         p50, p99 = _p(b, 50) - _p(a, 50), _p(b, 99) - _p(a, 99)
-        rows.append([f"{name} x{streams}", ms(p50), verdict(p50 * 1000 <= ADDED_P50_MS),
-                     ms(p99), verdict(p99 * 1000 <= ADDED_P99_MS),
+        (l50, h50), (l99, h99) = added_interval(a, b, 50), added_interval(a, b, 99)
+        rows.append([f"{name} {label}", ms(p50), f"{ms(l50)} to {ms(h50)}",
+                     interval_verdict(l50, h50, ADDED_P50_MS), ms(p99),
+                     f"{ms(l99)} to {ms(h99)}", interval_verdict(l99, h99, ADDED_P99_MS),
                      f"{_p(b, 50) / _p(a, 50):.2f}", f"{_p(b, 99) / _p(a, 99):.2f}",
                      ms(_p(b, 50, "itl") - _p(a, 50, "itl")),
                      f"{_p(b, 50, 'itl') / _p(a, 50, 'itl'):.2f}"])
@@ -174,18 +273,18 @@ def _busy(s: Series) -> tuple[float, float]:
     return ours, machine
 
 
-def cpu_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+def cpu_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     """CPU ms per request in each process group, and how busy the cores were."""
     rows: list[list[object]] = []
     for name, s in results.items():
         n = max(len(s.timings), 1)
         ours, machine = _busy(s)
-        rows.append([f"{name} x{streams}", ms(s.agent_s / n), ms(s.cluster_s / n),
+        rows.append([f"{name} {label}", ms(s.agent_s / n), ms(s.cluster_s / n),
                      ms(s.client_s / n), f"{ours:.0%}", f"{machine:.0%}"])
     return rows
 
 
-def split_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
+def split_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     """Where the gateway's extra TTFT and CPU go: the hop into the replica, and the replica."""
     if "no-proxy" not in results:
         return []
@@ -194,24 +293,24 @@ def split_rows(streams: int, results: dict[str, Series]) -> list[list[object]]:
     def cpu(s: Series) -> float:
         return s.cluster_s / max(len(s.timings), 1)
 
-    return [[f"x{streams}", "ingress hop (gateway - no-proxy)", ms(_p(g, 50) - _p(r, 50)),
+    return [[label, "ingress hop (gateway - no-proxy)", ms(_p(g, 50) - _p(r, 50)),
              ms(cpu(g) - cpu(r))],
-            [f"x{streams}", "replica: HTTP, route, gRPC, SSE (no-proxy - direct)",
+            [label, "replica: HTTP, route, gRPC, SSE (no-proxy - direct)",
              ms(_p(r, 50) - _p(d, 50)), ms(cpu(r) - cpu(d))]]
 
 
-def contention_note(streams: int, results: dict[str, Series]) -> str | None:
+def contention_note(label: str, results: dict[str, Series]) -> str | None:
     """A warning when the cores were saturated while the gateway path ran."""
     ours, machine = _busy(results["gateway"])
     if machine < 0.8:
         return None
-    return (f"note: at {streams} stream(s) the cores were {machine:.0%} busy during the gateway "
+    return (f"note: at {label} the cores were {machine:.0%} busy during the gateway "
             f"path ({ours:.0%} from the engine, Ray and this client, the rest from other work "
             "on this machine): every extra process hop waits for a core, so these figures "
             "measure CPU contention as much as the gateway's own latency.")
 
 
-async def run(args: argparse.Namespace) -> dict[int, dict[str, Series]]:
+async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
     """Start an agent and a cluster, measure every path at 1 and 32 streams."""
     cores = layout_cores(args.layout)
     print(f"layout {args.layout}: {LAYOUTS[args.layout]} (head {sorted(cores['head'])}, node "
@@ -232,22 +331,24 @@ async def run(args: argparse.Namespace) -> dict[int, dict[str, Series]]:
         http = slow if args.client == "httpx" else lean
         try:
             paths: dict[str, Send] = {
-                "direct": lambda p: stream_grpc(client, [("user", p)], args.max_tokens)}
+                "direct": lambda p, n: stream_grpc(client, [("user", p)], n)}
             if args.client != "httpx":
-                paths["gateway"] = lambda p: _http(lean, cluster.url, p, args.max_tokens)
+                paths["gateway"] = lambda p, n: _http(lean, cluster.url, p, n)
             if args.client != "lean":
-                paths["gateway/httpx"] = lambda p: _http(slow, cluster.url, p, args.max_tokens)
+                paths["gateway/httpx"] = lambda p, n: _http(slow, cluster.url, p, n)
             url = None if args.no_replica_path else replica_url(cluster.proc.pid)
             if url and url.rsplit(":", 1)[1] != str(cluster.port):  # the proxy is in front
-                paths["no-proxy"] = lambda p: _http(http, url, p, args.max_tokens)
+                paths["no-proxy"] = lambda p, n: _http(http, url, p, n)
             meter = Meter(agent.proc.pid, cluster.proc.pid)
             results = {}
-            for streams, blocks, per_block in ((1, args.requests // BLOCK, BLOCK),
-                                               (WIDE, args.rounds, WIDE)):
+            runs = [("x1", 1, args.requests // BLOCK, BLOCK, "")]
+            runs += [(f"x{WIDE} {a}", WIDE, args.rounds, WIDE, a) for a in ARRIVALS
+                     if args.arrival in (a, "both")]
+            for label, streams, blocks, per_block, arrival in runs:
                 t0 = time.perf_counter()
-                results[streams] = await measure(meter, paths, streams, blocks, per_block)
-                print(f"{streams} stream(s) measured: {time.perf_counter() - t0:.1f}s",
-                      flush=True)
+                results[label] = await measure(meter, paths, streams, blocks, per_block,
+                                               args.max_tokens, arrival)
+                print(f"{label} measured: {time.perf_counter() - t0:.1f}s", flush=True)
             return results
         finally:
             await lean.aclose()
@@ -291,7 +392,7 @@ def _listening_ports(inodes: set[str]) -> list[int]:
     return ports
 
 
-def report(results: dict[int, dict[str, Series]], args: argparse.Namespace) -> None:
+def report(results: dict[str, dict[str, Series]], args: argparse.Namespace) -> None:
     """Print the latency, overhead and CPU tables and the verdicts."""
     ingress = "Serve's HTTP proxy" if args.proxy else "the gateway replica itself"
     print(f"\nstreamed chat completions, max_tokens={args.max_tokens}, temperature 0; "
@@ -299,11 +400,12 @@ def report(results: dict[int, dict[str, Series]], args: argparse.Namespace) -> N
           + ("; no-proxy = HTTP/SSE to the gateway replica's own port" if args.proxy else ""))
     rows = [row for s, r in results.items() for row in latency_rows(s, r)]
     print(table(["path", "requests", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-                 "tokens/req"], rows))
+                 "tokens/req", "in flight"], rows))
     print(f"\nadded over direct (path - direct); targets for `gateway`: p50 <= {ADDED_P50_MS:g} "
-          f"ms, p99 <= {ADDED_P99_MS:g} ms")
-    print(table(["path", "+TTFT p50 ms", "", "+TTFT p99 ms", "", "p50 ratio", "p99 ratio",
-                 "+ITL p50 ms", "ITL ratio"],
+          f"ms, p99 <= {ADDED_P99_MS:g} ms; PASS when the 95% interval is within the target, "
+          "MISS when it is all over, open when it straddles it")
+    print(table(["path", "+TTFT p50 ms", "95% interval", "", "+TTFT p99 ms", "95% interval",
+                 "", "p50 ratio", "p99 ratio", "+ITL p50 ms", "ITL ratio"],
                 [row for s, r in results.items() for row in added_rows(s, r)]))
     if split := [row for s, r in results.items() for row in split_rows(s, r)]:
         print("\nwhere the added time goes (TTFT p50 difference; CPU ms per request in `cluster "
@@ -313,8 +415,8 @@ def report(results: dict[int, dict[str, Series]], args: argparse.Namespace) -> N
           "(ours: agent + cluster up + client; machine: every process)")
     print(table(["path", "agent", "cluster up (Ray+gateway)", "client", "busy ours",
                  "busy machine"], [row for s, r in results.items() for row in cpu_rows(s, r)]))
-    for streams, r in results.items():
-        if note := contention_note(streams, r):
+    for label, r in results.items():
+        if note := contention_note(label, r):
             print(note)
 
 
@@ -325,6 +427,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200, help="per path at one stream")
     parser.add_argument("--rounds", type=int, default=10, help=f"rounds of {WIDE} per path")
+    parser.add_argument("--arrival", choices=(*ARRIVALS, "both"), default="both",
+                        help="how the 32 streams come: a closed loop of 32 clients, bursts of "
+                             "32 at once, or both (default)")
+    parser.add_argument("--save", type=Path, metavar="FILE",
+                        help="also write every counted request's timings there, as JSON")
     parser.add_argument("--client", choices=(*CLIENTS, "both"), default="both",
                         help="the HTTP client of the gateway paths (default: a path for each)")
     parser.add_argument("--proxy", action="store_true",
@@ -353,6 +460,13 @@ def main() -> None:
         print("interrupted; everything this benchmark started has been stopped")
         return
     report(results, args)
+    if args.save:
+        args.save.write_text(json.dumps(
+            {label: {name: [[[t.started, t.first, t.last, t.tokens] for t in block]
+                            for block in series.blocks]
+                     for name, series in r.items()} for label, r in results.items()}))
+        print(f"timings written to {args.save} ({{streams and arrival: {{path: [block: "
+              "[[started, first token, last token, tokens], ...], ...]}}, perf_counter seconds)")
     print(f"{machine_line()}; total {time.perf_counter() - started_at:.0f}s")
 
 
