@@ -58,13 +58,13 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from arrivals import Send, burst, closed_loop, interval_verdict, one_by_one, paired_interval
 from common import (
     CLIENTS,
     LAYOUTS,
@@ -101,11 +101,7 @@ PROMPTS = (
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0
 BLOCK = 10  # requests per block at one stream
 WIDE = 32  # the concurrent streams of the second measurement
-CLOSED_PER_CLIENT = 4  # counted requests per client and block in the closed loop
-CLOSED_SPREAD_S = 0.32  # the closed loop's clients start evenly over this long
 ARRIVALS = ("closed", "burst")
-RESAMPLES = 2000  # bootstrap draws for an interval
-Send = Callable[[str, int], Awaitable[Timing]]  # (prompt, max_tokens) -> its timing
 
 
 @dataclass
@@ -153,41 +149,6 @@ class Meter:
         into.wall_s += d[5]
 
 
-async def one_by_one(send: Send, prompts: list[str], max_tokens: int) -> list[Timing]:
-    """Each request after the last one ended."""
-    return [await send(p, max_tokens) for p in prompts]
-
-
-async def burst(send: Send, prompts: list[str], max_tokens: int) -> list[Timing]:
-    """Every request at the same instant."""
-    return list(await asyncio.gather(*(send(p, max_tokens) for p in prompts)))
-
-
-def _length(draw: random.Random, max_tokens: int) -> int:
-    """A request's max_tokens: between half and 1.5 times the flag's."""
-    return draw.randint(max(1, max_tokens // 2), max(1, max_tokens * 3 // 2))
-
-
-async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: int,
-                      per_client: int = CLOSED_PER_CLIENT,
-                      spread_s: float = CLOSED_SPREAD_S) -> list[Timing]:
-    """One client per prompt, each sending 1 + per_client requests back to back.
-
-    Client i starts i/len(prompts) of spread_s late; lengths are drawn from `seed`, so every
-    path gets the same ones. Each client's first request is a warm-up: only the rest count.
-    """
-    async def client(i: int, prompt: str) -> list[Timing]:
-        draw = random.Random(seed * 1000 + i)
-        await asyncio.sleep(spread_s * i / len(prompts))
-        timings = []
-        for _ in range(1 + per_client):
-            timings.append(await send(prompt, _length(draw, max_tokens)))
-        return timings[1:]
-
-    per = await asyncio.gather(*(client(i, p) for i, p in enumerate(prompts)))
-    return [t for timings in per for t in timings]
-
-
 async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: int,
                   per_block: int, max_tokens: int, arrival: str = "burst") -> dict[str, Series]:
     """Alternate the paths block by block, order flipped each time; block 0 warms up."""
@@ -227,30 +188,6 @@ def latency_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
             for name, s in results.items()]
 
 
-def added_interval(a: Series, b: Series, q: float, resamples: int = RESAMPLES
-                   ) -> tuple[float, float]:
-    """A 95% interval for b's q-th percentile TTFT minus a's (seconds), by a paired block
-    bootstrap: blocks drawn with replacement, the same draws for both paths (block k of each
-    ran side by side), their timings pooled. Blocks, not requests, are the unit: the engine's
-    state carries over within a block, so its requests are not independent draws."""
-    pairs = list(zip(a.blocks, b.blocks, strict=True))
-    draw = random.Random(0)
-    diffs = []
-    for _ in range(resamples):
-        picked = draw.choices(pairs, k=len(pairs))
-        diffs.append(percentile([t.ttft for _, y in picked for t in y], q)
-                     - percentile([t.ttft for x, _ in picked for t in x], q))
-    diffs.sort()
-    return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
-
-
-def interval_verdict(low: float, high: float, target_ms: float) -> str:
-    """PASS when the whole interval is within the target, MISS when none of it is, else open."""
-    if high * 1000 <= target_ms:
-        return "PASS"
-    return "MISS" if low * 1000 > target_ms else "open"
-
-
 def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     """Per HTTP path: its TTFT and ITL minus direct's, with 95% intervals and verdicts, and
     the ratios."""
@@ -260,7 +197,7 @@ def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
         if name == "direct":
             continue
         p50, p99 = _p(b, 50) - _p(a, 50), _p(b, 99) - _p(a, 99)
-        (l50, h50), (l99, h99) = added_interval(a, b, 50), added_interval(a, b, 99)
+        (l50, h50), (l99, h99) = (paired_interval(a.blocks, b.blocks, q) for q in (50, 99))
         rows.append([f"{name} {label}", ms(p50), f"{ms(l50)} to {ms(h50)}",
                      interval_verdict(l50, h50, ADDED_P50_MS), ms(p99),
                      f"{ms(l99)} to {ms(h99)}", interval_verdict(l99, h99, ADDED_P99_MS),
