@@ -230,6 +230,16 @@ class Gateway:
         hot_path.serve(self)
         gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
 
+    async def set_tapping(self, on: bool) -> bool:
+        """Whether this replica's requests go to the ledger (on from the start).
+
+        Only bench/ledger.py turns it off, through a Serve handle, to time requests with and
+        without the ledger's work in one replica, whose CPU per request differs from another's
+        by more than that work. Requests served meanwhile are not recorded. Nothing in the
+        cluster calls it, and no HTTP route leads to it."""
+        self.meter.tapping = on
+        return on
+
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
 

@@ -25,6 +25,8 @@ class GatewayMeter:
         self.metrics = GatewayMetrics()
         self.recorder = None if send is None else Recorder(send, replica=uuid.uuid4().hex[:12])
         self._task: asyncio.Task[None] | None = None
+        self.tapping = True  # only bench/ledger.py turns it off (Gateway.set_tapping)
+        self._table = NodeTable()
 
     def start(self) -> None:
         """Start sending rows in the background (call on the replica's event loop)."""
@@ -40,16 +42,17 @@ class GatewayMeter:
         """What watches one request's events and records it when they end (None with the
         ledger off); the forwarder calls it (Forwarder.stream)."""
         recorder = self.recorder
-        if recorder is None:
+        if recorder is None or not self.tapping:
             return None
-
-        def done(row: UsageRow) -> None:
-            recorder.end(row)
-            node = table.get(NodeId(row.node_id)) if row.node_id else None
-            self.metrics.observe(row, node.name if node else row.node_id or "")
-
+        self._table = table  # the latest, to name the node of each row that ends from now
         recorder.begin()
-        return Tap(info, done)
+        return Tap(info, self._done)
+
+    def _done(self, row: UsageRow) -> None:
+        assert self.recorder is not None
+        self.recorder.end(row)
+        node = self._table.get(NodeId(row.node_id)) if row.node_id else None
+        self.metrics.observe(row, node.name if node else row.node_id or "")
 
     def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
         """The Prometheus exposition text."""
