@@ -1,36 +1,45 @@
 """What the ledger costs the gateway: requests/s and CPU per request, ledger on and off.
 
-    .venv/bin/python bench/ledger.py [--rounds 30] [--seconds 3] [--concurrency 16]
-                                     [--client lean|httpx] [--layout gateway-alone|shared]
-                                     [--first on|off] [--random-layout]
-                                     [--tokens 1] [--stream]
+    .venv/bin/python bench/ledger.py [--design within|between] [--rounds 80] [--seconds 2]
+                                     [--concurrency 16] [--client lean|httpx]
+                                     [--layout gateway-alone|shared] [--first on|off]
+                                     [--random-layout] [--tokens 1] [--stream]
 
 One stub agent (bench/stub_agent.py: the real gRPC service over an engine that answers at once,
-so that the gateway, not the node, is the bottleneck) behind two `cluster up`s started side by
-side: one as shipped, one with `--no-ledger`. Rounds alternate between them (ABBA, so drift and
-whatever else runs on the machine hit both alike); in each, `--concurrency` clients send short
-non-streaming chat completions back to back for `--seconds`, with bench/lean_http.py as the
-client (`--client httpx` for httpx, whose own CPU takes more from the two cores it shares with
-the gateway and makes the rounds swing more). By default each completion is one token, not
-streamed: the gateway's work per request is least, so the ledger's share of it is greatest.
-`--tokens N --stream` asks for streams of N tokens instead, as chat clients do.
+so that the gateway, not the node, is the bottleneck) and `--concurrency` clients sending short
+non-streaming chat completions back to back, with bench/lean_http.py as the client (`--client
+httpx` for httpx, whose own CPU takes more from the two cores it shares with the gateway and
+makes the rounds swing more). By default each completion is one token, not streamed: the
+gateway's work per request is least, so the ledger's share of it is greatest. `--tokens N
+--stream` asks for streams of N tokens instead, as chat clients do.
+
+Two designs (`--design`):
+
+- `within` (the default): one `cluster up` as shipped, under one unbroken load, its gateway
+  replica's ledger tap turned off and on again through a Serve handle (Gateway.set_tapping),
+  in windows of `--seconds` (ABBA). Both arms run in the same process, with the same heap and
+  the same placement in memory. Each switch waits out one send of the replica's buffered rows
+  before its window opens, so that the controller writes an arm's rows in that arm. What this
+  leaves out: the replica's sends to the controller go on in both arms, empty while the tap is
+  off (two small calls a second, not a cost per request).
+- `between`: two `cluster up`s side by side, one as shipped and one with `--no-ledger`, the
+  windows alternating between them (ABBA). This takes in everything the ledger starts, but two
+  replicas of the same code have differed by up to 100 us of CPU per request, depending on
+  which cluster started first (`--first`), more than the effect.
 
 Two figures, both on against off: requests/s (the median of the rounds' ratios, with a 95%
 bootstrap interval: the rounds swing by several percent, more than the effect), and the CPU
-time that the cluster's Serve processes (HTTP proxy, gateway, controller with its ledger thread)
-spend per request, summed over all rounds. The gateway is CPU-bound, so its throughput goes as
-the inverse of its CPU per request; the CPU figure is read from /proc per process, so it stays
-meaningful on a machine that other work keeps busy, where requests/s swing from round to round.
-The CPU is also shown per process (gateway replica, controller replica, proxy), which says
-where the difference lands. Last, the ledger's own work per request timed in-process
-(bench/ledger_parts.py), as a share of that CPU per request. Target: the ledger costs under 2%;
-PASS when the interval's upper end is under 2%, MISS when its lower end is over, and "not
-resolved" in between. It also checks that the ledger holds one row per request sent, and the
---no-ledger cluster none.
+time that the cluster's Serve processes spend per request, summed over all rounds. The gateway
+is CPU-bound, so its throughput goes as the inverse of its CPU per request. The CPU is also
+shown per process (gateway replica, controller replica, proxy), which says where the difference
+lands. Last, the ledger's own work per request timed in-process (bench/ledger_parts.py), as a
+share of that CPU per request. Target: the ledger costs under 2%; PASS when the interval's upper
+end is under 2%, MISS when its lower end is over, and "not resolved" in between. It also checks
+that the ledger holds one row per request sent with the tap on (and, `between`, that the
+--no-ledger cluster holds none).
 
-Both clusters are started alike (a fixed hash seed, no address-space randomization; see
-start_alike), and by default each gateway replica gets a core of its own (`--layout`). Which one
-starts first can still tilt the comparison (`--first`): run it each way and take the mean.
+Processes are started alike (a fixed hash seed, no address-space randomization; see
+start_alike), and by default each gateway replica gets a core of its own (`--layout`).
 """
 
 from __future__ import annotations
@@ -42,165 +51,31 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common import (  # noqa: E402  (next to this script)
-    command_line,
-    descendants_of,
-    http_client,
-    pin,
-    proc_stats,
+from ledger_load import (  # noqa: E402  (next to this script)
+    ROLES,
+    Round,
+    body,
+    burst,
+    ledger_requests,
+    pin_gateways,
+    start_cluster,
+    steady_load,
+    stub_agent,
 )
 from ledger_parts import parts  # noqa: E402
 
-from tests.harness import ClusterProcess, free_port, wait_for  # noqa: E402
-
-
-def body(tokens: int, stream: bool) -> dict[str, object]:
-    """The completion every client sends: `tokens` tokens (the stub answers that many)."""
-    return {"model": "demo", "messages": [{"role": "user", "content": "Hi"}],
-            "max_tokens": tokens, "stream": stream}
-
-
-@dataclass(frozen=True)
-class Round:
-    """One timed burst against one cluster."""
-
-    requests: int
-    seconds: float
-    cpu_s: float  # CPU seconds its Serve processes used meanwhile
-    parts: dict[str, float] = field(default_factory=dict)  # the same by process (see ROLES)
-
-    @property
-    def rps(self) -> float:
-        """Requests per second."""
-        return self.requests / self.seconds
-
-    @property
-    def cpu_ms(self) -> float:
-        """Serve CPU milliseconds per request."""
-        return 1000 * self.cpu_s / self.requests
-
-
-ROLES = {  # command-line prefix of a Serve process -> its role in the tables
-    "ray::ServeReplica:meterless:gateway": "gateway",
-    "ray::ServeReplica:meterless:controller": "controller",
-    "ray::ProxyActor": "proxy",
-}
-
-
-def serve_cpu(root_pid: int) -> dict[str, float]:
-    """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`), by role."""
-    stats = proc_stats()
-    by_role = dict.fromkeys(ROLES.values(), 0.0)
-    for pid in descendants_of(root_pid, stats):
-        cmd = command_line(pid)
-        role = next((r for prefix, r in ROLES.items() if cmd.startswith(prefix)), None)
-        if role is not None:
-            by_role[role] += stats[pid][1]
-    return by_role
-
-
-async def burst(
-    cluster: ClusterProcess, seconds: float, concurrency: int, client: str = "lean",
-    request: dict[str, object] | None = None,
-) -> Round:
-    """`concurrency` clients sending `request` (default: one token, not streamed) back to back
-    for `seconds`."""
-    request = request or body(1, stream=False)
-    assert cluster.proc is not None
-    async with http_client(concurrency, client, base_url=cluster.url) as http:
-        done = 0
-        cpu = serve_cpu(cluster.proc.pid)
-        start = time.perf_counter()
-        deadline = start + seconds
-
-        async def client() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                r = await http.post("/v1/chat/completions", json=request)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
-                done += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-        parts = {role: t - cpu[role] for role, t in serve_cpu(cluster.proc.pid).items()}
-        return Round(done, elapsed, sum(parts.values()), parts)
-
-
-@contextlib.contextmanager
-def stub_agent() -> Iterator[str]:
-    """The stub agent as a subprocess; yields its address."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "stub_agent.py"), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()  # "stub agent listening on ..."
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def start_cluster(root: Path, name: str, agent: str, *extra: str) -> ClusterProcess:
-    """`cluster up` in front of the stub agent; returns once its node is ready."""
-    (root / name).mkdir()
-    cluster = ClusterProcess(
-        root / name, args=("--no-local-agent", "--no-mdns", "--peer", agent, *extra)
-    )
-    cluster.start()
-    wait_for(lambda: any(n["state"] == "ready" for n in cluster.nodes()), 60, f"{name} ready")
-    return cluster
-
-
-def pin_gateways(clusters: list[ClusterProcess]) -> str:
-    """Each gateway replica alone on the first core, everything else (this client, the stub
-    agent, Ray, the controllers) on the others; what the run will say of it."""
-    every = sorted(os.sched_getaffinity(0))
-    if len(every) < 2:
-        return "cores: one, shared by every process"
-    first, rest = {every[0]}, set(every[1:])
-    pin(os.getpid(), rest)  # this process, the stub agent, both clusters, and what they start
-    for cluster in clusters:
-        assert cluster.proc is not None
-        for pid in descendants_of(cluster.proc.pid):
-            if command_line(pid).startswith("ray::ServeReplica:meterless:gateway"):
-                pin(pid, first)
-    return (f"cores: each gateway replica on core {every[0]} (one at a time is busy); this "
-            f"client, the stub agent, Ray and the controllers on {sorted(rest)}")
-
-
-def ledger_requests(cluster: ClusterProcess) -> int:
-    """Requests the cluster's ledger holds."""
-    groups = httpx.get(
-        f"{cluster.url}/admin/usage",
-        params={"since": "all"},
-        headers=cluster.admin_headers,
-        timeout=30,
-    ).json()
-    return sum(g["requests"] for g in groups["groups"])
+from tests.harness import ClusterProcess  # noqa: E402
 
 
 def report_parts(rounds: list[tuple[Round, Round]]) -> None:
@@ -279,23 +154,109 @@ def verdict(cost: float) -> str:
     return "PASS (target < 2%)" if cost < 0.02 else "MISS (target < 2%)"
 
 
-async def measure(
+async def measure_between(
     on: ClusterProcess, off: ClusterProcess, args: argparse.Namespace
 ) -> tuple[list[tuple[Round, Round]], int]:
-    """Warm both up, then the alternating rounds; also returns all requests sent to `on`."""
+    """Warm both up, then the alternating windows; also returns all requests sent to `on`."""
     c, n, req = args.client, args.concurrency, body(args.tokens, args.stream)
-    warm = await burst(on, 2.0, n, c, req)
+    sent = (await burst(on, 2.0, n, c, req))[1]
     await burst(off, 2.0, n, c, req)
     rounds = []
     for i in range(args.rounds):
         if i % 2 == 0:
-            a = await burst(on, args.seconds, n, c, req)
-            b = await burst(off, args.seconds, n, c, req)
+            a, answered = await burst(on, args.seconds, n, c, req)
+            b, _ = await burst(off, args.seconds, n, c, req)
         else:
-            b = await burst(off, args.seconds, n, c, req)
-            a = await burst(on, args.seconds, n, c, req)
+            b, _ = await burst(off, args.seconds, n, c, req)
+            a, answered = await burst(on, args.seconds, n, c, req)
         rounds.append((a, b))
-    return rounds, warm.requests + sum(a.requests for a, _ in rounds)
+        sent += answered
+    return rounds, sent
+
+
+SETTLE_S = 0.6  # after a switch: the replica's recorder sends what it holds every 0.5 s
+
+
+async def measure_within(
+    cluster: ClusterProcess, gateway: Any, args: argparse.Namespace
+) -> list[tuple[Round, Round]]:
+    """One unbroken load; the gateway's tap switched off and on, a window after each switch."""
+    async with steady_load(cluster, args.concurrency, args.client,
+                           body(args.tokens, args.stream)) as mark:
+        await asyncio.sleep(2.0)  # warm-up
+        rounds = []
+        for i in range(args.rounds):
+            window = {}
+            for tapping in (True, False) if i % 2 == 0 else (False, True):
+                await gateway.set_tapping.remote(tapping)
+                await asyncio.sleep(SETTLE_S)
+                start = mark()
+                await asyncio.sleep(args.seconds)
+                window[tapping] = start.to(mark())
+            rounds.append((window[True], window[False]))
+        await gateway.set_tapping.remote(True)
+    return rounds
+
+
+def gateway_handle() -> Any:
+    """A Serve handle on the gateway of the Ray cluster started last on this machine, from a
+    Ray driver in this process."""
+    import ray
+    from ray import serve
+
+    from cluster.app import APP_NAME
+
+    ray.init(address="auto", log_to_driver=False, configure_logging=False)  # the latest one
+    return serve.get_app_handle(APP_NAME)
+
+
+def run_within(root: Path, agent: str, args: argparse.Namespace,
+               stack: contextlib.ExitStack) -> float:
+    """The `within` design; returns the ledger's CPU cost per request."""
+    cluster = start_cluster(root, "on", agent)
+    stack.callback(cluster.stop)
+    if args.layout == "gateway-alone":
+        print(pin_gateways([cluster]), flush=True)
+    import ray
+
+    gateway = gateway_handle()
+    stack.callback(ray.shutdown)  # before the cluster stops
+    rounds = asyncio.run(measure_within(cluster, gateway, args))
+    cost = report(rounds)
+    report_parts(rounds)
+    time.sleep(SETTLE_S)
+    before = ledger_requests(cluster)
+    _, sent = asyncio.run(burst(cluster, 2.0, args.concurrency, args.client,
+                                body(args.tokens, args.stream)))
+    time.sleep(1.5)  # the last batch
+    print(f"ledger rows: {ledger_requests(cluster) - before} for the {sent} requests of a last "
+          f"window with the tap on")
+    return cost
+
+
+def run_between(root: Path, agent: str, args: argparse.Namespace,
+                stack: contextlib.ExitStack) -> float:
+    """The `between` design; returns the ledger's CPU cost per request."""
+    order = [("on", ()), ("off", ("--no-ledger",))]
+    if args.first == "off":
+        order.reverse()
+    print(f"started first: the {args.first} cluster")
+    started = {}
+    for name, extra in order:
+        started[name] = start_cluster(root, name, agent, *extra)
+        stack.callback(started[name].stop)
+    on, off = started["on"], started["off"]
+    if args.layout == "gateway-alone":
+        print(pin_gateways([on, off]), flush=True)
+    before = ledger_requests(on)
+    rounds, sent = asyncio.run(measure_between(on, off, args))
+    time.sleep(1.5)  # the last batch
+    recorded = ledger_requests(on) - before
+    cost = report(rounds)
+    report_parts(rounds)
+    print(f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
+          f"rows of the --no-ledger cluster: {ledger_requests(off)}")
+    return cost
 
 
 ALIKE = "METERLESS_BENCH_ALIKE"
@@ -316,8 +277,13 @@ def start_alike() -> None:
 def main() -> int:
     """Run the benchmark; exit 0 on PASS."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--design", choices=("within", "between"), default="within",
+        help="within: one cluster, its gateway's ledger tap switched off and on; between: a "
+        "cluster with the ledger and one without, side by side",
+    )
+    parser.add_argument("--rounds", type=int, help="pairs of windows (within 80, between 30)")
+    parser.add_argument("--seconds", type=float, help="one window (within 2, between 3)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--client", choices=("lean", "httpx"), default="lean")
     parser.add_argument(
@@ -331,8 +297,8 @@ def main() -> int:
         "--first",
         choices=("on", "off"),
         default="on",
-        help="which cluster starts first: the order alone has moved CPU per request by tens of "
-        "microseconds, so run once each way and take the mean",
+        help="between: which cluster starts first; the order alone has moved CPU per request "
+        "by tens of microseconds, so run once each way and take the mean",
     )
     parser.add_argument(
         "--tokens", type=int, default=1,
@@ -345,38 +311,22 @@ def main() -> int:
         help="keep Python's random hash seed and the address-space randomization",
     )
     args = parser.parse_args()
+    within = args.design == "within"
+    args.rounds = args.rounds or (80 if within else 30)
+    args.seconds = args.seconds or (2.0 if within else 3.0)
     if not args.random_layout:
         start_alike()
     one, five, _ = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {one:.2f} (1 min) {five:.2f} (5 min)")
     alike = "fixed hash seed, no address randomization" if os.environ.get(ALIKE) else "random"
     print(f"process layouts: {alike}")
-    order = [("on", ()), ("off", ("--no-ledger",))]
-    if args.first == "off":
-        order.reverse()
-    print(f"started first: the {args.first} cluster")
+    print(f"design: {args.design}, {args.rounds} rounds of two {args.seconds:g} s windows")
     print(f"workload: {args.concurrency} clients, completions of {args.tokens} token(s), "
           f"{'streamed' if args.stream else 'not streamed'}")
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ledger-")))
         agent = stack.enter_context(stub_agent())
-        started = {}
-        for name, extra in order:
-            started[name] = start_cluster(root, name, agent, *extra)
-            stack.callback(started[name].stop)
-        on, off = started["on"], started["off"]
-        if args.layout == "gateway-alone":
-            print(pin_gateways([on, off]), flush=True)
-        before = ledger_requests(on)
-        rounds, sent = asyncio.run(measure(on, off, args))
-        time.sleep(1.5)  # the last batch
-        recorded = ledger_requests(on) - before
-        cost = report(rounds)
-        report_parts(rounds)
-        print(
-            f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
-            f"rows of the --no-ledger cluster: {ledger_requests(off)}"
-        )
+        cost = (run_within if within else run_between)(root, agent, args, stack)
     return 0 if cost < 0.02 else 1
 
 
