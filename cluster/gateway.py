@@ -98,9 +98,6 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return await _api_error(request, InternalError("internal error; see the gateway's log"))
 
 
-api.add_middleware(hot_path.HotPath, on_api_error=_api_error, on_unexpected=_unexpected)
-
-
 @dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
     """Knobs of a gateway replica."""
@@ -227,8 +224,13 @@ class Gateway:
                          metrics_open=settings.metrics_open)
         self._key_poller = asyncio.get_running_loop().create_task(
             self.gate.follow(self._wait_keys))
-        hot_path.serve(self)
         gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
+
+    def __serve_build_asgi_app__(self) -> hot_path.Front:
+        """The replica's ASGI app: the completion routes answered in front of FastAPI, which
+        serves the rest. Serve calls this after the constructor, on the app it was given."""
+        return hot_path.Front(self.app, replica=self, on_api_error=_api_error,
+                              on_unexpected=_unexpected)
 
     async def set_tapping(self, on: bool) -> bool:
         """Whether this replica's requests go to the ledger (on from the start).
@@ -258,14 +260,14 @@ class Gateway:
             await self.forwarder.clients.follow(table)
 
     async def chat_completions(self, request: Request) -> Answer:
-        """OpenAI chat completions, streamed or not (POST /v1/chat/completions: hot_path.py)."""
+        """OpenAI chat completions, streamed or not (POST /v1/chat/completions: hot_path.Front)."""
         req = parse_request(ChatCompletionRequest, await request.body())
         keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
         chars = sum(len(m.text) for m in req.messages)
         return await self._complete(req, keys, chars, request.headers.get("authorization"))
 
     async def completions(self, request: Request) -> Answer:
-        """OpenAI text completions, streamed or not (POST /v1/completions: hot_path.py)."""
+        """OpenAI text completions, streamed or not (POST /v1/completions: hot_path.Front)."""
         req = parse_request(CompletionRequest, await request.body())
         return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt),
                                     request.headers.get("authorization"))
