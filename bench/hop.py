@@ -12,8 +12,7 @@ that both processes sleep between messages and wake up cold, as they do in the g
 
 It prints the round trip's p50 and p99 (two crossings, what the gateway adds to a first token
 beyond its own work) and the CPU each side spends per message, with the echo server's as the
-floor of what any relay costs per token. On a typical desktop the round trip is some 30 to
-60 us; on small virtual machines it can be ten times that.
+floor of what any relay costs per token.
 """
 
 from __future__ import annotations

@@ -7,12 +7,10 @@ node table it last received from the controller's long poll.
 # No `from __future__ import annotations` here: FastAPI must see real annotations on the routes
 # after Serve rebinds them as methods.
 import asyncio
-import dataclasses
 import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,37 +20,18 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from cluster import hot_path
+from cluster.admin_json import find_node, models_json, node_json
+from cluster.answers import Answer, collect, json_response, sse_frames
 from cluster.deploy_api import merged_models, parse_deploy, parse_model_name, raise_error
-from cluster.errors import (
-    ApiError,
-    Forbidden,
-    InternalError,
-    InvalidRequest,
-    NotFound,
-    UpstreamFailed,
-)
-from cluster.forward import (
-    ClientPool,
-    Forwarder,
-    ForwardEvent,
-    ForwardSettings,
-    Routed,
-    StreamFailed,
-)
+from cluster.errors import ApiError, Forbidden, InternalError, InvalidRequest
+from cluster.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gate import Gate
 from cluster.key_store import parse_key_request
 from cluster.keys import visible_models
 from cluster.ledger import GROUPS
 from cluster.metering import GatewayMeter
 from cluster.metrics import CONTENT_TYPE
-from cluster.openai_responses import (
-    ChatStreamEncoder,
-    CompletionStreamEncoder,
-    chat_completion,
-    dumps,
-    model_list,
-    text_completion,
-)
+from cluster.openai_responses import model_list
 from cluster.openai_schema import (
     AnyRequest,
     ChatCompletionRequest,
@@ -65,10 +44,9 @@ from cluster.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.reports import parse_cost_changes, window_seconds
 from cluster.routing import RouteRequest, expected_tokens, make_router
-from cluster.types import ModelName, NodeTable, NodeView
+from cluster.types import ModelName, NodeTable
 from cluster.usage import RequestInfo
 from node_agent.trust import ClusterSecret
-from node_agent.types import Delta, Finished
 
 logger = logging.getLogger(__name__)
 
@@ -114,52 +92,6 @@ class GatewaySettings:
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
 
 
-Answer = Response | hot_path.EventStream  # a completion's answer: JSON, or a stream of events
-
-
-async def _sse(req: AnyRequest, request_id: str, created: int,
-               events: AsyncIterator[ForwardEvent]) -> AsyncIterator[bytes]:
-    kind = ChatStreamEncoder if isinstance(req, ChatCompletionRequest) else CompletionStreamEncoder
-    encoder = kind(request_id=request_id, model=req.model, created=created,
-                   include_usage=req.include_usage)
-    try:
-        async for event in events:
-            if isinstance(event, Delta):
-                if frame := encoder.delta(event):
-                    yield frame
-            elif isinstance(event, Finished):
-                yield encoder.finish(event)
-            elif isinstance(event, StreamFailed):
-                yield encoder.fail(UpstreamFailed(event.message),
-                                   prompt_tokens=event.usage.prompt_tokens)
-    finally:
-        await events.aclose()  # the client left: cancel the generation on the node
-
-
-async def _collect(req: AnyRequest, request_id: str, created: int,
-                   events: AsyncIterator[ForwardEvent], headers: dict[str, str]) -> Response:
-    parts: list[str] = []
-    try:
-        async for event in events:
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            elif isinstance(event, StreamFailed):
-                raise UpstreamFailed(event.message)
-            elif isinstance(event, Finished):
-                chat = isinstance(req, ChatCompletionRequest)
-                build = chat_completion if chat else text_completion
-                body = build(request_id=request_id, model=req.model, created=created,
-                             text="".join(parts), finished=event)
-                return _json(body, headers)
-    finally:
-        await events.aclose()
-    raise UpstreamFailed("the node ended the generation without finishing it")
-
-
-def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(body), media_type="application/json", headers=headers)
-
-
 def router_knobs(settings: GatewaySettings) -> dict[str, object]:
     """Keyword arguments for the chosen policy: only `fastest` has prefix affinity to turn off."""
     return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
@@ -170,35 +102,6 @@ def _raised(answer: Any) -> Any:
     if isinstance(answer, ApiError):
         raise answer
     return answer
-
-
-def node_json(n: NodeView) -> dict[str, Any]:
-    """A node as the admin API shows it."""
-    out = dataclasses.asdict(n)
-    out["state"] = n.state.value
-    out["engines"], out["models"] = list(n.engines), list(n.models)
-    return out
-
-
-def find_node(table: NodeTable, ref: str) -> NodeView:
-    """The node whose id or name is `ref`, else whose id starts with it; 404 if none or
-    ambiguous. Exact matches win: a node named `a3` is not ambiguous with an id `a3c2…`."""
-    matches = [n for n in table.nodes if ref in (n.node_id, n.name)] or [
-        n for n in table.nodes if n.node_id.startswith(ref)]
-    if len(matches) != 1:
-        known = ", ".join(f"{n.name} ({n.node_id[:12]})" for n in table.nodes) or "none"
-        what = "ambiguous" if matches else "unknown"
-        raise NotFound(f"{what} node {ref!r}; known nodes: {known}", param="node")
-    return matches[0]
-
-
-def models_json(table: NodeTable) -> list[dict[str, Any]]:
-    """Per model: every node that has it, and the ones that can take requests."""
-    names = sorted({m for n in table.nodes for m in n.models})
-    return [{"model": m,
-             "nodes": [n.name for n in table.nodes if m in n.models],
-             "ready_nodes": [n.name for n in table.nodes if m in n.models and n.routable]}
-            for m in names]
 
 
 # The ingress wrapping must happen where the class is defined, and after every helper it uses:
@@ -276,28 +179,31 @@ class Gateway:
     async def models(self, request: Request) -> Response:
         """Every model at least one ready node serves and the request's key may use."""
         grant = self.gate.identify(request.headers.get("authorization"))
-        return _json(model_list(visible_models(grant, self.table.models()), created=self.created))
+        models = visible_models(grant, self.table.models())
+        return json_response(model_list(models, created=self.created))
 
     @api.get("/health")
     async def health(self) -> Response:
         """Liveness of this replica, with what it can serve."""
         ready = [n for n in self.table.nodes if n.routable]
-        return _json({"status": "ok", "nodes_ready": len(ready), "models": self.table.models()})
+        return json_response({"status": "ok", "nodes_ready": len(ready),
+                              "models": self.table.models()})
 
     @api.get("/admin/nodes")
     async def admin_nodes(self, request: Request) -> Response:
         """Every known node with its live state."""
         self.gate.admin(request.headers.get("authorization"))
         sessions = await self._controller.sessions.remote()
-        return _json({"version": self.table.version,
-                      "nodes": [node_json(n) for n in self.table.nodes], "sessions": sessions})
+        nodes = [node_json(n) for n in self.table.nodes]
+        return json_response({"version": self.table.version, "nodes": nodes,
+                              "sessions": sessions})
 
     @api.get("/admin/models")
     async def admin_models(self, request: Request) -> Response:
         """Every model any node has, with the nodes serving it, and desired vs actual."""
         self.gate.admin(request.headers.get("authorization"))
         desired = await self._controller.deployments.remote()
-        return _json({"models": merged_models(models_json(self.table), desired)})
+        return json_response({"models": merged_models(models_json(self.table), desired)})
 
     @api.post("/admin/deployments")
     async def admin_deploy(self, request: Request) -> Response:
@@ -305,14 +211,14 @@ class Gateway:
         self.gate.admin(request.headers.get("authorization"))
         spec, dry_run = parse_deploy(await request.body(),
                                      lambda ref: find_node(self.table, ref).node_id)
-        return _json(raise_error(await self._controller.deploy.remote(spec, dry_run)))
+        return json_response(raise_error(await self._controller.deploy.remote(spec, dry_run)))
 
     @api.post("/admin/undeploy")
     async def admin_undeploy(self, request: Request) -> Response:
         """Unload every replica of a deployed model."""
         self.gate.admin(request.headers.get("authorization"))
         name = parse_model_name(await request.body())
-        return _json(raise_error(await self._controller.undeploy.remote(name)))
+        return json_response(raise_error(await self._controller.undeploy.remote(name)))
 
     @api.post("/admin/rebalance")
     async def admin_rebalance(self, request: Request, since: str = "1h",
@@ -320,7 +226,7 @@ class Gateway:
         """Move replicas toward recent demand; with dry_run, only show the moves."""
         self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
-        return _json(raise_error(await self._controller.rebalance.remote(since, dry_run)))
+        return json_response(raise_error(await self._controller.rebalance.remote(since, dry_run)))
 
     @api.post("/admin/nodes/{node}/drain")
     async def admin_drain(self, request: Request, node: str) -> Response:
@@ -339,7 +245,7 @@ class Gateway:
         """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, breakeven."""
         self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
-        return _json(await self._controller.cost_report.remote(since))
+        return json_response(await self._controller.cost_report.remote(since))
 
     @api.get("/admin/usage")
     async def admin_usage(self, request: Request, since: str = "24h",
@@ -349,7 +255,7 @@ class Gateway:
         window_seconds(since)
         if by not in GROUPS:
             raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
-        return _json(await self._controller.usage_report.remote(since, by))
+        return json_response(await self._controller.usage_report.remote(since, by))
 
     @api.post("/admin/nodes/{node}/cost")
     async def admin_set_cost(self, node: str, request: Request) -> Response:
@@ -357,7 +263,7 @@ class Gateway:
         self.gate.admin(request.headers.get("authorization"))
         found = find_node(self.table, node)
         changes = parse_cost_changes(await request.body())
-        return _json(await self._controller.set_cost.remote(found.node_id, changes))
+        return json_response(await self._controller.set_cost.remote(found.node_id, changes))
 
     @api.post("/admin/ledger/flush")
     async def admin_flush(self, request: Request, timeout_s: float = 10.0) -> Response:
@@ -366,26 +272,26 @@ class Gateway:
         done = await self._controller.prepare_shutdown.remote(token, timeout_s)
         if done is None:
             raise Forbidden("only the `cluster up` running this cluster may stop it")
-        return _json(done)
+        return json_response(done)
 
     @api.get("/admin/keys")
     async def admin_keys(self, request: Request) -> Response:
         """Every API key (live and revoked), without secrets or hashes."""
         self.gate.admin(request.headers.get("authorization"))
-        return _json({"keys": await self._controller.list_keys.remote()})
+        return json_response({"keys": await self._controller.list_keys.remote()})
 
     @api.post("/admin/keys")
     async def admin_create_key(self, request: Request) -> Response:
         """Make a key; the answer holds the full key, which is never shown again."""
         self.gate.admin(request.headers.get("authorization"))
         fields = parse_key_request(await request.body())
-        return _json(_raised(await self._controller.create_key.remote(*fields)))
+        return json_response(_raised(await self._controller.create_key.remote(*fields)))
 
     @api.post("/admin/keys/{name}/revoke")
     async def admin_revoke_key(self, request: Request, name: str) -> Response:
         """Revoke a key; every gateway refuses it once the controller's push arrives."""
         self.gate.admin(request.headers.get("authorization"))
-        return _json(_raised(await self._controller.revoke_key.remote(name)))
+        return json_response(_raised(await self._controller.revoke_key.remote(name)))
 
     @api.get("/metrics")
     async def metrics(self, request: Request) -> Response:
@@ -397,7 +303,7 @@ class Gateway:
     async def _set_draining(self, node: str, draining: bool) -> Response:
         found = find_node(self.table, node)
         self.table = await self._controller.set_draining.remote(found.node_id, draining)
-        return _json({"node": node_json(self.table.get(found.node_id) or found)})
+        return json_response({"node": node_json(self.table.get(found.node_id) or found)})
 
     async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int,
                         authorization: str | None) -> Answer:
@@ -417,6 +323,6 @@ class Gateway:
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.
         headers = {"x-meterless-node": routed.node_id, "x-meterless-request-id": request_id}
         if req.stream:
-            body = _sse(req, request_id, self.created, events)
+            body = sse_frames(req, request_id, self.created, events)
             return hot_path.EventStream(body, headers)
-        return await _collect(req, request_id, self.created, events, headers)
+        return await collect(req, request_id, self.created, events, headers)
