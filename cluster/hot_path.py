@@ -11,8 +11,8 @@ error, body-limit and telemetry layers, and, above all, for Serve naming each re
 for its metrics: given a FastAPI app, Serve's direct ingress matches the request against every
 route of the app, twice when none matches, as none does for these two. In a loop that was 70 us
 a request (bench/front.py); in one replica under load, switched between the two round by round,
-the front outside used 173 us (10%) less CPU a request and served 12% more one-token completions
-a second (bench/ledger.py's windows, 40 rounds).
+the front outside used 139 and 173 us (8% and 10%) less CPU a request and served 8% and 12% more
+one-token completions a second (two runs of bench/ledger.py's windows, 40 rounds each).
 """
 
 from __future__ import annotations
