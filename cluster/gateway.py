@@ -132,7 +132,8 @@ class Gateway:
     def __serve_build_asgi_app__(self) -> hot_path.Front:
         """The replica's ASGI app: the completion routes answered in front of FastAPI, which
         serves the rest. Serve calls this after the constructor, on the app it was given."""
-        return hot_path.Front(self.app, replica=self, on_api_error=_api_error,
+        fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
+        return hot_path.Front(fastapi_app, replica=self, on_api_error=_api_error,
                               on_unexpected=_unexpected)
 
     async def set_tapping(self, on: bool) -> bool:
