@@ -23,9 +23,8 @@ import os
 import socket
 import statistics
 import time
-from pathlib import Path
 
-from common import layout_cores, percentile
+from common import cpu_seconds, layout_cores, percentile
 
 SIZE = 64
 
@@ -72,11 +71,6 @@ async def trade(port: int, messages: int, gap_s: float) -> tuple[list[float], fl
     return trips, cpu
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=400)
@@ -98,9 +92,9 @@ def main() -> None:
           f"{'server cpu us':>13}")
     try:
         for gap in (float(g) for g in args.gaps.split(",")):
-            server_cpu = _cpu_seconds(pid)
+            before = cpu_seconds([pid], descendants=False)
             trips, client_cpu = asyncio.run(trade(port, args.messages, gap / 1000))
-            server_cpu = (_cpu_seconds(pid) - server_cpu) / (args.messages + 20)
+            server_cpu = (cpu_seconds([pid], descendants=False) - before) / (args.messages + 20)
             print(f"{gap:6g} {statistics.median(trips) * 1e6:10.0f} "
                   f"{percentile(trips, 99) * 1e6:10.0f} {client_cpu * 1e6:13.0f} "
                   f"{server_cpu * 1e6:13.0f}")
