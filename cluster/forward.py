@@ -110,11 +110,18 @@ class ForwardSettings:
     max_attempts: int = 3
 
 
-class Observer(Protocol):
-    """What watches one request's events as the forwarder yields them (cluster/usage.py)."""
+class Tally(Protocol):
+    """What the forwarder writes down about one request for its row in the ledger
+    (cluster/usage.py): plain fields set where the forwarder already looks at the events, and one
+    call at the end. A call per event cost a gateway replica more than the row it made."""
 
-    def observe(self, event: ForwardEvent) -> None:
-        """One event, before it is yielded."""
+    node_id: NodeId | None  # the node that took it (Routed), None until one did
+    attempts: int  # nodes tried by then
+    first_at: float | None  # time.monotonic() when its first token came
+    final: Finished | StreamFailed | None  # how the node ended it, None while it has not
+    prompt: int  # the serving node's counts so far (they matter when the stream is cut short)
+    cached: int
+    generated: int
 
     def end(self, error: BaseException | None) -> None:
         """The stream ended: exhausted or closed (None), or raising `error`."""
@@ -139,16 +146,15 @@ class Forwarder:
 
     async def stream(
         self, table: NodeTable, request: GenerateRequest, route: RouteRequest,
-        tap: Observer | None = None,
+        tally: Tally | None = None,
     ) -> AsyncIterator[ForwardEvent]:
         """Routed, then Deltas, then Finished or StreamFailed; raises ApiError before any.
 
-        `tap` sees every event before it is yielded, and its `end` is called exactly once,
-        however the stream ends (with the error, if one was raised; GeneratorExit and
-        CancelledError, the client leaving, are not errors). The ledger's tap is called from
-        here, not from an async generator wrapped around this one: in a gateway replica that
-        one more layer cost about 140 us per request, for some 5 us of work timed alone
-        (bench/ledger.py, bench/ledger_parts.py)."""
+        `tally` is filled in as the events pass, and its `end` is called exactly once, however
+        the stream ends (with the error, if one was raised; GeneratorExit and CancelledError,
+        the client leaving, are not errors). It is filled in here, not by an async generator
+        wrapped around this one: in a gateway replica that one more layer cost about 140 us per
+        request, for some 5 us of work timed alone (bench/ledger.py, bench/ledger_parts.py)."""
         error: BaseException | None = None
         try:
             self.check_model(table, request.model)
@@ -163,7 +169,7 @@ class Forwarder:
                 node = table.get(node_id)
                 assert node is not None
                 client = self.clients.get(node.address, plaintext=node.plaintext)
-                events = self._attempt(client, node_id, request, route)
+                events = self._attempt(client, node_id, request, route, tally)
                 try:
                     first = await self._first(events)
                 except RETRYABLE as exc:
@@ -174,14 +180,12 @@ class Forwarder:
                 except NodeError as exc:
                     await events.aclose()
                     raise UpstreamFailed(f"node {node_id} failed: {_node_message(exc)}") from None
+                if tally is not None:
+                    tally.node_id, tally.attempts = node_id, len(tried)
                 try:
-                    for event in (Routed(node_id, len(tried)), first):
-                        if tap is not None:
-                            tap.observe(event)
-                        yield event
+                    yield Routed(node_id, len(tried))
+                    yield first
                     async for event in events:
-                        if tap is not None:
-                            tap.observe(event)
                         yield event
                 finally:  # now, not by the event loop's finalizer, in a task of its own
                     await events.aclose()  # type: ignore[attr-defined]
@@ -193,8 +197,8 @@ class Forwarder:
             error = exc
             raise
         finally:
-            if tap is not None:
-                tap.end(error)
+            if tally is not None:
+                tally.end(error)
 
     async def _first(self, events: AsyncIterator[Delta | Finished | StreamFailed]
                      ) -> Delta | Finished | StreamFailed:
@@ -207,7 +211,8 @@ class Forwarder:
             raise NodeUnavailable("stream ended before any event") from None
 
     async def _attempt(
-        self, client: NodeClient, node_id: NodeId, request: GenerateRequest, route: RouteRequest
+        self, client: NodeClient, node_id: NodeId, request: GenerateRequest, route: RouteRequest,
+        tally: Tally | None,
     ) -> AsyncIterator[Delta | Finished | StreamFailed]:
         self.load.start(node_id, route.expected_tokens)
         remaining, generated, started = route.expected_tokens, 0, time.monotonic()
@@ -219,6 +224,8 @@ class Forwarder:
                     if generated == 0:  # the prompt is in the node's cache from now on
                         self.router.record(route, node_id)
                         prompt, cached = event.prompt_tokens, event.cached_prompt_tokens
+                        if tally is not None:
+                            tally.first_at = time.monotonic()
                     generated += event.tokens
                     # Never more than this request still had: others' share must stay counted.
                     self.load.progress(node_id, min(event.tokens, max(remaining, 0)))
@@ -226,6 +233,8 @@ class Forwarder:
                 elif isinstance(event, Finished):  # what the way here added to the node's time
                     now = time.monotonic()
                     self.load.delivered(node_id, now - started - event.usage.duration_seconds, now)
+                    if tally is not None:
+                        tally.final = event
                 yield event
         except NodeRejected as exc:
             raise InvalidRequest(_node_message(exc)) from None
@@ -235,8 +244,13 @@ class Forwarder:
             usage = Usage(prompt_tokens=prompt, completion_tokens=generated,
                           cached_prompt_tokens=cached, ttft_seconds=0.0,
                           decode_tokens_per_second=0.0, duration_seconds=time.monotonic() - started)
-            yield StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
+            failed = StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
+            if tally is not None:
+                tally.final = failed
+            yield failed
         finally:
+            if tally is not None:
+                tally.prompt, tally.cached, tally.generated = prompt, cached, generated
             self.load.finish(node_id, max(remaining, 0), time.monotonic())
             await stream.aclose()  # type: ignore[attr-defined]  # cancels the call on the node
 

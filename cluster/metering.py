@@ -15,7 +15,7 @@ from cluster.errors import NoCapacity
 from cluster.metrics import GatewayMetrics
 from cluster.recorder import Recorder, Send
 from cluster.types import NodeTable
-from cluster.usage import RequestInfo, Tap, UsageRow
+from cluster.usage import NODE_ID, RequestInfo, Tap, Values
 
 OBSERVE_EVERY = 1_024  # rows ended before they are counted, if /metrics is not read sooner
 
@@ -30,7 +30,7 @@ class GatewayMeter:
         self.tapping = True  # only bench/ledger.py turns it off (Gateway.set_tapping)
         self._table = NodeTable()
         self._names: dict[str, str] = {}  # node id -> name, of every node seen
-        self._unobserved: list[UsageRow] = []  # rows not in the metrics yet
+        self._unobserved: list[Values] = []  # rows not in the metrics yet
 
     def start(self) -> None:
         """Start sending rows in the background (call on the replica's event loop)."""
@@ -43,8 +43,8 @@ class GatewayMeter:
             raise NoCapacity("The cluster is shutting down.", retry_after=5)
 
     def tap(self, info: RequestInfo, table: NodeTable) -> Tap | None:
-        """What watches one request's events and records it when they end (None with the
-        ledger off); the forwarder calls it (Forwarder.stream)."""
+        """One request's tally, which records it when it ends (None with the ledger off); the
+        forwarder fills it in (Forwarder.stream)."""
         recorder = self.recorder
         if recorder is None or not self.tapping:
             return None
@@ -54,7 +54,7 @@ class GatewayMeter:
         recorder.begin()
         return Tap(info, self._done)
 
-    def _done(self, row: UsageRow) -> None:
+    def _done(self, row: Values) -> None:
         assert self.recorder is not None
         self.recorder.end(row)
         self._unobserved.append(row)
@@ -67,7 +67,7 @@ class GatewayMeter:
         rows, self._unobserved = self._unobserved, []
         names, observe = self._names, self.metrics.observe
         for row in rows:
-            node = row.node_id or ""
+            node = row[NODE_ID] or ""
             observe(row, names.get(node, node))
 
     def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
 from cluster.types import NodeTable
-from cluster.usage import Outcome, UsageRow
+from cluster.usage import Outcome, Values
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (
@@ -104,6 +104,9 @@ class _Series:
     e2e: _Histogram = field(default_factory=lambda: _Histogram(E2E_BUCKETS))
 
 
+_SUCCESS = frozenset((Outcome.OK.value, Outcome.FAILED_OVER.value))
+
+
 class GatewayMetrics(Collector):
     """One gateway replica's request counters, plus the cluster's node gauges.
 
@@ -117,24 +120,26 @@ class GatewayMetrics(Collector):
         self.nodes = NodeCollector()
         self.registry.register(self)
         self.registry.register(self.nodes)
-        self._requests: dict[tuple[str, str, Outcome], int] = {}
+        self._requests: dict[tuple[str, str, str], int] = {}  # by model, node, outcome
         self._series: dict[tuple[str, str], _Series] = {}
 
-    def observe(self, row: UsageRow, node: str) -> None:
-        """Count one finished request; `node` is the serving node's name ("" for none)."""
-        key = (row.model, node, row.outcome)
+    def observe(self, row: Values, node: str) -> None:
+        """Count one finished request (its row's values, UsageRow.values); `node` is the
+        serving node's name ("" for none)."""
+        _, _, _, model, _, _, _, prompt, cached, completion, ttft, duration, outcome, _ = row
+        key = (model, node, outcome)
         self._requests[key] = self._requests.get(key, 0) + 1
         s = self._series.get(key[:2])
         if s is None:
             s = self._series[key[:2]] = _Series()
-        if row.outcome in (Outcome.OK, Outcome.FAILED_OVER):
+        if outcome in _SUCCESS:
             s.success += 1
-        s.prompt += row.prompt_tokens
-        s.cached += row.cached_prompt_tokens
-        s.generation += row.completion_tokens
-        if row.ttft_s is not None:
-            s.ttft.observe(row.ttft_s)
-        s.e2e.observe(row.duration_s)
+        s.prompt += prompt
+        s.cached += cached
+        s.generation += completion
+        if ttft is not None:
+            s.ttft.observe(ttft)
+        s.e2e.observe(duration)
 
     def collect(self) -> Iterator[Metric]:
         """The request families: counters by (model, node), requests also by outcome."""
@@ -143,7 +148,7 @@ class GatewayMetrics(Collector):
             "meterless:requests", "Requests by how they ended.", labels=[*by, "outcome"]
         )
         for (model, node, outcome), n in self._requests.items():
-            requests.add_metric([model, node, outcome.value], n)
+            requests.add_metric([model, node, outcome], n)
         yield requests
         counters = {
             "success": CounterMetricFamily(

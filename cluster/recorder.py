@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cluster.usage import UsageRow, Values
+from cluster.usage import Values
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class UsageBatch:
 
     The rows travel as their values (UsageRow.values): pickled and unpickled, a named tuple
     costs a Python call per row on the controller, a plain tuple none (about 4 against 0.5 us
-    a row, bench/ledger_parts.py).
+    a row, bench/ledger_parts.py). A replica makes them that way (Tap.row).
     """
 
     replica: str
@@ -73,7 +73,7 @@ class Recorder:
         self.interval_s = interval_s
         self.batch_rows = batch_rows
         self.max_buffered = max_buffered
-        self._rows: collections.deque[UsageRow] = collections.deque()
+        self._rows: collections.deque[Values] = collections.deque()
         self._wake = asyncio.Event()
         self.inflight = 0
         self.closing = False
@@ -89,10 +89,8 @@ class Recorder:
         """A request starts."""
         self.inflight += 1
 
-    def end(self, row: UsageRow) -> None:
-        """A request ended: buffer its row (never blocks, never raises). It becomes the
-        ledger's values when its batch is sent: in a loop over a batch, that takes a fraction of
-        the time it takes once per request, among the request's other work."""
+    def end(self, row: Values) -> None:
+        """A request ended: buffer its row (never blocks, never raises)."""
         self.inflight -= 1
         self._rows.append(row)
         if len(self._rows) > self.max_buffered:  # the controller has been away a long time
@@ -120,7 +118,7 @@ class Recorder:
         ack = await self._send(
             UsageBatch(
                 replica=self.replica,
-                rows=tuple(row.values() for row in batch),
+                rows=batch,
                 inflight=self.inflight,
                 pending=len(self._rows) - len(batch),
                 closing=self.closing,

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, NamedTuple
 
-from cluster.forward import ForwardEvent, Routed, StreamFailed
-from node_agent.types import Delta, Finished
+from cluster.forward import StreamFailed
+from cluster.types import NodeId
+from node_agent.types import Finished
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,13 @@ class Outcome(Enum):
 
 
 Values = tuple[Any, ...]  # a row's values, as UsageRow.values() makes them
+NODE_ID = 4  # where a row's node is among its values
 
 
 class UsageRow(NamedTuple):
-    """One request in the ledger.
+    """One request in the ledger, by name. Its fields are in the order of the ledger's columns.
 
-    A named tuple, not a frozen dataclass: a gateway makes one per request, and it is built in
-    half the time. Its fields are in the order of the ledger's columns.
+    Gateways make rows as their values directly (Tap.row); this is how the rest reads them.
     """
 
     request_id: str
@@ -69,10 +70,16 @@ class UsageRow(NamedTuple):
         it as it comes, with no Python call per row."""
         return (*self[:6], int(self.stream), *self[7:12], self.outcome.value, self.attempts)
 
+    @classmethod
+    def of(cls, values: Values) -> UsageRow:
+        """The row whose values these are (the inverse of `values`)."""
+        return cls._make((*values[:6], bool(values[6]), *values[7:12], Outcome(values[12]),
+                          values[13]))
+
 
 class RequestInfo(NamedTuple):
-    """What the gateway knows about a request before forwarding it (a named tuple, as UsageRow:
-    one per request, and cheaper to build than a frozen dataclass)."""
+    """What the gateway knows about a request before forwarding it (a named tuple: one per
+    request, and built in half the time of a frozen dataclass)."""
 
     request_id: str
     model: str
@@ -82,85 +89,79 @@ class RequestInfo(NamedTuple):
 
 
 class Tap:
-    """Watches one request's events and makes its row when the request ends."""
+    """One request's tally (forward.Tally): the forwarder fills it in, and its end makes the row.
 
-    __slots__ = ("_at", "_attempts", "_cached", "_clock", "_completion", "_done", "_first",
-                 "_node", "_outcome", "_prompt", "_start", "info")
+    The row is made as the ledger stores it (UsageRow.values), a plain tuple of strings and
+    numbers: the garbage collector stops tracking such a tuple the first time it sees it, while
+    rows wait in a replica's buffers for their batch.
+    """
+
+    __slots__ = ("_at", "_clock", "_done", "_start", "attempts", "cached", "final", "first_at",
+                 "generated", "info", "node_id", "prompt")
 
     def __init__(
         self,
         info: RequestInfo,
-        done: Callable[[UsageRow], None] | None = None,
+        done: Callable[[Values], None] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.info = info
         self._done = done
-        self._clock = clock
+        self._clock = clock  # the forwarder sets first_at from time.monotonic, on this clock
         self._start = clock()
         self._at = wall()
-        self._node: str | None = None
-        self._attempts = 0
-        self._first: float | None = None
-        self._prompt = self._cached = self._completion = 0
-        self._outcome: Outcome | None = None
-
-    def observe(self, event: ForwardEvent) -> None:
-        """Take one forwarder event into account."""
-        if isinstance(event, Delta):  # by far the most frequent: first
-            if self._first is None:
-                self._first = self._clock()
-                self._prompt, self._cached = event.prompt_tokens, event.cached_prompt_tokens
-            self._completion += event.tokens
-        elif isinstance(event, Routed):
-            self._node, self._attempts = event.node_id, event.attempts
-        elif isinstance(event, Finished):
-            u = event.usage
-            self._prompt, self._cached = u.prompt_tokens, u.cached_prompt_tokens
-            self._completion = u.completion_tokens
-            if event.finish_reason == "cancelled":
-                self._outcome = Outcome.CANCELLED
-            else:
-                self._outcome = Outcome.OK if self._attempts <= 1 else Outcome.FAILED_OVER
-        elif isinstance(event, StreamFailed):
-            u = event.usage
-            self._prompt, self._cached = u.prompt_tokens, u.cached_prompt_tokens
-            self._completion = u.completion_tokens
-            self._outcome = Outcome.ERROR
-
-    def failed(self) -> None:
-        """The request ended in an error (raised before or while streaming)."""
-        self._outcome = self._outcome or Outcome.ERROR
+        self.node_id: NodeId | None = None
+        self.attempts = 0
+        self.first_at: float | None = None
+        self.final: Finished | StreamFailed | None = None
+        self.prompt = self.cached = self.generated = 0
 
     def end(self, error: BaseException | None) -> None:
         """The request's events ended (with `error` if one was raised): make its row and hand
         it to `done`, which must never break the request it records."""
-        if error is not None:
-            self.failed()
         if self._done is not None:
             try:
-                self._done(self.row())
+                self._done(self.row(error))
             except Exception:
                 logger.exception("recording request %s failed", self.info.request_id)
 
-    def row(self) -> UsageRow:
-        """The request's row; an end without an outcome means the client went away."""
+    def row(self, error: BaseException | None = None) -> Values:
+        """The request's row: its outcome is the node's end if there was one, else an error if
+        one was raised, else the client went away."""
         now = self._clock()
-        i = self.info
-        return UsageRow(  # by position, in the order of UsageRow's fields: half the time
+        final = self.final
+        if final is None:
+            outcome = _ERROR if error is not None else _CANCELLED
+            prompt, cached, completion = self.prompt, self.cached, self.generated
+        else:
+            u = final.usage
+            prompt, cached = u.prompt_tokens, u.cached_prompt_tokens
+            completion = u.completion_tokens
+            if isinstance(final, StreamFailed):
+                outcome = _ERROR
+            elif final.finish_reason == "cancelled":
+                outcome = _CANCELLED
+            else:
+                outcome = _OK if self.attempts <= 1 else _FAILED_OVER
+        i, first = self.info, self.first_at
+        return (  # in the order of UsageRow's fields
             i.request_id,
             self._at,
             i.key_id,
             i.model,
-            self._node,
+            self.node_id,
             i.endpoint,
-            i.stream,
-            self._prompt,
-            self._cached,
-            self._completion,
-            None if self._first is None else self._first - self._start,  # ttft_s
+            int(i.stream),
+            prompt,
+            cached,
+            completion,
+            None if first is None else first - self._start,  # ttft_s
             now - self._start,  # duration_s
-            self._outcome or Outcome.CANCELLED,
-            self._attempts,
+            outcome,
+            self.attempts,
         )
+
+
+_OK, _FAILED_OVER, _CANCELLED, _ERROR = (o.value for o in Outcome)

@@ -189,7 +189,7 @@ async def test_a_clean_shutdown_waits_for_the_gateways_rows(books: tuple[Books, 
         shutdown = asyncio.get_running_loop().create_task(b.prepare_shutdown(5.0))
         await asyncio.sleep(0.1)
         assert not shutdown.done() and rec.closing
-        rec.end(usage_row(1, T0))
+        rec.end(row(1, T0))
         done = await shutdown
     finally:
         task.cancel()

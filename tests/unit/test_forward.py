@@ -1,4 +1,4 @@
-"""The forwarder's tap: every request's events are observed, and `end` is called exactly once,
+"""The forwarder's tally: every request's is filled in, and `end` is called exactly once,
 however the stream ends. The nodes are scripted stand-ins; the forwarder and router are real."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cluster.errors import ModelNotFound
-from cluster.forward import Forwarder, ForwardEvent, ForwardSettings, Routed
+from cluster.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
 from cluster.node_client import NodeUnavailable
 from cluster.routing import RouteRequest, make_router
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
@@ -62,12 +62,12 @@ def office(scripts: dict[str, Script]) -> tuple[Forwarder, NodeTable]:
 
 
 def tapped() -> tuple[Tap, list[UsageRow]]:
-    """A tap and the rows it made."""
+    """A tap and the rows it made, read by name."""
     rows: list[UsageRow] = []
-    return Tap(INFO, rows.append), rows
+    return Tap(INFO, lambda values: rows.append(UsageRow.of(values))), rows
 
 
-async def test_a_finished_stream_is_recorded_once_with_every_event() -> None:
+async def test_a_finished_stream_is_recorded_once_with_the_nodes_counts() -> None:
     forwarder, table = office({"n1": [Delta("a", 1, 5), Delta("b", 1), Finished("stop", USAGE)]})
     tap, rows = tapped()
     got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
@@ -75,6 +75,7 @@ async def test_a_finished_stream_is_recorded_once_with_every_event() -> None:
     [row] = rows
     assert (row.outcome, row.node_id, row.attempts, row.completion_tokens) == (
         Outcome.OK, "n1", 1, 2)
+    assert row.prompt_tokens == 5 and row.ttft_s is not None and row.ttft_s <= row.duration_s
 
 
 async def test_a_node_that_fails_before_the_first_token_is_failed_over() -> None:
@@ -105,6 +106,15 @@ async def test_a_consumer_that_closes_early_is_recorded_once_as_cancelled() -> N
     await stream.aclose()  # type: ignore[attr-defined]
     [row] = rows
     assert (row.outcome, row.completion_tokens) == (Outcome.CANCELLED, 1)
+
+
+async def test_a_node_that_fails_mid_stream_is_recorded_as_an_error_with_its_counts() -> None:
+    forwarder, table = office({"n1": [Delta("a", 1, 5), Delta("b", 1), NodeUnavailable("gone")]})
+    tap, rows = tapped()
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
+    assert type(got[-1]) is StreamFailed
+    [row] = rows
+    assert (row.outcome, row.prompt_tokens, row.completion_tokens) == (Outcome.ERROR, 5, 2)
 
 
 async def test_a_cancelled_task_is_recorded_once_as_cancelled_not_as_an_error() -> None:

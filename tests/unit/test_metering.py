@@ -3,7 +3,6 @@ rows counted in /metrics by the serving node's name whenever it is read."""
 
 from __future__ import annotations
 
-from cluster.forward import Routed
 from cluster.metering import OBSERVE_EVERY, GatewayMeter
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.types import NodeId, NodeState, NodeTable, NodeView
@@ -51,8 +50,8 @@ def _served(meter: GatewayMeter, table: NodeTable, node: str, tokens: int) -> No
     assert tap is not None
     usage = Usage(prompt_tokens=3, completion_tokens=tokens, cached_prompt_tokens=0,
                   ttft_seconds=0.01, decode_tokens_per_second=10.0, duration_seconds=0.1)
-    tap.observe(Routed(NodeId(node), 1))
-    tap.observe(Finished("stop", usage))
+    tap.node_id, tap.attempts = NodeId(node), 1
+    tap.final = Finished("stop", usage)
     tap.end(None)
 
 

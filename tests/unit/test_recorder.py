@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from cluster.recorder import Recorder, UsageAck, UsageBatch
-from cluster.usage import UsageRow
+from cluster.usage import UsageRow, Values
 
 
-def row(i: int) -> UsageRow:
-    """A minimal row with a unique request id."""
+def row(i: int) -> Values:
+    """A minimal row's values (as a gateway's tap makes them) with a unique request id."""
     return UsageRow(
         request_id=f"r{i}",
         at=0.0,
@@ -18,7 +18,7 @@ def row(i: int) -> UsageRow:
         node_id="n",
         endpoint="chat",
         stream=False,
-    )
+    ).values()
 
 
 class Controller:
@@ -49,7 +49,7 @@ async def test_rows_go_in_batches_and_leave_the_buffer_once_committed() -> None:
         rec.end(row(i))
     await rec.flush_once()
     assert c.rows() == ["r0", "r1"] and rec.buffered == 1
-    assert c.batches[0].rows[0] == row(0).values() and type(c.batches[0].rows[0]) is tuple
+    assert c.batches[0].rows[0] == row(0) and type(c.batches[0].rows[0]) is tuple
     assert (c.batches[0].pending, c.batches[0].inflight, c.batches[0].replica) == (1, 0, "g1")
     await rec.flush_once()
     await rec.flush_once()  # an empty send is a heartbeat

@@ -60,7 +60,7 @@ def test_metrics_text_in_vllm_style() -> None:
             duration_s=0.4,
             outcome=Outcome.OK,
             attempts=1,
-        ),
+        ).values(),
         "mini",
     )
     table = NodeTable(

@@ -1,18 +1,16 @@
 """One row per request, whatever way the request ends: a Tap's outcomes and counts.
 
-That the forwarder calls `end` exactly once, however the stream ends, is tested with the
-forwarder itself in test_forward.py.
+That the forwarder fills the tally in and calls `end` exactly once, however the stream ends, is
+tested with the forwarder itself in test_forward.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from cluster.errors import NoCapacity
-from cluster.forward import ForwardEvent, Routed, StreamFailed
+from cluster.forward import StreamFailed
 from cluster.types import NodeId
-from cluster.usage import Outcome, RequestInfo, Tap, UsageRow
-from node_agent.types import Delta, Finished, Usage
+from cluster.usage import Outcome, RequestInfo, Tap, UsageRow, Values
+from node_agent.types import Finished, Usage
 
 INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=True)
 
@@ -40,33 +38,35 @@ class Clock:
         return self.t
 
 
-def run(items: Sequence[ForwardEvent | Exception], take: int | None = None) -> UsageRow:
-    """What the forwarder does with a tap (Forwarder.stream): observe each event until one is
-    an exception (ending with it) or `take` were taken (the client leaving); the one row."""
-    rows: list[UsageRow] = []
-    tap = Tap(INFO, rows.append, clock=Clock(), wall=lambda: 1e9)
-    error = None
-    for got, item in enumerate(items):
-        if isinstance(item, Exception):
-            error = item
-            break
-        if take is not None and got == take:
-            break
-        tap.observe(item)
+def run(
+    node: str | None = None,
+    attempts: int = 0,
+    *,
+    first: bool = False,
+    final: Finished | StreamFailed | None = None,
+    counts: tuple[int, int, int] = (0, 0, 0),
+    error: Exception | None = None,
+) -> UsageRow:
+    """What the forwarder writes on a tally (Forwarder.stream): the node that took the request,
+    whether a first token came (at clock time 2), how the node ended it and its counts so far;
+    then the end, with `error` if one was raised. The one row, read back by name."""
+    rows: list[Values] = []
+    clock = Clock()
+    tap = Tap(INFO, rows.append, clock=clock, wall=lambda: 1e9)  # clock reads 1: the start
+    tap.node_id, tap.attempts = node, attempts
+    if first:
+        tap.first_at = clock()  # reads 2
+    tap.final = final
+    tap.prompt, tap.cached, tap.generated = counts
     tap.end(error)
-    assert len(rows) == 1
-    return rows[0]
+    [row] = rows
+    assert type(row) is tuple and UsageRow.of(row).values() == row
+    return UsageRow.of(row)
 
 
 def test_finished_on_the_first_node_is_ok_with_the_nodes_counts() -> None:
-    row = run(
-        [
-            Routed(NodeId("n1"), 1),
-            Delta("a", 1, 7, 3),
-            Delta("b", 2),
-            Finished("stop", usage(7, 3, cached=3)),
-        ]
-    )
+    row = run("n1", 1, first=True, final=Finished("stop", usage(7, 3, cached=3)),
+              counts=(7, 3, 2))
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.OK, "n1", 1)
     assert (row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (7, 3, 3)
     assert row.ttft_s == 1.0 and row.duration_s == 2.0  # clock reads 1 (start), 2 (first), 3
@@ -74,13 +74,13 @@ def test_finished_on_the_first_node_is_ok_with_the_nodes_counts() -> None:
 
 
 def test_finished_after_failover_is_failed_over() -> None:
-    row = run([Routed(NodeId("n2"), 2), Finished("length", usage(5, 0))])
+    row = run("n2", 2, final=Finished("length", usage(5, 0)))
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.FAILED_OVER, "n2", 2)
     assert row.ttft_s is None
 
 
 def test_an_error_before_routing_is_an_error_without_a_node() -> None:
-    row = run([NoCapacity("no node", retry_after=2)])
+    row = run(error=NoCapacity("no node", retry_after=2))
     assert (row.outcome, row.node_id, row.attempts, row.completion_tokens) == (
         Outcome.ERROR,
         None,
@@ -90,13 +90,8 @@ def test_an_error_before_routing_is_an_error_without_a_node() -> None:
 
 
 def test_a_stream_that_fails_mid_way_is_an_error_with_the_usage_so_far() -> None:
-    row = run(
-        [
-            Routed(NodeId("n1"), 1),
-            Delta("a", 2, 9, 4),
-            StreamFailed("node died", usage(9, 2, cached=4)),
-        ]
-    )
+    row = run("n1", 1, first=True, final=StreamFailed("node died", usage(9, 2, cached=4)),
+              counts=(9, 4, 2))
     assert (row.outcome, row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (
         Outcome.ERROR,
         9,
@@ -106,28 +101,26 @@ def test_a_stream_that_fails_mid_way_is_an_error_with_the_usage_so_far() -> None
 
 
 def test_a_client_that_leaves_is_cancelled_with_what_was_generated() -> None:
-    row = run(
-        [
-            Routed(NodeId("n1"), 1),
-            Delta("a", 1, 6),
-            Delta("b", 1),
-            Delta("c", 1),
-            Finished("stop", usage(6, 3)),
-        ],
-        take=3,
-    )
+    row = run("n1", 1, first=True, counts=(6, 0, 2))
     assert (row.outcome, row.prompt_tokens, row.completion_tokens) == (Outcome.CANCELLED, 6, 2)
 
 
 def test_a_generation_the_node_cancelled_is_cancelled() -> None:
-    row = run([Routed(NodeId("n1"), 1), Finished("cancelled", usage(4, 1))])
+    row = run("n1", 1, final=Finished("cancelled", usage(4, 1)))
     assert row.outcome is Outcome.CANCELLED and row.completion_tokens == 1
 
 
+def test_the_nodes_end_wins_over_an_error_raised_after_it() -> None:
+    row = run("n1", 1, first=True, final=Finished("stop", usage(3, 1)), counts=(3, 0, 1),
+              error=RuntimeError("the client's socket broke"))
+    assert row.outcome is Outcome.OK
+
+
 def test_a_failing_recorder_does_not_break_the_request() -> None:
-    def broken(row: UsageRow) -> None:
+    def broken(row: Values) -> None:
         raise RuntimeError("disk full")
 
     tap = Tap(INFO, broken)
-    tap.observe(Routed(NodeId("n1"), 1))
+    tap.node_id, tap.attempts = NodeId("n1"), 1
     tap.end(None)  # logged, not raised
+
