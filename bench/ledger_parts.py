@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/ledger_parts.py [--requests 20000]
 
-Gateway side: one request's events seen by its tap (as Forwarder.stream shows them to it) and
-its row into the recorder's buffer, minus the same events iterated bare; then the rows counted in
-the replica's metrics and made into the ledger's values, in batches, as a replica does.
+Gateway side: one request's tally filled in (as Forwarder.stream fills it) and its row into the
+recorder's buffer, around the request's events, minus the same events iterated bare; then the
+rows counted in the replica's metrics and sent, in batches, as a replica does.
 Batch transport: pickling a batch of rows, as the Serve handle call to the controller does.
-Controller side: inserting rows into a ledger file in batches of 1,000 (WAL, one transaction per
-batch). Each is the median of five runs, in microseconds per request.
+Controller side: inserting rows into a ledger file that already holds 100,000, in batches of
+1,000 (WAL, one transaction per batch), their ids made as a gateway makes them; and, to compare,
+with random ids. Each is the median of five runs, in microseconds per request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from cluster.forward import ForwardEvent, Routed  # noqa: E402
 from cluster.metering import GatewayMeter  # noqa: E402
 from cluster.recorder import UsageAck, UsageBatch  # noqa: E402
 from cluster.types import NodeId, NodeTable  # noqa: E402
-from cluster.usage import Outcome, RequestInfo, UsageRow  # noqa: E402
+from cluster.usage import Outcome, RequestInfo, UsageRow, new_request_id  # noqa: E402
 from node_agent.types import Delta, Finished, Usage  # noqa: E402
 
 USAGE = Usage(
@@ -42,12 +44,17 @@ USAGE = Usage(
     decode_tokens_per_second=50.0,
     duration_seconds=0.2,
 )
+ROUTED = Routed(NodeId("node-1"), 1)
+FINISHED = Finished("stop", USAGE)
 EVENTS: tuple[ForwardEvent, ...] = (
-    Routed(NodeId("node-1"), 1),
+    ROUTED,
     Delta("Hello", 1, 12, 4),
     *(Delta(" w", 1) for _ in range(7)),
-    Finished("stop", USAGE),
+    FINISHED,
 )
+
+
+HELD = 100_000  # rows in the ledger before the controller's part is timed
 
 
 async def _events() -> AsyncIterator[ForwardEvent]:
@@ -60,8 +67,8 @@ async def _ack(batch: UsageBatch) -> UsageAck:
 
 
 async def _requests(n: int, meter: GatewayMeter | None) -> float:
-    """Seconds for `n` requests' events, tapped by `meter` as Forwarder.stream taps them (or
-    bare)."""
+    """Seconds for `n` requests' events, tallied by `meter`'s taps as Forwarder.stream fills
+    them in (or bare)."""
     table = NodeTable()
     start = time.perf_counter()
     for i in range(n):
@@ -69,10 +76,13 @@ async def _requests(n: int, meter: GatewayMeter | None) -> float:
         if meter is not None:
             info = RequestInfo(request_id=f"r{i}", model="demo", endpoint="chat", stream=True)
             tap = meter.tap(info, table)
-        async for event in _events():
-            if tap is not None:
-                tap.observe(event)
-        if tap is not None:
+        async for _ in _events():
+            pass
+        if tap is not None:  # what the forwarder writes, where it looks at the events anyway
+            tap.node_id, tap.attempts = ROUTED.node_id, ROUTED.attempts
+            tap.first_at = time.monotonic()
+            tap.final = FINISHED
+            tap.prompt, tap.cached, tap.generated = 12, 4, 8
             tap.end(None)
     return time.perf_counter() - start
 
@@ -95,11 +105,11 @@ def gateway_us(n: int) -> float:
     return asyncio.run(both())
 
 
-def rows(n: int) -> list[UsageRow]:
-    """`n` typical rows."""
+def rows(n: int, make_id: Callable[[], str] = new_request_id) -> list[UsageRow]:
+    """`n` typical rows, their ids made as a gateway makes them (or by `make_id`)."""
     return [
         UsageRow(
-            request_id=f"r{i:08d}",
+            request_id=make_id(),
             at=1.8e9 + i,
             key_id=None,
             model="demo",
@@ -128,17 +138,27 @@ def transport_us(n: int) -> float:
     return (time.perf_counter() - start) / (n // 1_000 * 1_000) * 1e6
 
 
-def controller_us(n: int) -> float:
-    """Microseconds to insert one row into the ledger file, 1,000 to a transaction."""
-    data = [r.values() for r in rows(n)]  # as a batch brings them
+def controller_us(n: int, make_id: Callable[[], str] = new_request_id) -> float:
+    """Microseconds to insert one row, 1,000 to a transaction, into a ledger file that already
+    holds HELD rows (an index's cost grows with it)."""
+    held = [r.values() for r in rows(HELD, make_id)]
+    data = [r.values() for r in rows(n, make_id)]  # as a batch brings them
     with tempfile.TemporaryDirectory() as tmp:
         conn = ledger.connect(Path(tmp) / ledger.FILE_NAME)
+        for i in range(0, HELD, 1_000):
+            ledger.insert_requests(conn, held[i : i + 1_000])
         start = time.perf_counter()
         for i in range(0, n, 1_000):
             ledger.insert_requests(conn, data[i : i + 1_000])
         elapsed = time.perf_counter() - start
         conn.close()
     return elapsed / n * 1e6
+
+
+def random_ids_us(n: int) -> float:
+    """controller_us with random ids (uuid4), as request ids were before they were
+    time-ordered (usage.new_request_id)."""
+    return controller_us(n, lambda: uuid.uuid4().hex[:24])
 
 
 def median_of(runs: int, measure: Callable[[int], float], n: int) -> float:
@@ -159,10 +179,13 @@ def main() -> None:
     """Print the parts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    found = parts(parser.parse_args().requests)
+    n = parser.parse_args().requests
+    found = parts(n)
     for name, us in found.items():
         print(f"{name:>10}: {us:6.1f} us per request")
     print(f"{'total':>10}: {sum(found.values()):6.1f} us per request")
+    print(f"(the controller's part with random ids, uuid4: "
+          f"{median_of(3, random_ids_us, n):.1f} us per request)")
 
 
 if __name__ == "__main__":

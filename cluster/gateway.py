@@ -10,7 +10,6 @@ import asyncio
 import gc
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,7 @@ from cluster.recorder import UsageAck, UsageBatch
 from cluster.reports import parse_cost_changes, window_seconds
 from cluster.routing import RouteRequest, expected_tokens, make_router
 from cluster.types import ModelName, NodeTable
-from cluster.usage import RequestInfo
+from cluster.usage import RequestInfo, new_request_id
 from node_agent.trust import ClusterSecret
 
 logger = logging.getLogger(__name__)
@@ -309,7 +308,7 @@ class Gateway:
     async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int,
                         authorization: str | None) -> Answer:
         self.meter.check_open()
-        request_id = uuid.uuid4().hex[:24]
+        request_id = new_request_id()
         generate = to_generate_request(req, request_id)
         route = RouteRequest(ModelName(req.model), expected_tokens(
             chars, req.output_limit, self.settings.default_max_tokens), keys)

@@ -6,10 +6,12 @@ tested with the forwarder itself in test_forward.py.
 
 from __future__ import annotations
 
+import time
+
 from cluster.errors import NoCapacity
 from cluster.forward import StreamFailed
 from cluster.types import NodeId
-from cluster.usage import Outcome, RequestInfo, Tap, UsageRow, Values
+from cluster.usage import Outcome, RequestInfo, Tap, UsageRow, Values, new_request_id
 from node_agent.types import Finished, Usage
 
 INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=True)
@@ -124,3 +126,12 @@ def test_a_failing_recorder_does_not_break_the_request() -> None:
     tap.node_id, tap.attempts = NodeId("n1"), 1
     tap.end(None)  # logged, not raised
 
+
+def test_request_ids_are_unique_and_sort_in_the_order_they_were_made() -> None:
+    earlier = [new_request_id() for _ in range(1_000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(earlier)) == 1_000
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in [*earlier, later])
+    assert max(earlier) < later
+    assert abs(int(later[:11], 16) / 1000 - time.time()) < 5  # its first digits: the time
