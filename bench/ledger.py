@@ -94,12 +94,13 @@ def report(rounds: list[tuple[Round, Round]]) -> float:
     """Print the rounds and the summary; returns the ledger's CPU cost per request."""
     print(
         f"{'round':>5}  {'on req/s':>9}  {'off req/s':>9}  {'on/off':>7}  "
-        f"{'on CPU ms/req':>13}  {'off CPU ms/req':>14}"
+        f"{'on CPU ms/req':>13}  {'off CPU ms/req':>14}  {'gateway us/req on':>17}  {'off':>5}"
     )
     for i, (on, off) in enumerate(rounds, 1):
         print(
             f"{i:>5}  {on.rps:>9.1f}  {off.rps:>9.1f}  {on.rps / off.rps:>7.3f}  "
-            f"{on.cpu_ms:>13.2f}  {off.cpu_ms:>14.2f}"
+            f"{on.cpu_ms:>13.2f}  {off.cpu_ms:>14.2f}  {on.us_per_request('gateway'):>17.0f}  "
+            f"{off.us_per_request('gateway'):>5.0f}"
         )
     on_rps = sum(on.requests for on, _ in rounds) / sum(on.seconds for on, _ in rounds)
     off_rps = sum(off.requests for _, off in rounds) / sum(off.seconds for _, off in rounds)

@@ -58,6 +58,10 @@ class Round:
         """Serve CPU milliseconds per request."""
         return 1000 * self.cpu_s / self.requests
 
+    def us_per_request(self, role: str) -> float:
+        """CPU microseconds per request of one role's processes (see ROLES)."""
+        return 1e6 * self.parts.get(role, 0.0) / self.requests
+
 
 def serve_cpu(root_pid: int) -> dict[str, float]:
     """CPU seconds of the Serve proxy and replicas under `root_pid` (a `cluster up`), by role."""
