@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 
 from cluster import ledger, reports
 from cluster.energy import EnergyMeter, NodeSample
+from cluster.metrics import RequestCounts
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.prices import PriceTable
 from cluster.recorder import UsageAck, UsageBatch
 from cluster.types import CostProfile
+from cluster.usage import Values
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class Books:
         self._meters: dict[str, tuple[str, EnergyMeter]] = {}  # node -> (address, meter)
         self._writes: set[asyncio.Future[Any]] = set()
         self._metrics: tuple[float, dict[str, Any]] | None = None
+        self.requests = RequestCounts()  # every row committed since the controller started
 
     async def open(self) -> None:
         """Open (or create) the ledger file."""
@@ -87,6 +90,7 @@ class Books:
     async def record(self, batch: UsageBatch) -> UsageAck:
         """Commit a gateway's batch; the answer says whether the cluster is shutting down."""
         written = await self._db(ledger.insert_requests, batch.rows) if batch.rows else 0
+        self._count(batch, written)
         self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
         return UsageAck(written=written, closing=self._closing_since is not None)
 
@@ -107,6 +111,18 @@ class Books:
             "waiting_for": waiting,
             "requests": await self._db(ledger.count),
         }
+
+    def _count(self, batch: UsageBatch, written: int) -> None:
+        """Count a committed batch's rows in the request metrics, each once.
+
+        The ledger ignores the rows it already has: those of a batch the replica sends again
+        because the answer to its last send was lost. They were that last batch's."""
+        rows: tuple[Values, ...] | list[Values] = batch.rows
+        if written < len(rows):
+            last = self._gateways.get(batch.replica)
+            sent = {row[0] for row in last.batch.rows} if last is not None else set()
+            rows = [row for row in rows if row[0] not in sent]
+        self.requests.observe(rows)
 
     def _live_gateways(self, now: float) -> list[str]:
         return [r for r, g in self._gateways.items() if now - g.heard < GATEWAY_SILENT_S]
@@ -178,7 +194,8 @@ class Books:
         return {"since": since, "by": by, "groups": rows}
 
     async def metrics(self) -> dict[str, Any]:
-        """Per node: live busy ratio and power, all-time cost, cloud-equivalent and savings."""
+        """For /metrics (cluster/metrics.py): the request counts and, per node, live busy ratio
+        and power, all-time cost, cloud-equivalent and savings."""
         now = time.monotonic()
         if self._metrics is None or now - self._metrics[0] > METRICS_TTL_S:
             self._metrics = (now, await self.cost("all"))
@@ -193,7 +210,7 @@ class Books:
                     else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
                 }
             )
-        return {"nodes": nodes}
+        return {"nodes": nodes, "requests": self.requests}
 
     def _cost(self, conn: sqlite3.Connection, since: str, now: float) -> dict[str, Any]:
         seconds = reports.window_seconds(since)

@@ -29,7 +29,7 @@ from cluster.key_store import parse_key_request
 from cluster.keys import visible_models
 from cluster.ledger import GROUPS
 from cluster.metering import GatewayMeter
-from cluster.metrics import CONTENT_TYPE
+from cluster.metrics import CONTENT_TYPE, render
 from cluster.openai_responses import model_list
 from cluster.openai_schema import (
     AnyRequest,
@@ -298,7 +298,7 @@ class Gateway:
         """Prometheus metrics: this replica's requests, the cluster's nodes and costs."""
         self.gate.metrics(request.headers.get("authorization"))
         snapshot = await self._controller.metrics_snapshot.remote()
-        return Response(self.meter.render(snapshot, self.table), media_type=CONTENT_TYPE)
+        return Response(render(snapshot, self.table), media_type=CONTENT_TYPE)
 
     async def _set_draining(self, node: str, draining: bool) -> Response:
         found = find_node(self.table, node)
@@ -316,7 +316,7 @@ class Gateway:
         grant = self.gate.admit(authorization, req.model)  # 401/403/429; holds a slot from here
         info = RequestInfo(request_id=request_id, model=req.model, stream=bool(req.stream),
                            endpoint="chat" if chat else "completions", key_id=grant.key_id)
-        tap = self.meter.tap(info, self.table)
+        tap = self.meter.tap(info)
         events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
         routed = await anext(events)  # raises ApiError before anything is sent
         assert isinstance(routed, Routed)

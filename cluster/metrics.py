@@ -1,16 +1,17 @@
 """`GET /metrics`: Prometheus text, with names in the style vLLM uses (`meterless:` prefix).
 
-Request counters and latency histograms are this gateway replica's own (each replica has its own
-registry; with several replicas, each scrape shows one of them, so sum over replicas or run one).
-The per-node gauges and the cost figures come from the controller and the node table, and are
-the whole cluster's whichever replica answers.
+The request counters and latency histograms are the whole cluster's: the controller counts every
+usage row as it commits it (RequestCounts, in cluster/books.py), so they lag the requests by a
+replica's batch interval (half a second) and any gateway replica shows them all. The per-node
+gauges and the cost figures come from the controller and the node table too. A gateway replica
+only renders them (render), on each scrape.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,11 @@ class _Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value
         self.total += value
 
+    def add(self, other: _Histogram) -> None:
+        """Add another histogram's counts (with the same bounds) to this one."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative counts by upper bound, as the exposition wants them."""
         bounds, cumulative = (*self.bounds, INF), itertools.accumulate(self.counts)
@@ -103,53 +109,66 @@ class _Series:
     ttft: _Histogram = field(default_factory=lambda: _Histogram(TTFT_BUCKETS))
     e2e: _Histogram = field(default_factory=lambda: _Histogram(E2E_BUCKETS))
 
+    def add(self, other: _Series) -> None:
+        """Add another series' counts to this one."""
+        self.success += other.success
+        self.prompt += other.prompt
+        self.cached += other.cached
+        self.generation += other.generation
+        self.ttft.add(other.ttft)
+        self.e2e.add(other.e2e)
+
 
 _SUCCESS = frozenset((Outcome.OK.value, Outcome.FAILED_OVER.value))
 
 
-class GatewayMetrics(Collector):
-    """One gateway replica's request counters, plus the cluster's node gauges.
+class RequestCounts:
+    """The cluster's request counters, by model and serving node id, from the ledger's rows.
 
-    A request adds to plain integers and bucket counts, and the families are built only when
-    /metrics is scraped: a labelled prometheus_client child takes a lock and several calls per
-    update, and seven updates a request were a good part of what the ledger added to it.
+    A row adds to plain integers and bucket counts; the families are built only when /metrics is
+    scraped. It travels to the gateway that renders them as itself (pickled).
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.nodes = NodeCollector()
-        self.registry.register(self)
-        self.registry.register(self.nodes)
-        self._requests: dict[tuple[str, str, str], int] = {}  # by model, node, outcome
-        self._series: dict[tuple[str, str], _Series] = {}
+        self._requests: dict[tuple[str, str, str], int] = {}  # by model, node id, outcome
+        self._series: dict[tuple[str, str], _Series] = {}  # by model, node id
 
-    def observe(self, row: Values, node: str) -> None:
-        """Count one finished request (its row's values, UsageRow.values); `node` is the
-        serving node's name ("" for none)."""
-        _, _, _, model, _, _, _, prompt, cached, completion, ttft, duration, outcome, _ = row
-        key = (model, node, outcome)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        s = self._series.get(key[:2])
-        if s is None:
-            s = self._series[key[:2]] = _Series()
-        if outcome in _SUCCESS:
-            s.success += 1
-        s.prompt += prompt
-        s.cached += cached
-        s.generation += completion
-        if ttft is not None:
-            s.ttft.observe(ttft)
-        s.e2e.observe(duration)
+    def observe(self, rows: Iterable[Values]) -> None:
+        """Count finished requests (their rows' values, UsageRow.values)."""
+        requests, series = self._requests, self._series
+        for row in rows:
+            _, _, _, model, node, _, _, prompt, cached, completion, ttft, duration, outcome, _ = row
+            key = (model, node or "", outcome)
+            requests[key] = requests.get(key, 0) + 1
+            s = series.get(key[:2])
+            if s is None:
+                s = series[key[:2]] = _Series()
+            if outcome in _SUCCESS:
+                s.success += 1
+            s.prompt += prompt
+            s.cached += cached
+            s.generation += completion
+            if ttft is not None:
+                s.ttft.observe(ttft)
+            s.e2e.observe(duration)
 
-    def collect(self) -> Iterator[Metric]:
-        """The request families: counters by (model, node), requests also by outcome."""
+    def families(self, names: Mapping[str, str]) -> Iterator[Metric]:
+        """The request families, labelled by node name (`names`: node id -> name; the id where
+        a node has none); nodes under one name are summed."""
+        requests: dict[tuple[str, str, str], int] = {}
+        for (model, node, outcome), n in self._requests.items():
+            key = (model, names.get(node, node), outcome)
+            requests[key] = requests.get(key, 0) + n
+        series: dict[tuple[str, str], _Series] = {}
+        for (model, node), s in self._series.items():
+            series.setdefault((model, names.get(node, node)), _Series()).add(s)
         by = ["model", "node"]
-        requests = CounterMetricFamily(
+        family = CounterMetricFamily(
             "meterless:requests", "Requests by how they ended.", labels=[*by, "outcome"]
         )
-        for (model, node, outcome), n in self._requests.items():
-            requests.add_metric([model, node, outcome], n)
-        yield requests
+        for (model, node, outcome), n in requests.items():
+            family.add_metric([model, node, outcome], n)
+        yield family
         counters = {
             "success": CounterMetricFamily(
                 "meterless:request_success", "Requests that finished (ok or failed-over).",
@@ -170,27 +189,43 @@ class GatewayMetrics(Collector):
                 "meterless:e2e_request_latency_seconds",
                 "Gateway receipt to the end of the request.", labels=by),
         }
-        for labels, s in self._series.items():
-            for name, family in counters.items():
-                family.add_metric(list(labels), getattr(s, name))
+        for labels, s in series.items():
+            for name, counter in counters.items():
+                counter.add_metric(list(labels), getattr(s, name))
             for name, hist in histograms.items():
                 h: _Histogram = getattr(s, name)
                 hist.add_metric(list(labels), h.buckets(), h.total)
         yield from counters.values()
         yield from histograms.values()
 
-    def render(self, snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
-        """The exposition text, with the node gauges from `snapshot` and `table`."""
-        self.nodes.snapshot, self.nodes.table = snapshot, table
-        return generate_latest(self.registry)
+
+def render(snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
+    """The exposition text from the controller's snapshot (Books.metrics) and a node table."""
+    registry = CollectorRegistry()
+    registry.register(_Requests(snapshot, table))
+    registry.register(NodeCollector(snapshot, table))
+    return generate_latest(registry)
+
+
+class _Requests(Collector):
+    """The snapshot's request counts, by node name."""
+
+    def __init__(self, snapshot: Mapping[str, Any], table: NodeTable) -> None:
+        self.counts: RequestCounts = snapshot.get("requests") or RequestCounts()
+        self.names = {n["node_id"]: n["name"] for n in snapshot.get("nodes", [])
+                      if "node_id" in n}
+        self.names.update((n.node_id, n.name) for n in table.nodes)
+
+    def collect(self) -> Iterator[Metric]:
+        """The request families."""
+        return self.counts.families(self.names)
 
 
 class NodeCollector(Collector):
-    """Per-node gauges from the last controller snapshot and node table."""
+    """Per-node gauges from the controller's snapshot and the node table."""
 
-    def __init__(self) -> None:
-        self.snapshot: Mapping[str, Any] = {"nodes": []}
-        self.table = NodeTable()
+    def __init__(self, snapshot: Mapping[str, Any], table: NodeTable) -> None:
+        self.snapshot, self.table = snapshot, table
 
     def collect(self) -> Iterator[Metric]:
         """The node families, one sample per node."""

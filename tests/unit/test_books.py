@@ -10,9 +10,10 @@ import pytest
 
 from cluster import ledger, prices
 from cluster.books import Books
+from cluster.metrics import render
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.recorder import Recorder, UsageBatch
-from cluster.types import CostProfile
+from cluster.types import CostProfile, NodeTable
 from cluster.usage import Outcome, UsageRow, Values
 
 DAY = 86_400.0
@@ -200,3 +201,20 @@ async def test_a_silent_gateway_is_not_waited_for(books: tuple[Books, Clock]) ->
     b, _ = books
     done = await b.prepare_shutdown(0.2)
     assert done["complete"] and done["requests"] == 0
+
+
+async def test_request_metrics_count_each_committed_row_once(books: tuple[Books, Clock]) -> None:
+    b, _ = books
+
+    def batch(*ids: int) -> UsageBatch:
+        rows = tuple(row(i, T0 + i) for i in ids)
+        return UsageBatch(replica="g", rows=rows, inflight=0, pending=0, closing=False)
+
+    await b.record(batch(1, 2))
+    await b.record(batch(1, 2, 3))  # the answer to the first send was lost: sent again, and more
+    await b.record(batch(4))
+    snapshot = await b.metrics()
+    text = render(snapshot, NodeTable()).decode()
+    assert 'meterless:requests_total{model="demo",node="n1",outcome="ok"} 4.0' in text
+    assert 'meterless:generation_tokens_total{model="demo",node="n1"} 800000.0' in text
+    assert await b._db(ledger.count) == 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidRequest
-from cluster.metrics import GatewayMetrics, _Histogram
+from cluster.metrics import RequestCounts, _Histogram, render
 from cluster.reports import parse_cost_changes, window_seconds
 from cluster.types import NodeId, NodeState, NodeTable, NodeView
-from cluster.usage import Outcome, UsageRow
+from cluster.usage import Outcome, UsageRow, Values
 
 
 def test_windows() -> None:
@@ -43,26 +43,27 @@ def test_set_cost_bodies() -> None:
             parse_cost_changes(body)
 
 
+def _row(node: str | None, *, tokens: int = 3, outcome: Outcome = Outcome.OK) -> Values:
+    return UsageRow(
+        request_id="r",
+        at=0.0,
+        key_id=None,
+        model="demo",
+        node_id=node,
+        endpoint="chat",
+        stream=True,
+        prompt_tokens=7,
+        completion_tokens=tokens,
+        ttft_s=0.05,
+        duration_s=0.4,
+        outcome=outcome,
+        attempts=1,
+    ).values()
+
+
 def test_metrics_text_in_vllm_style() -> None:
-    m = GatewayMetrics()
-    m.observe(
-        UsageRow(
-            request_id="r",
-            at=0.0,
-            key_id=None,
-            model="demo",
-            node_id="n1",
-            endpoint="chat",
-            stream=True,
-            prompt_tokens=7,
-            completion_tokens=3,
-            ttft_s=0.05,
-            duration_s=0.4,
-            outcome=Outcome.OK,
-            attempts=1,
-        ).values(),
-        "mini",
-    )
+    counts = RequestCounts()
+    counts.observe([_row("n1")])
     table = NodeTable(
         version=1,
         nodes=(
@@ -79,8 +80,10 @@ def test_metrics_text_in_vllm_style() -> None:
         ),
     )
     snapshot = {
+        "requests": counts,
         "nodes": [
             {
+                "node_id": "n1",
                 "name": "mini",
                 "cost_usd": {"total": 1.5},
                 "savings_usd": -0.5,
@@ -90,7 +93,7 @@ def test_metrics_text_in_vllm_style() -> None:
             }
         ]
     }
-    text = m.render(snapshot, table).decode()
+    text = render(snapshot, table).decode()
     for line in (
         'meterless:request_success_total{model="demo",node="mini"} 1.0',
         'meterless:requests_total{model="demo",node="mini",outcome="ok"} 1.0',
@@ -113,3 +116,40 @@ def test_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
         h.observe(value)
     assert h.buckets() == [("0.1", 1), ("1.0", 3), ("+Inf", 4)]
     assert h.total == pytest.approx(8.6)
+
+
+def _generated(text: str) -> list[str]:
+    return [line for line in text.splitlines()
+            if line.startswith("meterless:generation_tokens_total")]
+
+
+def test_request_counts_are_labelled_by_the_node_name_known_when_read() -> None:
+    counts = RequestCounts()
+    counts.observe([_row("id-1", tokens=5)] * 3)
+    counts.observe([_row("id-2", tokens=1), _row(None, tokens=0, outcome=Outcome.ERROR)])
+    unnamed = render({"requests": counts, "nodes": []}, NodeTable()).decode()
+    assert _generated(unnamed) == [
+        'meterless:generation_tokens_total{model="demo",node="id-1"} 15.0',
+        'meterless:generation_tokens_total{model="demo",node="id-2"} 1.0',
+        'meterless:generation_tokens_total{model="demo",node=""} 0.0',
+    ]
+    assert 'meterless:requests_total{model="demo",node="",outcome="error"} 1.0' in unnamed
+    # id-1 known to the ledger, id-2 in the table: a node that got a new id under its old name
+    # is one series
+    table = NodeTable(version=1, nodes=(NodeView(
+        node_id=NodeId("id-2"), name="mini", address="a:1", engines=("mlx",),
+        state=NodeState.READY, models=("demo",)),))
+    snapshot = {"requests": counts, "nodes": [{"node_id": "id-1", "name": "mini",
+                                               "cost_usd": {"total": 0.0},
+                                               "cloud_equivalent_usd": 0.0, "savings_usd": 0.0}]}
+    named = render(snapshot, table).decode()
+    assert _generated(named) == [
+        'meterless:generation_tokens_total{model="demo",node="mini"} 16.0',
+        'meterless:generation_tokens_total{model="demo",node=""} 0.0',
+    ]
+    assert 'meterless:e2e_request_latency_seconds_count{model="demo",node="mini"} 4.0' in named
+
+
+def test_no_request_families_without_counts() -> None:
+    text = render({"nodes": []}, NodeTable()).decode()
+    assert "meterless:requests_total{" not in text and "meterless:cost_usd" in text
