@@ -152,7 +152,7 @@ class ControllerDeployment:
         return await self._controller.books.set_cost(node_id, changes)
 
     async def metrics_snapshot(self) -> dict[str, Any]:
-        """Per-node live and cost figures for /metrics."""
+        """For /metrics: the cluster's request counts, and per-node live and cost figures."""
         await self._started
         return await self._controller.books.metrics()
 

@@ -295,7 +295,7 @@ class Gateway:
 
     @api.get("/metrics")
     async def metrics(self, request: Request) -> Response:
-        """Prometheus metrics: this replica's requests, the cluster's nodes and costs."""
+        """Prometheus metrics: the cluster's requests, nodes and costs."""
         self.gate.metrics(request.headers.get("authorization"))
         snapshot = await self._controller.metrics_snapshot.remote()
         return Response(render(snapshot, self.table), media_type=CONTENT_TYPE)

@@ -8,9 +8,11 @@ for that: test_cluster.py covers the first, this module the proxy.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -20,6 +22,7 @@ from tests.harness import (
     leave_mid_stream,
     peered_office,
     share_models,
+    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -52,3 +55,29 @@ def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentPro
 def test_a_client_that_leaves_the_proxy_cancels_the_generation(
         office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
     assert leave_mid_stream(office[0]) < 5
+
+
+def requests_counted(cluster: ClusterProcess) -> float:
+    """The sum of /metrics' request counter, as whichever replica answers shows it."""
+    text = httpx.get(f"{cluster.url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("meterless:requests_total{"))
+
+
+def test_metrics_count_every_replica_s_requests(
+        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    cluster = office[0]
+
+    def settled() -> bool:  # the module's earlier requests all counted
+        first = requests_counted(cluster)
+        time.sleep(1.0)
+        return requests_counted(cluster) == first
+
+    wait_for(settled, 20, "the earlier requests counted")
+    before = requests_counted(cluster)
+    for _ in range(8):  # the proxy spreads them over both replicas
+        r = httpx.post(f"{cluster.url}/v1/completions",
+                       json={"model": "demo", "prompt": "x", "max_tokens": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+    wait_for(lambda: requests_counted(cluster) == before + 8, 10, "the eight requests counted")
+    assert [requests_counted(cluster) for _ in range(6)] == [before + 8] * 6
