@@ -162,9 +162,10 @@ def start_cluster(root: Path, name: str, agent: str, *extra: str) -> ClusterProc
     return cluster
 
 
-def pin_gateways(clusters: list[ClusterProcess]) -> str:
+def pin_gateways(clusters: list[ClusterProcess], *, controller_nice: int = 0) -> str:
     """Each gateway replica alone on the first core, everything else (this client, the stub
-    agent, Ray, the controllers) on the others; what the run will say of it."""
+    agent, Ray, the controllers) on the others, the controllers' threads at `controller_nice`;
+    what the run will say of it."""
     every = sorted(os.sched_getaffinity(0))
     if len(every) < 2:
         return "cores: one, shared by every process"
@@ -173,10 +174,15 @@ def pin_gateways(clusters: list[ClusterProcess]) -> str:
     for cluster in clusters:
         assert cluster.proc is not None
         for pid in descendants_of(cluster.proc.pid):
-            if command_line(pid).startswith("ray::ServeReplica:meterless:gateway"):
+            cmd = command_line(pid)
+            if cmd.startswith("ray::ServeReplica:meterless:gateway"):
                 pin(pid, first)
+            elif cmd.startswith("ray::ServeReplica:meterless:controller") and controller_nice:
+                for tid in os.listdir(f"/proc/{pid}/task"):  # nice is a thread's on Linux
+                    os.setpriority(os.PRIO_PROCESS, int(tid), controller_nice)
+    priority = f", the controllers at nice {controller_nice}" if controller_nice else ""
     return (f"cores: each gateway replica on core {every[0]} (one at a time is busy); this "
-            f"client, the stub agent, Ray and the controllers on {sorted(rest)}")
+            f"client, the stub agent, Ray and the controllers on {sorted(rest)}{priority}")
 
 
 def ledger_requests(cluster: ClusterProcess) -> int:
