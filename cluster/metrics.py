@@ -212,8 +212,7 @@ class _Requests(Collector):
 
     def __init__(self, snapshot: Mapping[str, Any], table: NodeTable) -> None:
         self.counts: RequestCounts = snapshot.get("requests") or RequestCounts()
-        self.names = {n["node_id"]: n["name"] for n in snapshot.get("nodes", [])
-                      if "node_id" in n}
+        self.names = {n["node_id"]: n["name"] for n in snapshot.get("nodes", [])}
         self.names.update((n.node_id, n.name) for n in table.nodes)
 
     def collect(self) -> Iterator[Metric]:
