@@ -19,6 +19,7 @@ _USAGE_COLUMNS = (
     "cached",
     "completion",
     "ttft s",
+    "node ttft s",
     "duration s",
 )
 # The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
@@ -95,6 +96,7 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
             count(g["cached_prompt_tokens"]),
             count(g["completion_tokens"]),
             money(g["mean_ttft_s"], 3),
+            money(g["mean_node_ttft_s"], 3),
             money(g["mean_duration_s"], 3),
         )
     (console or Console()).print(table)

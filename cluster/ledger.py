@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS requests (
     ttft_s REAL,
     duration_s REAL NOT NULL,
     outcome TEXT NOT NULL,
-    attempts INTEGER NOT NULL
+    attempts INTEGER NOT NULL,
+    node_ttft_s REAL
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 CREATE TABLE IF NOT EXISTS node_samples (
@@ -115,7 +116,17 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a ledger made by an older version up to the requests table's columns: a column
+    added since (node_ttft_s) is NULL in the rows written before it."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for column in ("node_ttft_s",):
+        if column not in have:
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} REAL")
 
 
 def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
@@ -238,7 +249,8 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
     )
     rows = conn.execute(
         f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
-        "SUM(completion_tokens), AVG(ttft_s), AVG(duration_s) FROM requests WHERE at >= ? "
+        "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s) FROM requests "
+        "WHERE at >= ? "
         f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
         [_since(since)],
     )
@@ -252,6 +264,7 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
         "cached_prompt_tokens",
         "completion_tokens",
         "mean_ttft_s",
+        "mean_node_ttft_s",
         "mean_duration_s",
     )
     return [{by: group, **dict(zip(names, values, strict=True))} for group, *values in rows]

@@ -137,7 +137,8 @@ class RequestCounts:
         """Count finished requests (their rows' values, UsageRow.values)."""
         requests, series = self._requests, self._series
         for row in rows:
-            _, _, _, model, node, _, _, prompt, cached, completion, ttft, duration, outcome, _ = row
+            (_, _, _, model, node, _, _, prompt, cached, completion, ttft, duration, outcome,
+             *_) = row
             key = (model, node or "", outcome)
             requests[key] = requests.get(key, 0) + 1
             s = series.get(key[:2])

@@ -63,19 +63,23 @@ class UsageRow(NamedTuple):
     duration_s: float = 0.0
     outcome: Outcome = Outcome.OK
     attempts: int = 0
+    # The node's own: its receipt of the request to its first token, as it reported when it
+    # finished (None without both). ttft_s - node_ttft_s is what the gateway and the network
+    # added to the first token: the rest is the node's queue and prefill.
+    node_ttft_s: float | None = None
 
     def values(self) -> Values:
         """The row as the ledger stores it: a plain tuple, in column order, of values of the
         exact types SQLite binds without an adapter. Batches carry rows this way: a plain tuple
         pickles and unpickles in a tenth of the time of a named one, and the controller inserts
         it as it comes, with no Python call per row."""
-        return (*self[:6], int(self.stream), *self[7:12], self.outcome.value, self.attempts)
+        return (*self[:6], int(self.stream), *self[7:12], self.outcome.value, *self[13:])
 
     @classmethod
     def of(cls, values: Values) -> UsageRow:
         """The row whose values these are (the inverse of `values`)."""
         return cls._make((*values[:6], bool(values[6]), *values[7:12], Outcome(values[12]),
-                          values[13]))
+                          *values[13:]))
 
 
 def new_request_id() -> str:
@@ -144,7 +148,7 @@ class Tap:
         """The request's row: its outcome is the node's end if there was one, else an error if
         one was raised, else the client went away."""
         now = self._clock()
-        final = self.final
+        final, first, node_ttft = self.final, self.first_at, None
         if final is None:
             outcome = _ERROR if error is not None else _CANCELLED
             prompt, cached, completion = self.prompt, self.cached, self.generated
@@ -158,7 +162,8 @@ class Tap:
                 outcome = _CANCELLED
             else:
                 outcome = _OK if self.attempts <= 1 else _FAILED_OVER
-        i, first = self.info, self.first_at
+                node_ttft = u.ttft_seconds if first is not None else None
+        i = self.info
         return (  # in the order of UsageRow's fields
             i.request_id,
             self._at,
@@ -174,6 +179,7 @@ class Tap:
             now - self._start,  # duration_s
             outcome,
             self.attempts,
+            node_ttft,
         )
 
 

@@ -151,8 +151,12 @@ def test_one_row_per_request_with_the_tokens_the_responses_reported(
         assert row["completion_tokens"] == u["completion_tokens"]
         assert row["cached_prompt_tokens"] == u["prompt_tokens_details"]["cached_tokens"]
         assert row["ttft_s"] > 0 and row["duration_s"] >= row["ttft_s"] and row["at"] > 0
+        # The node's own first token came after it had the request and before the gateway had
+        # the token: within the gateway's time to it.
+        assert 0 < row["node_ttft_s"] < row["ttft_s"]
     left = rows[request_id(sent["left"]["id"])]
     assert (left["outcome"], left["node_id"]) == ("cancelled", sent["left"]["node"])
+    assert left["node_ttft_s"] is None  # the node never finished it
     assert 1 <= left["completion_tokens"] < 400 and left["stream"] == 1
     errors = [r for r in rows.values() if r["outcome"] == "error"]
     assert len(errors) == 1 and errors[0]["node_id"] is None and errors[0]["model"] == "demo"

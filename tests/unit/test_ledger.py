@@ -40,6 +40,7 @@ def row(
         duration_s=1.0,
         outcome=outcome,
         attempts=1,
+        node_ttft_s=0.05,
     ).values()
 
 
@@ -61,6 +62,23 @@ def test_wal_mode_and_a_batch_survives_reopening(path: Path) -> None:
         "WHERE request_id = 'r2'"
     ).fetchone()
     assert got == ("r2", 20, "ok", 1, 0.5)
+
+
+def test_a_ledger_from_before_node_ttft_gains_the_column_and_keeps_its_rows(path: Path) -> None:
+    old = sqlite3.connect(str(path))
+    old.executescript(ledger.SCHEMA.replace(",\n    node_ttft_s REAL", ""))
+    assert "node_ttft_s" not in {c[1] for c in old.execute("PRAGMA table_info(requests)")}
+    old.execute("INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
+                "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
+                "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)")
+    old.commit()
+    old.close()
+    conn = ledger.connect(path)
+    assert ledger.insert_requests(conn, [row(1, at=1001.0)]) == 1
+    got = dict(conn.execute("SELECT request_id, node_ttft_s FROM requests").fetchall())
+    assert got == {"old": None, "r1": 0.05}
+    [group] = ledger.usage(conn, None, "model")
+    assert group["requests"] == 2 and group["mean_node_ttft_s"] == 0.05
 
 
 def test_a_batch_sent_twice_is_recorded_once(path: Path) -> None:

@@ -72,13 +72,14 @@ def test_finished_on_the_first_node_is_ok_with_the_nodes_counts() -> None:
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.OK, "n1", 1)
     assert (row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (7, 3, 3)
     assert row.ttft_s == 1.0 and row.duration_s == 2.0  # clock reads 1 (start), 2 (first), 3
+    assert row.node_ttft_s == 0.1  # the node's own, from its usage
     assert (row.request_id, row.model, row.at, row.key_id) == ("r1", "demo", 1e9, None)
 
 
 def test_finished_after_failover_is_failed_over() -> None:
     row = run("n2", 2, final=Finished("length", usage(5, 0)))
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.FAILED_OVER, "n2", 2)
-    assert row.ttft_s is None
+    assert row.ttft_s is None and row.node_ttft_s is None  # no token: no time to one
 
 
 def test_an_error_before_routing_is_an_error_without_a_node() -> None:
@@ -100,6 +101,7 @@ def test_a_stream_that_fails_mid_way_is_an_error_with_the_usage_so_far() -> None
         4,
         2,
     )
+    assert row.node_ttft_s is None  # the node never reported: the gateway made this usage up
 
 
 def test_a_client_that_leaves_is_cancelled_with_what_was_generated() -> None:
