@@ -55,8 +55,9 @@ async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: 
 
 
 def paired_interval(a: Sequence[Sequence[Timing]], b: Sequence[Sequence[Timing]], q: float,
-                    resamples: int = RESAMPLES) -> tuple[float, float]:
-    """A 95% interval for b's q-th percentile TTFT minus a's (seconds), from two paths' timings
+                    resamples: int = RESAMPLES, what: str = "ttft") -> tuple[float, float]:
+    """A 95% interval for b's q-th percentile TTFT (or another of Timing's figures, `what`)
+    minus a's (seconds), from two paths' timings
     by block, by a paired block bootstrap: blocks drawn with replacement, the same draws for
     both paths (block k of each ran side by side), their timings pooled. Blocks, not requests,
     are the unit: the engine's state carries over within a block, so its requests are not
@@ -66,8 +67,8 @@ def paired_interval(a: Sequence[Sequence[Timing]], b: Sequence[Sequence[Timing]]
     diffs = []
     for _ in range(resamples):
         picked = draw.choices(pairs, k=len(pairs))
-        diffs.append(percentile([t.ttft for _, y in picked for t in y], q)
-                     - percentile([t.ttft for x, _ in picked for t in x], q))
+        diffs.append(percentile([getattr(t, what) for _, y in picked for t in y], q)
+                     - percentile([getattr(t, what) for x, _ in picked for t in x], q))
     diffs.sort()
     return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
 

@@ -57,6 +57,15 @@ class Timing:
     node: str = ""  # who served it: x-meterless-node, or the agent's name when direct
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens the node found in its prompt cache
+    request_id: str = ""  # the gateway's id for it (the completion's id without its prefix)
+    node_ttft: float | None = None  # the node's own: its receipt to its first token
+
+    @property
+    def outside(self) -> float:
+        """Seconds of the TTFT spent outside the node (the client's, the network's, the
+        gateway's): all of it but the node's own queue and prefill; NaN when the node's own
+        is not known."""
+        return math.nan if self.node_ttft is None else self.ttft - self.node_ttft
 
     @property
     def ttft(self) -> float:
@@ -93,7 +102,8 @@ async def stream_grpc(client: NodeClient, messages: Messages, max_tokens: int,
             u = event.usage
             return Timing(started=started, first=first or last, last=last,
                           tokens=u.completion_tokens, node=node, prompt_tokens=u.prompt_tokens,
-                          cached_tokens=u.cached_prompt_tokens)
+                          cached_tokens=u.cached_prompt_tokens,
+                          node_ttft=u.ttft_seconds if first else None)
     raise RuntimeError(f"{client.address}: the stream ended without finishing")
 
 
@@ -107,6 +117,7 @@ async def stream_http(http: HttpClient, url: str, messages: Messages,
     first = last = 0.0
     usage: dict[str, Any] = {}
     parts = []
+    request_id = ""
     async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{r.status_code}: {(await r.aread())[:200]!r}")
@@ -115,6 +126,7 @@ async def stream_http(http: HttpClient, url: str, messages: Messages,
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
+            request_id = request_id or chunk["id"].removeprefix("chatcmpl-")
             if chunk["choices"] and (text := chunk["choices"][0]["delta"].get("content")):
                 last = time.perf_counter()
                 first = first or last
@@ -124,7 +136,7 @@ async def stream_http(http: HttpClient, url: str, messages: Messages,
     timing = Timing(started=started, first=first or last, last=last,
                     tokens=usage.get("completion_tokens", 0), node=node,
                     prompt_tokens=usage.get("prompt_tokens", 0),
-                    cached_tokens=details.get("cached_tokens", 0))
+                    cached_tokens=details.get("cached_tokens", 0), request_id=request_id)
     return timing, "".join(parts)
 
 
