@@ -1,0 +1,99 @@
+"""The order of one decode step's events: first tokens go out before running streams' next ones.
+
+The batch is a stand-in that returns scripted responses (mlx-lm's BatchGenerator is tested with
+the real model in tests/integration/test_engine_contract.py); what is tested is how the slot
+hands a step's tokens to the requests' sinks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import pytest
+
+from node_agent.engines.mlx_slot import BatchLimits, ModelSlot
+from node_agent.engines.mlx_stream import IncrementalDecoder, RequestStream
+from node_agent.types import Delta, ModelInfo, Sampling
+
+
+class Response(NamedTuple):
+    """One row of a step, as BatchGenerator.next returns it."""
+
+    uid: int
+    token: int
+    finish_reason: str | None = None
+    prompt_cache: Any = None
+    all_tokens: Any = None
+
+
+class ScriptedBatch:
+    """Returns one scripted list of responses per step."""
+
+    prompt_cache_nbytes = 0
+
+    def __init__(self) -> None:
+        self.steps: list[list[Response]] = []
+
+    def next(self) -> tuple[list[Any], list[Response]]:
+        return [], self.steps.pop(0)
+
+
+class Tokenizer:
+    eos_token_ids = (0,)
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(ord("a") + i) for i in ids)
+
+
+class Order:
+    """Every event the sinks were handed, as (ticket, event), in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, Any]] = []
+
+    def sink(self, ticket: int) -> Any:
+        order = self
+
+        class _Sink:
+            def put(self, event: Any) -> None:
+                order.events.append((ticket, event))
+
+        return _Sink()
+
+
+@pytest.fixture
+def slot(monkeypatch: pytest.MonkeyPatch) -> ModelSlot:
+    """A slot whose batch is scripted."""
+    monkeypatch.setattr(ModelSlot, "_new_batch", lambda self: ScriptedBatch())
+    info = ModelInfo(name="m", engine="mlx", source="m", memory_bytes=0, context_length=64)
+    return ModelSlot(info=info, model=None, tokenizer=Tokenizer(), limits=BatchLimits())
+
+
+def join(slot: ModelSlot, order: Order, ticket: int) -> None:
+    """A request joins the batch under uid == ticket."""
+    stream = RequestStream(ticket=ticket, sink=order.sink(ticket),
+                           decoder=IncrementalDecoder(Tokenizer().decode),
+                           sampling=Sampling(max_tokens=8), prompt_tokens=3, cached_tokens=0,
+                           submitted_at=0.0)
+    slot._add(ticket, stream)
+
+
+def test_a_step_hands_out_first_tokens_before_the_running_streams_next_ones(
+    slot: ModelSlot,
+) -> None:
+    order = Order()
+    batch: ScriptedBatch = slot.batch
+    for ticket in (1, 2):
+        join(slot, order, ticket)
+    batch.steps.append([Response(1, 1), Response(2, 2)])
+    slot.step()
+    for ticket in (3, 4):
+        join(slot, order, ticket)
+    # The batch lists the newcomers after the running rows, as mlx-lm's does.
+    batch.steps.append([Response(1, 3), Response(3, 4), Response(2, 5), Response(4, 6)])
+    slot.step()
+    second = [ticket for ticket, _ in order.events[2:]]
+    assert second == [3, 4, 1, 2]  # newcomers first, each group in the batch's order
+    firsts = {t: e for t, e in order.events[2:] if t in (3, 4)}
+    assert all(isinstance(e, Delta) and e.prompt_tokens == 3 for e in firsts.values())
+    assert slot.streams[3].first_token_at is not None
