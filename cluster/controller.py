@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from cluster.inventory import (
     NodeUnreachable,
     StatusReceived,
     StreamBroken,
+    only_measured,
 )
 from cluster.node_client import (
     PLAINTEXT_REASON,
@@ -59,6 +61,11 @@ class ControllerConfig:
     retry_min_s: float = 0.25
     retry_max_s: float = 2.0
     tick_s: float = 0.25
+    # A table that differs from the gateways' only in nodes' load, memory and measured rates
+    # reaches them at most this often; any other change at once. Under load every status sample
+    # (status_interval_ms) moves those, and each new version is a call from every gateway
+    # replica and the table pickled for it.
+    measured_push_s: float = 1.0
     # A new controller (first start, or Serve restarting it) holds its first table until every
     # source has been tried and every node reached has reported, at most this long, so that
     # gateways keep routing on their last table rather than on a half-discovered one.
@@ -105,6 +112,7 @@ class Controller:
         self.inventory = Inventory()
         self._sessions: dict[str, _Session] = {}
         self._table = NodeTable()
+        self._published_at = -math.inf  # when self._table became the gateways' table
         self._changed = asyncio.Event()
         self._browser: MdnsBrowser | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -370,9 +378,12 @@ class Controller:
     # -- the table -----------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        table = self.inventory.table(self._clock())
-        if table.version != self._table.version:
-            self._table = table
+        now = self._clock()
+        table = self.inventory.table(now)
+        if table.version != self._table.version and (
+                now - self._published_at >= self.config.measured_push_s
+                or not only_measured(self._table, table)):
+            self._table, self._published_at = table, now
             self._changed.set()
         if not self._settled.is_set():
             self._check_settled()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from cluster.throughput import INITIAL_TPS, ThroughputWindow
@@ -212,7 +212,10 @@ class Inventory:
                 node.gone_at = _later(node.gone_at, obs.at)
 
     def table(self, now: float) -> NodeTable:
-        """The node table at `now`; a new version only when some node's view changed."""
+        """The node table at `now`; a new version only when some node's view changed.
+
+        Under load that is every status sample of every node (its load and rate move), which is
+        why the controller holds back versions that differ only in those (`only_measured`)."""
         views = tuple(self._view(self._nodes[i], now) for i in sorted(self._nodes))
         if views != self._table.nodes:
             self._table = NodeTable(version=self._table.version + 1, nodes=views)
@@ -351,3 +354,17 @@ def _later(when: float | None, at: float) -> float:
 def _latest(seen: dict[str, float]) -> str:
     """The most recently sighted address, or empty."""
     return max(seen, key=lambda a: (seen[a], a)) if seen else ""
+
+
+# What nodes measure and report all the time; every other field of a view changes only when
+# something happens to the node (it joins, is lost, drains, loads a model, changes address).
+MEASURED = frozenset({"memory_used_bytes", "running", "waiting", "decode_tps", "tps_measured"})
+_SHAPE = tuple(f.name for f in fields(NodeView) if f.name not in MEASURED)
+
+
+def only_measured(old: NodeTable, new: NodeTable) -> bool:
+    """Whether `new` differs from `old` in nothing but what its nodes measured: the same nodes,
+    in the same states, with the same models, addresses and costs."""
+    return len(old.nodes) == len(new.nodes) and all(
+        all(getattr(a, f) == getattr(b, f) for f in _SHAPE)
+        for a, b in zip(old.nodes, new.nodes, strict=True))

@@ -32,6 +32,7 @@ class FakeNode:
         self.link.set()
 
     statuses: int = 1_000_000  # how many statuses before the stream breaks
+    running: int = 0  # requests it reports running
 
 
 class FakeClient:
@@ -81,7 +82,7 @@ class FakeClient:
                 models=(
                     ModelStatus(
                         model="demo",
-                        running=0,
+                        running=self.node.running,
                         waiting=0,
                         generated_tokens=0,
                         prompt_tokens=0,
@@ -166,5 +167,28 @@ async def test_a_silent_stream_is_found_out_long_before_the_backstop() -> None:
         node.link.set()
         while states(table)["a"] is not NodeState.READY:
             table = await c.wait_table(table.version, timeout_s=2.0)
+    finally:
+        await c.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_load_alone_reaches_the_gateways_at_most_every_measured_push_s() -> None:
+    node = FakeNode("a")
+    c = controller({"a:1": node}, measured_push_s=0.5)
+    await c.start()
+    loop = asyncio.get_running_loop()
+    try:
+        table = await c.wait_table(0)
+        node.running = 3
+        table = await c.wait_table(table.version, timeout_s=2.0)  # just published
+        assert table.nodes[0].running == 3
+        node.running = 5  # reported every 10 ms, held back until 0.5 s after the last table
+        asked = loop.time()
+        table = await c.wait_table(table.version, timeout_s=2.0)
+        assert table.nodes[0].running == 5 and loop.time() - asked >= 0.45
+        c.set_draining("a", True)  # anything but load goes out at once
+        asked = loop.time()
+        table = await c.wait_table(table.version, timeout_s=2.0)
+        assert states(table) == {"a": NodeState.DRAINING} and loop.time() - asked < 0.2
     finally:
         await c.stop()

@@ -14,6 +14,7 @@ from cluster.inventory import (
     NodeUnreachable,
     StatusReceived,
     StreamBroken,
+    only_measured,
 )
 from cluster.throughput import INITIAL_TPS
 from cluster.types import CostProfile, ModelName, NodeId, NodeState, NodeView
@@ -224,3 +225,20 @@ def test_a_withdrawn_model_is_not_routed_to_until_restored() -> None:
     assert inv.table(0.1).nodes[0].models == ("b",)
     inv.apply(ModelWithdrawn(node_id=N, model=ModelName("a"), withdrawn=False))
     assert inv.table(0.2).nodes[0].models == ("a", "b")
+
+
+def test_only_measured_tells_load_and_rates_from_everything_else() -> None:
+    inv = joined()
+    inv.apply(status(1.0))
+    first = inv.table(1.0)
+    inv.apply(status(2.0, tokens=500, busy=1.0, running=4))
+    busier = inv.table(2.0)
+    assert busier.version != first.version and only_measured(first, busier)
+    inv.apply(DrainSet(node_id=N, draining=True))
+    drained = inv.table(2.0)
+    assert not only_measured(busier, drained)
+    inv.apply(StatusReceived(node_id=N, at=3.0, models=(), memory_used_bytes=1 << 30,
+                             address=MDNS))
+    assert not only_measured(drained, inv.table(3.0))  # its model unloaded
+    inv.apply(NodeSeen(node_id=NodeId("n2"), address="10.0.0.6:50151", via="mdns", at=4.0))
+    assert not only_measured(drained, inv.table(4.0))  # a node more
