@@ -57,11 +57,10 @@ async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: 
 def paired_interval(a: Sequence[Sequence[Timing]], b: Sequence[Sequence[Timing]], q: float,
                     resamples: int = RESAMPLES, what: str = "ttft") -> tuple[float, float]:
     """A 95% interval for b's q-th percentile TTFT (or another of Timing's figures, `what`)
-    minus a's (seconds), from two paths' timings
-    by block, by a paired block bootstrap: blocks drawn with replacement, the same draws for
-    both paths (block k of each ran side by side), their timings pooled. Blocks, not requests,
-    are the unit: the engine's state carries over within a block, so its requests are not
-    independent draws."""
+    minus a's (seconds), from two paths' timings by block, by a paired block bootstrap: blocks
+    drawn with replacement, the same draws for both paths (block k of each ran side by side),
+    their timings pooled. Blocks, not requests, are the unit: the engine's state carries over
+    within a block, so its requests are not independent draws."""
     pairs = list(zip(a, b, strict=True))
     draw = random.Random(0)
     diffs = []

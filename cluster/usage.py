@@ -64,8 +64,9 @@ class UsageRow(NamedTuple):
     outcome: Outcome = Outcome.OK
     attempts: int = 0
     # The node's own: its receipt of the request to its first token, as it reported when it
-    # finished (None without both). ttft_s - node_ttft_s is what the gateway and the network
-    # added to the first token: the rest is the node's queue and prefill.
+    # finished the generation (None unless it did, after a first token). ttft_s - node_ttft_s is
+    # what the gateway and the network added to the first token; the rest is the node's queue
+    # and prefill.
     node_ttft_s: float | None = None
 
     def values(self) -> Values:
