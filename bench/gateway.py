@@ -212,11 +212,7 @@ def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     for name, b in results.items():
         if name == "direct":
             continue
-        p50, p99 = _p(b, 50) - _p(a, 50), _p(b, 99) - _p(a, 99)
-        (l50, h50), (l99, h99) = (paired_interval(a.blocks, b.blocks, q) for q in (50, 99))
-        rows.append([f"{name} {label}", ms(p50), f"{ms(l50)} to {ms(h50)}",
-                     interval_verdict(l50, h50, ADDED_P50_MS), ms(p99),
-                     f"{ms(l99)} to {ms(h99)}", interval_verdict(l99, h99, ADDED_P99_MS),
+        rows.append([f"{name} {label}", *_added(a, b, "ttft"),
                      f"{_p(b, 50) / _p(a, 50):.2f}", f"{_p(b, 99) / _p(a, 99):.2f}",
                      ms(_p(b, 50, "itl") - _p(a, 50, "itl")),
                      f"{_p(b, 50, 'itl') / _p(a, 50, 'itl'):.2f}"])
@@ -232,15 +228,18 @@ def outside_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
         known = sum(t.node_ttft is not None for t in b.timings)
         row: list[object] = [f"{name} {label}", known, ms(_p(b, 50, "outside")),
                              ms(_p(b, 99, "outside"))]
-        if name == "direct":
-            row += [""] * 6
-        else:
-            for q, target in ((50, ADDED_P50_MS), (99, ADDED_P99_MS)):
-                low, high = paired_interval(a.blocks, b.blocks, q, what="outside")
-                row += [ms(_p(b, q, "outside") - _p(a, q, "outside")), f"{ms(low)} to {ms(high)}",
-                        interval_verdict(low, high, target)]
-        rows.append(row)
+        rows.append(row + ([""] * 6 if name == "direct" else _added(a, b, "outside")))
     return rows
+
+
+def _added(a: Series, b: Series, what: str) -> list[object]:
+    """b's p50 and p99 of a Timing figure minus a's, each with its 95% interval and verdict."""
+    cells: list[object] = []
+    for q, target in ((50, ADDED_P50_MS), (99, ADDED_P99_MS)):
+        low, high = paired_interval(a.blocks, b.blocks, q, what=what)
+        cells += [ms(_p(b, q, what) - _p(a, q, what)), f"{ms(low)} to {ms(high)}",
+                  interval_verdict(low, high, target)]
+    return cells
 
 
 def _busy(s: Series) -> tuple[float, float]:

@@ -45,20 +45,14 @@ class Tokenizer:
         return "".join(chr(ord("a") + i) for i in ids)
 
 
-class Order:
-    """Every event the sinks were handed, as (ticket, event), in order."""
+class Sink:
+    """One request's sink, writing (ticket, event) into a list that every sink shares."""
 
-    def __init__(self) -> None:
-        self.events: list[tuple[int, Any]] = []
+    def __init__(self, ticket: int, events: list[tuple[int, Any]]) -> None:
+        self.ticket, self.events = ticket, events
 
-    def sink(self, ticket: int) -> Any:
-        order = self
-
-        class _Sink:
-            def put(self, event: Any) -> None:
-                order.events.append((ticket, event))
-
-        return _Sink()
+    def put(self, event: Any) -> None:
+        self.events.append((self.ticket, event))
 
 
 @pytest.fixture
@@ -69,9 +63,9 @@ def slot(monkeypatch: pytest.MonkeyPatch) -> ModelSlot:
     return ModelSlot(info=info, model=None, tokenizer=Tokenizer(), limits=BatchLimits())
 
 
-def join(slot: ModelSlot, order: Order, ticket: int) -> None:
+def join(slot: ModelSlot, events: list[tuple[int, Any]], ticket: int) -> None:
     """A request joins the batch under uid == ticket."""
-    stream = RequestStream(ticket=ticket, sink=order.sink(ticket),
+    stream = RequestStream(ticket=ticket, sink=Sink(ticket, events),  # type: ignore[arg-type]
                            decoder=IncrementalDecoder(Tokenizer().decode),
                            sampling=Sampling(max_tokens=8), prompt_tokens=3, cached_tokens=0,
                            submitted_at=0.0)
@@ -81,19 +75,19 @@ def join(slot: ModelSlot, order: Order, ticket: int) -> None:
 def test_a_step_hands_out_first_tokens_before_the_running_streams_next_ones(
     slot: ModelSlot,
 ) -> None:
-    order = Order()
+    events: list[tuple[int, Any]] = []
     batch: ScriptedBatch = slot.batch
     for ticket in (1, 2):
-        join(slot, order, ticket)
+        join(slot, events, ticket)
     batch.steps.append([Response(1, 1), Response(2, 2)])
     slot.step()
     for ticket in (3, 4):
-        join(slot, order, ticket)
+        join(slot, events, ticket)
     # The batch lists the newcomers after the running rows, as mlx-lm's does.
     batch.steps.append([Response(1, 3), Response(3, 4), Response(2, 5), Response(4, 6)])
     slot.step()
-    second = [ticket for ticket, _ in order.events[2:]]
+    second = [ticket for ticket, _ in events[2:]]
     assert second == [3, 4, 1, 2]  # newcomers first, each group in the batch's order
-    firsts = {t: e for t, e in order.events[2:] if t in (3, 4)}
+    firsts = {t: e for t, e in events[2:] if t in (3, 4)}
     assert all(isinstance(e, Delta) and e.prompt_tokens == 3 for e in firsts.values())
     assert slot.streams[3].first_token_at is not None
