@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from node_agent import errors, models
+from node_agent import errors, heap, models
 from node_agent.engines.base import Engine, LoadSpec
 from node_agent.hardware import Memory
 from node_agent.proto import pb, pb_grpc
@@ -272,6 +272,7 @@ class AgentService(pb_grpc.AgentServicer):
             context_length=request.context_length, options=dict(request.options),
         )
         info = await self._engine.load(spec)
+        heap.settle()  # the model's objects join the frozen heap (node_agent/heap.py)
         yield LoadProgress(stage=LoadStage.READY, message=f"{info.name} is ready", model=info)
 
     def _check_engine(self, name: str) -> None:
@@ -289,10 +290,13 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.UnloadModelRequest, context: Any
     ) -> pb.UnloadModelResponse:
         """Unload a model; `unloaded` is false when it was not loaded."""
+        heap.thaw()  # so that the engine's collection can free the model's cycles
         try:
             await self._engine.unload(request.model)
         except errors.ModelNotLoaded:
             return pb.UnloadModelResponse(unloaded=False)
+        finally:
+            heap.settle()
         logger.info("unloaded %s", request.model)
         return pb.UnloadModelResponse(unloaded=True)
 

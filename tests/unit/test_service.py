@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -110,10 +111,16 @@ class _Context:
 
 class _LoadOnlyEngine:
     name = "mlx"
+    frozen_at_unload: int | None = None
 
     async def load(self, spec: LoadSpec) -> ModelInfo:
         return ModelInfo(name=spec.name, engine="mlx", source=spec.source, memory_bytes=1,
                          context_length=8)
+
+    async def unload(self, name: str) -> None:
+        self.frozen_at_unload = gc.get_freeze_count()
+        if name != "m":
+            raise errors.ModelNotLoaded(name)
 
 
 def _downloading_resolve(ref: str, data_dir: Path, progress: Callable[[LoadProgress], None]) -> (
@@ -128,9 +135,10 @@ def _downloading_resolve(ref: str, data_dir: Path, progress: Callable[[LoadProgr
     return ResolvedModel(name=ref, source=ref, path=data_dir)
 
 
-def _service(tmp_path: Path) -> AgentService:
+def _service(tmp_path: Path, engine: _LoadOnlyEngine | None = None) -> AgentService:
     """A service whose loads need no facts, no probe and no real engine."""
-    return AgentService(facts=cast(NodeFacts, None), engine=cast(Engine, _LoadOnlyEngine()),
+    engine = engine or _LoadOnlyEngine()
+    return AgentService(facts=cast(NodeFacts, None), engine=cast(Engine, engine),
                         data_dir=tmp_path, probe=cast(Callable[[], Probe], None),
                         resolve=_downloading_resolve)
 
@@ -152,3 +160,24 @@ async def test_a_failed_load_ends_with_failed_and_the_status_code(tmp_path: Path
     assert [e.stage for e in events] == [pb.LoadProgress.RESOLVING, pb.LoadProgress.FAILED]
     assert "no such model" in events[-1].message
     assert context.code == grpc.StatusCode.NOT_FOUND and context.details == events[-1].message
+
+
+@pytest.fixture
+def thawed_after() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("thawed_after")
+async def test_a_load_freezes_the_heap_and_an_unload_thaws_it_first(tmp_path: Path) -> None:
+    gc.unfreeze()
+    engine = _LoadOnlyEngine()
+    service = _service(tmp_path, engine)
+    request = pb.LoadModelRequest(model="org/m", name="m")
+    [_ async for _ in service.LoadModel(request, _Context())]
+    assert gc.get_freeze_count() > 0  # node_agent/heap.py: full collections skip all that
+    for name, unloaded in (("m", True), ("other", False)):
+        reply = await service.UnloadModel(pb.UnloadModelRequest(model=name), _Context())
+        assert reply.unloaded is unloaded
+        assert engine.frozen_at_unload == 0  # the engine's own collection can free the model
+        assert gc.get_freeze_count() > 0
