@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grpc.aio
 
-from node_agent import __version__, hardware, heap, identity
+from node_agent import __version__, hardware, identity
 from node_agent.advertise import AdvertiseError, Advertisement, Advertiser
 from node_agent.engines.base import Engine
 from node_agent.errors import AgentError, EngineUnavailable, InvalidRequest
@@ -166,7 +166,6 @@ class Agent:
             status_interval_ms=s.status_interval_ms,
         )
         models = await self._load_models(s.models)
-        heap.settle()  # before the first request (node_agent/heap.py)
         port = await self._serve()
         if s.mdns:
             await self._advertise(facts, port)

@@ -6,10 +6,14 @@ collections walks all of them, holding the GIL: 100 to 170 ms here, while every 
 node waits. One came in the middle of a benchmark run (bench/gateway.py) and put 110 ms on the
 first token of half a burst's requests.
 
-`settle` puts what is alive once the agent has started, or a model has been loaded or unloaded,
-out of the collector's reach (gc.freeze), so that a full collection walks only what came after.
-An unload must `thaw` first: a frozen object is never collected, and only the collector frees
-reference cycles, which a model's modules may hold.
+`settle` puts what is alive once a model has been loaded or unloaded out of the collector's
+reach (gc.freeze), so that a full collection walks only what came after; an agent without a
+model generates nothing, so nothing waits on its collections. Settling costs one long
+collection: after a load it comes before the model is reported ready, so none of its requests
+wait on it; an unload, rare and already slow, pays it once more than before (the MLX engine
+collects there too, before it clears its cache). An unload must `thaw` first: a frozen object is
+never collected, and only the collector frees reference cycles, which a model's modules may
+hold.
 """
 
 from __future__ import annotations

@@ -29,11 +29,15 @@ def test_settle_takes_the_live_heap_out_of_full_collections() -> None:
     assert len(gc.get_objects(generation=2)) < live * 0.01  # what a full collection walks
 
 
-def test_a_frozen_cycle_is_freed_only_after_a_thaw() -> None:
+def _frozen_garbage() -> weakref.ref[_Cyclic]:
+    """A cycle frozen by `settle` while alive, and garbage since."""
     garbage = _Cyclic()
-    alive = weakref.ref(garbage)
     heap.settle()
-    del garbage
+    return weakref.ref(garbage)
+
+
+def test_a_frozen_cycle_is_freed_only_after_a_thaw() -> None:
+    alive = _frozen_garbage()
     gc.collect()
     assert alive() is not None  # frozen: the collector never looks at it
     heap.thaw()
@@ -42,9 +46,6 @@ def test_a_frozen_cycle_is_freed_only_after_a_thaw() -> None:
 
 
 def test_settle_frees_what_was_frozen_and_is_garbage_now() -> None:
-    garbage = _Cyclic()
-    alive = weakref.ref(garbage)
-    heap.settle()
-    del garbage
+    alive = _frozen_garbage()
     heap.settle()
     assert alive() is None
