@@ -59,6 +59,10 @@ class Timing:
     cached_tokens: int = 0  # prompt tokens the node found in its prompt cache
     request_id: str = ""  # the gateway's id for it (the completion's id without its prefix)
     node_ttft: float | None = None  # the node's own: its receipt to its first token
+    # Through the gateway, from its ledger row: when its code took the request (perf_counter
+    # seconds, like `started`) and how long the node's first token took to reach it from then.
+    gateway_start: float | None = None
+    gateway_ttft: float | None = None
 
     @property
     def outside(self) -> float:

@@ -38,6 +38,13 @@ gateway; the difference between the paths is what the gateway adds, without the 
 A request the gateway delays reaches the node later, which this counts in full; what it leaves
 out is only how the engine's next step happened to fall.
 
+A third table splits the gateway path's time outside the node into three parts with the
+gateway's own times from its ledger row (bench/gateway_parts.py): `in`, the client's send to the
+gateway's code taking the request; `node hop`, from then to the node's first token at the
+gateway, less the node's own time (the direct path's whole time outside the node is this same
+hop, made by the client); `out`, from the gateway to the client. It gives the p50 of each part,
+and each part's mean over the slowest 1% of requests, to say where a tail comes from.
+
 `--control` adds a path `direct/again` that is the direct path once more, in its own blocks: an
 A/A comparison. Its added figures should be 0, and their intervals show how finely this machine
 can tell two paths apart at all; a gateway figure cannot be shown within a target narrower than
@@ -80,6 +87,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import gateway_parts
 import httpx
 from arrivals import Send, burst, closed_loop, interval_verdict, one_by_one, paired_interval
 from common import (
@@ -333,7 +341,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
                 results[label] = await measure(meter, paths, streams, blocks, per_block,
                                                args.max_tokens, arrival)
                 print(f"{label} measured: {time.perf_counter() - t0:.1f}s", flush=True)
-            missing = add_node_ttfts(results, cluster.data_dir / "ledger.sqlite3")
+            missing = add_ledger_times(results, cluster.data_dir / "ledger.sqlite3")
             if missing:
                 print(f"{missing} gateway requests had no row in the ledger", flush=True)
             return results
@@ -343,10 +351,11 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
             await client.close()
 
 
-def add_node_ttfts(results: dict[str, dict[str, Series]], path: Path, wait_s: float = 10.0) -> int:
-    """Give each request through the gateway the node's own TTFT, from the ledger's row for it
-    (the direct path's came with its stream); returns how many found no row. Rows reach the
-    ledger in batches up to a second after their request ends."""
+def add_ledger_times(results: dict[str, dict[str, Series]], path: Path,
+                     wait_s: float = 10.0) -> int:
+    """Give each request through the gateway the node's own TTFT (the direct path's came with
+    its stream) and the gateway's start and TTFT, from the ledger's row for it; returns how many
+    found no row. Rows reach the ledger in batches up to a second after their request ends."""
     series = [s for r in results.values() for s in r.values()]
     ids = {t.request_id for s in series for t in s.timings if t.request_id}
     if not path.exists():
@@ -354,15 +363,25 @@ def add_node_ttfts(results: dict[str, dict[str, Series]], path: Path, wait_s: fl
     deadline = time.monotonic() + wait_s
     while True:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            found = dict(conn.execute("SELECT request_id, node_ttft_s FROM requests"))
+            found = {row[0]: row[1:] for row in conn.execute(
+                "SELECT request_id, node_ttft_s, at, ttft_s FROM requests")}
         if ids <= found.keys() or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    wall_to_perf = time.perf_counter() - time.time()  # the gateway's wall clock, as ours
     for s in series:
-        s.blocks = [[replace(t, node_ttft=found.get(t.request_id)) if t.request_id else t
+        s.blocks = [[_with_row(t, found.get(t.request_id), wall_to_perf) if t.request_id else t
                      for t in block] for block in s.blocks]
         s.timings = [t for block in s.blocks for t in block]
     return len(ids - found.keys())
+
+
+def _with_row(t: Timing, row: tuple[float | None, float, float | None] | None,
+              wall_to_perf: float) -> Timing:
+    if row is None:
+        return t
+    node_ttft, at, ttft = row
+    return replace(t, node_ttft=node_ttft, gateway_start=at + wall_to_perf, gateway_ttft=ttft)
 
 
 async def _http(http: HttpClient, url: str, prompt: str, max_tokens: int) -> Timing:
@@ -422,6 +441,14 @@ def report(results: dict[str, dict[str, Series]], args: argparse.Namespace) -> N
     print(table(["path", "known", "p50 ms", "p99 ms", "+p50 ms", "95% interval", "", "+p99 ms",
                  "95% interval", ""],
                 [row for s, r in results.items() for row in outside_rows(s, r)]))
+    print("\nwhere the time outside the node goes (bench/gateway_parts.py): in = the client's "
+          "send to the gateway's code taking the request; node hop = from then to the first "
+          "token at the gateway, less the node's own (direct: all its time outside the node); "
+          "out = the first token at the gateway to the client. p50 of each, and the means of "
+          "each over the slowest 1% by time outside the node")
+    print(table(gateway_parts.HEADERS, [row for s, r in results.items() for row in
+                                        gateway_parts.parts_rows(s, {n: x.timings
+                                                                     for n, x in r.items()})]))
     if split := [row for s, r in results.items() for row in split_rows(s, r)]:
         print("\nwhere the added time goes (TTFT p50 difference; CPU ms per request in `cluster "
               "up`'s processes, difference)")
@@ -480,11 +507,13 @@ def main() -> None:
     report(results, args)
     if args.save:
         args.save.write_text(json.dumps(
-            {label: {name: [[[t.started, t.first, t.last, t.tokens, t.node_ttft] for t in block]
+            {label: {name: [[[t.started, t.first, t.last, t.tokens, t.node_ttft,
+                              t.gateway_start, t.gateway_ttft] for t in block]
                             for block in series.blocks]
                      for name, series in r.items()} for label, r in results.items()}))
         print(f"timings written to {args.save} ({{streams and arrival: {{path: [block: "
-              "[[started, first token, last token, tokens, node's TTFT], ...], ...]}}, "
+              "[[started, first token, last token, tokens, node's TTFT, gateway's start, gateway's "
+              "TTFT], ...], ...]}}, "
               "perf_counter seconds)")
     print(f"{machine_line()}; total {time.perf_counter() - started_at:.0f}s")
 
