@@ -10,8 +10,8 @@ first token of half a burst's requests.
 reach (gc.freeze), so that a full collection walks only what came after; an agent without a
 model generates nothing, so nothing waits on its collections. Settling costs one long
 collection: after a load it comes before the model is reported ready, so none of its requests
-wait on it; an unload, rare and already slow, pays it once more than before (the MLX engine
-collects there too, before it clears its cache). An unload must `thaw` first: a frozen object is
+wait on it; an unload, rare and already slow, pays it beside the engine's own collection (the
+MLX engine collects before it clears its cache). An unload must `thaw` first: a frozen object is
 never collected, and only the collector frees reference cycles, which a model's modules may
 hold.
 """
