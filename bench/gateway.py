@@ -38,12 +38,9 @@ gateway; the difference between the paths is what the gateway adds, without the 
 A request the gateway delays reaches the node later, which this counts in full; what it leaves
 out is only how the engine's next step happened to fall.
 
-A third table splits the gateway path's time outside the node into three parts with the
-gateway's own times from its ledger row (bench/gateway_parts.py): `in`, the client's send to the
-gateway's code taking the request; `node hop`, from then to the node's first token at the
-gateway, less the node's own time (the direct path's whole time outside the node is this same
-hop, made by the client); `out`, from the gateway to the client. It gives the p50 of each part,
-and each part's mean over the slowest 1% of requests, to say where a tail comes from.
+A third table splits the gateway path's time outside the node into the way in, the hop to the
+node and back, and the way out, with the gateway's own times from its ledger row: see
+bench/gateway_parts.py.
 
 `--control` adds a path `direct/again` that is the direct path once more, in its own blocks: an
 A/A comparison. Its added figures should be 0, and their intervals show how finely this machine
@@ -441,11 +438,7 @@ def report(results: dict[str, dict[str, Series]], args: argparse.Namespace) -> N
     print(table(["path", "known", "p50 ms", "p99 ms", "+p50 ms", "95% interval", "", "+p99 ms",
                  "95% interval", ""],
                 [row for s, r in results.items() for row in outside_rows(s, r)]))
-    print("\nwhere the time outside the node goes (bench/gateway_parts.py): in = the client's "
-          "send to the gateway's code taking the request; node hop = from then to the first "
-          "token at the gateway, less the node's own (direct: all its time outside the node); "
-          "out = the first token at the gateway to the client. p50 of each, and the means of "
-          "each over the slowest 1% by time outside the node")
+    print(f"\n{gateway_parts.TITLE}")
     print(table(gateway_parts.HEADERS, [row for s, r in results.items() for row in
                                         gateway_parts.parts_rows(s, {n: x.timings
                                                                      for n, x in r.items()})]))

@@ -63,5 +63,10 @@ def _cell(seconds: float) -> str:
     return "" if math.isnan(seconds) else ms(seconds)
 
 
+TITLE = ("where the time outside the node goes (bench/gateway_parts.py): in = the client's "
+         "send to the gateway's code taking the request; node hop = from then to the first "
+         "token at the gateway, less the node's own (direct: all its time outside the node); "
+         "out = the first token at the gateway to the client. p50 of each, and the means of "
+         "each over the slowest 1% by time outside the node")
 HEADERS = ["path", "known", *(f"{p} p50 ms" for p in PARTS), "slowest",
            "their outside ms", *(f"their {p} ms" for p in PARTS)]
