@@ -19,16 +19,14 @@ counts the tokens that arrived inside the measured window (after a warm-up), eac
 tokens spread evenly between its first and last token; TTFT covers requests started in it;
 shares come from the x-meterless-node header. Target: fastest >= 90% of the sum of capacities.
 
-Part 2. Three equal, uncapped agents. Each conversation has its own long history (a document of
-about `--history` tokens in its first message); every turn appends the model's answer and a new
-question, `--think` seconds after the answer, so a node that served an earlier turn holds most
-of the prompt in its prompt cache. The conversations start `--stagger` seconds apart and run
-side by side, first through `fastest` (prefix affinity on), then through `fastest --no-affinity`
-(the same policy, blind to prefixes). Each setting gets its own documents, so neither finds the
-other's prefixes in a cache. Each of these nodes keeps at most `--cache-entries` conversations
-in its prompt cache (the engine option `prompt_cache_entries`), fewer than there are
-conversations: a node serving a real model runs out of cache memory long before the demo model
-does (4k tokens of a 7B model's KV cache is half a GiB), and that is when affinity matters.
+Part 2 (bench/multiturn.py). Three equal, uncapped agents, and conversations with long
+histories side by side, turn by turn: first through `fastest` (prefix affinity on), then
+through `fastest --no-affinity` (the same policy, blind to prefixes). Each setting gets its
+own documents, so neither finds the other's prefixes in a cache. Each of these nodes keeps at
+most `--cache-entries` conversations in its prompt cache (the engine option
+`prompt_cache_entries`), fewer than there are conversations: a node serving a real model runs
+out of cache memory long before the demo model does (4k tokens of a 7B model's KV cache is half
+a GiB), and that is when affinity matters.
 Target: affinity cuts p50 TTFT of turns >= 2 by >= 2x.
 
 Starting Ray costs ~20 s, so there is one `cluster up` per setting, in front of all six agents:
@@ -44,8 +42,6 @@ import asyncio
 import dataclasses
 import itertools
 import os
-import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +68,16 @@ from common import (
     verdict,
     workspace,
 )
+from multiturn import (
+    AFFINITY_SETTINGS,
+    CHAT_MODEL,
+    NO_AFFINITY,
+    Turn,
+    conversations,
+    document,
+    print_affinity,
+    token_counter,
+)
 
 from cluster.node_client import NodeClient
 from node_agent.demo_model import demo_model_path
@@ -86,12 +92,7 @@ PROMPTS = (
     "Describe the printer in the corner.",
     "What did the team decide on Monday?",
 )
-CHAT_MODEL = "chat"  # part 2's agents serve the demo model under this name
-NO_AFFINITY = "fastest --no-affinity"
-AFFINITY_SETTINGS = {"fastest": "affinity on (fastest)",
-                     NO_AFFINITY: "affinity off (fastest --no-affinity)"}
 CAPACITY_SHARE = 0.9
-AFFINITY_GAIN = 2.0
 Send = Callable[[str], Awaitable[Timing]]
 
 
@@ -293,118 +294,6 @@ def print_policies(speeds: dict[str, float], capacity: dict[str, tuple[Window, C
               f"step, so its tokens/s grows with the streams it gets: alone it had all "
               f"{args.clients} clients, in the cluster it shares them, and the sum of capacities "
               "overstates what any policy can reach.")
-
-
-# -- part 2: prefix affinity ---------------------------------------------------------------
-
-SUBJECTS = ("the printer", "the shared folder", "the desk lamps", "the backup disk",
-            "the meeting room", "the coffee machine", "the network switch", "the old laptop")
-VERBS = ("moved", "checked", "cleaned", "labelled", "replaced", "counted", "tested", "listed")
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-QUESTIONS = ("What happened next?", "Who checked it?", "Why does that matter?",
-             "What should we do on Friday?", "Summarise the last part.", "What is still open?",
-             "Which machine was busiest?", "Tell me more about the desk.")
-
-
-def document(seed: str, tokens: int, count: Callable[[str], int]) -> str:
-    """Office notes of about `tokens` tokens (as `count` counts them), different per seed."""
-    rng = random.Random(seed)
-    lines = [f"Notes {seed}, kept by the office."]
-    while count(" ".join(lines)) < tokens:
-        lines.append(f"On {rng.choice(DAYS)} the team {rng.choice(VERBS)} "
-                     f"{rng.choice(SUBJECTS)} and wrote down item {rng.randrange(1000)}.")
-    return " ".join(lines)
-
-
-def token_counter(models: Path) -> Callable[[str], int]:
-    """The demo tokenizer's token count, or four characters a token without `tokenizers`."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        return lambda text: len(text) // 4
-    tokenizer = Tokenizer.from_file(str(demo_model_path(models.parent) / "tokenizer.json"))
-    return lambda text: len(tokenizer.encode(text).ids)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One turn of one conversation as the client saw it."""
-
-    conversation: int
-    turn: int
-    timing: Timing
-
-
-async def conversations(url: str, names: dict[str, str], documents: list[str],
-                        args: argparse.Namespace) -> list[Turn]:
-    """Every conversation at once, each one turn after another."""
-    http = http_client(args.conversations)
-
-    async def talk(c: int) -> list[Turn]:
-        await asyncio.sleep(c * args.stagger)  # people do not all start at the same instant
-        history = [("user", f"{documents[c]}\n\n{QUESTIONS[c % len(QUESTIONS)]}")]
-        turns = []
-        for k in range(1, args.turns + 1):
-            try:
-                timing, answer = await stream_http(http, url, history, args.answer_tokens,
-                                                   model=CHAT_MODEL)
-            except HTTP_ERRORS as exc:  # reported, not fatal to the run
-                print(f"  conversation {c} turn {k} failed ({exc!r}); it ends here", flush=True)
-                break
-            timing = dataclasses.replace(timing, node=names.get(timing.node, timing.node))
-            turns.append(Turn(c, k, timing))
-            history += [("assistant", answer), ("user", QUESTIONS[(c + k) % len(QUESTIONS)])]
-            if k < args.turns:
-                await asyncio.sleep(args.think)  # the person reads the answer
-        return turns
-
-    try:
-        done = await asyncio.gather(*(talk(c) for c in range(args.conversations)))
-    finally:
-        await http.aclose()
-    return [t for turns in done for t in turns]
-
-
-def print_affinity(results: dict[str, list[Turn]], args: argparse.Namespace) -> None:
-    """Per setting: TTFT of the first and later turns, cache hits, node changes; the verdict."""
-    print(f"\nPart 2: {args.conversations} conversations x {args.turns} turns, started "
-          f"{args.stagger:g} s apart, ~{args.history}-token document in each, answers of "
-          f"{args.answer_tokens} tokens, {args.think:g} s between an answer and the next turn, "
-          f"3 equal uncapped nodes keeping {args.cache_entries} conversations each in their prompt "
-          "cache")
-    rows: list[list[object]] = []
-    for label, turns in results.items():
-        first = [t.timing.ttft for t in turns if t.turn == 1]
-        later = [t for t in turns if t.turn >= 2]
-        prompt = sum(t.timing.prompt_tokens for t in later)
-        cached = sum(t.timing.cached_tokens for t in later)
-        later_ttft = [t.timing.ttft for t in later]
-        rows.append([label, ms(percentile(first, 50)), ms(percentile(later_ttft, 50)),
-                     ms(statistics.fmean(later_ttft)), ms(percentile(later_ttft, 99)),
-                     f"{cached / max(prompt, 1):.0%}", f"{_same_node(turns):.0%}",
-                     f"{sum(t.timing.prompt_tokens for t in turns) / len(turns):.0f}"])
-    print(table(["setting", "TTFT p50 turn 1", "TTFT p50 turns>=2", "mean", "p99",
-                 "cached prompt", "same node", "prompt tokens"], rows))
-    print("\nTTFT p50 ms per turn")
-    print(table(["setting", *[f"turn {k}" for k in range(1, args.turns + 1)]],
-                [[label, *[ms(percentile([t.timing.ttft for t in turns if t.turn == k], 50))
-                           for k in range(1, args.turns + 1)]]
-                 for label, turns in results.items()]))
-    on, off = (percentile([t.timing.ttft for t in results[AFFINITY_SETTINGS[p]] if t.turn >= 2],
-                          50) for p in ("fastest", NO_AFFINITY))
-    print(f"p50 TTFT of turns >= 2, off / on: {off / on:.2f}x (target >= {AFFINITY_GAIN:g}x) "
-          f"{verdict(off / on >= AFFINITY_GAIN)}")
-    if (same := _same_node(results[AFFINITY_SETTINGS["fastest"]])) < 0.9:
-        print(f"note: with affinity on only {same:.0%} of later turns went back to the node "
-              "that served the turn before.")
-
-
-def _same_node(turns: Sequence[Turn]) -> float:
-    """Share of turns >= 2 served by the node that served the conversation's previous turn."""
-    by_turn = {(t.conversation, t.turn): t.timing.node for t in turns}
-    later = [(c, k) for c, k in by_turn if k >= 2]
-    same = sum(by_turn[(c, k)] == by_turn.get((c, k - 1)) for c, k in later)
-    return same / max(len(later), 1)
 
 
 def parse_args() -> argparse.Namespace:
