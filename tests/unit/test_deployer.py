@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cluster.deploy_loop import DeployerSettings
 from cluster.deploy_store import DeployStore
-from cluster.deployer import Deployer, DeployerSettings
+from cluster.deployer import Deployer
 from cluster.node_client import NodeDescription, NodeFailed, NodeStatusSample
 from cluster.placement import DeploymentSpec
 from cluster.reconcile import ReconcileSettings
