@@ -1,7 +1,7 @@
 """Finding node agents: an mDNS browser for `_meterless._tcp.local.` and the static `--peer` list.
 
 Discovery only says where a node might be reached; whether it is alive and who it is comes
-from talking to it (controller.py). TXT records carry just enough to decide whether to talk.
+from talking to it (node_sessions.py). TXT records carry just enough to decide whether to talk.
 """
 
 from __future__ import annotations

@@ -187,8 +187,9 @@ async def test_a_rogue_claiming_a_real_nodes_id_is_listed_apart() -> None:
     c, _ = controller(WRONG_SECRET_REASON, plaintext_agents=False)
     await c.start()
     try:
-        c._on_seen(Sighting(key="evil._meterless._tcp.local.", addresses=("10.0.0.7:1",),
-                            node_id="the-real-node"))  # what its mDNS TXT claims
+        c.node_sessions.seen(Sighting(key="evil._meterless._tcp.local.",
+                                      addresses=("10.0.0.7:1",),
+                                      node_id="the-real-node"))  # what its mDNS TXT claims
         await asyncio.sleep(0.3)
         ids = {n.node_id: n.state for n in c.table().nodes}
     finally:
