@@ -26,8 +26,9 @@ if str(ROOT) not in sys.path:
 
 from node_agent.engines.base import LoadSpec  # noqa: E402
 from node_agent.hardware import Memory  # noqa: E402
+from node_agent.node_facts import NodeFacts, Probe  # noqa: E402
 from node_agent.proto import PROTOCOL_VERSION, pb_grpc  # noqa: E402
-from node_agent.service import SERVER_OPTIONS, AgentService, NodeFacts, Probe  # noqa: E402
+from node_agent.service import SERVER_OPTIONS, AgentService  # noqa: E402
 from node_agent.types import (  # noqa: E402
     CostProfile,
     Delta,

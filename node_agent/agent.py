@@ -32,8 +32,9 @@ from node_agent.engines.base import Engine
 from node_agent.errors import AgentError, EngineUnavailable, InvalidRequest
 from node_agent.guard import CallGuard, server_credentials
 from node_agent.hardware import Memory
+from node_agent.node_facts import NodeFacts, Probe
 from node_agent.proto import PROTOCOL_VERSION, pb_grpc
-from node_agent.service import SERVER_OPTIONS, AgentService, NodeFacts, Probe
+from node_agent.service import SERVER_OPTIONS, AgentService
 from node_agent.settings import Settings
 from node_agent.trust import ClusterSecret
 from node_agent.types import Hardware, ModelInfo

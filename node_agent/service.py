@@ -13,6 +13,9 @@ Error mapping (`_status_of`, the only place that picks status codes):
 LoadModel reports a failure as a FAILED event carrying the reason, the stream's last message, so
 an admin watching the stream reads why; the call then ends with the mapped status code, so a
 program can tell "does not fit" from "no such model" without parsing text.
+
+The servicer only gathers and relays: what the node says about itself is built in `node_facts`,
+and the stages of a load come from `loading`.
 """
 
 from __future__ import annotations
@@ -20,43 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
-from node_agent import errors, heap, models
-from node_agent.engines.base import Engine, LoadSpec
-from node_agent.hardware import Memory
+from node_agent import errors, heap, loading, models
+from node_agent.engines.base import Engine
+from node_agent.node_facts import BusyMeter, NodeFacts, Probe, node_info, node_status, on_disk
 from node_agent.proto import pb, pb_grpc
-from node_agent.types import (
-    CostProfile,
-    DiskModel,
-    Hardware,
-    LoadProgress,
-    LoadStage,
-    ModelInfo,
-    ModelStatus,
-)
-from node_agent.wire import (
-    cost_pb,
-    disk_model_pb,
-    generate_request,
-    generate_response,
-    load_progress_pb,
-    model_info_pb,
-    model_status_pb,
-)
+from node_agent.types import LoadProgress, LoadStage, ModelInfo
+from node_agent.wire import generate_request, generate_response, load_progress_pb, model_info_pb
 
 logger = logging.getLogger(__name__)
 
-KNOWN_ENGINES = ("mlx", "vllm")
 MIN_STATUS_INTERVAL_MS = 50  # a client asking for 1 ms would otherwise spin the event loop
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVER_OPTIONS = (
@@ -80,27 +64,6 @@ _CODES: tuple[tuple[type[errors.AgentError], grpc.StatusCode], ...] = (
     (errors.EngineUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.LoadFailed, grpc.StatusCode.INTERNAL),
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class NodeFacts:
-    """What Describe reports that does not change while the agent runs."""
-
-    node_id: str
-    name: str
-    agent_version: str
-    protocol_version: str
-    engines: tuple[str, ...]
-    hardware: Hardware
-    cost: CostProfile
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A reading of the machine's memory and power."""
-
-    memory: Memory
-    power_watts: float | None
 
 
 def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -147,33 +110,6 @@ def _streaming(handler: _Handler) -> _Handler:
     return wrapped  # type: ignore[return-value]
 
 
-class BusyMeter:
-    """Node-wide seconds during which at least one generation was running."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._running = 0
-        self._since = 0.0
-        self._total = 0.0
-
-    def enter(self) -> None:
-        """A generation started."""
-        if self._running == 0:
-            self._since = self._clock()
-        self._running += 1
-
-    def leave(self) -> None:
-        """A generation ended, however it ended."""
-        self._running -= 1
-        if self._running == 0:
-            self._total += self._clock() - self._since
-
-    def seconds(self) -> float:
-        """Busy seconds so far, counting the current stretch."""
-        ongoing = self._clock() - self._since if self._running else 0.0
-        return self._total + ongoing
-
-
 class AgentService(pb_grpc.AgentServicer):
     """The Agent service over one engine."""
 
@@ -206,8 +142,8 @@ class AgentService(pb_grpc.AgentServicer):
         """Who this node is, with its memory now and its loaded models."""
         probe = await asyncio.to_thread(self._probe)
         loaded = self._engine.models()
-        on_disk = await asyncio.to_thread(_on_disk, self._data_dir, loaded)
-        return node_info(self._facts, probe.memory, loaded, on_disk)
+        disk = await asyncio.to_thread(on_disk, self._data_dir, loaded)
+        return node_info(self._facts, probe.memory, loaded, disk)
 
     @_streaming
     async def WatchStatus(
@@ -233,7 +169,7 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.LoadModelRequest, context: Any
     ) -> AsyncIterator[pb.LoadProgress]:
         """RESOLVING, DOWNLOADING..., LOADING, READY; or FAILED with the reason, then the status."""
-        self._check_engine(request.engine)
+        loading.check_engine(request.engine, self._engine.name)
         try:
             async for event in self._load(request):
                 yield load_progress_pb(event)
@@ -259,31 +195,12 @@ class AgentService(pb_grpc.AgentServicer):
                 return event.model
         raise AssertionError("a load ends with READY or raises")
 
-    async def _load(self, request: pb.LoadModelRequest) -> AsyncIterator[LoadProgress]:
-        yield LoadProgress(stage=LoadStage.RESOLVING, message=f"resolving {request.model}")
-        resolving = _Resolving(self._resolve, request.model, self._data_dir)
-        async for event in resolving.progress():
-            yield event
-        resolved = resolving.result()
-        yield LoadProgress(stage=LoadStage.LOADING,
-                           message=f"loading {resolved.path} on {self._engine.name}")
-        spec = LoadSpec(
-            name=request.name or resolved.name, source=resolved.source, path=resolved.path,
+    def _load(self, request: pb.LoadModelRequest) -> AsyncIterator[LoadProgress]:
+        """The load a request asks for, as the events `loading.load_events` yields."""
+        return loading.load_events(
+            self._engine, self._resolve, self._data_dir, request.model, name=request.name,
             context_length=request.context_length, options=dict(request.options),
         )
-        info = await self._engine.load(spec)
-        heap.settle()  # the model's objects join the frozen heap (node_agent/heap.py)
-        yield LoadProgress(stage=LoadStage.READY, message=f"{info.name} is ready", model=info)
-
-    def _check_engine(self, name: str) -> None:
-        """Refuse an engine this node does not run, before any progress is streamed."""
-        if name in ("", self._engine.name):
-            return
-        if name not in KNOWN_ENGINES:
-            raise errors.InvalidRequest(
-                f"unknown engine {name!r}; engines are {', '.join(KNOWN_ENGINES)}")
-        raise errors.EngineUnavailable(
-            f"engine {name!r} is not running on this node (it runs {self._engine.name})")
 
     @_unary
     async def UnloadModel(
@@ -323,88 +240,3 @@ class AgentService(pb_grpc.AgentServicer):
                 await events.aclose()  # type: ignore[attr-defined]
         finally:
             self._busy.leave()
-
-
-class _Resolving:
-    """models.resolve run off the event loop, its download progress relayed as it comes."""
-
-    def __init__(self, resolve: Callable[..., Any], ref: str, data_dir: Path) -> None:
-        loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[LoadProgress] = asyncio.Queue()
-
-        def progress(event: LoadProgress) -> None:  # called on resolve's thread
-            loop.call_soon_threadsafe(self._queue.put_nowait, event)
-
-        self._task: asyncio.Task[models.ResolvedModel] = asyncio.create_task(
-            _call(resolve, ref, data_dir, progress))
-
-    async def progress(self) -> AsyncIterator[LoadProgress]:
-        """Progress events as resolve reports them, until it returns or raises."""
-        try:
-            while not self._task.done():
-                getter = asyncio.ensure_future(self._queue.get())
-                await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            while not self._queue.empty():
-                yield self._queue.get_nowait()
-        finally:
-            if not self._task.done():  # the caller went away mid-download
-                self._task.cancel()
-
-    def result(self) -> models.ResolvedModel:
-        """The resolved model; raises what resolve raised."""
-        return self._task.result()
-
-
-async def _call(resolve: Callable[..., Any], *args: Any) -> models.ResolvedModel:
-    """Await resolve if it is async; run it in a thread if it blocks."""
-    if inspect.iscoroutinefunction(resolve):
-        resolved = await resolve(*args)
-    else:
-        resolved = await asyncio.to_thread(resolve, *args)
-    assert isinstance(resolved, models.ResolvedModel)
-    return resolved
-
-
-# --- proto <-> domain ---------------------------------------------------------------------------
-
-
-def _on_disk(data_dir: Path, loaded: list[ModelInfo]) -> list[DiskModel]:
-    """The models on this node's disk, loaded local directories included."""
-    paths = {m.source: Path(m.source) for m in loaded if m.source.startswith(("/", "~", "."))}
-    return models.models_on_disk(data_dir, {s: p.expanduser() for s, p in paths.items()
-                                            if p.expanduser().is_dir()})
-
-
-def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo],
-              on_disk: list[DiskModel] | None = None) -> pb.NodeInfo:
-    """Describe's answer."""
-    hw, c = facts.hardware, facts.cost
-    return pb.NodeInfo(
-        node_id=facts.node_id, hostname=facts.name, agent_version=facts.agent_version,
-        protocol_version=facts.protocol_version, engines=list(facts.engines),
-        accelerator=pb.Accelerator(kind=hw.accelerator_kind, name=hw.accelerator_name,
-                                   memory_bytes=hw.accelerator_memory_bytes,
-                                   count=hw.accelerator_count),
-        memory_total_bytes=memory.total, memory_available_bytes=memory.available,
-        cost=cost_pb(c),
-        models=[model_info_pb(m) for m in loaded], os=hw.os, arch=hw.arch,
-        disk_models=[disk_model_pb(d) for d in on_disk or ()],
-    )
-
-
-def node_status(
-    node_id: str, statuses: list[ModelStatus], probe: Probe, *, uptime: float, busy: float
-) -> pb.NodeStatus:
-    """One WatchStatus message."""
-    mem = probe.memory
-    return pb.NodeStatus(
-        node_id=node_id, unix_ms=int(time.time() * 1000),
-        models=[model_status_pb(s) for s in statuses],
-        memory_used_bytes=max(mem.total - mem.available, 0), memory_available_bytes=mem.available,
-        power_watts=probe.power_watts or 0.0, power_measured=probe.power_watts is not None,
-        uptime_seconds=uptime, busy_seconds=busy,
-    )

@@ -1,4 +1,5 @@
-"""Domain records the agent passes between its layers. Protobuf stays in service.py."""
+"""Domain records the agent passes between its layers. Protobuf stays at the gRPC edge
+(service.py, node_facts.py, wire.py)."""
 
 from __future__ import annotations
 

@@ -13,14 +13,9 @@ import pytest
 from node_agent import errors
 from node_agent.engines.base import Engine, LoadSpec
 from node_agent.models import ResolvedModel
+from node_agent.node_facts import BusyMeter, NodeFacts, Probe
 from node_agent.proto import pb
-from node_agent.service import (
-    AgentService,
-    BusyMeter,
-    NodeFacts,
-    Probe,
-    _status_of,
-)
+from node_agent.service import AgentService, _status_of
 from node_agent.types import Delta, Finished, LoadProgress, LoadStage, ModelInfo, Sampling, Usage
 from node_agent.wire import generate_request, generate_response
 
