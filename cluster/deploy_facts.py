@@ -1,6 +1,6 @@
 """What nodes last said about their models, and what the planners are shown of it.
 
-The loop keeps a `NodeFacts` per node from its Describe answers and status samples, and a
+The loop keeps a `ModelFacts` per node from its Describe answers and status samples, and a
 `Progress` per (node, model) from LoadModel streams. The functions here are pure: from the
 node table, those facts and what each node holds right now, they build the slots and model
 sizes `placement.place` takes and the observed nodes `reconcile.plan` takes, so what the
@@ -21,7 +21,7 @@ Pair = tuple[str, str]  # (node id, served model name)
 
 
 @dataclass
-class NodeFacts:
+class ModelFacts:
     """What one node last said about its models."""
 
     address: str = ""
@@ -40,7 +40,7 @@ class Progress:
     bytes_total: int = 0
 
 
-def slots(table: NodeTable, facts: Mapping[str, NodeFacts],
+def slots(table: NodeTable, facts: Mapping[str, ModelFacts],
           loaded: Callable[[str], Collection[str]], managed: Collection[str],
           cordons: Collection[str]) -> list[NodeSlot]:
     """The nodes placement may consider: those that answer.
@@ -52,7 +52,7 @@ def slots(table: NodeTable, facts: Mapping[str, NodeFacts],
     for view in table.nodes:
         if view.state not in (NodeState.READY, NodeState.DRAINING):
             continue
-        node = facts.get(view.node_id, NodeFacts())
+        node = facts.get(view.node_id, ModelFacts())
         held = loaded(view.node_id)
         other = sum(b for m, b in node.loaded.items() if m not in managed)
         out.append(NodeSlot(
@@ -64,7 +64,7 @@ def slots(table: NodeTable, facts: Mapping[str, NodeFacts],
     return out
 
 
-def observed_nodes(table: NodeTable, facts: Mapping[str, NodeFacts],
+def observed_nodes(table: NodeTable, facts: Mapping[str, ModelFacts],
                    loaded: Callable[[str], Collection[str]]) -> dict[str, ObservedNode]:
     """Every node as reconcile sees it: reachable, what it holds, serves and is busy with."""
     return {
@@ -73,11 +73,11 @@ def observed_nodes(table: NodeTable, facts: Mapping[str, NodeFacts],
             reachable=v.state in (NodeState.READY, NodeState.DRAINING),
             loaded=frozenset(loaded(v.node_id)),
             serving=frozenset(v.models) if v.routable else frozenset(),
-            busy=dict(facts.get(v.node_id, NodeFacts()).busy))
+            busy=dict(facts.get(v.node_id, ModelFacts()).busy))
         for v in table.nodes}
 
 
-def sizes(specs: Iterable[DeploymentSpec], facts: Mapping[str, NodeFacts],
+def sizes(specs: Iterable[DeploymentSpec], facts: Mapping[str, ModelFacts],
           local: Mapping[str, ModelSize | None]) -> dict[str, ModelSize | None]:
     """Each spec's model sizes: from a node that has it on disk, else from this machine."""
     out: dict[str, ModelSize | None] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import deploy_facts, placement, reconcile
-from cluster.deploy_facts import NodeFacts, Pair, Progress, model_size
+from cluster.deploy_facts import ModelFacts, Pair, Progress, model_size
 from cluster.deploy_store import DeployStore
 from cluster.node_client import NodeClient, NodeDescription, NodeError, NodeStatusSample
 from cluster.placement import DeploymentSpec, ModelSize, NodeSlot, Placement
@@ -66,7 +66,7 @@ class DeployLoop:
         self.assignments: dict[str, tuple[str, ...]] = {}
         self.cordons: set[str] = set()
         self.placement = Placement(assignments={})
-        self._facts: dict[str, NodeFacts] = {}
+        self._facts: dict[str, ModelFacts] = {}
         self._local_sizes: dict[str, ModelSize | None] = {}
         self._progress: dict[Pair, Progress] = {}
         self._failures: dict[Pair, Failure] = {}
@@ -98,14 +98,14 @@ class DeployLoop:
 
     def described(self, desc: NodeDescription, address: str) -> None:
         """A node's Describe answer: its address, models on disk and loaded ones."""
-        facts = self._facts.setdefault(desc.node_id, NodeFacts())
+        facts = self._facts.setdefault(desc.node_id, ModelFacts())
         facts.address = address
         facts.disk = {d.source: d for d in desc.disk_models}
         facts.loaded = {m.name: m.memory_bytes for m in desc.models}
 
     def status(self, sample: NodeStatusSample, address: str) -> None:
         """A node's status: what is loaded and busy now."""
-        facts = self._facts.setdefault(sample.node_id, NodeFacts(address=address))
+        facts = self._facts.setdefault(sample.node_id, ModelFacts(address=address))
         facts.address = address
         facts.loaded = {m.model: m.memory_bytes for m in sample.models}
         facts.busy = {m.model: m.running + m.waiting for m in sample.models}
@@ -231,7 +231,7 @@ class DeployLoop:
 
     def _loaded(self, node_id: str, now: float) -> set[str]:
         """Loaded models on a node; a load's or unload's own answer wins for a moment."""
-        loaded = set(self._facts.get(node_id, NodeFacts()).loaded)
+        loaded = set(self._facts.get(node_id, ModelFacts()).loaded)
         for (n, model), (is_loaded, since) in list(self._settling.items()):
             if now - since > SETTLE_S:
                 del self._settling[(n, model)]
@@ -279,7 +279,7 @@ class DeployLoop:
         """Route to a withdrawn replica again once it is unloaded or assigned there again."""
         for pair, _ in list(self._withdrawn.items()):
             node_id, model = pair
-            gone = model not in self._facts.get(node_id, NodeFacts()).loaded
+            gone = model not in self._facts.get(node_id, ModelFacts()).loaded
             back = node_id in self.assignments.get(model, ())
             if pair not in self._unloading and (gone or back or model not in self.specs):
                 del self._withdrawn[pair]
@@ -288,7 +288,7 @@ class DeployLoop:
     def _apply_drains(self, table: NodeTable) -> None:
         """A cordoned node stops taking requests once its managed replicas have moved away."""
         for node_id in self.cordons - self._drained:
-            loaded = self._facts.get(node_id, NodeFacts()).loaded
+            loaded = self._facts.get(node_id, ModelFacts()).loaded
             pending = [m for m in loaded if m in self.specs and (node_id, m) not in self._withdrawn]
             if not pending and table.get(node_id) is not None:  # type: ignore[arg-type]
                 self._drained.add(node_id)

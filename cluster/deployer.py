@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from cluster import placement, rebalance, reconcile
-from cluster.deploy_facts import NodeFacts, Pair
+from cluster.deploy_facts import ModelFacts, Pair
 from cluster.deploy_loop import DeployLoop
 from cluster.placement import DeploymentSpec, Placement
 from cluster.types import NodeState, NodeTable, NodeView
@@ -134,7 +134,7 @@ class Deployer(DeployLoop):
         failure = self._failures.get(pair)
         return {"node": view.name if view else node_id, "node_id": node_id,
                 "state": self._state(pair, view), "estimate_bytes": plan.estimates.get(model, 0),
-                "on_disk": source in self._facts.get(node_id, NodeFacts()).disk,
+                "on_disk": source in self._facts.get(node_id, ModelFacts()).disk,
                 "stage": progress.stage if progress else "",
                 "message": progress.message if progress else "",
                 "bytes_done": progress.bytes_done if progress else 0,

@@ -77,7 +77,7 @@ def on_disk(data_dir: Path, loaded: list[ModelInfo]) -> list[DiskModel]:
 
 
 def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo],
-              on_disk: list[DiskModel] | None = None) -> pb.NodeInfo:
+              disk: list[DiskModel] | None = None) -> pb.NodeInfo:
     """Describe's answer."""
     hw, c = facts.hardware, facts.cost
     return pb.NodeInfo(
@@ -89,7 +89,7 @@ def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo],
         memory_total_bytes=memory.total, memory_available_bytes=memory.available,
         cost=cost_pb(c),
         models=[model_info_pb(m) for m in loaded], os=hw.os, arch=hw.arch,
-        disk_models=[disk_model_pb(d) for d in on_disk or ()],
+        disk_models=[disk_model_pb(d) for d in disk or ()],
     )
 
 
