@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/front.py [--requests 20000] [--tokens 16] [--repeats 5]
 
-The same `Front` (cluster/hot_path.py) answering the same request in two places, alternated:
+The same `Front` (cluster/gateway/front.py) answering the same request in two places, alternated:
 - `front`: as the replica's ASGI app, what a gateway replica runs;
 - `inside`: as a middleware inside the gateway's FastAPI app, what it ran before, together with
   the route lookup that Serve's direct ingress does on every request to a FastAPI app (it names
@@ -12,7 +12,7 @@ The same `Front` (cluster/hot_path.py) answering the same request in two places,
 The replica behind both answers at once, with one small JSON body (`one`) or with a stream of
 `--tokens` server-sent events (`stream`), so what is timed is the way in and out, not the work.
 A loop keeps everything in the CPU's caches: inside a replica, among other processes, the same
-difference was about ten times larger (see the module docstring of cluster/hot_path.py).
+difference was about ten times larger (see the module docstring of cluster/gateway/front.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from ray.serve._private.thirdparty.get_asgi_route_name import get_asgi_route_nam
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cluster.gateway import _api_error, _unexpected, api
-from cluster.hot_path import EventStream, Front
+from cluster.gateway.front import EventStream, Front
+from cluster.gateway.replica import _api_error, _unexpected, api
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "root_path": "",
          "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],

@@ -30,12 +30,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cluster import ledger  # noqa: E402
-from cluster.forward import ForwardEvent, Routed  # noqa: E402
-from cluster.metering import GatewayMeter  # noqa: E402
-from cluster.metrics import RequestCounts  # noqa: E402
-from cluster.recorder import UsageAck, UsageBatch  # noqa: E402
+from cluster.gateway.forward import ForwardEvent, Routed  # noqa: E402
+from cluster.gateway.recorder import UsageAck, UsageBatch  # noqa: E402
+from cluster.gateway.tally import GatewayMeter  # noqa: E402
+from cluster.ledger.metrics import RequestCounts  # noqa: E402
+from cluster.ledger.rows import Outcome, RequestInfo, UsageRow, new_request_id  # noqa: E402
 from cluster.types import NodeId  # noqa: E402
-from cluster.usage import Outcome, RequestInfo, UsageRow, new_request_id  # noqa: E402
 from node_agent.types import Delta, Finished, Usage  # noqa: E402
 
 USAGE = Usage(

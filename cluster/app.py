@@ -12,16 +12,16 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cluster import rebalance
-from cluster.controller import Controller, ControllerConfig
-from cluster.deployer import DeployError
+from cluster.access.key_store import FILE_NAME as KEYS_FILE
+from cluster.access.key_store import KeyRegistry
+from cluster.access.keys import KeyTable
+from cluster.control.controller import Controller, ControllerConfig
+from cluster.deployments import rebalance
+from cluster.deployments.deployer import DeployError
+from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import ApiError
-from cluster.gateway import Gateway, GatewaySettings
-from cluster.key_store import FILE_NAME as KEYS_FILE
-from cluster.key_store import KeyRegistry
-from cluster.keys import KeyTable
-from cluster.placement import DeploymentSpec
-from cluster.recorder import UsageAck, UsageBatch
+from cluster.gateway.recorder import UsageAck, UsageBatch
+from cluster.gateway.replica import Gateway, GatewaySettings
 from cluster.types import NodeTable
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from cluster.ports import free_port
+from cluster.cli.ports import free_port
 
 
 class ProcessExited(RuntimeError):

@@ -22,7 +22,7 @@ import grpc
 import openai
 import pytest
 
-from cluster import secret_store
+from cluster.access import secret_store
 from cluster.node_client import (
     PLAINTEXT_REASON,
     WRONG_SECRET_REASON,

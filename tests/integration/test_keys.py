@@ -1,6 +1,6 @@
 """API keys and the admin token on a real cluster that requires keys, through the openai client.
 
-The cluster binds loopback without --demo, so keys are required (cluster/exposure.py); one agent
+The cluster binds loopback without --demo, so keys are required (access/exposure.py); one agent
 serves `demo` as a static peer. Ray writes its logs under a directory of this test's own, so
 that the last test can look for secrets in everything the cluster logged.
 """

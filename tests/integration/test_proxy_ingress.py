@@ -2,7 +2,7 @@
 
 With one gateway replica the replica itself listens on the endpoint's port; with several,
 Serve's proxy sits in front of them. Streams are sent from the request's own task and rely on
-Serve to cancel it when the client goes away (cluster/hot_path.py), so both ways in are tested
+Serve to cancel it when the client goes away (cluster/gateway/front.py), so both ways in are tested
 for that: test_cluster.py covers the first, this module the proxy.
 """
 

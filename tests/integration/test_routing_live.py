@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from cluster.errors import UpstreamTimeout
-from cluster.forward import ClientPool, Forwarder, ForwardSettings
-from cluster.routing import RouteRequest, make_router
+from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings
+from cluster.gateway.routing import RouteRequest, make_router
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import GenerateRequest, Sampling
 from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for

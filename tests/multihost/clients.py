@@ -209,7 +209,7 @@ def quiet_usage(head: Head, quiet_s: float = 1.0) -> dict[str, dict[str, Any]]:
 
 def ledger_rows(data_dir: Path) -> dict[str, dict[str, Any]]:
     """Every row of the head's ledger file, by request id."""
-    from cluster.ledger import FILE_NAME
+    from cluster.ledger.store import FILE_NAME
 
     with sqlite3.connect(f"file:{data_dir / FILE_NAME}?mode=ro", uri=True) as conn:
         conn.row_factory = sqlite3.Row

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import secret_store
-from cluster.controller import Controller, ControllerConfig
-from cluster.discovery import Sighting
-from cluster.forward import RETRYABLE, ClientPool
-from cluster.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
+from cluster.access import secret_store
+from cluster.control.controller import Controller, ControllerConfig
+from cluster.control.discovery import Sighting
+from cluster.control.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
+from cluster.gateway.forward import RETRYABLE, ClientPool
 from cluster.node_client import (
     PLAINTEXT_REASON,
     WRONG_SECRET_REASON,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cluster import ledger, prices
-from cluster.books import Books
-from cluster.metrics import render
+from cluster.gateway.recorder import Recorder, UsageBatch
+from cluster.ledger import prices, store
+from cluster.ledger.metrics import render
+from cluster.ledger.rows import Outcome, UsageRow, Values
+from cluster.ledger.service import Books
 from cluster.node_client import NodeDescription, NodeStatusSample
-from cluster.recorder import Recorder, UsageBatch
 from cluster.types import CostProfile, NodeTable
-from cluster.usage import Outcome, UsageRow, Values
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -92,7 +92,7 @@ async def books(tmp_path: Path) -> AsyncIterator[tuple[Books, Clock]]:
     """Open books on a file, with a clock the test moves."""
     clock = Clock()
     b = Books(
-        path=tmp_path / ledger.FILE_NAME,
+        path=tmp_path / store.FILE_NAME,
         prices=prices.load(None),
         clock=clock,
         chunk_s=3_600.0,
@@ -175,8 +175,8 @@ async def test_measured_power_is_used_and_said(books: tuple[Books, Clock]) -> No
         b.status(status("n1", busy=0.0, watts=36.0), "addr")
     b.status(status("n1", busy=0.0, watts=99.0), "other")  # a second stream is not counted
     await b.close()
-    conn = ledger.connect(b.path)
-    assert ledger.power(conn, None)["n1"].measured_j == 3 * 36
+    conn = store.connect(b.path)
+    assert store.power(conn, None)["n1"].measured_j == 3 * 36
     conn.close()
 
 
@@ -217,4 +217,4 @@ async def test_request_metrics_count_each_committed_row_once(books: tuple[Books,
     text = render(snapshot, NodeTable()).decode()
     assert 'meterless:requests_total{model="demo",node="n1",outcome="ok"} 4.0' in text
     assert 'meterless:generation_tokens_total{model="demo",node="n1"} 800000.0' in text
-    assert await b._db(ledger.count) == 4
+    assert await b._db(store.count) == 4

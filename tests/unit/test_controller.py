@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cluster.controller import Controller, ControllerConfig
+from cluster.control.controller import Controller, ControllerConfig
 from cluster.node_client import (
     NodeDescription,
     NodeStatusSample,

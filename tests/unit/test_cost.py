@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from fractions import Fraction as F
 
-from cluster import cost
-from cluster.cost import NodeWindow, Power, Price, Profile, Tokens
+from cluster.ledger import cost
+from cluster.ledger.cost import NodeWindow, Power, Price, Profile, Tokens
 from cluster.types import CostProfile
 
 # A $1,440 machine written off over 36 months, 10 W idle, 50 W busy, electricity at $0.25/kWh.

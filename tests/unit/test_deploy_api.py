@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cluster.deploy_api import merged_models, parse_deploy, parse_model_name, raise_error
+from cluster.deployments.placement import DeploymentSpec
+from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name, raise_error
 from cluster.errors import InvalidRequest, NotFound
-from cluster.placement import DeploymentSpec
 
 
 def ids(ref: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.deploy_store import DeployStore, spec_from_json
-from cluster.placement import DeploymentSpec
+from cluster.deployments.placement import DeploymentSpec
+from cluster.deployments.store import DeployStore, spec_from_json
 
 
 async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -> None:

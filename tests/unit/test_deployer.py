@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from cluster.deploy_loop import DeployerSettings
-from cluster.deploy_store import DeployStore
-from cluster.deployer import Deployer
+from cluster.deployments.deployer import Deployer
+from cluster.deployments.loop import DeployerSettings
+from cluster.deployments.placement import DeploymentSpec
+from cluster.deployments.reconcile import ReconcileSettings
+from cluster.deployments.store import DeployStore
 from cluster.node_client import NodeDescription, NodeFailed, NodeStatusSample
-from cluster.placement import DeploymentSpec
-from cluster.reconcile import ReconcileSettings
 from cluster.types import CostProfile, ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import DiskModel, LoadProgress, LoadStage, ModelInfo, ModelStatus
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.energy import EnergyMeter
+from cluster.ledger.energy import EnergyMeter
 
 
 def test_busy_and_idle_seconds_add_up_into_chunks() -> None:

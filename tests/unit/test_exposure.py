@@ -1,10 +1,10 @@
-"""`cluster up`'s defaults: who may use the endpoint without a key (cluster/exposure.py)."""
+"""`cluster up`'s defaults: who may use the endpoint without a key (cluster/access/exposure.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cluster.exposure import decide, is_loopback
+from cluster.access.exposure import decide, is_loopback
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "localhost"])

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from cluster.errors import ModelNotFound
-from cluster.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
+from cluster.gateway.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
+from cluster.gateway.routing import RouteRequest, make_router
+from cluster.ledger.rows import Outcome, RequestInfo, Tap, UsageRow
 from cluster.node_client import NodeUnavailable
-from cluster.routing import RouteRequest, make_router
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
-from cluster.usage import Outcome, RequestInfo, Tap, UsageRow
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
 M = ModelName("demo")

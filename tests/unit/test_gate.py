@@ -1,4 +1,4 @@
-"""A gateway replica's door (cluster/gate.py): slots per key, readiness, the admin check."""
+"""A gateway replica's door (access/request_gate.py): slots per key, readiness, the admin check."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from cluster.access.keys import KeyRecord, KeyTable, digest, format_key
+from cluster.access.request_gate import Gate
 from cluster.errors import NoCapacity, RateLimited, Unauthorized
-from cluster.gate import Gate
-from cluster.keys import KeyRecord, KeyTable, digest, format_key
 
 KEY_ID, SECRET = "0123456789ab", "f" * 40
 KEY = f"Bearer {format_key(KEY_ID, SECRET)}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.gateway import GatewaySettings, router_knobs
-from cluster.routing import FastestRouter, RoundRobinRouter, make_router
+from cluster.gateway.replica import GatewaySettings, router_knobs
+from cluster.gateway.routing import FastestRouter, RoundRobinRouter, make_router
 
 
 def test_affinity_can_be_turned_off_for_fastest_only() -> None:
@@ -20,8 +20,8 @@ def test_affinity_can_be_turned_off_for_fastest_only() -> None:
 
 
 def test_a_node_is_found_by_exact_name_before_an_id_prefix() -> None:
-    from cluster.admin_json import find_node
     from cluster.errors import NotFound
+    from cluster.gateway.admin_json import find_node
     from cluster.types import NodeId, NodeState, NodeTable, NodeView
 
     def view(node_id: str, name: str) -> NodeView:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cluster.errors import ApiError, NotFound
-from cluster.hot_path import EventStream, Front
+from cluster.gateway.front import EventStream, Front
 
 
 class Replica:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.inventory import (
+from cluster.control.inventory import (
     DrainSet,
     Inventory,
     ModelCounters,
@@ -216,7 +216,7 @@ def test_unloaded_model_disappears() -> None:
 
 
 def test_a_withdrawn_model_is_not_routed_to_until_restored() -> None:
-    from cluster.inventory import ModelWithdrawn
+    from cluster.control.inventory import ModelWithdrawn
 
     inv = Inventory()
     inv.apply(StatusReceived(node_id=N, at=0.0, models=(ModelCounters(model=ModelName("a")),

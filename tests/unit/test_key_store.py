@@ -1,4 +1,4 @@
-"""The keys file and the controller's key table (cluster/key_store.py), on a real SQLite file."""
+"""The keys file and the controller's key table (access/key_store.py), on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster import admin_token
+from cluster.access import admin_token
+from cluster.access.key_store import KeyRegistry, parse_key_request
+from cluster.access.keys import authorize, digest, parse_key
 from cluster.errors import InvalidRequest, NotFound
-from cluster.key_store import KeyRegistry, parse_key_request
-from cluster.keys import authorize, digest, parse_key
 
 
 def mode(path: Path) -> int:

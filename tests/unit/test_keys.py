@@ -1,11 +1,10 @@
-"""API keys: format, hashing, and the pure decision of who may do what (cluster/keys.py)."""
+"""API keys: format, hashing, and the pure decision of who may do what (cluster/access/keys.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cluster.errors import Forbidden, RateLimited, Unauthorized
-from cluster.keys import (
+from cluster.access.keys import (
     ID_HEX,
     SECRET_HEX,
     Grant,
@@ -20,6 +19,7 @@ from cluster.keys import (
     parse_key,
     visible_models,
 )
+from cluster.errors import Forbidden, RateLimited, Unauthorized
 
 RANDOM = "0123456789ab" + "f" * SECRET_HEX
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import ledger
-from cluster.cost import Tokens
-from cluster.energy import NodeSample
+from cluster.ledger import store
+from cluster.ledger.cost import Tokens
+from cluster.ledger.energy import NodeSample
+from cluster.ledger.rows import Outcome, UsageRow, Values
 from cluster.types import CostProfile
-from cluster.usage import Outcome, UsageRow, Values
 
 
 def row(
@@ -47,16 +47,16 @@ def row(
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     """Where the ledger file goes."""
-    return tmp_path / ledger.FILE_NAME
+    return tmp_path / store.FILE_NAME
 
 
 def test_wal_mode_and_a_batch_survives_reopening(path: Path) -> None:
-    conn = ledger.connect(path)
+    conn = store.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert ledger.insert_requests(conn, [row(i, at=1000.0 + i) for i in range(1, 6)]) == 5
+    assert store.insert_requests(conn, [row(i, at=1000.0 + i) for i in range(1, 6)]) == 5
     conn.close()
-    again = ledger.connect(path)
-    assert ledger.count(again) == 5
+    again = store.connect(path)
+    assert store.count(again) == 5
     got = again.execute(
         "SELECT request_id, prompt_tokens, outcome, stream, ttft_s FROM requests "
         "WHERE request_id = 'r2'"
@@ -66,39 +66,39 @@ def test_wal_mode_and_a_batch_survives_reopening(path: Path) -> None:
 
 def test_a_ledger_from_before_node_ttft_gains_the_column_and_keeps_its_rows(path: Path) -> None:
     old = sqlite3.connect(str(path))
-    old.executescript(ledger.SCHEMA.replace(",\n    node_ttft_s REAL", ""))
+    old.executescript(store.SCHEMA.replace(",\n    node_ttft_s REAL", ""))
     assert "node_ttft_s" not in {c[1] for c in old.execute("PRAGMA table_info(requests)")}
     old.execute("INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
                 "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
                 "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)")
     old.commit()
     old.close()
-    conn = ledger.connect(path)
-    assert ledger.insert_requests(conn, [row(1, at=1001.0)]) == 1
+    conn = store.connect(path)
+    assert store.insert_requests(conn, [row(1, at=1001.0)]) == 1
     got = dict(conn.execute("SELECT request_id, node_ttft_s FROM requests").fetchall())
     assert got == {"old": None, "r1": 0.05}
-    [group] = ledger.usage(conn, None, "model")
+    [group] = store.usage(conn, None, "model")
     assert group["requests"] == 2 and group["mean_node_ttft_s"] == 0.05
 
 
 def test_a_batch_sent_twice_is_recorded_once(path: Path) -> None:
-    conn = ledger.connect(path)
+    conn = store.connect(path)
     batch = [row(i, at=1000.0) for i in range(1, 4)]
-    assert ledger.insert_requests(conn, batch) == 3
-    assert ledger.insert_requests(conn, [*batch, row(4, at=1000.0)]) == 1
-    assert ledger.count(conn) == 4
+    assert store.insert_requests(conn, batch) == 3
+    assert store.insert_requests(conn, [*batch, row(4, at=1000.0)]) == 1
+    assert store.count(conn) == 4
 
 
 def test_a_crash_without_close_loses_no_committed_batch(path: Path) -> None:
-    conn = ledger.connect(path)
-    ledger.insert_requests(conn, [row(1, at=1.0)])
+    conn = store.connect(path)
+    store.insert_requests(conn, [row(1, at=1.0)])
     # A second connection (another process after a crash) sees the committed rows at once.
-    assert ledger.count(sqlite3.connect(str(path))) == 1
+    assert store.count(sqlite3.connect(str(path))) == 1
 
 
 def test_served_tokens_per_node_and_model_in_a_window(path: Path) -> None:
-    conn = ledger.connect(path)
-    ledger.insert_requests(
+    conn = store.connect(path)
+    store.insert_requests(
         conn,
         [
             row(1, at=100.0),
@@ -108,14 +108,14 @@ def test_served_tokens_per_node_and_model_in_a_window(path: Path) -> None:
             row(5, at=300.0, node=None, outcome=Outcome.ERROR),
         ],
     )
-    everything = ledger.served(conn, None)
+    everything = store.served(conn, None)
     assert [(s.node_id, s.model, s.requests) for s in everything] == [
         ("n1", "big", 1),
         ("n1", "demo", 2),
         ("n2", "demo", 1),
     ]
     assert everything[1].tokens == Tokens(prompt=30, cached_prompt=3, completion=3)
-    recent = ledger.served(conn, 150.0)
+    recent = store.served(conn, 150.0)
     assert [(s.node_id, s.model, s.tokens.prompt) for s in recent] == [
         ("n1", "big", 30),
         ("n1", "demo", 20),
@@ -124,8 +124,8 @@ def test_served_tokens_per_node_and_model_in_a_window(path: Path) -> None:
 
 
 def test_power_in_a_window_takes_a_straddling_chunk_pro_rata(path: Path) -> None:
-    conn = ledger.connect(path)
-    ledger.insert_samples(
+    conn = store.connect(path)
+    store.insert_samples(
         conn,
         [
             NodeSample(node_id="n1", t0=0.0, t1=10.0, busy_s=4.0, idle_s=6.0),
@@ -133,36 +133,36 @@ def test_power_in_a_window_takes_a_straddling_chunk_pro_rata(path: Path) -> None
             NodeSample(node_id="n2", t0=0.0, t1=10.0, busy_s=10.0, idle_s=0.0),
         ],
     )
-    ever = ledger.power(conn, None)
+    ever = store.power(conn, None)
     assert ever["n1"].busy_s == 6 and ever["n1"].idle_s == 14
     assert ever["n1"].measured_s == 10 and ever["n1"].measured_j == 500
     assert ever["n1"].unmeasured_busy_s == 4 and ever["n1"].unmeasured_idle_s == 6
-    half = ledger.power(conn, 15.0)  # half of the second chunk, none of the first
+    half = store.power(conn, 15.0)  # half of the second chunk, none of the first
     assert set(half) == {"n1"}
     assert half["n1"].busy_s == 1 and half["n1"].measured_j == 250
     assert half["n1"].unmeasured_busy_s == F(0)
 
 
 def test_nodes_keep_their_first_sighting_and_the_admin_profile_wins(path: Path) -> None:
-    conn = ledger.connect(path)
+    conn = store.connect(path)
     agent = CostProfile(price_usd=1000.0, idle_watts=5.0)
-    ledger.node_seen(conn, "n1", "mini", agent, at=10.0)
-    ledger.node_seen(conn, "n1", "mini-2", agent, at=20.0)
-    record = ledger.nodes(conn)["n1"]
+    store.node_seen(conn, "n1", "mini", agent, at=10.0)
+    store.node_seen(conn, "n1", "mini-2", agent, at=20.0)
+    record = store.nodes(conn)["n1"]
     assert (record.name, record.first_seen, record.last_seen) == ("mini-2", 10.0, 20.0)
     assert record.override is None and record.profile == agent
     admin = CostProfile(
         price_usd=1399.0, amortize_months=24.0, idle_watts=7.0, busy_watts=45.0, kwh_usd=0.3
     )
-    ledger.set_override(conn, "n1", admin, at=30.0)
+    store.set_override(conn, "n1", admin, at=30.0)
     conn.close()
-    record = ledger.nodes(ledger.connect(path))["n1"]
+    record = store.nodes(store.connect(path))["n1"]
     assert record.profile == admin and record.agent == agent
 
 
 def test_usage_groups(path: Path) -> None:
-    conn = ledger.connect(path)
-    ledger.insert_requests(
+    conn = store.connect(path)
+    store.insert_requests(
         conn,
         [
             row(1, at=1.0),
@@ -171,12 +171,12 @@ def test_usage_groups(path: Path) -> None:
             row(4, at=1.0, node=None, outcome=Outcome.ERROR, model="nope"),
         ],
     )
-    by_model = {g["model"]: g for g in ledger.usage(conn, None, "model")}
+    by_model = {g["model"]: g for g in store.usage(conn, None, "model")}
     assert by_model["demo"]["requests"] == 3 and by_model["demo"]["ok"] == 1
     assert by_model["demo"]["cancelled"] == 1 and by_model["demo"]["failed_over"] == 1
     assert by_model["demo"]["prompt_tokens"] == 60 and by_model["nope"]["error"] == 1
-    by_node = {g["node"]: g["requests"] for g in ledger.usage(conn, None, "node")}
+    by_node = {g["node"]: g["requests"] for g in store.usage(conn, None, "node")}
     assert by_node == {"n1": 2, "n2": 1, None: 1}
-    by_key = {g["key"]: g["requests"] for g in ledger.usage(conn, None, "key")}
+    by_key = {g["key"]: g["requests"] for g in store.usage(conn, None, "key")}
     assert by_key == {None: 3, "k1": 1}
-    assert ledger.usage(conn, 2.0, "model") == []
+    assert store.usage(conn, 2.0, "model") == []

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cluster.metering import GatewayMeter
-from cluster.recorder import UsageAck, UsageBatch
-from cluster.usage import RequestInfo
+from cluster.gateway.recorder import UsageAck, UsageBatch
+from cluster.gateway.tally import GatewayMeter
+from cluster.ledger.rows import RequestInfo
 
 INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=False)
 

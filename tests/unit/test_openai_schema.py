@@ -29,7 +29,7 @@ from cluster.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from cluster.openai_responses import (
+from cluster.gateway.openai_encode import (
     SSE_DONE,
     ChatStreamEncoder,
     CompletionStreamEncoder,
@@ -40,7 +40,7 @@ from cluster.openai_responses import (
     model_list,
     text_completion,
 )
-from cluster.openai_schema import (
+from cluster.gateway.openai_parse import (
     AnyRequest,
     ChatCompletionRequest,
     CompletionRequest,

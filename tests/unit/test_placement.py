@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.placement import (
+from cluster.deployments.placement import (
     GIB,
     MIB,
     DeploymentSpec,

@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-from cluster import ports
+from cluster.cli import ports
 
 
 def test_candidates_lie_between_ray_workers_and_the_ephemeral_range() -> None:

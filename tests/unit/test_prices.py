@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import prices
+from cluster.ledger import prices
 
 
 def test_the_shipped_table_is_dated_and_complete() -> None:

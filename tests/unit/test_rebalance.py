@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from cluster.placement import GIB, DeploymentSpec, ModelSize, NodeSlot, PlacementSettings
-from cluster.rebalance import Move, propose
+from cluster.deployments.placement import (
+    GIB,
+    DeploymentSpec,
+    ModelSize,
+    NodeSlot,
+    PlacementSettings,
+)
+from cluster.deployments.rebalance import Move, propose
 
 SIZE = ModelSize(weights_bytes=4 * GIB, kv_bytes_per_token=0, context_length=4096)
 S = PlacementSettings(budget_fraction=1.0, overhead_bytes={"mlx": 0})
@@ -60,7 +66,7 @@ def test_pinned_models_stay_put() -> None:
 
 
 def test_demand_and_speed_from_the_ledger_rows() -> None:
-    from cluster.rebalance import demand_by_model, tps_by_node
+    from cluster.deployments.rebalance import demand_by_model, tps_by_node
 
     models = [{"model": "hot", "completion_tokens": 900}, {"model": "cold",
                                                          "completion_tokens": None}]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cluster.placement import DeploymentSpec
-from cluster.reconcile import (
+from cluster.deployments.placement import DeploymentSpec
+from cluster.deployments.reconcile import (
     Failure,
     Load,
     Observed,

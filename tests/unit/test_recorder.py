@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from cluster.recorder import Recorder, UsageAck, UsageBatch
-from cluster.usage import UsageRow, Values
+from cluster.gateway.recorder import Recorder, UsageAck, UsageBatch
+from cluster.ledger.rows import UsageRow, Values
 
 
 def row(i: int) -> Values:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidRequest
-from cluster.metrics import RequestCounts, _Histogram, render
-from cluster.reports import parse_cost_changes, window_seconds
+from cluster.ledger.metrics import RequestCounts, _Histogram, render
+from cluster.ledger.reports import parse_cost_changes, window_seconds
+from cluster.ledger.rows import Outcome, UsageRow, Values
 from cluster.types import NodeId, NodeState, NodeTable, NodeView
-from cluster.usage import Outcome, UsageRow, Values
 
 
 def test_windows() -> None:

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from cluster.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
-from cluster.routing import (
+from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
+from cluster.gateway.routing import (
     DECODE_CAP,
     STATUS_LAG_S,
     FastestRouter,

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from cluster.ports import free_port
-from cluster.up import UpOptions, claim_port, direct_ingress
+from cluster.cli.ports import free_port
+from cluster.cli.up import UpOptions, claim_port, direct_ingress
 
 
 def test_one_gateway_replica_on_its_own_ray_listens_on_the_endpoint_itself() -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 from cluster.errors import NoCapacity
-from cluster.forward import StreamFailed
+from cluster.gateway.forward import StreamFailed
+from cluster.ledger.rows import Outcome, RequestInfo, Tap, UsageRow, Values, new_request_id
 from cluster.types import NodeId
-from cluster.usage import Outcome, RequestInfo, Tap, UsageRow, Values, new_request_id
 from node_agent.types import Finished, Usage
 
 INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=True)

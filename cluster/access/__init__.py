@@ -1,0 +1,1 @@
+"""Who may do what: API keys, the admin token, the cluster secret on disk, exposure, the gate."""

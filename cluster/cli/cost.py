@@ -1,0 +1,98 @@
+"""`cluster cost`, `cluster usage` and `cluster nodes set-cost`: thin calls to the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.cost_tables import cost_table, usage_table
+
+_COST_FLAGS = (
+    ("--price-usd", "price_usd", "USD", "what the machine cost, in USD"),
+    ("--amortize-months", "amortize_months", "MONTHS", "months the price is written off over"),
+    ("--idle-watts", "idle_watts", "W", "power drawn when idle, in watts"),
+    ("--busy-watts", "busy_watts", "W", "power drawn when generating, in watts"),
+    ("--kwh-usd", "kwh_usd", "USD", "electricity price per kWh, in USD"),
+)
+SINCE_HELP = "window: all, or a number and m, h or d, e.g. 24h, 7d, 30d (default 24h)"
+
+
+def add_commands(sub: Any) -> None:
+    """Register `cost` and `usage`."""
+    cost = sub.add_parser(
+        "cost",
+        help="cost per node, $/Mtok, savings against cloud prices",
+        description="Per node and in total: tokens in/out, busy %, cost, $/Mtok "
+        "amortised and marginal, cloud-equivalent cost, savings "
+        "and the breakeven date.",
+    )
+    _common(cost)
+    cost.set_defaults(func=_cost)
+    usage = sub.add_parser(
+        "usage",
+        help="requests and tokens per model, node or API key",
+        description="Requests, outcomes, tokens and mean latencies.",
+    )
+    _common(usage)
+    usage.add_argument(
+        "--by", choices=["model", "node", "key"], default="model", help="group by (default model)"
+    )
+    usage.set_defaults(func=_usage)
+
+
+def add_set_cost(nodes: argparse.ArgumentParser) -> None:
+    """Register `nodes set-cost NODE ...` under `nodes`."""
+    actions = nodes.add_subparsers(dest="action", metavar="ACTION")
+    p = actions.add_parser(
+        "set-cost",
+        help="set a node's cost profile (wins over its flags)",
+        description="Set the fields given of a node's cost profile; the "
+        "others keep their current value. Persisted; the admin's "
+        "profile wins over the agent's flags.",
+    )
+    p.add_argument("node", help="node id (or a prefix of it) or name")
+    for flag, dest, metavar, text in _COST_FLAGS:
+        p.add_argument(flag, dest=dest, type=float, metavar=metavar, help=text)
+    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_set_cost)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", default="24h", help=SINCE_HELP)
+    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _cost(args: argparse.Namespace) -> int:
+    data = admin_get(args.url, "/admin/cost?" + urlencode({"since": args.since}))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        cost_table(data)
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    data = admin_get(args.url, "/admin/usage?" + urlencode({"since": args.since, "by": args.by}))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        usage_table(data)
+    return 0
+
+
+def _set_cost(args: argparse.Namespace) -> int:
+    changes = {f[1]: getattr(args, f[1]) for f in _COST_FLAGS if getattr(args, f[1]) is not None}
+    if not changes:
+        raise CliError("give at least one of " + ", ".join(f[0] for f in _COST_FLAGS))
+    data = admin_get(args.url, f"/admin/nodes/{quote(args.node, safe='')}/cost", body=changes)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        profile = ", ".join(f"{k}={v:g}" for k, v in data["profile"].items())
+        print(f"{data['node_id'][:12]}: {profile} (set by the admin)")
+    return 0

@@ -1,0 +1,1 @@
+"""The controller: finds node agents, admits them, watches their status, derives the node table."""

@@ -1,0 +1,71 @@
+"""The admin API's deployment bodies: parse a deploy request, merge desired and actual models.
+
+Kept out of gateway.py so the HTTP surface stays routes only; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cluster.deployments.placement import DeploymentSpec
+from cluster.errors import InvalidRequest, NotFound
+
+_INTS = {"replicas": 1, "context_length": 0, "concurrency": 1}
+
+
+def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[DeploymentSpec, bool]:
+    """A deploy request's spec and dry-run flag; `node_id` resolves a node name or id prefix."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
+        raise InvalidRequest("a deploy request needs a `model` (a path, a hub id or demo)",
+                             param="model")
+    ints = {}
+    for key, default in _INTS.items():
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest(f"{key} must be an integer", param=key)
+        ints[key] = value
+    nodes = data.get("nodes") or []
+    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        raise InvalidRequest("nodes must be a list of node names or ids", param="nodes")
+    engine = data.get("engine") or ""
+    if engine in ("any",):
+        engine = ""
+    spec = DeploymentSpec(name=str(data.get("name") or data["model"]), model=data["model"],
+                          engine=str(engine), nodes=tuple(node_id(n) for n in nodes), **ints)
+    return spec, bool(data.get("dry_run", False))
+
+
+def raise_error(answer: Any) -> Any:
+    """The controller's answer, or the ApiError it carries as {"error": {status, message}}."""
+    if isinstance(answer, dict) and "error" in answer:
+        status, message = answer["error"]["status"], answer["error"]["message"]
+        raise (NotFound(message) if status == 404 else InvalidRequest(message))
+    return answer
+
+
+def merged_models(actual: Sequence[Mapping[str, Any]],
+                  desired: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: the nodes serving it (actual) and, when deployed, the spec and its replicas."""
+    by_name: dict[str, dict[str, Any]] = {m["model"]: {**m, "desired": None} for m in actual}
+    for d in desired:
+        entry = by_name.setdefault(d["model"], {"model": d["model"], "nodes": [],
+                                                "ready_nodes": []})
+        entry.update({k: v for k, v in d.items() if k != "model"})
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def parse_model_name(body: bytes) -> str:
+    """The `model` of an undeploy request."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        raise InvalidRequest("which model? give `model`", param="model")
+    return str(data["model"])

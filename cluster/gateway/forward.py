@@ -1,0 +1,267 @@
+"""Forwarding one request to a node: choose, stream, fail over before the first token.
+
+Failover is invisible to the client until a token has been sent; after that a node failure ends
+the stream with `StreamFailed` carrying the usage so far. Closing the iterator (the client went
+away) closes the node's stream, which cancels the generation on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.errors import (
+    ApiError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCapacity,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from cluster.gateway.routing import LocalLoad, Router, RouteRequest
+from cluster.node_client import (
+    NodeClient,
+    NodeError,
+    NodeModelMissing,
+    NodeRejected,
+    NodeTimeout,
+    NodeUnauthenticated,
+    NodeUnavailable,
+)
+from cluster.types import NodeId, NodeState, NodeTable
+from node_agent.trust import ClusterSecret
+from node_agent.types import Delta, Finished, GenerateRequest, Usage
+
+logger = logging.getLogger(__name__)
+
+# A node that stops proving the secret (restarted with another token) is not serving this
+# cluster any more: like one that went away, the request may still go elsewhere.
+RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The first event: which node serves the request, after how many attempts."""
+
+    node_id: NodeId
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StreamFailed:
+    """The node failed after the first token; the stream ends here."""
+
+    message: str
+    usage: Usage
+
+
+ForwardEvent = Routed | Delta | Finished | StreamFailed
+
+
+class ClientPool:
+    """One NodeClient per node address, shared by every request of a gateway replica."""
+
+    def __init__(self, *, retire_grace_s: float = 600.0,
+                 secret: ClusterSecret | None = None) -> None:
+        self._clients: dict[str, NodeClient] = {}
+        self._secret = secret
+        self.retire_grace_s = retire_grace_s
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def get(self, address: str, *, plaintext: bool = False) -> NodeClient:
+        """The client for an address, created on first use (TLS unless the node is plaintext)."""
+        key = f"plain:{address}" if plaintext else address
+        client = self._clients.get(key)
+        if client is None:
+            secret = None if plaintext else self._secret
+            client = self._clients[key] = NodeClient(address, secret=secret)
+        return client
+
+    async def follow(self, table: NodeTable) -> None:
+        """Keep the clients of the table's nodes, except lost ones.
+
+        A lost node's channel has been failing to connect, and gRPC fails calls on such a
+        channel at once with its last error until one of its reconnect attempts (2 s apart at
+        most, CHANNEL_OPTIONS) succeeds: a node back and ready could still fail its first
+        requests. Retired, the node comes back with a fresh channel, which connects on the first
+        call; streams on the old one may still finish.
+        """
+        await self.retain({n.address for n in table.nodes if n.state is not NodeState.LOST})
+
+    async def retain(self, addresses: set[str]) -> None:
+        """Retire the clients of addresses no longer in the table; their streams may finish."""
+        for address in [a for a in self._clients if a.removeprefix("plain:") not in addresses]:
+            # A table without the node (a restarted controller still rediscovering) must not
+            # cut streams in flight: new calls are refused, running ones get the grace.
+            task = asyncio.create_task(self._clients.pop(address).close(self.retire_grace_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardSettings:
+    """How long to wait for a first token, and how many nodes to try."""
+
+    first_token_timeout_s: float = 60.0
+    max_attempts: int = 3
+
+
+class Tally(Protocol):
+    """What the forwarder writes down about one request for its row in the ledger
+    (ledger/rows.py): plain fields set where the forwarder already looks at the events, and one
+    call at the end. A call per event cost a gateway replica more than the row it made."""
+
+    node_id: NodeId | None  # the node that took it (Routed), None until one did
+    attempts: int  # nodes tried by then
+    first_at: float | None  # time.monotonic() when its first token came
+    final: Finished | StreamFailed | None  # how the node ended it, None while it has not
+    prompt: int  # the serving node's counts so far (they matter when the stream is cut short)
+    cached: int
+    generated: int
+
+    def end(self, error: BaseException | None) -> None:
+        """The stream ended: exhausted or closed (None), or raising `error`."""
+
+
+class Forwarder:
+    """Routes and streams requests for one gateway replica."""
+
+    def __init__(self, router: Router, clients: ClientPool, settings: ForwardSettings) -> None:
+        self.router = router
+        self.clients = clients
+        self.settings = settings
+        self.load = LocalLoad()
+
+    def check_model(self, table: NodeTable, model: str) -> None:
+        """404 if no node knows the model; 503 if none that has it can take requests now."""
+        having = [n for n in table.nodes if model in n.models]
+        if not having:
+            raise ModelNotFound(f"The model `{model}` does not exist or is not served here.")
+        if not any(n.routable for n in having):
+            raise NoCapacity(f"No node can serve `{model}` right now.", retry_after=2)
+
+    async def stream(
+        self, table: NodeTable, request: GenerateRequest, route: RouteRequest,
+        tally: Tally | None = None,
+    ) -> AsyncIterator[ForwardEvent]:
+        """Routed, then Deltas, then Finished or StreamFailed; raises ApiError before any.
+
+        `tally` is filled in as the events pass, and its `end` is called exactly once, however
+        the stream ends (with the error, if one was raised; GeneratorExit and CancelledError,
+        the client leaving, are not errors). It is filled in here, not by an async generator
+        wrapped around this one: in a gateway replica that one more layer cost about 140 us per
+        request, for some 5 us of work timed alone (bench/ledger.py, bench/ledger_parts.py)."""
+        error: BaseException | None = None
+        try:
+            self.check_model(table, request.model)
+            tried: set[NodeId] = set()
+            last_error: NodeError | None = None
+            self.load.tick(time.monotonic())
+            while len(tried) < self.settings.max_attempts:
+                node_id = self.router.choose(table, route, self.load, frozenset(tried))
+                if node_id is None:
+                    break
+                tried.add(node_id)
+                node = table.get(node_id)
+                assert node is not None
+                client = self.clients.get(node.address, plaintext=node.plaintext)
+                events = self._attempt(client, node_id, request, route, tally)
+                try:
+                    first = await self._first(events)
+                except RETRYABLE as exc:
+                    logger.info("node %s failed before the first token: %s", node_id, exc)
+                    await events.aclose()
+                    last_error = exc
+                    continue
+                except NodeError as exc:
+                    await events.aclose()
+                    raise UpstreamFailed(f"node {node_id} failed: {_node_message(exc)}") from None
+                if tally is not None:
+                    tally.node_id, tally.attempts = node_id, len(tried)
+                try:
+                    yield Routed(node_id, len(tried))
+                    yield first
+                    async for event in events:
+                        yield event
+                finally:  # now, not by the event loop's finalizer, in a task of its own
+                    await events.aclose()  # type: ignore[attr-defined]
+                return
+            raise _exhausted(last_error, request.model)
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if tally is not None:
+                tally.end(error)
+
+    async def _first(self, events: AsyncIterator[Delta | Finished | StreamFailed]
+                     ) -> Delta | Finished | StreamFailed:
+        try:
+            async with asyncio.timeout(self.settings.first_token_timeout_s):
+                return await anext(events)
+        except TimeoutError:
+            raise NodeTimeout("no first token in time") from None
+        except StopAsyncIteration:
+            raise NodeUnavailable("stream ended before any event") from None
+
+    async def _attempt(
+        self, client: NodeClient, node_id: NodeId, request: GenerateRequest, route: RouteRequest,
+        tally: Tally | None,
+    ) -> AsyncIterator[Delta | Finished | StreamFailed]:
+        self.load.start(node_id, route.expected_tokens)
+        remaining, generated, started = route.expected_tokens, 0, time.monotonic()
+        prompt = cached = 0
+        stream = client.generate(request)
+        try:
+            async for event in stream:
+                if isinstance(event, Delta):
+                    if generated == 0:  # the prompt is in the node's cache from now on
+                        self.router.record(route, node_id)
+                        prompt, cached = event.prompt_tokens, event.cached_prompt_tokens
+                        if tally is not None:
+                            tally.first_at = time.monotonic()
+                    generated += event.tokens
+                    # Never more than this request still had: others' share must stay counted.
+                    self.load.progress(node_id, min(event.tokens, max(remaining, 0)))
+                    remaining -= event.tokens
+                elif isinstance(event, Finished):  # what the way here added to the node's time
+                    now = time.monotonic()
+                    self.load.delivered(node_id, now - started - event.usage.duration_seconds, now)
+                    if tally is not None:
+                        tally.final = event
+                yield event
+        except NodeRejected as exc:
+            raise InvalidRequest(_node_message(exc)) from None
+        except NodeError as exc:
+            if generated == 0:
+                raise
+            usage = Usage(prompt_tokens=prompt, completion_tokens=generated,
+                          cached_prompt_tokens=cached, ttft_seconds=0.0,
+                          decode_tokens_per_second=0.0, duration_seconds=time.monotonic() - started)
+            failed = StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
+            if tally is not None:
+                tally.final = failed
+            yield failed
+        finally:
+            if tally is not None:
+                tally.prompt, tally.cached, tally.generated = prompt, cached, generated
+            self.load.finish(node_id, max(remaining, 0), time.monotonic())
+            await stream.aclose()  # type: ignore[attr-defined]  # cancels the call on the node
+
+
+def _node_message(exc: NodeError) -> str:
+    # "host:port: message" -> "message": the client has no use for our node addresses.
+    return str(exc).split(": ", 1)[-1]
+
+
+def _exhausted(last: NodeError | None, model: str) -> ApiError:
+    if isinstance(last, NodeTimeout):
+        return UpstreamTimeout(f"No node answered `{model}` in time.")
+    detail = f" (last error: {_node_message(last)})" if last else ""
+    return NoCapacity(f"No node can serve `{model}` right now{detail}.", retry_after=2)

@@ -1,0 +1,211 @@
+"""The ledger's figures as the admin API serves them: windows, the cost report, set-cost input.
+
+Pure: the controller reads the ledger and passes what it read; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from cluster.errors import InvalidRequest
+from cluster.ledger import cost
+from cluster.ledger.cost import NodeCost, NodeWindow, Power, Profile, Tokens
+from cluster.ledger.prices import PriceTable
+from cluster.ledger.store import NodeRecord, Served
+from cluster.types import CostProfile
+
+_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+_UNIT_S = {"m": 60, "h": 3_600, "d": 86_400}
+COST_FIELDS = {
+    "price_usd": 0.0,
+    "amortize_months": 1e-9,
+    "idle_watts": 0.0,
+    "busy_watts": 0.0,
+    "kwh_usd": 0.0,
+}  # field -> smallest allowed value
+
+
+def window_seconds(since: str) -> float | None:
+    """`24h`, `7d`, `90m`... in seconds; None for `all`; InvalidRequest otherwise."""
+    if since == "all":
+        return None
+    match = _WINDOW.match(since)
+    if not match:
+        raise InvalidRequest(
+            f"since: {since!r} is not `all` or a number followed by m, h or d", param="since"
+        )
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def parse_cost_changes(body: bytes) -> dict[str, float]:
+    """The profile fields a set-cost request changes; InvalidRequest names a bad one."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    changes: dict[str, float] = {}
+    for name, value in data.items():
+        if name not in COST_FIELDS:
+            raise InvalidRequest(
+                f"unknown field {name!r}; known: {', '.join(COST_FIELDS)}", param=name
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"{name} must be a number", param=name)
+        if not math.isfinite(value) or value < COST_FIELDS[name]:
+            what = "positive" if name == "amortize_months" else "zero or more"
+            raise InvalidRequest(f"{name} must be {what}", param=name)
+        changes[name] = float(value)
+    return changes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """What the ledger holds for one window: tokens per (node, model) and power per node."""
+
+    served: Sequence[Served] = ()
+    power: Mapping[str, Power] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostInputs:
+    """Everything the cost report is computed from."""
+
+    label: str  # how the window was asked for: "24h", "all", ...
+    since: float | None  # unix seconds; None: everything
+    now: float
+    nodes: Mapping[str, NodeRecord]
+    window: Snapshot
+    ever: Snapshot  # the same since the beginning, for what has been recovered so far
+    prices: PriceTable
+
+
+def node_costs(
+    inputs: CostInputs, snap: Snapshot, since: float | None
+) -> dict[str, tuple[NodeCost, int]]:
+    """Each node's cost over [since, now], with its request count."""
+    ids = set(inputs.nodes) | {s.node_id for s in snap.served} | set(snap.power)
+    out = {}
+    for node_id in sorted(ids):
+        record = inputs.nodes.get(node_id)
+        mine = [s for s in snap.served if s.node_id == node_id]
+        tokens = sum((s.tokens for s in mine), Tokens())
+        cloud = sum(
+            (cost.cloud_usd(inputs.prices.price(s.model), s.tokens) for s in mine), Fraction(0)
+        )
+        start = record.first_seen if record else inputs.now
+        owned = max(inputs.now - (start if since is None else max(since, start)), 0.0)
+        window = NodeWindow(
+            owned_s=Fraction(owned),
+            power=snap.power.get(node_id, Power()),
+            tokens=tokens,
+            cloud_usd=cloud,
+        )
+        profile = Profile.of(record.profile if record else CostProfile())
+        out[node_id] = (cost.node_cost(profile, window), sum(s.requests for s in mine))
+    return out
+
+
+def cost_report(inputs: CostInputs) -> dict[str, Any]:
+    """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, savings, breakeven."""
+    window = node_costs(inputs, inputs.window, inputs.since)
+    ever = window if inputs.since is None else node_costs(inputs, inputs.ever, None)
+    now = datetime.fromtimestamp(inputs.now, UTC)
+    nodes = []
+    for node_id, (c, requests) in window.items():
+        record = inputs.nodes.get(node_id)
+        profile = record.profile if record else CostProfile()
+        recovered = ever[node_id][0].recovered_usd if node_id in ever else Fraction(0)
+        nodes.append(
+            {
+                "node_id": node_id,
+                "name": record.name if record else node_id,
+                "profile": _profile_json(profile),
+                "profile_source": "admin" if record and record.override else "agent",
+                **figures(c, requests, Fraction(profile.price_usd), recovered, now),
+            }
+        )
+    price = sum((Fraction(r.profile.price_usd) for r in inputs.nodes.values()), Fraction(0))
+    recovered = sum((c.recovered_usd for c, _ in ever.values()), Fraction(0))
+    total = cost.total(c for c, _ in window.values())
+    return {
+        "since": inputs.label,
+        "start": _iso(inputs.since),
+        "end": _iso(inputs.now),
+        "prices": prices_json(inputs.prices, {s.model for s in inputs.window.served}),
+        "nodes": nodes,
+        "total": figures(total, sum(r for _, r in window.values()), price, recovered, now),
+    }
+
+
+def figures(
+    c: NodeCost, requests: int, price_usd: Fraction, recovered_usd: Fraction, now: datetime
+) -> dict[str, Any]:
+    """One node's (or the cluster's) figures as JSON numbers."""
+    when = cost.breakeven(
+        price_usd=price_usd, recovered_usd=recovered_usd, per_day=cost.recovery_per_day(c), now=now
+    )
+    return {
+        "requests": requests,
+        "tokens": {
+            "prompt": c.tokens.prompt,
+            "cached_prompt": c.tokens.cached_prompt,
+            "completion": c.tokens.completion,
+            "total": c.tokens.total,
+        },
+        "busy_ratio": _f(c.busy_ratio),
+        "busy_s": _f(c.busy_s),
+        "observed_s": _f(c.observed_s),
+        "owned_s": _f(c.owned_s),
+        "energy": {"kwh": _f(c.energy_kwh), "source": c.energy_source},
+        "cost_usd": {
+            "hardware": _f(c.hardware_usd),
+            "energy": _f(c.energy_usd),
+            "total": _f(c.total_usd),
+        },
+        "usd_per_mtok": _f(c.usd_per_mtok),
+        "marginal_usd_per_mtok": _f(c.marginal_usd_per_mtok),
+        "cloud_equivalent_usd": _f(c.cloud_usd),
+        "savings_usd": _f(c.savings_usd),
+        "recovered_usd": _f(recovered_usd),
+        "paid_off": recovered_usd >= price_usd,
+        "breakeven": when.date().isoformat() if when else None,
+    }
+
+
+def prices_json(table: PriceTable, models: Iterable[str]) -> dict[str, Any]:
+    """Where the reference prices come from, and which one each model was compared with."""
+    return {
+        "as_of": table.as_of,
+        "origin": table.origin,
+        "default": table.default,
+        "references": {m: table.reference(m) for m in sorted(models)},
+        "table": {
+            name: {
+                "input": float(p.input),
+                "output": float(p.output),
+                "cached_input": _f(p.cached_input),
+            }
+            for name, p in table.prices.items()
+        },
+    }
+
+
+def _profile_json(p: CostProfile) -> dict[str, float]:
+    return {name: getattr(p, name) for name in COST_FIELDS}
+
+
+def _f(x: Fraction | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,262 @@
+"""The controller's books: the ledger file, node energy, cost profiles, reports, clean shutdown.
+
+Only the controller (one replica, on the head) opens the SQLite file, on one thread of its own,
+so its event loop never waits on the disk. Gateways send their rows in batches (see
+cluster/gateway/recorder.py); `record` returns once a batch is committed. Status samples become
+NodeSample chunks (cluster/ledger/energy.py) written as they complete. `prepare_shutdown` is how
+`cluster up` makes a clean stop lose nothing: it tells the gateways, through their next send,
+to refuse new requests, then waits until each has nothing in flight and nothing unsent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cluster.gateway.recorder import UsageAck, UsageBatch
+from cluster.ledger import reports, store
+from cluster.ledger.energy import EnergyMeter, NodeSample
+from cluster.ledger.metrics import RequestCounts
+from cluster.ledger.prices import PriceTable
+from cluster.ledger.rows import Values
+from cluster.node_client import NodeDescription, NodeStatusSample
+from cluster.types import CostProfile
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+GATEWAY_SILENT_S = 5.0  # a gateway not heard from for this long is gone (not waited for)
+METRICS_TTL_S = 10.0
+
+
+@dataclass(frozen=True)
+class _Gateway:
+    heard: float  # monotonic
+    batch: UsageBatch
+
+
+class Books:
+    """The ledger and everything the controller derives from it."""
+
+    def __init__(
+        self,
+        *,
+        path: Path | str,
+        prices: PriceTable,
+        clock: Callable[[], float] = time.time,
+        chunk_s: float = 10.0,
+        max_gap_s: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.prices = prices
+        self._clock = clock
+        self._chunk_s = chunk_s
+        self._max_gap_s = max_gap_s
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._conn: sqlite3.Connection | None = None
+        self._gateways: dict[str, _Gateway] = {}
+        self._closing_since: float | None = None
+        self._meters: dict[str, tuple[str, EnergyMeter]] = {}  # node -> (address, meter)
+        self._writes: set[asyncio.Future[Any]] = set()
+        self._metrics: tuple[float, dict[str, Any]] | None = None
+        self.requests = RequestCounts()  # every row committed since the controller started
+
+    async def open(self) -> None:
+        """Open (or create) the ledger file."""
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._pool, store.connect, self.path)
+        logger.info("ledger at %s (%d requests)", self.path, await self._db(store.count))
+
+    async def close(self) -> None:
+        """Write what the meters hold and close the file."""
+        self._close_meters()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._conn is not None:
+            await self._db(lambda c: c.close())
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+    # -- gateways ----------------------------------------------------------------------------
+
+    async def record(self, batch: UsageBatch) -> UsageAck:
+        """Commit a gateway's batch; the answer says whether the cluster is shutting down."""
+        written = await self._db(store.insert_requests, batch.rows) if batch.rows else 0
+        self._count(batch, written)
+        self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
+        return UsageAck(written=written, closing=self._closing_since is not None)
+
+    async def prepare_shutdown(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Stop new requests and wait until every gateway has sent every row; then flush."""
+        self._closing_since = start = time.monotonic()
+        waiting = self._live_gateways(start)
+        while waiting and time.monotonic() - start < timeout_s:
+            await asyncio.sleep(0.05)
+            waiting = [r for r in waiting if not self._drained(r, start)]
+        if waiting:
+            logger.warning("shutdown: gateways %s still had requests or rows", waiting)
+        self._close_meters()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._db(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        return {
+            "complete": not waiting,
+            "waiting_for": waiting,
+            "requests": await self._db(store.count),
+        }
+
+    def _count(self, batch: UsageBatch, written: int) -> None:
+        """Count a committed batch's rows in the request metrics, each once.
+
+        The ledger ignores the rows it already has: those of a batch the replica sends again
+        because the answer to its last send was lost. They were that last batch's."""
+        rows: tuple[Values, ...] | list[Values] = batch.rows
+        if written < len(rows):
+            last = self._gateways.get(batch.replica)
+            sent = {row[0] for row in last.batch.rows} if last is not None else set()
+            rows = [row for row in rows if row[0] not in sent]
+        self.requests.observe(rows)
+
+    def _live_gateways(self, now: float) -> list[str]:
+        return [r for r, g in self._gateways.items() if now - g.heard < GATEWAY_SILENT_S]
+
+    def _drained(self, replica: str, since: float) -> bool:
+        g = self._gateways[replica]
+        b = g.batch
+        return g.heard > since and b.closing and b.inflight == 0 and b.pending == 0
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def node_described(self, desc: NodeDescription) -> None:
+        """Remember the node's name and its agent's cost profile."""
+        self._write(store.node_seen, desc.node_id, desc.name, desc.cost, self._clock())
+
+    def status(self, sample: NodeStatusSample, address: str) -> None:
+        """Integrate one status message into the node's busy time and energy."""
+        owner = self._meters.get(sample.node_id)
+        now = self._clock()
+        if owner is None or owner[0] != address:
+            if owner is not None:
+                last = owner[1].last_at
+                if last is not None and now - last < owner[1].max_gap_s:
+                    return  # a second stream to the same node: count its time once
+                self.stream_ended(sample.node_id, owner[0])
+            owner = self._meters[sample.node_id] = (
+                address,
+                EnergyMeter(sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s),
+            )
+        if done := owner[1].add(now, sample.busy_seconds, sample.power_watts):
+            self._write(store.insert_samples, [done])
+
+    def stream_ended(self, node_id: str, address: str) -> None:
+        """The node's status stream from `address` ended: write its partial chunk."""
+        owner = self._meters.get(node_id)
+        if owner is not None and owner[0] == address:
+            del self._meters[node_id]
+            if done := owner[1].close():
+                self._write(store.insert_samples, [done])
+
+    def recent(self, node_id: str) -> NodeSample | None:
+        """The node's latest busy ratio and power, if its status is streaming."""
+        owner = self._meters.get(node_id)
+        return owner[1].recent() if owner else None
+
+    async def set_cost(self, node_id: str, changes: Mapping[str, float]) -> dict[str, Any]:
+        """Apply the admin's changes over the node's profile in force, and persist them."""
+        record = (await self._db(store.nodes)).get(node_id)
+        profile = dataclasses.replace(record.profile if record else CostProfile(), **changes)
+        await self._db(store.set_override, node_id, profile, self._clock())
+        self._metrics = None
+        return {
+            "node_id": node_id,
+            "profile": dataclasses.asdict(profile),
+            "profile_source": "admin",
+        }
+
+    # -- reports -----------------------------------------------------------------------------
+
+    async def cost(self, since: str) -> dict[str, Any]:
+        """The cost report over the window `since` (24h, 7d, 30d, all...)."""
+        return await self._db(self._cost, since, self._clock())
+
+    async def usage(self, since: str, by: str) -> dict[str, Any]:
+        """Requests and tokens per model, node or key over the window `since`."""
+        seconds = reports.window_seconds(since)
+        start = None if seconds is None else self._clock() - seconds
+        rows = await self._db(store.usage, start, by)
+        return {"since": since, "by": by, "groups": rows}
+
+    async def metrics(self) -> dict[str, Any]:
+        """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
+        and power, all-time cost, cloud-equivalent and savings."""
+        now = time.monotonic()
+        if self._metrics is None or now - self._metrics[0] > METRICS_TTL_S:
+            self._metrics = (now, await self.cost("all"))
+        nodes = []
+        for n in self._metrics[1]["nodes"]:
+            recent = self.recent(n["node_id"])
+            nodes.append(
+                {
+                    **n,
+                    "live": None
+                    if recent is None
+                    else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
+                }
+            )
+        return {"nodes": nodes, "requests": self.requests}
+
+    def _cost(self, conn: sqlite3.Connection, since: str, now: float) -> dict[str, Any]:
+        seconds = reports.window_seconds(since)
+        start = None if seconds is None else now - seconds
+        window = _snapshot(conn, start)
+        ever = window if start is None else _snapshot(conn, None)
+        return reports.cost_report(
+            reports.CostInputs(
+                label=since,
+                since=start,
+                now=now,
+                nodes=store.nodes(conn),
+                window=window,
+                ever=ever,
+                prices=self.prices,
+            )
+        )
+
+    # -- the ledger's thread -----------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on the ledger's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(self._call, fn, *args))
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._conn is None:
+            raise RuntimeError("the ledger is not open")
+        return fn(self._conn, *args)
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue a write now; it runs in order with every other ledger call."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, functools.partial(self._call, fn, *args))
+        self._writes.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[Any]) -> None:
+        self._writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("ledger write failed", exc_info=future.exception())
+
+    def _close_meters(self) -> None:
+        for node_id, (address, _) in list(self._meters.items()):
+            self.stream_ended(node_id, address)
+
+
+def _snapshot(conn: sqlite3.Connection, since: float | None) -> reports.Snapshot:
+    return reports.Snapshot(served=store.served(conn, since), power=store.power(conn, since))

@@ -1,0 +1,295 @@
+"""The usage ledger: one SQLite file in the data dir, owned by the controller. Synchronous.
+
+Tables: `requests` (one row per request, see cluster/ledger/rows.py for what each outcome means),
+`node_samples` (each node's busy/idle seconds and measured energy in ~10 s chunks),
+`nodes` (name, first sighting and the agent's own cost profile), and `cost_overrides` (profiles
+set by the admin, which win over the agent's). WAL mode with synchronous=NORMAL: a committed
+batch survives a crash of the controller; readers never block the writer.
+
+Every function takes the connection; the controller calls them on one thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from cluster.ledger.cost import Power, Tokens
+from cluster.ledger.energy import NodeSample
+from cluster.ledger.rows import UsageRow, Values
+from cluster.types import CostProfile
+
+FILE_NAME = "ledger.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    at REAL NOT NULL,
+    key_id TEXT,
+    model TEXT NOT NULL,
+    node_id TEXT,
+    endpoint TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    ttft_s REAL,
+    duration_s REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    node_ttft_s REAL
+);
+CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
+CREATE TABLE IF NOT EXISTS node_samples (
+    node_id TEXT NOT NULL,
+    t0 REAL NOT NULL,
+    t1 REAL NOT NULL,
+    busy_s REAL NOT NULL,
+    idle_s REAL NOT NULL,
+    measured_j REAL
+);
+CREATE INDEX IF NOT EXISTS node_samples_t1 ON node_samples (t1);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    price_usd REAL NOT NULL,
+    amortize_months REAL NOT NULL,
+    idle_watts REAL NOT NULL,
+    busy_watts REAL NOT NULL,
+    kwh_usd REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cost_overrides (
+    node_id TEXT PRIMARY KEY,
+    price_usd REAL NOT NULL,
+    amortize_months REAL NOT NULL,
+    idle_watts REAL NOT NULL,
+    busy_watts REAL NOT NULL,
+    kwh_usd REAL NOT NULL,
+    set_at REAL NOT NULL
+);
+"""
+
+_PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
+_ROW = UsageRow._fields  # the requests table's columns, in the order of a row's values
+GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRecord:
+    """What the ledger remembers of a node."""
+
+    node_id: str
+    name: str
+    first_seen: float
+    last_seen: float
+    agent: CostProfile
+    override: CostProfile | None = None
+
+    @property
+    def profile(self) -> CostProfile:
+        """The profile in force: the admin's if set, else the agent's."""
+        return self.override or self.agent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Served:
+    """Tokens one node served for one model."""
+
+    node_id: str
+    model: str
+    requests: int
+    tokens: Tokens
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) the ledger at `path` (":memory:" for a throwaway one)."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
+    return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a ledger made by an older version up to the requests table's columns: a column
+    added since (node_ttft_s) is NULL in the rows written before it."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for column in ("node_ttft_s",):
+        if column not in have:
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} REAL")
+
+
+def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
+    """Append rows (UsageRow.values()) in one transaction, skipping request ids already
+    present; returns how many were new."""
+    sql = (
+        f"INSERT OR IGNORE INTO requests ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
+    )
+    before = conn.total_changes
+    with _transaction(conn):
+        conn.executemany(sql, rows)
+    return conn.total_changes - before
+
+
+def insert_samples(conn: sqlite3.Connection, samples: Sequence[NodeSample]) -> None:
+    """Append node samples in one transaction."""
+    with _transaction(conn):
+        conn.executemany(
+            "INSERT INTO node_samples (node_id, t0, t1, busy_s, idle_s, measured_j) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.node_id, s.t0, s.t1, s.busy_s, s.idle_s, s.measured_j) for s in samples],
+        )
+
+
+def node_seen(
+    conn: sqlite3.Connection, node_id: str, name: str, agent: CostProfile, at: float
+) -> None:
+    """Remember a node's name and its agent's cost profile; keep its first sighting."""
+    values = [getattr(agent, f) for f in _PROFILE]
+    with _transaction(conn):
+        conn.execute(
+            f"INSERT INTO nodes (node_id, name, first_seen, last_seen, {', '.join(_PROFILE)}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+            "name = excluded.name, last_seen = excluded.last_seen, "
+            + ", ".join(f"{f} = excluded.{f}" for f in _PROFILE),
+            [node_id, name, at, at, *values],
+        )
+
+
+def set_override(conn: sqlite3.Connection, node_id: str, profile: CostProfile, at: float) -> None:
+    """Store the admin's cost profile for a node (it wins over the agent's)."""
+    with _transaction(conn):
+        conn.execute(
+            f"INSERT OR REPLACE INTO cost_overrides (node_id, {', '.join(_PROFILE)}, set_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [node_id, *(getattr(profile, f) for f in _PROFILE), at],
+        )
+
+
+def nodes(conn: sqlite3.Connection) -> dict[str, NodeRecord]:
+    """Every node the ledger knows, with its overrides."""
+    cols = ", ".join(f"n.{f}" for f in _PROFILE) + ", " + ", ".join(f"o.{f}" for f in _PROFILE)
+    out = {}
+    for row in conn.execute(
+        f"SELECT n.node_id, n.name, n.first_seen, n.last_seen, {cols}, o.node_id "
+        "FROM nodes n LEFT JOIN cost_overrides o USING (node_id)"
+    ):
+        node_id, name, first, last, *profiles, has_override = row
+        agent = CostProfile(**dict(zip(_PROFILE, profiles[:5], strict=True)))
+        override = (
+            CostProfile(**dict(zip(_PROFILE, profiles[5:], strict=True))) if has_override else None
+        )
+        out[node_id] = NodeRecord(
+            node_id=node_id,
+            name=name,
+            first_seen=first,
+            last_seen=last,
+            agent=agent,
+            override=override,
+        )
+    return out
+
+
+def served(conn: sqlite3.Connection, since: float | None) -> list[Served]:
+    """Tokens served per (node, model) since `since` (None: ever)."""
+    rows = conn.execute(
+        "SELECT node_id, model, COUNT(*), SUM(prompt_tokens), SUM(cached_prompt_tokens), "
+        "SUM(completion_tokens) FROM requests WHERE node_id IS NOT NULL AND at >= ? "
+        "GROUP BY node_id, model ORDER BY node_id, model",
+        [_since(since)],
+    )
+    return [
+        Served(
+            node_id=n, model=m, requests=c, tokens=Tokens(prompt=p, cached_prompt=cp, completion=o)
+        )
+        for n, m, c, p, cp, o in rows
+    ]
+
+
+def power(conn: sqlite3.Connection, since: float | None) -> dict[str, Power]:
+    """Each node's busy/idle seconds and energy since `since`; a straddling chunk pro rata."""
+    part = "MIN(1.0, (t1 - :since) / MAX(t1 - t0, 1e-9))"
+    rows = conn.execute(
+        f"SELECT node_id, SUM(busy_s * {part}), SUM(idle_s * {part}), "
+        f"SUM(CASE WHEN measured_j IS NOT NULL THEN (busy_s + idle_s) * {part} END), "
+        f"SUM(measured_j * {part}), "
+        f"SUM(CASE WHEN measured_j IS NULL THEN busy_s * {part} END), "
+        f"SUM(CASE WHEN measured_j IS NULL THEN idle_s * {part} END) "
+        "FROM node_samples WHERE t1 > :since GROUP BY node_id",
+        {"since": _since(since)},
+    )
+    return {
+        node_id: Power(
+            busy_s=_q(b),
+            idle_s=_q(i),
+            measured_s=_q(ms),
+            measured_j=_q(mj),
+            unmeasured_busy_s=_q(ub),
+            unmeasured_idle_s=_q(ui),
+        )
+        for node_id, b, i, ms, mj, ub, ui in rows
+    }
+
+
+def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[str, Any]]:
+    """Requests, outcomes, tokens and mean latencies per model, node or key since `since`."""
+    col = GROUPS[by]
+    outcomes = ", ".join(
+        f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error")
+    )
+    rows = conn.execute(
+        f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
+        "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s) FROM requests "
+        "WHERE at >= ? "
+        f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
+        [_since(since)],
+    )
+    names = (
+        "requests",
+        "ok",
+        "failed_over",
+        "cancelled",
+        "error",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "mean_ttft_s",
+        "mean_node_ttft_s",
+        "mean_duration_s",
+    )
+    return [{by: group, **dict(zip(names, values, strict=True))} for group, *values in rows]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    """How many requests the ledger holds."""
+    return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _since(since: float | None) -> float:
+    return float("-inf") if since is None else since
+
+
+def _q(value: float | None) -> Fraction:
+    return Fraction(value or 0.0)
