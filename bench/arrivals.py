@@ -34,14 +34,21 @@ def length(draw: random.Random, max_tokens: int) -> int:
     return draw.randint(max(1, max_tokens // 2), max(1, max_tokens * 3 // 2))
 
 
-async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: int,
-                      per_client: int = CLOSED_PER_CLIENT,
-                      spread_s: float = CLOSED_SPREAD_S) -> list[Timing]:
+async def closed_loop(
+    send: Send,
+    prompts: list[str],
+    max_tokens: int,
+    *,
+    seed: int,
+    per_client: int = CLOSED_PER_CLIENT,
+    spread_s: float = CLOSED_SPREAD_S,
+) -> list[Timing]:
     """One client per prompt, each sending 1 + per_client requests back to back.
 
     Client i starts i/len(prompts) of spread_s late; lengths are drawn from `seed`, so every
     path gets the same ones. Each client's first request is a warm-up: only the rest count.
     """
+
     async def client(i: int, prompt: str) -> list[Timing]:
         draw = random.Random(seed * 1000 + i)
         await asyncio.sleep(spread_s * i / len(prompts))
@@ -54,8 +61,13 @@ async def closed_loop(send: Send, prompts: list[str], max_tokens: int, *, seed: 
     return [t for timings in per for t in timings]
 
 
-def paired_interval(a: Sequence[Sequence[Timing]], b: Sequence[Sequence[Timing]], q: float,
-                    resamples: int = RESAMPLES, what: str = "ttft") -> tuple[float, float]:
+def paired_interval(
+    a: Sequence[Sequence[Timing]],
+    b: Sequence[Sequence[Timing]],
+    q: float,
+    resamples: int = RESAMPLES,
+    what: str = "ttft",
+) -> tuple[float, float]:
     """A 95% interval for b's q-th percentile TTFT (or another of Timing's figures, `what`)
     minus a's (seconds), from two paths' timings by block, by a paired block bootstrap: blocks
     drawn with replacement, the same draws for both paths (block k of each ran side by side),
@@ -66,8 +78,10 @@ def paired_interval(a: Sequence[Sequence[Timing]], b: Sequence[Sequence[Timing]]
     diffs = []
     for _ in range(resamples):
         picked = draw.choices(pairs, k=len(pairs))
-        diffs.append(percentile([getattr(t, what) for _, y in picked for t in y], q)
-                     - percentile([getattr(t, what) for x, _ in picked for t in x], q))
+        diffs.append(
+            percentile([getattr(t, what) for _, y in picked for t in y], q)
+            - percentile([getattr(t, what) for x, _ in picked for t in x], q)
+        )
     diffs.sort()
     return diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
 

@@ -89,13 +89,16 @@ class Timing:
         return self.tokens * max(overlap, 0.0) / (self.last - self.first)
 
 
-async def stream_grpc(client: NodeClient, messages: Messages, max_tokens: int,
-                      node: str = "", model: str = "demo") -> Timing:
+async def stream_grpc(
+    client: NodeClient, messages: Messages, max_tokens: int, node: str = "", model: str = "demo"
+) -> Timing:
     """A greedy chat completion straight to an agent, over the gateway's own NodeClient."""
     request = GenerateRequest(
-        request_id=os.urandom(8).hex(), model=model,
+        request_id=os.urandom(8).hex(),
+        model=model,
         messages=tuple(ChatMessage(role, content) for role, content in messages),
-        sampling=Sampling(max_tokens=max_tokens, temperature=0.0))
+        sampling=Sampling(max_tokens=max_tokens, temperature=0.0),
+    )
     started = time.perf_counter()
     first = last = 0.0
     async for event in client.generate(request):
@@ -104,19 +107,31 @@ async def stream_grpc(client: NodeClient, messages: Messages, max_tokens: int,
             first = first or last
         elif isinstance(event, Finished):
             u = event.usage
-            return Timing(started=started, first=first or last, last=last,
-                          tokens=u.completion_tokens, node=node, prompt_tokens=u.prompt_tokens,
-                          cached_tokens=u.cached_prompt_tokens,
-                          node_ttft=u.ttft_seconds if first else None)
+            return Timing(
+                started=started,
+                first=first or last,
+                last=last,
+                tokens=u.completion_tokens,
+                node=node,
+                prompt_tokens=u.prompt_tokens,
+                cached_tokens=u.cached_prompt_tokens,
+                node_ttft=u.ttft_seconds if first else None,
+            )
     raise RuntimeError(f"{client.address}: the stream ended without finishing")
 
 
-async def stream_http(http: HttpClient, url: str, messages: Messages,
-                      max_tokens: int, model: str = "demo") -> tuple[Timing, str]:
+async def stream_http(
+    http: HttpClient, url: str, messages: Messages, max_tokens: int, model: str = "demo"
+) -> tuple[Timing, str]:
     """A greedy streamed chat completion through the endpoint; also returns the answer's text."""
-    body = {"model": model, "messages": [{"role": r, "content": c} for r, c in messages],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": r, "content": c} for r, c in messages],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     first = last = 0.0
     usage: dict[str, Any] = {}
@@ -137,10 +152,16 @@ async def stream_http(http: HttpClient, url: str, messages: Messages,
                 parts.append(text)
             usage = chunk.get("usage") or usage
     details = usage.get("prompt_tokens_details") or {}
-    timing = Timing(started=started, first=first or last, last=last,
-                    tokens=usage.get("completion_tokens", 0), node=node,
-                    prompt_tokens=usage.get("prompt_tokens", 0),
-                    cached_tokens=details.get("cached_tokens", 0), request_id=request_id)
+    timing = Timing(
+        started=started,
+        first=first or last,
+        last=last,
+        tokens=usage.get("completion_tokens", 0),
+        node=node,
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        cached_tokens=details.get("cached_tokens", 0),
+        request_id=request_id,
+    )
     return timing, "".join(parts)
 
 
@@ -160,8 +181,13 @@ def demo_models(root: Path) -> Path:
     return ensure_demo_model(root / "shared").parent
 
 
-def make_agents(root: Path, models: Path, speeds: dict[str, float],
-                model: str = "demo", extra: Sequence[str] = ()) -> list[AgentProcess]:
+def make_agents(
+    root: Path,
+    models: Path,
+    speeds: dict[str, float],
+    model: str = "demo",
+    extra: Sequence[str] = (),
+) -> list[AgentProcess]:
     """Unstarted agents serving `model`, one per name, capped at its decode steps/s (0: none),
     with `extra` flags."""
     agents = []
@@ -173,25 +199,34 @@ def make_agents(root: Path, models: Path, speeds: dict[str, float],
     return agents
 
 
-def start_cluster(root: Path, agents: Sequence[AgentProcess], routing: str,
-                  extra: Sequence[str] = ()) -> ClusterProcess:
+def start_cluster(
+    root: Path, agents: Sequence[AgentProcess], routing: str, extra: Sequence[str] = ()
+) -> ClusterProcess:
     """`cluster up` in front of `agents` with one routing policy (and `extra` flags); returns
     once every node is ready."""
     head = root / "-".join(["head", routing, *(f.strip("-") for f in extra)])
     head.mkdir(parents=True, exist_ok=True)
     peers = [arg for a in agents for arg in ("--peer", a.address)]
-    cluster = ClusterProcess(head, args=("--no-local-agent", "--no-mdns", "--routing", routing,
-                                         *extra, *peers))
+    cluster = ClusterProcess(
+        head, args=("--no-local-agent", "--no-mdns", "--routing", routing, *extra, *peers)
+    )
     try:
         cluster.start()
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents), 60,
-                 "every node ready")
+        wait_for(
+            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents),
+            60,
+            "every node ready",
+        )
     except BaseException:
         cluster.stop()
         log = (head / "cluster.log").read_text(errors="replace").splitlines()[-15:]
         flags = " ".join(["--routing", routing, *extra])
-        print(f"`cluster up {flags}` did not get ready; its log ends with:", *log,
-              sep="\n  ", file=sys.stderr)
+        print(
+            f"`cluster up {flags}` did not get ready; its log ends with:",
+            *log,
+            sep="\n  ",
+            file=sys.stderr,
+        )
         raise
     return cluster
 
@@ -265,7 +300,7 @@ def pin(pid: int, cores: set[int], *, below: bool = True) -> int:
 LAYOUTS = {
     "shared": "every process on every core",
     "head-alone": "the head (cluster up, Ray, the gateway) on core 0; the agent and the "
-                  "benchmark's client on the others, as a node and a client machine would be",
+    "benchmark's client on the others, as a node and a client machine would be",
     "node-alone": "the agent on the last core; the head and the client on the others",
 }
 
@@ -334,8 +369,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for i, row in enumerate(cells):
-        parts = [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:],
-                                                                       strict=True))]
+        parts = [
+            row[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+        ]
         lines.append("  ".join(parts).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))

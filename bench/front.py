@@ -35,10 +35,18 @@ from starlette.responses import Response
 from cluster.gateway.front import EventStream, Front
 from cluster.gateway.replica import _api_error, _unexpected, api
 
-SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "root_path": "",
-         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
-         "query_string": b"", "http_version": "1.1", "scheme": "http",
-         "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
+SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "root_path": "",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+    "query_string": b"",
+    "http_version": "1.1",
+    "scheme": "http",
+    "server": ("127.0.0.1", 8000),
+    "client": ("127.0.0.1", 50000),
+}
 
 
 class Replica:
@@ -70,9 +78,11 @@ async def _send(message: dict[str, Any]) -> None:
 
 def serve_inside(app: Any) -> Any:
     """What Serve ran per request before: name the route on the FastAPI app, then call it."""
+
     async def call(scope: Any, receive: Any, send: Any) -> None:
         get_asgi_route_name(app, scope)
         await app(scope, receive, send)
+
     return call
 
 
@@ -88,8 +98,9 @@ async def run(args: argparse.Namespace) -> None:
     handlers = {"replica": replica, "on_api_error": _api_error, "on_unexpected": _unexpected}
     api.add_middleware(Front, **handlers)
     ways = {"front": Front(api, **handlers), "inside": serve_inside(api)}
-    print(f"{args.repeats} alternated repeats of {args.requests} requests each; median us per "
-          "request")
+    print(
+        f"{args.repeats} alternated repeats of {args.requests} requests each; median us per request"
+    )
     print(f"{'answer':<10} {'front':>8} {'inside':>8} {'saved':>8} {'inside/front':>13}")
     for stream in (False, True):
         replica.stream = stream
@@ -102,8 +113,9 @@ async def run(args: argparse.Namespace) -> None:
                 times[way].append(await per_request_us(app, n))
         front, inside = (statistics.median(times[w]) for w in ways)
         label = f"{args.tokens} events" if stream else "one body"
-        print(f"{label:<10} {front:8.1f} {inside:8.1f} {inside - front:8.1f} "
-              f"{inside / front:13.2f}")
+        print(
+            f"{label:<10} {front:8.1f} {inside:8.1f} {inside - front:8.1f} {inside / front:13.2f}"
+        )
 
 
 def main() -> None:

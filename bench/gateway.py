@@ -112,8 +112,14 @@ class Meter:
 
     def _read(self) -> tuple[float, ...]:
         busy, total = machine_jiffies()
-        return (cpu_seconds([self.agent_pid]), cpu_seconds([self.cluster_pid]),
-                cpu_seconds([os.getpid()], descendants=False), busy, total, time.perf_counter())
+        return (
+            cpu_seconds([self.agent_pid]),
+            cpu_seconds([self.cluster_pid]),
+            cpu_seconds([os.getpid()], descendants=False),
+            busy,
+            total,
+            time.perf_counter(),
+        )
 
     async def block(self, into: Series, work: Awaitable[list[Timing]]) -> None:
         """Run one block of requests and add its timings and CPU to `into`."""
@@ -137,8 +143,15 @@ class Meter:
         into.wall_s += d[5]
 
 
-async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: int,
-                  per_block: int, max_tokens: int, arrival: str = "burst") -> dict[str, Series]:
+async def measure(
+    meter: Meter,
+    paths: dict[str, Send],
+    streams: int,
+    blocks: int,
+    per_block: int,
+    max_tokens: int,
+    arrival: str = "burst",
+) -> dict[str, Series]:
     """Alternate the paths block by block, order flipped each time; block 0 warms up."""
     results = {name: Series() for name in paths}
     names = list(paths)
@@ -159,8 +172,11 @@ async def measure(meter: Meter, paths: dict[str, Send], streams: int, blocks: in
 async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
     """Start an agent and a cluster, measure every path at 1 and 32 streams."""
     cores = layout_cores(args.layout)
-    print(f"layout {args.layout}: {LAYOUTS[args.layout]} (head {sorted(cores['head'])}, node "
-          f"{sorted(cores['node'])}, client {sorted(cores['client'])})", flush=True)
+    print(
+        f"layout {args.layout}: {LAYOUTS[args.layout]} (head {sorted(cores['head'])}, node "
+        f"{sorted(cores['node'])}, client {sorted(cores['client'])})",
+        flush=True,
+    )
     me = os.getpid()
     with workspace("meterless-bench-gateway-") as (root, stack):
         pin(me, cores["node"], below=False)  # what a process starts inherits its mask
@@ -176,8 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
         lean, slow = http_client(2 * WIDE), http_client(2 * WIDE, "httpx")
         http = slow if args.client == "httpx" else lean
         try:
-            paths: dict[str, Send] = {
-                "direct": lambda p, n: stream_grpc(client, [("user", p)], n)}
+            paths: dict[str, Send] = {"direct": lambda p, n: stream_grpc(client, [("user", p)], n)}
             if args.control:
                 paths["direct/again"] = paths["direct"]
             if args.client != "httpx":
@@ -190,12 +205,16 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
             meter = Meter(agent.proc.pid, cluster.proc.pid)
             results = {}
             runs = [("x1", 1, args.requests // BLOCK, BLOCK, "")]
-            runs += [(f"x{WIDE} {a}", WIDE, args.rounds, WIDE, a) for a in ARRIVALS
-                     if args.arrival in (a, "both")]
+            runs += [
+                (f"x{WIDE} {a}", WIDE, args.rounds, WIDE, a)
+                for a in ARRIVALS
+                if args.arrival in (a, "both")
+            ]
             for label, streams, blocks, per_block, arrival in runs:
                 t0 = time.perf_counter()
-                results[label] = await measure(meter, paths, streams, blocks, per_block,
-                                               args.max_tokens, arrival)
+                results[label] = await measure(
+                    meter, paths, streams, blocks, per_block, args.max_tokens, arrival
+                )
                 print(f"{label} measured: {time.perf_counter() - t0:.1f}s", flush=True)
             missing = add_ledger_times(results, cluster.data_dir / "ledger.sqlite3")
             if missing:
@@ -207,8 +226,9 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Series]]:
             await client.close()
 
 
-def add_ledger_times(results: dict[str, dict[str, Series]], path: Path,
-                     wait_s: float = 10.0) -> int:
+def add_ledger_times(
+    results: dict[str, dict[str, Series]], path: Path, wait_s: float = 10.0
+) -> int:
     """Give each request through the gateway the node's own TTFT (the direct path's came with
     its stream) and the gateway's start and TTFT, from the ledger's row for it; returns how many
     found no row. Rows reach the ledger in batches up to a second after their request ends."""
@@ -219,21 +239,29 @@ def add_ledger_times(results: dict[str, dict[str, Series]], path: Path,
     deadline = time.monotonic() + wait_s
     while True:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            found = {row[0]: row[1:] for row in conn.execute(
-                "SELECT request_id, node_ttft_s, at, ttft_s FROM requests")}
+            found = {
+                row[0]: row[1:]
+                for row in conn.execute("SELECT request_id, node_ttft_s, at, ttft_s FROM requests")
+            }
         if ids <= found.keys() or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     wall_to_perf = time.perf_counter() - time.time()  # the gateway's wall clock, as ours
     for s in series:
-        s.blocks = [[_with_row(t, found.get(t.request_id), wall_to_perf) if t.request_id else t
-                     for t in block] for block in s.blocks]
+        s.blocks = [
+            [
+                _with_row(t, found.get(t.request_id), wall_to_perf) if t.request_id else t
+                for t in block
+            ]
+            for block in s.blocks
+        ]
         s.timings = [t for block in s.blocks for t in block]
     return len(ids - found.keys())
 
 
-def _with_row(t: Timing, row: tuple[float | None, float, float | None] | None,
-              wall_to_perf: float) -> Timing:
+def _with_row(
+    t: Timing, row: tuple[float | None, float, float | None] | None, wall_to_perf: float
+) -> Timing:
     if row is None:
         return t
     node_ttft, at, ttft = row
@@ -247,8 +275,14 @@ async def _http(http: HttpClient, url: str, prompt: str, max_tokens: int) -> Tim
 
 def replica_url(cluster_pid: int) -> str | None:
     """The gateway replica's own HTTP port (Serve's direct ingress), found through /proc."""
-    pid = next((p for p in descendants_of(cluster_pid)
-                if command_line(p).startswith("ray::ServeReplica:meterless:gateway")), None)
+    pid = next(
+        (
+            p
+            for p in descendants_of(cluster_pid)
+            if command_line(p).startswith("ray::ServeReplica:meterless:gateway")
+        ),
+        None,
+    )
     if pid is None:
         return None
     inodes = set()
@@ -283,23 +317,47 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--requests", type=int, default=200, help="per path at one stream")
     parser.add_argument("--rounds", type=int, default=10, help=f"rounds of {WIDE} per path")
-    parser.add_argument("--arrival", choices=(*ARRIVALS, "both"), default="both",
-                        help="how the 32 streams come: a closed loop of 32 clients, bursts of "
-                             "32 at once, or both (default)")
-    parser.add_argument("--save", type=Path, metavar="FILE",
-                        help="also write every counted request's timings there, as JSON")
-    parser.add_argument("--client", choices=(*CLIENTS, "both"), default="both",
-                        help="the HTTP client of the gateway paths (default: a path for each)")
-    parser.add_argument("--proxy", action="store_true",
-                        help="serve the endpoint through Serve's HTTP proxy, as before")
-    parser.add_argument("--no-replica-path", action="store_true",
-                        help="skip the path to the replica's own port")
-    parser.add_argument("--control", action="store_true",
-                        help="also run the direct path a second time, as its own path: its "
-                             "added figures are what this machine's noise alone gives")
-    parser.add_argument("--layout", choices=LAYOUTS, default="head-alone",
-                        help="which processes share which cores: " + "; ".join(
-                            f"{k}: {v}" for k, v in LAYOUTS.items()) + " (default head-alone)")
+    parser.add_argument(
+        "--arrival",
+        choices=(*ARRIVALS, "both"),
+        default="both",
+        help="how the 32 streams come: a closed loop of 32 clients, bursts of "
+        "32 at once, or both (default)",
+    )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="also write every counted request's timings there, as JSON",
+    )
+    parser.add_argument(
+        "--client",
+        choices=(*CLIENTS, "both"),
+        default="both",
+        help="the HTTP client of the gateway paths (default: a path for each)",
+    )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="serve the endpoint through Serve's HTTP proxy, as before",
+    )
+    parser.add_argument(
+        "--no-replica-path", action="store_true", help="skip the path to the replica's own port"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also run the direct path a second time, as its own path: its "
+        "added figures are what this machine's noise alone gives",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="head-alone",
+        help="which processes share which cores: "
+        + "; ".join(f"{k}: {v}" for k, v in LAYOUTS.items())
+        + " (default head-alone)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds = min(args.requests, 20), min(args.rounds, 2)

@@ -41,17 +41,24 @@ def parts_rows(label: str, paths: Mapping[str, Sequence[Timing]]) -> list[list[o
     rows: list[list[object]] = []
     for name, timings in paths.items():
         if name.startswith("direct"):
-            split = [(math.nan, t.outside, math.nan) for t in timings
-                     if not math.isnan(t.outside)]
+            split = [(math.nan, t.outside, math.nan) for t in timings if not math.isnan(t.outside)]
         else:
             split = [p for t in timings if (p := parts(t)) is not None]
         if not split:
             continue
-        slowest = sorted(split, key=_total)[-max(1, round(len(split) * TAIL_SHARE)):]
+        slowest = sorted(split, key=_total)[-max(1, round(len(split) * TAIL_SHARE)) :]
         medians = [percentile([s[i] for s in split], 50) for i in range(3)]
         tails = [sum(s[i] for s in slowest) / len(slowest) for i in range(3)]
-        rows.append([f"{name} {label}", len(split), *(_cell(v) for v in medians), len(slowest),
-                     ms(sum(map(_total, slowest)) / len(slowest)), *(_cell(v) for v in tails)])
+        rows.append(
+            [
+                f"{name} {label}",
+                len(split),
+                *(_cell(v) for v in medians),
+                len(slowest),
+                ms(sum(map(_total, slowest)) / len(slowest)),
+                *(_cell(v) for v in tails),
+            ]
+        )
     return rows
 
 
@@ -63,10 +70,18 @@ def _cell(seconds: float) -> str:
     return "" if math.isnan(seconds) else ms(seconds)
 
 
-TITLE = ("where the time outside the node goes (bench/gateway_parts.py): in = the client's "
-         "send to the gateway's code taking the request; node hop = from then to the first "
-         "token at the gateway, less the node's own (direct: all its time outside the node); "
-         "out = the first token at the gateway to the client. p50 of each, and the means of "
-         "each over the slowest 1% by time outside the node")
-HEADERS = ["path", "known", *(f"{p} p50 ms" for p in PARTS), "slowest",
-           "their outside ms", *(f"their {p} ms" for p in PARTS)]
+TITLE = (
+    "where the time outside the node goes (bench/gateway_parts.py): in = the client's "
+    "send to the gateway's code taking the request; node hop = from then to the first "
+    "token at the gateway, less the node's own (direct: all its time outside the node); "
+    "out = the first token at the gateway to the client. p50 of each, and the means of "
+    "each over the slowest 1% by time outside the node"
+)
+HEADERS = [
+    "path",
+    "known",
+    *(f"{p} p50 ms" for p in PARTS),
+    "slowest",
+    "their outside ms",
+    *(f"their {p} ms" for p in PARTS),
+]

@@ -66,11 +66,19 @@ def in_flight(s: Series) -> float:
 
 def latency_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     """Per path: requests, TTFT p50/p99, ITL p50/p99, tokens per request, mean in flight."""
-    return [[f"{name} {label}", len(s.timings), ms(_p(s, 50)), ms(_p(s, 99)),
-             ms(_p(s, 50, "itl")), ms(_p(s, 99, "itl")),
-             f"{sum(t.tokens for t in s.timings) / max(len(s.timings), 1):.1f}",
-             f"{in_flight(s):.1f}"]
-            for name, s in results.items()]
+    return [
+        [
+            f"{name} {label}",
+            len(s.timings),
+            ms(_p(s, 50)),
+            ms(_p(s, 99)),
+            ms(_p(s, 50, "itl")),
+            ms(_p(s, 99, "itl")),
+            f"{sum(t.tokens for t in s.timings) / max(len(s.timings), 1):.1f}",
+            f"{in_flight(s):.1f}",
+        ]
+        for name, s in results.items()
+    ]
 
 
 def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
@@ -81,10 +89,16 @@ def added_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     for name, b in results.items():
         if name == "direct":
             continue
-        rows.append([f"{name} {label}", *_added(a, b, "ttft"),
-                     f"{_p(b, 50) / _p(a, 50):.2f}", f"{_p(b, 99) / _p(a, 99):.2f}",
-                     ms(_p(b, 50, "itl") - _p(a, 50, "itl")),
-                     f"{_p(b, 50, 'itl') / _p(a, 50, 'itl'):.2f}"])
+        rows.append(
+            [
+                f"{name} {label}",
+                *_added(a, b, "ttft"),
+                f"{_p(b, 50) / _p(a, 50):.2f}",
+                f"{_p(b, 99) / _p(a, 99):.2f}",
+                ms(_p(b, 50, "itl") - _p(a, 50, "itl")),
+                f"{_p(b, 50, 'itl') / _p(a, 50, 'itl'):.2f}",
+            ]
+        )
     return rows
 
 
@@ -95,8 +109,12 @@ def outside_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     rows: list[list[object]] = []
     for name, b in results.items():
         known = sum(t.node_ttft is not None for t in b.timings)
-        row: list[object] = [f"{name} {label}", known, ms(_p(b, 50, "outside")),
-                             ms(_p(b, 99, "outside"))]
+        row: list[object] = [
+            f"{name} {label}",
+            known,
+            ms(_p(b, 50, "outside")),
+            ms(_p(b, 99, "outside")),
+        ]
         rows.append(row + ([""] * 6 if name == "direct" else _added(a, b, "outside")))
     return rows
 
@@ -106,8 +124,11 @@ def _added(a: Series, b: Series, what: str) -> list[object]:
     cells: list[object] = []
     for q, target in ((50, ADDED_P50_MS), (99, ADDED_P99_MS)):
         low, high = paired_interval(a.blocks, b.blocks, q, what=what)
-        cells += [ms(_p(b, q, what) - _p(a, q, what)), f"{ms(low)} to {ms(high)}",
-                  interval_verdict(low, high, target)]
+        cells += [
+            ms(_p(b, q, what) - _p(a, q, what)),
+            f"{ms(low)} to {ms(high)}",
+            interval_verdict(low, high, target),
+        ]
     return cells
 
 
@@ -125,8 +146,16 @@ def cpu_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     for name, s in results.items():
         n = max(len(s.timings), 1)
         ours, machine = _busy(s)
-        rows.append([f"{name} {label}", ms(s.agent_s / n), ms(s.cluster_s / n),
-                     ms(s.client_s / n), f"{ours:.0%}", f"{machine:.0%}"])
+        rows.append(
+            [
+                f"{name} {label}",
+                ms(s.agent_s / n),
+                ms(s.cluster_s / n),
+                ms(s.client_s / n),
+                f"{ours:.0%}",
+                f"{machine:.0%}",
+            ]
+        )
     return rows
 
 
@@ -139,10 +168,15 @@ def split_rows(label: str, results: dict[str, Series]) -> list[list[object]]:
     def cpu(s: Series) -> float:
         return s.cluster_s / max(len(s.timings), 1)
 
-    return [[label, "ingress hop (gateway - no-proxy)", ms(_p(g, 50) - _p(r, 50)),
-             ms(cpu(g) - cpu(r))],
-            [label, "replica: HTTP, route, gRPC, SSE (no-proxy - direct)",
-             ms(_p(r, 50) - _p(d, 50)), ms(cpu(r) - cpu(d))]]
+    return [
+        [label, "ingress hop (gateway - no-proxy)", ms(_p(g, 50) - _p(r, 50)), ms(cpu(g) - cpu(r))],
+        [
+            label,
+            "replica: HTTP, route, gRPC, SSE (no-proxy - direct)",
+            ms(_p(r, 50) - _p(d, 50)),
+            ms(cpu(r) - cpu(d)),
+        ],
+    ]
 
 
 def contention_note(label: str, results: dict[str, Series]) -> str | None:
@@ -150,45 +184,110 @@ def contention_note(label: str, results: dict[str, Series]) -> str | None:
     ours, machine = _busy(results["gateway"])
     if machine < 0.8:
         return None
-    return (f"note: at {label} the cores were {machine:.0%} busy during the gateway "
-            f"path ({ours:.0%} from the engine, Ray and this client, the rest from other work "
-            "on this machine): every extra process hop waits for a core, so these figures "
-            "measure CPU contention as much as the gateway's own latency.")
+    return (
+        f"note: at {label} the cores were {machine:.0%} busy during the gateway "
+        f"path ({ours:.0%} from the engine, Ray and this client, the rest from other work "
+        "on this machine): every extra process hop waits for a core, so these figures "
+        "measure CPU contention as much as the gateway's own latency."
+    )
 
 
 def report(results: dict[str, dict[str, Series]], args: argparse.Namespace) -> None:
     """Print the latency, overhead and CPU tables and the verdicts."""
     ingress = "Serve's HTTP proxy" if args.proxy else "the gateway replica itself"
-    print(f"\nstreamed chat completions, max_tokens={args.max_tokens}, temperature 0; "
-          f"direct = NodeClient over gRPC; gateway = HTTP/SSE to the endpoint ({ingress})"
-          + ("; no-proxy = HTTP/SSE to the gateway replica's own port" if args.proxy else ""))
+    print(
+        f"\nstreamed chat completions, max_tokens={args.max_tokens}, temperature 0; "
+        f"direct = NodeClient over gRPC; gateway = HTTP/SSE to the endpoint ({ingress})"
+        + ("; no-proxy = HTTP/SSE to the gateway replica's own port" if args.proxy else "")
+    )
     rows = [row for s, r in results.items() for row in latency_rows(s, r)]
-    print(table(["path", "requests", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-                 "tokens/req", "in flight"], rows))
-    print(f"\nadded over direct (path - direct); targets for `gateway`: p50 <= {ADDED_P50_MS:g} "
-          f"ms, p99 <= {ADDED_P99_MS:g} ms; PASS when the 95% interval is within the target, "
-          "MISS when it is all over, open when it straddles it")
-    print(table(["path", "+TTFT p50 ms", "95% interval", "", "+TTFT p99 ms", "95% interval",
-                 "", "p50 ratio", "p99 ratio", "+ITL p50 ms", "ITL ratio"],
-                [row for s, r in results.items() for row in added_rows(s, r)]))
-    print("\noutside the node: each request's TTFT less the node's own (its receipt of the "
-          "request to its first token, as it reported it; through the gateway, from the ledger), "
-          "so without the wait for the engine's next step; the same targets")
-    print(table(["path", "known", "p50 ms", "p99 ms", "+p50 ms", "95% interval", "", "+p99 ms",
-                 "95% interval", ""],
-                [row for s, r in results.items() for row in outside_rows(s, r)]))
+    print(
+        table(
+            [
+                "path",
+                "requests",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "ITL p50 ms",
+                "ITL p99 ms",
+                "tokens/req",
+                "in flight",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nadded over direct (path - direct); targets for `gateway`: p50 <= {ADDED_P50_MS:g} "
+        f"ms, p99 <= {ADDED_P99_MS:g} ms; PASS when the 95% interval is within the target, "
+        "MISS when it is all over, open when it straddles it"
+    )
+    print(
+        table(
+            [
+                "path",
+                "+TTFT p50 ms",
+                "95% interval",
+                "",
+                "+TTFT p99 ms",
+                "95% interval",
+                "",
+                "p50 ratio",
+                "p99 ratio",
+                "+ITL p50 ms",
+                "ITL ratio",
+            ],
+            [row for s, r in results.items() for row in added_rows(s, r)],
+        )
+    )
+    print(
+        "\noutside the node: each request's TTFT less the node's own (its receipt of the "
+        "request to its first token, as it reported it; through the gateway, from the ledger), "
+        "so without the wait for the engine's next step; the same targets"
+    )
+    print(
+        table(
+            [
+                "path",
+                "known",
+                "p50 ms",
+                "p99 ms",
+                "+p50 ms",
+                "95% interval",
+                "",
+                "+p99 ms",
+                "95% interval",
+                "",
+            ],
+            [row for s, r in results.items() for row in outside_rows(s, r)],
+        )
+    )
     print(f"\n{gateway_parts.TITLE}")
-    print(table(gateway_parts.HEADERS, [row for s, r in results.items() for row in
-                                        gateway_parts.parts_rows(s, {n: x.timings
-                                                                     for n, x in r.items()})]))
+    print(
+        table(
+            gateway_parts.HEADERS,
+            [
+                row
+                for s, r in results.items()
+                for row in gateway_parts.parts_rows(s, {n: x.timings for n, x in r.items()})
+            ],
+        )
+    )
     if split := [row for s, r in results.items() for row in split_rows(s, r)]:
-        print("\nwhere the added time goes (TTFT p50 difference; CPU ms per request in `cluster "
-              "up`'s processes, difference)")
+        print(
+            "\nwhere the added time goes (TTFT p50 difference; CPU ms per request in `cluster "
+            "up`'s processes, difference)"
+        )
         print(table(["streams", "part", "+TTFT p50 ms", "+CPU ms/request"], split))
-    print("\nCPU ms per request over each path's blocks; busy = share of all cores "
-          "(ours: agent + cluster up + client; machine: every process)")
-    print(table(["path", "agent", "cluster up (Ray+gateway)", "client", "busy ours",
-                 "busy machine"], [row for s, r in results.items() for row in cpu_rows(s, r)]))
+    print(
+        "\nCPU ms per request over each path's blocks; busy = share of all cores "
+        "(ours: agent + cluster up + client; machine: every process)"
+    )
+    print(
+        table(
+            ["path", "agent", "cluster up (Ray+gateway)", "client", "busy ours", "busy machine"],
+            [row for s, r in results.items() for row in cpu_rows(s, r)],
+        )
+    )
     for label, r in results.items():
         if note := contention_note(label, r):
             print(note)
@@ -196,11 +295,33 @@ def report(results: dict[str, dict[str, Series]], args: argparse.Namespace) -> N
 
 def save(results: dict[str, dict[str, Series]], path: Path) -> None:
     """Write every counted request's timings, by block, as JSON, and say what is where."""
-    path.write_text(json.dumps(
-        {label: {name: [[[t.started, t.first, t.last, t.tokens, t.node_ttft,
-                          t.gateway_start, t.gateway_ttft] for t in block]
-                        for block in series.blocks]
-                 for name, series in r.items()} for label, r in results.items()}))
-    print(f"timings written to {path} ({{streams and arrival: {{path: [block: "
-          "[[started, first token, last token, tokens, node's TTFT, gateway's start, gateway's "
-          "TTFT], ...], ...]}}, perf_counter seconds)")
+    path.write_text(
+        json.dumps(
+            {
+                label: {
+                    name: [
+                        [
+                            [
+                                t.started,
+                                t.first,
+                                t.last,
+                                t.tokens,
+                                t.node_ttft,
+                                t.gateway_start,
+                                t.gateway_ttft,
+                            ]
+                            for t in block
+                        ]
+                        for block in series.blocks
+                    ]
+                    for name, series in r.items()
+                }
+                for label, r in results.items()
+            }
+        )
+    )
+    print(
+        f"timings written to {path} ({{streams and arrival: {{path: [block: "
+        "[[started, first token, last token, tokens, node's TTFT, gateway's start, gateway's "
+        "TTFT], ...], ...]}}, perf_counter seconds)"
+    )

@@ -86,18 +86,24 @@ def main() -> None:
         os._exit(0)
     os.read(ready_r, 1)
     os.sched_setaffinity(0, cores["client"])
-    print(f"echo server on cores {sorted(cores['head'])}, client on {sorted(cores['client'])}, "
-          f"{args.messages} messages of {SIZE} bytes per gap")
-    print(f"{'gap ms':>6} {'rtt p50 us':>10} {'rtt p99 us':>10} {'client cpu us':>13} "
-          f"{'server cpu us':>13}")
+    print(
+        f"echo server on cores {sorted(cores['head'])}, client on {sorted(cores['client'])}, "
+        f"{args.messages} messages of {SIZE} bytes per gap"
+    )
+    print(
+        f"{'gap ms':>6} {'rtt p50 us':>10} {'rtt p99 us':>10} {'client cpu us':>13} "
+        f"{'server cpu us':>13}"
+    )
     try:
         for gap in (float(g) for g in args.gaps.split(",")):
             before = cpu_seconds([pid], descendants=False)
             trips, client_cpu = asyncio.run(trade(port, args.messages, gap / 1000))
             server_cpu = (cpu_seconds([pid], descendants=False) - before) / (args.messages + 20)
-            print(f"{gap:6g} {statistics.median(trips) * 1e6:10.0f} "
-                  f"{percentile(trips, 99) * 1e6:10.0f} {client_cpu * 1e6:13.0f} "
-                  f"{server_cpu * 1e6:13.0f}")
+            print(
+                f"{gap:6g} {statistics.median(trips) * 1e6:10.0f} "
+                f"{percentile(trips, 99) * 1e6:10.0f} {client_cpu * 1e6:13.0f} "
+                f"{server_cpu * 1e6:13.0f}"
+            )
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)

@@ -137,8 +137,11 @@ def report(rounds: list[tuple[Round, Round]]) -> float:
             f"  {role:>10}: on {us_on:7.1f} us/request, off {us_off:7.1f}, difference "
             f"{us_on - us_off:+6.1f} us ({100 * share:+.1f}% of the Serve CPU per request, off)"
         )
-    gateway = [on.us_per_request("gateway") / off.us_per_request("gateway") - 1
-               for on, off in rounds if off.parts.get("gateway")]
+    gateway = [
+        on.us_per_request("gateway") / off.us_per_request("gateway") - 1
+        for on, off in rounds
+        if off.parts.get("gateway")
+    ]
     if gateway:
         low, high = bootstrap_median(gateway)
         print(
@@ -200,8 +203,9 @@ async def measure_within(
     cluster: ClusterProcess, gateway: Any, args: argparse.Namespace
 ) -> list[tuple[Round, Round]]:
     """One unbroken load; the gateway's tap switched off and on, a window after each switch."""
-    async with steady_load(cluster, args.concurrency, args.client,
-                           body(args.tokens, args.stream)) as mark:
+    async with steady_load(
+        cluster, args.concurrency, args.client, body(args.tokens, args.stream)
+    ) as mark:
         await asyncio.sleep(2.0)  # warm-up
         rounds = []
         for i in range(args.rounds):
@@ -229,8 +233,9 @@ def gateway_handle() -> Any:
     return serve.get_app_handle(APP_NAME)
 
 
-def run_within(root: Path, agent: str, args: argparse.Namespace,
-               stack: contextlib.ExitStack) -> float:
+def run_within(
+    root: Path, agent: str, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> float:
     """The `within` design; returns the ledger's CPU cost per request."""
     cluster = start_cluster(root, "on", agent)
     stack.callback(cluster.stop)
@@ -245,16 +250,20 @@ def run_within(root: Path, agent: str, args: argparse.Namespace,
     report_parts(rounds)
     time.sleep(SETTLE_S)
     before = ledger_requests(cluster)
-    _, sent = asyncio.run(burst(cluster, 2.0, args.concurrency, args.client,
-                                body(args.tokens, args.stream)))
+    _, sent = asyncio.run(
+        burst(cluster, 2.0, args.concurrency, args.client, body(args.tokens, args.stream))
+    )
     time.sleep(1.5)  # the last batch
-    print(f"ledger rows: {ledger_requests(cluster) - before} for the {sent} requests of a last "
-          f"window with the tap on")
+    print(
+        f"ledger rows: {ledger_requests(cluster) - before} for the {sent} requests of a last "
+        f"window with the tap on"
+    )
     return cost
 
 
-def run_between(root: Path, agent: str, args: argparse.Namespace,
-                stack: contextlib.ExitStack) -> float:
+def run_between(
+    root: Path, agent: str, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> float:
     """The `between` design; returns the ledger's CPU cost per request."""
     order = [("on", ()), ("off", ("--no-ledger",))]
     if args.first == "off":
@@ -273,8 +282,10 @@ def run_between(root: Path, agent: str, args: argparse.Namespace,
     recorded = ledger_requests(on) - before
     cost = report(rounds)
     report_parts(rounds)
-    print(f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
-          f"rows of the --no-ledger cluster: {ledger_requests(off)}")
+    print(
+        f"ledger rows: {recorded} for {sent} requests sent (warm-up included); "
+        f"rows of the --no-ledger cluster: {ledger_requests(off)}"
+    )
     return cost
 
 
@@ -297,7 +308,9 @@ def main() -> int:
     """Run the benchmark; exit 0 on PASS."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--design", choices=("within", "between"), default="within",
+        "--design",
+        choices=("within", "between"),
+        default="within",
         help="within: one cluster, its gateway's ledger tap switched off and on; between: a "
         "cluster with the ledger and one without, side by side",
     )
@@ -313,7 +326,9 @@ def main() -> int:
         "cores to spare; shared: every process on every core",
     )
     parser.add_argument(
-        "--controller-nice", type=int, default=19,
+        "--controller-nice",
+        type=int,
+        default=19,
         help="gateway-alone: the nice value of the controller's threads, which share a core with "
         "the clients (0: as started)",
     )
@@ -325,7 +340,9 @@ def main() -> int:
         "by tens of microseconds, so run once each way and take the mean",
     )
     parser.add_argument(
-        "--tokens", type=int, default=1,
+        "--tokens",
+        type=int,
+        default=1,
         help="tokens per completion (the stub agent answers that many, one delta each)",
     )
     parser.add_argument("--stream", action="store_true", help="stream the completions (SSE)")
@@ -345,8 +362,10 @@ def main() -> int:
     alike = "fixed hash seed, no address randomization" if os.environ.get(ALIKE) else "random"
     print(f"process layouts: {alike}")
     print(f"design: {args.design}, {args.rounds} rounds of two {args.seconds:g} s windows")
-    print(f"workload: {args.concurrency} clients, completions of {args.tokens} token(s), "
-          f"{'streamed' if args.stream else 'not streamed'}")
+    print(
+        f"workload: {args.concurrency} clients, completions of {args.tokens} token(s), "
+        f"{'streamed' if args.stream else 'not streamed'}"
+    )
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ledger-")))
         agent = stack.enter_context(stub_agent())

@@ -35,8 +35,12 @@ ROLES = {  # command-line prefix of a Serve process -> its role in the tables
 
 def body(tokens: int, stream: bool) -> dict[str, object]:
     """The completion every client sends: `tokens` tokens (the stub answers that many)."""
-    return {"model": "demo", "messages": [{"role": "user", "content": "Hi"}],
-            "max_tokens": tokens, "stream": stream}
+    return {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": tokens,
+        "stream": stream,
+    }
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,7 @@ class Mark:
     def to(self, later: Mark) -> Round:
         """The window from this mark to a later one."""
         parts = {role: later.cpu[role] - self.cpu[role] for role in ROLES.values()}
-        return Round(later.answered - self.answered, later.at - self.at,
-                     sum(parts.values()), parts)
+        return Round(later.answered - self.answered, later.at - self.at, sum(parts.values()), parts)
 
 
 @contextlib.asynccontextmanager
@@ -118,7 +121,10 @@ async def steady_load(
 
 
 async def burst(
-    cluster: ClusterProcess, seconds: float, concurrency: int, client: str = "lean",
+    cluster: ClusterProcess,
+    seconds: float,
+    concurrency: int,
+    client: str = "lean",
     request: dict[str, object] | None = None,
 ) -> tuple[Round, int]:
     """A window of `seconds` of steady load (default request: one token, not streamed), and
@@ -181,8 +187,10 @@ def pin_gateways(clusters: list[ClusterProcess], *, controller_nice: int = 0) ->
                 for tid in os.listdir(f"/proc/{pid}/task"):  # nice is a thread's on Linux
                     os.setpriority(os.PRIO_PROCESS, int(tid), controller_nice)
     priority = f", the controllers at nice {controller_nice}" if controller_nice else ""
-    return (f"cores: each gateway replica on core {every[0]} (one at a time is busy); this "
-            f"client, the stub agent, Ray and the controllers on {sorted(rest)}{priority}")
+    return (
+        f"cores: each gateway replica on core {every[0]} (one at a time is busy); this "
+        f"client, the stub agent, Ray and the controllers on {sorted(rest)}{priority}"
+    )
 
 
 def ledger_requests(cluster: ClusterProcess) -> int:

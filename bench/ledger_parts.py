@@ -138,8 +138,9 @@ def transport_us(n: int) -> float:
     return (time.perf_counter() - start) / (n // 1_000 * 1_000) * 1e6
 
 
-def controller_us(n: int, make_id: Callable[[], str] = new_request_id, *,
-                  count: bool = True) -> float:
+def controller_us(
+    n: int, make_id: Callable[[], str] = new_request_id, *, count: bool = True
+) -> float:
     """Microseconds to insert one row, 1,000 to a transaction, into a ledger file that already
     holds HELD rows (an index's cost grows with it), and to count it in the request metrics."""
     held = [r.values() for r in rows(HELD, make_id)]
@@ -193,8 +194,10 @@ def main() -> None:
     for name, us in found.items():
         print(f"{name:>10}: {us:6.1f} us per request")
     print(f"{'total':>10}: {sum(found.values()):6.1f} us per request")
-    print(f"(the controller's inserts alone: {median_of(3, inserts_us, n):.1f} us per request; "
-          f"with random ids, uuid4: {median_of(3, random_ids_us, n):.1f})")
+    print(
+        f"(the controller's inserts alone: {median_of(3, inserts_us, n):.1f} us per request; "
+        f"with random ids, uuid4: {median_of(3, random_ids_us, n):.1f})"
+    )
 
 
 if __name__ == "__main__":

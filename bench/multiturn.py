@@ -26,17 +26,34 @@ from node_agent.demo_model import demo_model_path
 
 CHAT_MODEL = "chat"  # part 2's agents serve the demo model under this name
 NO_AFFINITY = "fastest --no-affinity"
-AFFINITY_SETTINGS = {"fastest": "affinity on (fastest)",
-                     NO_AFFINITY: "affinity off (fastest --no-affinity)"}
+AFFINITY_SETTINGS = {
+    "fastest": "affinity on (fastest)",
+    NO_AFFINITY: "affinity off (fastest --no-affinity)",
+}
 AFFINITY_GAIN = 2.0
 
-SUBJECTS = ("the printer", "the shared folder", "the desk lamps", "the backup disk",
-            "the meeting room", "the coffee machine", "the network switch", "the old laptop")
+SUBJECTS = (
+    "the printer",
+    "the shared folder",
+    "the desk lamps",
+    "the backup disk",
+    "the meeting room",
+    "the coffee machine",
+    "the network switch",
+    "the old laptop",
+)
 VERBS = ("moved", "checked", "cleaned", "labelled", "replaced", "counted", "tested", "listed")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-QUESTIONS = ("What happened next?", "Who checked it?", "Why does that matter?",
-             "What should we do on Friday?", "Summarise the last part.", "What is still open?",
-             "Which machine was busiest?", "Tell me more about the desk.")
+QUESTIONS = (
+    "What happened next?",
+    "Who checked it?",
+    "Why does that matter?",
+    "What should we do on Friday?",
+    "Summarise the last part.",
+    "What is still open?",
+    "Which machine was busiest?",
+    "Tell me more about the desk.",
+)
 
 
 def document(seed: str, tokens: int, count: Callable[[str], int]) -> str:
@@ -44,8 +61,10 @@ def document(seed: str, tokens: int, count: Callable[[str], int]) -> str:
     rng = random.Random(seed)
     lines = [f"Notes {seed}, kept by the office."]
     while count(" ".join(lines)) < tokens:
-        lines.append(f"On {rng.choice(DAYS)} the team {rng.choice(VERBS)} "
-                     f"{rng.choice(SUBJECTS)} and wrote down item {rng.randrange(1000)}.")
+        lines.append(
+            f"On {rng.choice(DAYS)} the team {rng.choice(VERBS)} "
+            f"{rng.choice(SUBJECTS)} and wrote down item {rng.randrange(1000)}."
+        )
     return " ".join(lines)
 
 
@@ -68,8 +87,9 @@ class Turn:
     timing: Timing
 
 
-async def conversations(url: str, names: dict[str, str], documents: list[str],
-                        args: argparse.Namespace) -> list[Turn]:
+async def conversations(
+    url: str, names: dict[str, str], documents: list[str], args: argparse.Namespace
+) -> list[Turn]:
     """Every conversation at once, each one turn after another."""
     http = http_client(args.conversations)
 
@@ -79,8 +99,9 @@ async def conversations(url: str, names: dict[str, str], documents: list[str],
         turns = []
         for k in range(1, args.turns + 1):
             try:
-                timing, answer = await stream_http(http, url, history, args.answer_tokens,
-                                                   model=CHAT_MODEL)
+                timing, answer = await stream_http(
+                    http, url, history, args.answer_tokens, model=CHAT_MODEL
+                )
             except HTTP_ERRORS as exc:  # reported, not fatal to the run
                 print(f"  conversation {c} turn {k} failed ({exc!r}); it ends here", flush=True)
                 break
@@ -100,11 +121,13 @@ async def conversations(url: str, names: dict[str, str], documents: list[str],
 
 def print_affinity(results: dict[str, list[Turn]], args: argparse.Namespace) -> None:
     """Per setting: TTFT of the first and later turns, cache hits, node changes; the verdict."""
-    print(f"\nPart 2: {args.conversations} conversations x {args.turns} turns, started "
-          f"{args.stagger:g} s apart, ~{args.history}-token document in each, answers of "
-          f"{args.answer_tokens} tokens, {args.think:g} s between an answer and the next turn, "
-          f"3 equal uncapped nodes keeping {args.cache_entries} conversations each in their prompt "
-          "cache")
+    print(
+        f"\nPart 2: {args.conversations} conversations x {args.turns} turns, started "
+        f"{args.stagger:g} s apart, ~{args.history}-token document in each, answers of "
+        f"{args.answer_tokens} tokens, {args.think:g} s between an answer and the next turn, "
+        f"3 equal uncapped nodes keeping {args.cache_entries} conversations each in their prompt "
+        "cache"
+    )
     rows: list[list[object]] = []
     for label, turns in results.items():
         first = [t.timing.ttft for t in turns if t.turn == 1]
@@ -112,24 +135,62 @@ def print_affinity(results: dict[str, list[Turn]], args: argparse.Namespace) -> 
         prompt = sum(t.timing.prompt_tokens for t in later)
         cached = sum(t.timing.cached_tokens for t in later)
         later_ttft = [t.timing.ttft for t in later]
-        rows.append([label, ms(percentile(first, 50)), ms(percentile(later_ttft, 50)),
-                     ms(statistics.fmean(later_ttft)), ms(percentile(later_ttft, 99)),
-                     f"{cached / max(prompt, 1):.0%}", f"{_same_node(turns):.0%}",
-                     f"{sum(t.timing.prompt_tokens for t in turns) / len(turns):.0f}"])
-    print(table(["setting", "TTFT p50 turn 1", "TTFT p50 turns>=2", "mean", "p99",
-                 "cached prompt", "same node", "prompt tokens"], rows))
+        rows.append(
+            [
+                label,
+                ms(percentile(first, 50)),
+                ms(percentile(later_ttft, 50)),
+                ms(statistics.fmean(later_ttft)),
+                ms(percentile(later_ttft, 99)),
+                f"{cached / max(prompt, 1):.0%}",
+                f"{_same_node(turns):.0%}",
+                f"{sum(t.timing.prompt_tokens for t in turns) / len(turns):.0f}",
+            ]
+        )
+    print(
+        table(
+            [
+                "setting",
+                "TTFT p50 turn 1",
+                "TTFT p50 turns>=2",
+                "mean",
+                "p99",
+                "cached prompt",
+                "same node",
+                "prompt tokens",
+            ],
+            rows,
+        )
+    )
     print("\nTTFT p50 ms per turn")
-    print(table(["setting", *[f"turn {k}" for k in range(1, args.turns + 1)]],
-                [[label, *[ms(percentile([t.timing.ttft for t in turns if t.turn == k], 50))
-                           for k in range(1, args.turns + 1)]]
-                 for label, turns in results.items()]))
-    on, off = (percentile([t.timing.ttft for t in results[AFFINITY_SETTINGS[p]] if t.turn >= 2],
-                          50) for p in ("fastest", NO_AFFINITY))
-    print(f"p50 TTFT of turns >= 2, off / on: {off / on:.2f}x (target >= {AFFINITY_GAIN:g}x) "
-          f"{verdict(off / on >= AFFINITY_GAIN)}")
+    print(
+        table(
+            ["setting", *[f"turn {k}" for k in range(1, args.turns + 1)]],
+            [
+                [
+                    label,
+                    *[
+                        ms(percentile([t.timing.ttft for t in turns if t.turn == k], 50))
+                        for k in range(1, args.turns + 1)
+                    ],
+                ]
+                for label, turns in results.items()
+            ],
+        )
+    )
+    on, off = (
+        percentile([t.timing.ttft for t in results[AFFINITY_SETTINGS[p]] if t.turn >= 2], 50)
+        for p in ("fastest", NO_AFFINITY)
+    )
+    print(
+        f"p50 TTFT of turns >= 2, off / on: {off / on:.2f}x (target >= {AFFINITY_GAIN:g}x) "
+        f"{verdict(off / on >= AFFINITY_GAIN)}"
+    )
     if (same := _same_node(results[AFFINITY_SETTINGS["fastest"]])) < 0.9:
-        print(f"note: with affinity on only {same:.0%} of later turns went back to the node "
-              "that served the turn before.")
+        print(
+            f"note: with affinity on only {same:.0%} of later turns went back to the node "
+            "that served the turn before."
+        )
 
 
 def _same_node(turns: Sequence[Turn]) -> float:

@@ -106,8 +106,11 @@ class Window:
 
     def tokens_per_s(self, node: str | None = None) -> float:
         """Tokens that arrived inside the window per second, of one node or of all."""
-        tokens = sum(t.tokens_between(self.start, self.end) for t in self.timings
-                     if node is None or t.node == node)
+        tokens = sum(
+            t.tokens_between(self.start, self.end)
+            for t in self.timings
+            if node is None or t.node == node
+        )
         return tokens / (self.end - self.start)
 
     def inside(self) -> list[Timing]:
@@ -143,7 +146,10 @@ async def alone(agent: AgentProcess, args: argparse.Namespace) -> Window:
     try:
         return await closed_loop(
             lambda p: stream_grpc(client, [("user", p)], args.max_tokens, node=agent.name),
-            args.clients, args.warmup, args.seconds)
+            args.clients,
+            args.warmup,
+            args.seconds,
+        )
     finally:
         await client.close()
 
@@ -182,8 +188,14 @@ class CoreMeter:
     def _read(self) -> list[float]:
         busy, total = machine_jiffies()
         cluster = cpu_seconds([self.cluster_pid]) if self.cluster_pid else 0.0
-        return [cpu_seconds(self.agent_pids), cluster,
-                cpu_seconds([os.getpid()], descendants=False), busy, total, time.perf_counter()]
+        return [
+            cpu_seconds(self.agent_pids),
+            cluster,
+            cpu_seconds([os.getpid()], descendants=False),
+            busy,
+            total,
+            time.perf_counter(),
+        ]
 
     def cores(self) -> Cores:
         """Average cores busy since this meter was made."""
@@ -193,8 +205,9 @@ class CoreMeter:
         return Cores(d[0] / wall, d[1] / wall, d[2] / wall, cores * d[3] / (d[4] or 1))
 
 
-def capacities(agents: Sequence[AgentProcess], args: argparse.Namespace
-               ) -> dict[str, tuple[Window, Cores]]:
+def capacities(
+    agents: Sequence[AgentProcess], args: argparse.Namespace
+) -> dict[str, tuple[Window, Cores]]:
     """Part 1's baseline: each speed-capped agent alone under the closed loop."""
     out = {}
     pids = [a.proc.pid for a in agents if a.proc]
@@ -212,12 +225,23 @@ def run_policies(root: Path, models: Path, args: argparse.Namespace) -> None:
     chat = root / "shared" / CHAT_MODEL  # the demo model under another name, for part 2
     chat.symlink_to(demo_model_path(models.parent), target_is_directory=True)
     with workspace("meterless-bench-routing-agents-") as (scratch, stack):
-        ranked = make_agents(scratch, models, speeds,
-                             extra=("--engine-option", f"max_batch={args.max_batch}"))
-        equal = make_agents(scratch, models, {f"chat{i}": 0.0 for i in (1, 2, 3)}, str(chat),
-                            ("--engine-option", f"prompt_cache_entries={args.cache_entries}"))
-        start_all(stack, [*(ranked if not args.skip_policies else ()),
-                          *(equal if not args.skip_affinity else ())])
+        ranked = make_agents(
+            scratch, models, speeds, extra=("--engine-option", f"max_batch={args.max_batch}")
+        )
+        equal = make_agents(
+            scratch,
+            models,
+            {f"chat{i}": 0.0 for i in (1, 2, 3)},
+            str(chat),
+            ("--engine-option", f"prompt_cache_entries={args.cache_entries}"),
+        )
+        start_all(
+            stack,
+            [
+                *(ranked if not args.skip_policies else ()),
+                *(equal if not args.skip_affinity else ()),
+            ],
+        )
         capacity = capacities(ranked, args) if not args.skip_policies else {}
         count = token_counter(models)
         runs: dict[str, tuple[Window, Cores]] = {}
@@ -228,8 +252,9 @@ def run_policies(root: Path, models: Path, args: argparse.Namespace) -> None:
         for setting in settings:
             policy, *extra = setting.split()
             try:
-                cluster = start_cluster(scratch, [a for a in (*ranked, *equal) if a.proc], policy,
-                                        extra)
+                cluster = start_cluster(
+                    scratch, [a for a in (*ranked, *equal) if a.proc], policy, extra
+                )
             except (AssertionError, RuntimeError) as exc:  # one policy's failure, not the rest
                 print(f"  {setting}: no cluster ({exc}); skipped", flush=True)
                 continue
@@ -242,13 +267,18 @@ def run_policies(root: Path, models: Path, args: argparse.Namespace) -> None:
                     runs[policy] = (window, meter.cores())
                     print(f"  {policy}: {window.tokens_per_s():.0f} tokens/s", flush=True)
                 if not args.skip_affinity and setting in AFFINITY_SETTINGS:
-                    documents = [document(f"{'-'.join(setting.split())}-{c}", args.history,
-                                          count) for c in range(args.conversations)]
+                    documents = [
+                        document(f"{'-'.join(setting.split())}-{c}", args.history, count)
+                        for c in range(args.conversations)
+                    ]
                     t0 = time.perf_counter()
                     chats[AFFINITY_SETTINGS[setting]] = asyncio.run(
-                        conversations(cluster.url, names, documents, args))
-                    print(f"  {AFFINITY_SETTINGS[setting]}: {time.perf_counter() - t0:.0f}s",
-                          flush=True)
+                        conversations(cluster.url, names, documents, args)
+                    )
+                    print(
+                        f"  {AFFINITY_SETTINGS[setting]}: {time.perf_counter() - t0:.0f}s",
+                        flush=True,
+                    )
             finally:
                 cluster.stop()
     if runs and capacity:
@@ -257,68 +287,140 @@ def run_policies(root: Path, models: Path, args: argparse.Namespace) -> None:
         print_affinity(chats, args)
 
 
-def print_policies(speeds: dict[str, float], capacity: dict[str, tuple[Window, Cores]],
-                   runs: dict[str, tuple[Window, Cores]], args: argparse.Namespace) -> None:
+def print_policies(
+    speeds: dict[str, float],
+    capacity: dict[str, tuple[Window, Cores]],
+    runs: dict[str, tuple[Window, Cores]],
+    args: argparse.Namespace,
+) -> None:
     """The capacity table, the policy table, the cores they kept busy, and the verdict."""
-    print(f"\nPart 1: {args.clients} closed-loop clients, {args.warmup:g} s warm-up + "
-          f"{args.seconds:g} s measured, max_tokens={args.max_tokens}, temperature 0")
+    print(
+        f"\nPart 1: {args.clients} closed-loop clients, {args.warmup:g} s warm-up + "
+        f"{args.seconds:g} s measured, max_tokens={args.max_tokens}, temperature 0"
+    )
     print("\neach node alone (straight over gRPC, same load)")
     rows: list[list[object]] = [
-        [name, f"{speeds[name]:g}" if speeds[name] else "none", f"{w.tokens_per_s():.1f}",
-         ms(w.ttft(50)), ms(w.ttft(99)), len(w.inside()), f"{c.agents:.2f}", f"{c.machine:.2f}"]
-        for name, (w, c) in capacity.items()]
+        [
+            name,
+            f"{speeds[name]:g}" if speeds[name] else "none",
+            f"{w.tokens_per_s():.1f}",
+            ms(w.ttft(50)),
+            ms(w.ttft(99)),
+            len(w.inside()),
+            f"{c.agents:.2f}",
+            f"{c.machine:.2f}",
+        ]
+        for name, (w, c) in capacity.items()
+    ]
     total = sum(w.tokens_per_s() for w, _ in capacity.values())
     rows.append(["sum", "", f"{total:.1f}", "", "", "", "", ""])
-    print(table(["node", "steps/s cap", "tokens/s", "TTFT p50 ms", "TTFT p99 ms", "requests",
-                 "cores: agents", "machine"], rows))
+    print(
+        table(
+            [
+                "node",
+                "steps/s cap",
+                "tokens/s",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "requests",
+                "cores: agents",
+                "machine",
+            ],
+            rows,
+        )
+    )
     names = list(capacity)
-    print("\nall three through the gateway, per policy (cores: the three agents / cluster up "
-          "with Ray and the gateway / this client / the whole machine)")
+    print(
+        "\nall three through the gateway, per policy (cores: the three agents / cluster up "
+        "with Ray and the gateway / this client / the whole machine)"
+    )
     rows = []
     for policy, (w, c) in runs.items():
         share = Counter(t.node for t in w.inside())
         n = max(sum(share.values()), 1)
-        rows.append([policy, f"{w.tokens_per_s():.1f}", f"{w.tokens_per_s() / total:.0%}",
-                     ms(w.ttft(50)), ms(w.ttft(99)), n,
-                     " / ".join(f"{share[k] / n:.0%}" for k in names),
-                     " / ".join(f"{w.tokens_per_s(k):.0f}" for k in names),
-                     f"{c.agents:.2f} / {c.cluster:.2f} / {c.client:.2f} / {c.machine:.2f}"])
-    print(table(["policy", "tokens/s", "of sum", "TTFT p50 ms", "TTFT p99 ms", "requests",
-                 f"requests {'/'.join(names)}", f"tokens/s {'/'.join(names)}", "cores"], rows))
+        rows.append(
+            [
+                policy,
+                f"{w.tokens_per_s():.1f}",
+                f"{w.tokens_per_s() / total:.0%}",
+                ms(w.ttft(50)),
+                ms(w.ttft(99)),
+                n,
+                " / ".join(f"{share[k] / n:.0%}" for k in names),
+                " / ".join(f"{w.tokens_per_s(k):.0f}" for k in names),
+                f"{c.agents:.2f} / {c.cluster:.2f} / {c.client:.2f} / {c.machine:.2f}",
+            ]
+        )
+    print(
+        table(
+            [
+                "policy",
+                "tokens/s",
+                "of sum",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "requests",
+                f"requests {'/'.join(names)}",
+                f"tokens/s {'/'.join(names)}",
+                "cores",
+            ],
+            rows,
+        )
+    )
     if "fastest" in runs:
         ratio = runs["fastest"][0].tokens_per_s() / total
-        print(f"fastest / sum of capacities: {ratio:.2f} (target >= {CAPACITY_SHARE:.2f}) "
-              f"{verdict(ratio >= CAPACITY_SHARE)}")
+        print(
+            f"fastest / sum of capacities: {ratio:.2f} (target >= {CAPACITY_SHARE:.2f}) "
+            f"{verdict(ratio >= CAPACITY_SHARE)}"
+        )
     if args.max_batch > 1:
-        print(f"With --max-batch {args.max_batch} a node decodes up to that many streams in each "
-              f"step, so its tokens/s grows with the streams it gets: alone it had all "
-              f"{args.clients} clients, in the cluster it shares them, and the sum of capacities "
-              "overstates what any policy can reach.")
+        print(
+            f"With --max-batch {args.max_batch} a node decodes up to that many streams in each "
+            f"step, so its tokens/s grows with the streams it gets: alone it had all "
+            f"{args.clients} clients, in the cluster it shares them, and the sum of capacities "
+            "overstates what any policy can reach."
+        )
 
 
 def parse_args() -> argparse.Namespace:
     """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--max-batch", type=int, default=1,
-                        help="streams each part-1 node decodes at once (the rest wait)")
-    parser.add_argument("--speeds", default="40,20,8",
-                        help="decode steps/s caps of the fast, mid and slow node (0: none)")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="streams each part-1 node decodes at once (the rest wait)",
+    )
+    parser.add_argument(
+        "--speeds",
+        default="40,20,8",
+        help="decode steps/s caps of the fast, mid and slow node (0: none)",
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=12.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--conversations", type=int, default=12)
-    parser.add_argument("--cache-entries", type=int, default=6,
-                        help="conversations each part-2 node keeps in its prompt cache")
+    parser.add_argument(
+        "--cache-entries",
+        type=int,
+        default=6,
+        help="conversations each part-2 node keeps in its prompt cache",
+    )
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--history", type=int, default=500, help="document tokens per chat")
     parser.add_argument("--answer-tokens", type=int, default=24)
-    parser.add_argument("--think", type=float, default=1.0,
-                        help="seconds between an answer and the next turn (0: at once)")
-    parser.add_argument("--stagger", type=float, default=0.5,
-                        help="seconds between the starts of two conversations")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=1.0,
+        help="seconds between an answer and the next turn (0: at once)",
+    )
+    parser.add_argument(
+        "--stagger", type=float, default=0.5, help="seconds between the starts of two conversations"
+    )
     parser.add_argument("--skip-policies", action="store_true")
     parser.add_argument("--skip-affinity", action="store_true")
     args = parser.parse_args()

@@ -45,8 +45,12 @@ async def tokens_per_s(client: NodeClient, streams: int, max_tokens: int, tag: s
     sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
 
     async def one(i: int) -> int:
-        req = GenerateRequest(request_id=f"{tag}-{i}", model="demo",
-                              text=f"Tell me about {tag} number {i}.", sampling=sampling)
+        req = GenerateRequest(
+            request_id=f"{tag}-{i}",
+            model="demo",
+            text=f"Tell me about {tag} number {i}.",
+            sampling=sampling,
+        )
         async for event in client.generate(req):
             if isinstance(event, Finished):
                 return event.usage.completion_tokens
@@ -81,11 +85,13 @@ def signature_us(n: int = 20_000) -> tuple[float, float]:
     return (signed - start) / n * 1e6, (checked - signed) / n * 1e6
 
 
-async def run(args: argparse.Namespace, agents: dict[str, tuple[str, ClusterSecret | None]]
-              ) -> dict[str, dict[str, list[float]]]:
+async def run(
+    args: argparse.Namespace, agents: dict[str, tuple[str, ClusterSecret | None]]
+) -> dict[str, dict[str, list[float]]]:
     """Alternating rounds over both agents."""
-    out: dict[str, dict[str, list[float]]] = {k: {"describe": [], "tps": [], "first": []}
-                                              for k in agents}
+    out: dict[str, dict[str, list[float]]] = {
+        k: {"describe": [], "tps": [], "first": []} for k in agents
+    }
     clients = {k: NodeClient(a, secret=s) for k, (a, s) in agents.items()}
     for client in clients.values():  # warm-up
         await tokens_per_s(client, args.streams, args.max_tokens, "warm")
@@ -93,8 +99,9 @@ async def run(args: argparse.Namespace, agents: dict[str, tuple[str, ClusterSecr
         order = list(agents) if r % 2 == 0 else list(reversed(agents))
         for k in order:
             out[k]["describe"].append(await describe_ms(clients[k], args.calls))
-            out[k]["tps"].append(await tokens_per_s(clients[k], args.streams, args.max_tokens,
-                                                    f"r{r}"))
+            out[k]["tps"].append(
+                await tokens_per_s(clients[k], args.streams, args.max_tokens, f"r{r}")
+            )
             out[k]["first"].append(await first_answer_ms(*agents[k]))
     for client in clients.values():
         await client.close()
@@ -114,17 +121,25 @@ def main() -> None:
         root = Path(scratch)
         models = ensure_demo_model(root / "data")
         procs = {
-            "plaintext": AgentProcess(share_models(root / "plain", models.parent), name="plain",
-                                      args=("--model", "demo", "--no-mdns")),
-            "secure": AgentProcess(share_models(root / "secure", models.parent), name="secure",
-                                   args=("--model", "demo", "--no-mdns"),
-                                   join_token=encode_token(secret)),
+            "plaintext": AgentProcess(
+                share_models(root / "plain", models.parent),
+                name="plain",
+                args=("--model", "demo", "--no-mdns"),
+            ),
+            "secure": AgentProcess(
+                share_models(root / "secure", models.parent),
+                name="secure",
+                args=("--model", "demo", "--no-mdns"),
+                join_token=encode_token(secret),
+            ),
         }
         try:
             for p in procs.values():
                 p.start()
-            agents = {"plaintext": (procs["plaintext"].address, None),
-                      "secure": (procs["secure"].address, secret)}
+            agents = {
+                "plaintext": (procs["plaintext"].address, None),
+                "secure": (procs["secure"].address, secret),
+            }
             results = asyncio.run(run(args, agents))
         finally:
             for p in procs.values():
@@ -135,11 +150,15 @@ def main() -> None:
     for k, m in med.items():
         print(f"{k:12}{m['describe']:>14.3f}{m['tps']:>12.1f}{m['first']:>16.2f}")
     s, p = med["secure"], med["plaintext"]
-    print(f"{'secure/plain':12}{s['describe'] / p['describe']:>14.2f}"
-          f"{s['tps'] / p['tps']:>12.2f}{s['first'] / p['first']:>16.2f}")
-    print(f"sign one call: {sign:.1f} us; check one call: {check:.1f} us "
-          f"({args.rounds} rounds, {args.calls} calls, {args.streams} streams x "
-          f"{args.max_tokens} tokens)")
+    print(
+        f"{'secure/plain':12}{s['describe'] / p['describe']:>14.2f}"
+        f"{s['tps'] / p['tps']:>12.2f}{s['first'] / p['first']:>16.2f}"
+    )
+    print(
+        f"sign one call: {sign:.1f} us; check one call: {check:.1f} us "
+        f"({args.rounds} rounds, {args.calls} calls, {args.streams} streams x "
+        f"{args.max_tokens} tokens)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,16 +38,22 @@ class AppConfig:
     gateway_replicas: int = 1
 
 
-@serve.deployment(name="controller", num_replicas=1, max_ongoing_requests=10_000,
-                  graceful_shutdown_timeout_s=2, ray_actor_options={"num_cpus": 0})
+@serve.deployment(
+    name="controller",
+    num_replicas=1,
+    max_ongoing_requests=10_000,
+    graceful_shutdown_timeout_s=2,
+    ray_actor_options={"num_cpus": 0},
+)
 class ControllerDeployment:
     """The singleton controller, behind a Serve handle."""
 
     def __init__(self, config: ControllerConfig) -> None:
         self._controller = Controller(config)
         self._started = asyncio.get_running_loop().create_task(self._controller.start())
-        self._keys = KeyRegistry(Path(config.data_dir) / KEYS_FILE if config.data_dir
-                                 else ":memory:")
+        self._keys = KeyRegistry(
+            Path(config.data_dir) / KEYS_FILE if config.data_dir else ":memory:"
+        )
         self._keys_open = asyncio.get_running_loop().create_task(self._keys.open())
 
     async def wait_table(self, known_version: int) -> NodeTable:
@@ -68,8 +74,9 @@ class ControllerDeployment:
     async def deploy(self, spec: DeploymentSpec, dry_run: bool) -> dict[str, Any]:
         """Add or change a deployment (or only show its placement); errors as {"error": ...}."""
         await self._started
-        return await _answer(self._controller.deployer.deploy(
-            spec, self._controller.table(), dry_run=dry_run))
+        return await _answer(
+            self._controller.deployer.deploy(spec, self._controller.table(), dry_run=dry_run)
+        )
 
     async def undeploy(self, name: str) -> dict[str, Any]:
         """Unload a deployment's replicas and forget it."""
@@ -90,8 +97,9 @@ class ControllerDeployment:
         for node in table.nodes:  # a node the ledger has not timed yet: its live rate
             if node.tps_measured:
                 tps.setdefault(node.node_id, node.decode_tps)
-        result = await _answer(self._controller.deployer.rebalance(
-            table, demand, tps, dry_run=dry_run))
+        result = await _answer(
+            self._controller.deployer.rebalance(table, demand, tps, dry_run=dry_run)
+        )
         return {"since": since, **result}
 
     async def record_usage(self, batch: UsageBatch) -> UsageAck:
@@ -122,11 +130,13 @@ class ControllerDeployment:
     async def list_keys(self) -> list[dict[str, Any]]:
         """Every key, live and revoked, as `cluster keys list` shows it."""
         await self._keys_open
-        return [r.public() for r in sorted(self._keys.table().keys.values(),
-                                           key=lambda r: r.created_at)]
+        return [
+            r.public() for r in sorted(self._keys.table().keys.values(), key=lambda r: r.created_at)
+        ]
 
-    async def create_key(self, name: str, models: tuple[str, ...],
-                         max_concurrent: int | None) -> dict[str, Any] | ApiError:
+    async def create_key(
+        self, name: str, models: tuple[str, ...], max_concurrent: int | None
+    ) -> dict[str, Any] | ApiError:
         """Make a key; the answer is the only place the full key ever shows.
 
         An ApiError is returned, not raised, so that it reaches the gateway as itself.
@@ -181,8 +191,11 @@ async def _answer(call: Any) -> dict[str, Any]:
 # line cost the gateway 32-38 us of its ~1.45 ms per short request (about 2.4%; three runs, two
 # `cluster up`s side by side in front of bench/stub_agent.py, each started first at least once).
 GatewayDeployment = serve.deployment(
-    name="gateway", max_ongoing_requests=1_000, graceful_shutdown_timeout_s=5,
-    ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False},
+    name="gateway",
+    max_ongoing_requests=1_000,
+    graceful_shutdown_timeout_s=5,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
 )(Gateway)
 
 
@@ -190,4 +203,5 @@ def build_app(config: AppConfig) -> serve.Application:
     """The bound application, ready for `serve.run`."""
     controller: DeploymentHandle = ControllerDeployment.bind(config.controller)  # type: ignore[assignment]
     return GatewayDeployment.options(num_replicas=config.gateway_replicas).bind(
-        controller, config.gateway)
+        controller, config.gateway
+    )

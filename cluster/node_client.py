@@ -157,8 +157,13 @@ class NodeStatusSample:
 class NodeClient:
     """An async client for one agent at one address; cheap to create, holds one channel."""
 
-    def __init__(self, address: str, *, secret: ClusterSecret | None = None,
-                 channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        secret: ClusterSecret | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
         self.address = address
         self._secret = secret
         self._channel = channel or open_channel(address, secret)
@@ -178,16 +183,18 @@ class NodeClient:
     async def describe(self, timeout: float = 5.0) -> NodeDescription:
         """Ask the node who it is."""
         try:
-            info = await self._stub.Describe(pb.DescribeRequest(), timeout=timeout,
-                                             metadata=self._signed("Describe"))
+            info = await self._stub.Describe(
+                pb.DescribeRequest(), timeout=timeout, metadata=self._signed("Describe")
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return _description(info)
 
     async def watch_status(self, interval_ms: int = 0) -> AsyncGenerator[NodeStatusSample, None]:
         """The node's status stream, until it breaks (NodeUnavailable) or the caller stops."""
-        call = self._stub.WatchStatus(pb.WatchStatusRequest(interval_ms=interval_ms),
-                                      metadata=self._signed("WatchStatus"))
+        call = self._stub.WatchStatus(
+            pb.WatchStatusRequest(interval_ms=interval_ms), metadata=self._signed("WatchStatus")
+        )
         try:
             async for status in call:
                 yield _status(status)
@@ -199,8 +206,9 @@ class NodeClient:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
         """Stream a generation; closing this iterator cancels it on the node."""
-        call = self._stub.Generate(wire.generate_request_pb(request), timeout=None,
-                                   metadata=self._signed("Generate"))
+        call = self._stub.Generate(
+            wire.generate_request_pb(request), timeout=None, metadata=self._signed("Generate")
+        )
         try:
             async for response in call:
                 if (event := wire.generate_event(response)) is not None:
@@ -211,12 +219,22 @@ class NodeClient:
             call.cancel()
 
     async def load_model(
-        self, model: str, *, name: str = "", engine: str = "", context_length: int = 0,
+        self,
+        model: str,
+        *,
+        name: str = "",
+        engine: str = "",
+        context_length: int = 0,
         options: dict[str, str] | None = None,
     ) -> AsyncIterator[LoadProgress]:
         """Load a model on the node, yielding its progress events."""
-        request = pb.LoadModelRequest(model=model, name=name, engine=engine,
-                                      context_length=context_length, options=options or {})
+        request = pb.LoadModelRequest(
+            model=model,
+            name=name,
+            engine=engine,
+            context_length=context_length,
+            options=options or {},
+        )
         call = self._stub.LoadModel(request, metadata=self._signed("LoadModel"))
         try:
             async for progress in call:
@@ -230,8 +248,9 @@ class NodeClient:
         """Unload a model; False when it was not loaded."""
         try:
             request = pb.UnloadModelRequest(model=model)
-            reply = await self._stub.UnloadModel(request, timeout=timeout,
-                                                 metadata=self._signed("UnloadModel"))
+            reply = await self._stub.UnloadModel(
+                request, timeout=timeout, metadata=self._signed("UnloadModel")
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return bool(reply.unloaded)
@@ -239,8 +258,9 @@ class NodeClient:
     async def list_models(self, timeout: float = 5.0) -> list[ModelInfo]:
         """The models loaded on the node."""
         try:
-            reply = await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout,
-                                                metadata=self._signed("ListModels"))
+            reply = await self._stub.ListModels(
+                pb.ListModelsRequest(), timeout=timeout, metadata=self._signed("ListModels")
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return [wire.model_info(m) for m in reply.models]
@@ -251,17 +271,23 @@ def open_channel(address: str, secret: ClusterSecret | None) -> grpc.aio.Channel
     if secret is None:
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=secret.certificate_pem, private_key=secret.private_key_pem,
-        certificate_chain=secret.certificate_pem)
+        root_certificates=secret.certificate_pem,
+        private_key=secret.private_key_pem,
+        certificate_chain=secret.certificate_pem,
+    )
     options = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME))
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 def _description(info: pb.NodeInfo) -> NodeDescription:
     return NodeDescription(
-        node_id=info.node_id, name=info.hostname, agent_version=info.agent_version,
-        protocol_version=info.protocol_version, engines=tuple(info.engines),
-        accelerator_kind=info.accelerator.kind, accelerator_name=info.accelerator.name,
+        node_id=info.node_id,
+        name=info.hostname,
+        agent_version=info.agent_version,
+        protocol_version=info.protocol_version,
+        engines=tuple(info.engines),
+        accelerator_kind=info.accelerator.kind,
+        accelerator_name=info.accelerator.name,
         memory_total_bytes=info.memory_total_bytes,
         memory_available_bytes=info.memory_available_bytes,
         cost=wire.cost(info.cost),
@@ -273,9 +299,13 @@ def _description(info: pb.NodeInfo) -> NodeDescription:
 def _status(s: pb.NodeStatus) -> NodeStatusSample:
     models = tuple(wire.model_status(m) for m in s.models)
     return NodeStatusSample(
-        node_id=s.node_id, unix_ms=s.unix_ms, models=models,
-        memory_used_bytes=s.memory_used_bytes, memory_available_bytes=s.memory_available_bytes,
-        power_watts=s.power_watts if s.power_measured else None, busy_seconds=s.busy_seconds,
+        node_id=s.node_id,
+        unix_ms=s.unix_ms,
+        models=models,
+        memory_used_bytes=s.memory_used_bytes,
+        memory_available_bytes=s.memory_available_bytes,
+        power_watts=s.power_watts if s.power_measured else None,
+        busy_seconds=s.busy_seconds,
     )
 
 

@@ -16,10 +16,10 @@ ModelName = NewType("ModelName", str)
 class NodeState(Enum):
     """A node's state, derived from what the controller observes, never set by hand."""
 
-    JOINING = "joining"    # seen (mDNS or --peer), not yet described and streaming status
-    READY = "ready"        # status stream alive
+    JOINING = "joining"  # seen (mDNS or --peer), not yet described and streaming status
+    READY = "ready"  # status stream alive
     DRAINING = "draining"  # alive, takes no new requests (admin asked)
-    LOST = "lost"          # status stream broken for longer than the grace period
+    LOST = "lost"  # status stream broken for longer than the grace period
     REJECTED = "rejected"  # answered, but could not prove it holds the cluster secret
 
 

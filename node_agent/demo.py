@@ -54,17 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m node_agent.demo", description=__doc__)
     parser.add_argument("--question", default=QUESTION, help="what to ask the demo model")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (64)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="the agent's data dir (default: the agent's own default)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the agent's data dir (default: the agent's own default)",
+    )
     return parser
 
 
 async def chat(address: str, question: str, max_tokens: int) -> None:
     """Stream one chat completion from the agent at `address` to stdout."""
-    messages = [pb.ChatMessage(role="system", content="You are a helpful assistant."),
-                pb.ChatMessage(role="user", content=question)]
-    request = pb.GenerateRequest(model="demo", chat=pb.Chat(messages=messages),
-                                 sampling=pb.Sampling(max_tokens=max_tokens, temperature=0.7))
+    messages = [
+        pb.ChatMessage(role="system", content="You are a helpful assistant."),
+        pb.ChatMessage(role="user", content=question),
+    ]
+    request = pb.GenerateRequest(
+        model="demo",
+        chat=pb.Chat(messages=messages),
+        sampling=pb.Sampling(max_tokens=max_tokens, temperature=0.7),
+    )
     print(f"user: {question}\nassistant: ", end="", flush=True)
     async with grpc.aio.insecure_channel(address) as channel:
         try:
@@ -80,9 +89,11 @@ async def chat(address: str, question: str, max_tokens: int) -> None:
 
 def _summary(finished: pb.Finished) -> None:
     u = finished.usage
-    print(f"\n\n[{finished.finish_reason}: {u.prompt_tokens} prompt tokens, "
-          f"{u.completion_tokens} generated, first token after {u.ttft_seconds * 1000:.0f} ms, "
-          f"{u.decode_tokens_per_second:.1f} tokens/s]")
+    print(
+        f"\n\n[{finished.finish_reason}: {u.prompt_tokens} prompt tokens, "
+        f"{u.completion_tokens} generated, first token after {u.ttft_seconds * 1000:.0f} ms, "
+        f"{u.decode_tokens_per_second:.1f} tokens/s]"
+    )
 
 
 class _DemoAgent:
@@ -96,8 +107,20 @@ class _DemoAgent:
 
     def start(self) -> int:
         """Start the agent and wait until it listens; its port."""
-        cmd = [sys.executable, "-m", "node_agent", "--model", "demo", "--host", "127.0.0.1",
-               "--port", "0", "--port-file", str(self._port_file), "--no-mdns"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--model",
+            "demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(self._port_file),
+            "--no-mdns",
+        ]
         if self._data_dir is not None:
             cmd += ["--data-dir", str(self._data_dir)]
         print("starting a node agent on the demo model (the first run generates it)...")

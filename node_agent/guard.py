@@ -24,7 +24,9 @@ def server_credentials(secret: ClusterSecret) -> grpc.ServerCredentials:
     """Serve with the cluster certificate; accept only clients that present it too."""
     return grpc.ssl_server_credentials(
         [(secret.private_key_pem, secret.certificate_pem)],
-        root_certificates=secret.certificate_pem, require_client_auth=True)
+        root_certificates=secret.certificate_pem,
+        require_client_auth=True,
+    )
 
 
 class CallGuard(grpc.aio.ServerInterceptor):
@@ -43,8 +45,9 @@ class CallGuard(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         header = dict(handler_call_details.invocation_metadata or ()).get(SIGNATURE_HEADER)
-        reason = self._verifier.check(method, header if isinstance(header, str) else None,
-                                      now=self._clock())
+        reason = self._verifier.check(
+            method, header if isinstance(header, str) else None, now=self._clock()
+        )
         if reason is None or handler is None:
             return handler
         logger.warning("refused %s: %s", method, reason)
@@ -61,8 +64,10 @@ def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandl
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         yield  # pragma: no cover - abort raises; this only makes it an async generator
 
-    codec = {"request_deserializer": handler.request_deserializer,
-             "response_serializer": handler.response_serializer}
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(refuse_stream, **codec)
     if handler.request_streaming:

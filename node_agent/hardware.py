@@ -91,9 +91,14 @@ def _hardware(
     kind: str, name: str, count: int, accel_bytes: int, mem: Memory, system: str, arch: str
 ) -> Hardware:
     return Hardware(
-        accelerator_kind=kind, accelerator_name=name, accelerator_count=count,
-        accelerator_memory_bytes=accel_bytes, memory_total_bytes=mem.total,
-        memory_available_bytes=mem.available, os=system.lower(), arch=arch,
+        accelerator_kind=kind,
+        accelerator_name=name,
+        accelerator_count=count,
+        accelerator_memory_bytes=accel_bytes,
+        memory_total_bytes=mem.total,
+        memory_available_bytes=mem.available,
+        os=system.lower(),
+        arch=arch,
     )
 
 

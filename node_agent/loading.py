@@ -28,14 +28,22 @@ def check_engine(name: str, running: str) -> None:
         return
     if name not in KNOWN_ENGINES:
         raise errors.InvalidRequest(
-            f"unknown engine {name!r}; engines are {', '.join(KNOWN_ENGINES)}")
+            f"unknown engine {name!r}; engines are {', '.join(KNOWN_ENGINES)}"
+        )
     raise errors.EngineUnavailable(
-        f"engine {name!r} is not running on this node (it runs {running})")
+        f"engine {name!r} is not running on this node (it runs {running})"
+    )
 
 
 async def load_events(
-    engine: Engine, resolve: Callable[..., Any], data_dir: Path, ref: str, *,
-    name: str, context_length: int, options: dict[str, str],
+    engine: Engine,
+    resolve: Callable[..., Any],
+    data_dir: Path,
+    ref: str,
+    *,
+    name: str,
+    context_length: int,
+    options: dict[str, str],
 ) -> AsyncIterator[LoadProgress]:
     """Resolve `ref` and load it on `engine`, yielding each stage as it is reached."""
     yield LoadProgress(stage=LoadStage.RESOLVING, message=f"resolving {ref}")
@@ -43,11 +51,13 @@ async def load_events(
     async for event in resolving.progress():
         yield event
     resolved = resolving.result()
-    yield LoadProgress(stage=LoadStage.LOADING,
-                       message=f"loading {resolved.path} on {engine.name}")
+    yield LoadProgress(stage=LoadStage.LOADING, message=f"loading {resolved.path} on {engine.name}")
     spec = LoadSpec(
-        name=name or resolved.name, source=resolved.source, path=resolved.path,
-        context_length=context_length, options=options,
+        name=name or resolved.name,
+        source=resolved.source,
+        path=resolved.path,
+        context_length=context_length,
+        options=options,
     )
     info = await engine.load(spec)
     heap.settle()  # the model's objects join the frozen heap (node_agent/heap.py)
@@ -65,7 +75,8 @@ class _Resolving:
             loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
         self._task: asyncio.Task[models.ResolvedModel] = asyncio.create_task(
-            _call(resolve, ref, data_dir, progress))
+            _call(resolve, ref, data_dir, progress)
+        )
 
     async def progress(self) -> AsyncIterator[LoadProgress]:
         """Progress events as resolve reports them, until it returns or raises."""

@@ -101,8 +101,10 @@ def kv_bytes_per_token(path: Path) -> int:
     """KV cache bytes per token of context: keys and values, every layer, every KV head."""
     config = _read_config(Path(path))
     text = config.get("text_config") or {}
+
     def get(key: str) -> Any:
         return config.get(key, text.get(key))
+
     layers, heads = int(get("num_hidden_layers") or 0), int(get("num_attention_heads") or 0)
     kv_heads = int(get("num_key_value_heads") or heads)
     head_dim = int(get("head_dim") or (int(get("hidden_size") or 0) // max(heads, 1)))
@@ -112,9 +114,12 @@ def kv_bytes_per_token(path: Path) -> int:
 
 def disk_model(source: str, path: Path) -> DiskModel:
     """The sizes of the model at `path`, known as `source`."""
-    return DiskModel(source=source, weights_bytes=model_weights_bytes(path),
-                     kv_bytes_per_token=kv_bytes_per_token(path),
-                     context_length=read_context_length(path))
+    return DiskModel(
+        source=source,
+        weights_bytes=model_weights_bytes(path),
+        kv_bytes_per_token=kv_bytes_per_token(path),
+        context_length=read_context_length(path),
+    )
 
 
 def models_on_disk(data_dir: Path, loaded: dict[str, Path] | None = None) -> list[DiskModel]:

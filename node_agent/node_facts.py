@@ -72,23 +72,34 @@ class BusyMeter:
 def on_disk(data_dir: Path, loaded: list[ModelInfo]) -> list[DiskModel]:
     """The models on this node's disk, loaded local directories included."""
     paths = {m.source: Path(m.source) for m in loaded if m.source.startswith(("/", "~", "."))}
-    return models.models_on_disk(data_dir, {s: p.expanduser() for s, p in paths.items()
-                                            if p.expanduser().is_dir()})
+    return models.models_on_disk(
+        data_dir, {s: p.expanduser() for s, p in paths.items() if p.expanduser().is_dir()}
+    )
 
 
-def node_info(facts: NodeFacts, memory: Memory, loaded: list[ModelInfo],
-              disk: list[DiskModel] | None = None) -> pb.NodeInfo:
+def node_info(
+    facts: NodeFacts, memory: Memory, loaded: list[ModelInfo], disk: list[DiskModel] | None = None
+) -> pb.NodeInfo:
     """Describe's answer."""
     hw, c = facts.hardware, facts.cost
     return pb.NodeInfo(
-        node_id=facts.node_id, hostname=facts.name, agent_version=facts.agent_version,
-        protocol_version=facts.protocol_version, engines=list(facts.engines),
-        accelerator=pb.Accelerator(kind=hw.accelerator_kind, name=hw.accelerator_name,
-                                   memory_bytes=hw.accelerator_memory_bytes,
-                                   count=hw.accelerator_count),
-        memory_total_bytes=memory.total, memory_available_bytes=memory.available,
+        node_id=facts.node_id,
+        hostname=facts.name,
+        agent_version=facts.agent_version,
+        protocol_version=facts.protocol_version,
+        engines=list(facts.engines),
+        accelerator=pb.Accelerator(
+            kind=hw.accelerator_kind,
+            name=hw.accelerator_name,
+            memory_bytes=hw.accelerator_memory_bytes,
+            count=hw.accelerator_count,
+        ),
+        memory_total_bytes=memory.total,
+        memory_available_bytes=memory.available,
         cost=cost_pb(c),
-        models=[model_info_pb(m) for m in loaded], os=hw.os, arch=hw.arch,
+        models=[model_info_pb(m) for m in loaded],
+        os=hw.os,
+        arch=hw.arch,
         disk_models=[disk_model_pb(d) for d in disk or ()],
     )
 
@@ -99,9 +110,13 @@ def node_status(
     """One WatchStatus message."""
     mem = probe.memory
     return pb.NodeStatus(
-        node_id=node_id, unix_ms=int(time.time() * 1000),
+        node_id=node_id,
+        unix_ms=int(time.time() * 1000),
         models=[model_status_pb(s) for s in statuses],
-        memory_used_bytes=max(mem.total - mem.available, 0), memory_available_bytes=mem.available,
-        power_watts=probe.power_watts or 0.0, power_measured=probe.power_watts is not None,
-        uptime_seconds=uptime, busy_seconds=busy,
+        memory_used_bytes=max(mem.total - mem.available, 0),
+        memory_available_bytes=mem.available,
+        power_watts=probe.power_watts or 0.0,
+        power_measured=probe.power_watts is not None,
+        uptime_seconds=uptime,
+        busy_seconds=busy,
     )

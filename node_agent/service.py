@@ -160,8 +160,11 @@ class AgentService(pb_grpc.AgentServicer):
         """The node's live status now."""
         probe = await asyncio.to_thread(self._probe)
         return node_status(
-            self._facts.node_id, self._engine.status(), probe,
-            uptime=time.monotonic() - self._started, busy=self._busy.seconds(),
+            self._facts.node_id,
+            self._engine.status(),
+            probe,
+            uptime=time.monotonic() - self._started,
+            busy=self._busy.seconds(),
         )
 
     @_streaming
@@ -189,8 +192,13 @@ class AgentService(pb_grpc.AgentServicer):
                 logger.info("model %s: %s", ref, event.message)
             elif tenths > logged_tenths:  # a download reports twice a second; log every 10%
                 logged_tenths = tenths
-                logger.info("model %s: %s, %d of %d MB", ref, event.message,
-                            event.bytes_done >> 20, event.bytes_total >> 20)
+                logger.info(
+                    "model %s: %s, %d of %d MB",
+                    ref,
+                    event.message,
+                    event.bytes_done >> 20,
+                    event.bytes_total >> 20,
+                )
             if event.model is not None:
                 return event.model
         raise AssertionError("a load ends with READY or raises")
@@ -198,8 +206,13 @@ class AgentService(pb_grpc.AgentServicer):
     def _load(self, request: pb.LoadModelRequest) -> AsyncIterator[LoadProgress]:
         """The load a request asks for, as the events `loading.load_events` yields."""
         return loading.load_events(
-            self._engine, self._resolve, self._data_dir, request.model, name=request.name,
-            context_length=request.context_length, options=dict(request.options),
+            self._engine,
+            self._resolve,
+            self._data_dir,
+            request.model,
+            name=request.name,
+            context_length=request.context_length,
+            options=dict(request.options),
         )
 
     @_unary

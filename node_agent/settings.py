@@ -164,61 +164,166 @@ class _Option:
 
 
 _OPTIONS = (
-    _Option("--host", "host", "METERLESS_HOST", str,
-            "address the gRPC server listens on (default 0.0.0.0)"),
-    _Option("--port", "port", "METERLESS_PORT", port,
-            f"gRPC port (default {DEFAULT_PORT}; 0 lets the OS pick a free one)"),
-    _Option("--port-file", "port_file", "METERLESS_PORT_FILE", Path,
-            "write the bound port to this file once listening (useful with --port 0)",
-            metavar="PATH"),
-    _Option("--model", "models", "METERLESS_MODELS", str,
-            "model to load at start: a local path, a hub id, or 'demo'; repeat for more "
-            "(env: comma-separated)", many=True, metavar="REF"),
-    _Option("--engine", "engine", "METERLESS_ENGINE", engine,
-            "inference engine: mlx, vllm, or auto (vllm where an NVIDIA GPU and vllm are "
-            "present, else mlx; default auto)", metavar="{auto,mlx,vllm}"),
-    _Option("--engine-option", "engine_options", "METERLESS_ENGINE_OPTIONS", key_value,
-            "an engine option, passed through to the engine; repeatable (env: comma-separated). "
-            "vllm: gpu_memory_utilization, kv_cache_memory_bytes, max_model_len, "
-            "tensor_parallel_size, dtype, enforce_eager, block_size, max_num_seqs, "
-            "enable_prefix_caching, quantization; mlx: max_batch, prompt_cache_entries, "
-            "prompt_cache_bytes", many=True, metavar="KEY=VALUE"),
-    _Option("--data-dir", "data_dir", "METERLESS_DATA_DIR", Path,
-            "where the node id, generated and downloaded models live "
-            "(default ~/.local/share/meterless)", metavar="PATH"),
-    _Option("--advertise-address", "advertise_addresses", "METERLESS_ADVERTISE_ADDRESS", ipv4,
-            "IPv4 address to advertise over mDNS instead of every usable one; repeatable",
-            many=True, metavar="IP"),
-    _Option("--interface", "interfaces", "METERLESS_INTERFACE", str,
-            "advertise the IPv4 addresses of this network interface only; repeatable",
-            many=True, metavar="NAME"),
-    _Option("--status-interval-ms", "status_interval_ms", "METERLESS_STATUS_INTERVAL_MS",
-            positive_int, "default interval of the status stream in ms (default 500)",
-            metavar="MS"),
-    _Option("--max-steps-per-s", "max_steps_per_s", "METERLESS_MAX_STEPS_PER_S",
-            non_negative_float, "cap decode steps per second, making this node slower on purpose "
-            "(to try routing against machines of different speeds); 0: no cap (default)",
-            metavar="N"),
-    _Option("--name", "name", "METERLESS_NAME", str,
-            "display name of this node (default: the hostname)"),
-    _Option("--price-usd", "price_usd", "METERLESS_PRICE_USD", non_negative_float,
-            "what the machine cost, in USD (default 0)", metavar="USD"),
-    _Option("--amortize-months", "amortize_months", "METERLESS_AMORTIZE_MONTHS",
-            positive_float, "months the price is written off over (default 36)",
-            metavar="MONTHS"),
-    _Option("--idle-watts", "idle_watts", "METERLESS_IDLE_WATTS", non_negative_float,
-            "power drawn when idle, in watts (default 0)", metavar="W"),
-    _Option("--busy-watts", "busy_watts", "METERLESS_BUSY_WATTS", non_negative_float,
-            "power drawn when generating, in watts (default 0)", metavar="W"),
-    _Option("--kwh-usd", "kwh_usd", "METERLESS_KWH_USD", non_negative_float,
-            "electricity price per kWh, in USD (default 0)", metavar="USD"),
-    _Option("--join-token", "cluster_secret", "METERLESS_JOIN_TOKEN", decode_token,
-            "the cluster's join token (print it with `cluster join-token` on the head): serve "
-            "over TLS and accept calls only from holders of the cluster secret. Without it the "
-            "agent serves plaintext to anyone. Prefer the environment variable: other users "
-            "can list a process's arguments", metavar="TOKEN"),
-    _Option("--log-level", "log_level", "METERLESS_LOG_LEVEL", str,
-            "log level: debug, info, warning or error (default info)", metavar="LEVEL"),
+    _Option(
+        "--host",
+        "host",
+        "METERLESS_HOST",
+        str,
+        "address the gRPC server listens on (default 0.0.0.0)",
+    ),
+    _Option(
+        "--port",
+        "port",
+        "METERLESS_PORT",
+        port,
+        f"gRPC port (default {DEFAULT_PORT}; 0 lets the OS pick a free one)",
+    ),
+    _Option(
+        "--port-file",
+        "port_file",
+        "METERLESS_PORT_FILE",
+        Path,
+        "write the bound port to this file once listening (useful with --port 0)",
+        metavar="PATH",
+    ),
+    _Option(
+        "--model",
+        "models",
+        "METERLESS_MODELS",
+        str,
+        "model to load at start: a local path, a hub id, or 'demo'; repeat for more "
+        "(env: comma-separated)",
+        many=True,
+        metavar="REF",
+    ),
+    _Option(
+        "--engine",
+        "engine",
+        "METERLESS_ENGINE",
+        engine,
+        "inference engine: mlx, vllm, or auto (vllm where an NVIDIA GPU and vllm are "
+        "present, else mlx; default auto)",
+        metavar="{auto,mlx,vllm}",
+    ),
+    _Option(
+        "--engine-option",
+        "engine_options",
+        "METERLESS_ENGINE_OPTIONS",
+        key_value,
+        "an engine option, passed through to the engine; repeatable (env: comma-separated). "
+        "vllm: gpu_memory_utilization, kv_cache_memory_bytes, max_model_len, "
+        "tensor_parallel_size, dtype, enforce_eager, block_size, max_num_seqs, "
+        "enable_prefix_caching, quantization; mlx: max_batch, prompt_cache_entries, "
+        "prompt_cache_bytes",
+        many=True,
+        metavar="KEY=VALUE",
+    ),
+    _Option(
+        "--data-dir",
+        "data_dir",
+        "METERLESS_DATA_DIR",
+        Path,
+        "where the node id, generated and downloaded models live "
+        "(default ~/.local/share/meterless)",
+        metavar="PATH",
+    ),
+    _Option(
+        "--advertise-address",
+        "advertise_addresses",
+        "METERLESS_ADVERTISE_ADDRESS",
+        ipv4,
+        "IPv4 address to advertise over mDNS instead of every usable one; repeatable",
+        many=True,
+        metavar="IP",
+    ),
+    _Option(
+        "--interface",
+        "interfaces",
+        "METERLESS_INTERFACE",
+        str,
+        "advertise the IPv4 addresses of this network interface only; repeatable",
+        many=True,
+        metavar="NAME",
+    ),
+    _Option(
+        "--status-interval-ms",
+        "status_interval_ms",
+        "METERLESS_STATUS_INTERVAL_MS",
+        positive_int,
+        "default interval of the status stream in ms (default 500)",
+        metavar="MS",
+    ),
+    _Option(
+        "--max-steps-per-s",
+        "max_steps_per_s",
+        "METERLESS_MAX_STEPS_PER_S",
+        non_negative_float,
+        "cap decode steps per second, making this node slower on purpose "
+        "(to try routing against machines of different speeds); 0: no cap (default)",
+        metavar="N",
+    ),
+    _Option(
+        "--name", "name", "METERLESS_NAME", str, "display name of this node (default: the hostname)"
+    ),
+    _Option(
+        "--price-usd",
+        "price_usd",
+        "METERLESS_PRICE_USD",
+        non_negative_float,
+        "what the machine cost, in USD (default 0)",
+        metavar="USD",
+    ),
+    _Option(
+        "--amortize-months",
+        "amortize_months",
+        "METERLESS_AMORTIZE_MONTHS",
+        positive_float,
+        "months the price is written off over (default 36)",
+        metavar="MONTHS",
+    ),
+    _Option(
+        "--idle-watts",
+        "idle_watts",
+        "METERLESS_IDLE_WATTS",
+        non_negative_float,
+        "power drawn when idle, in watts (default 0)",
+        metavar="W",
+    ),
+    _Option(
+        "--busy-watts",
+        "busy_watts",
+        "METERLESS_BUSY_WATTS",
+        non_negative_float,
+        "power drawn when generating, in watts (default 0)",
+        metavar="W",
+    ),
+    _Option(
+        "--kwh-usd",
+        "kwh_usd",
+        "METERLESS_KWH_USD",
+        non_negative_float,
+        "electricity price per kWh, in USD (default 0)",
+        metavar="USD",
+    ),
+    _Option(
+        "--join-token",
+        "cluster_secret",
+        "METERLESS_JOIN_TOKEN",
+        decode_token,
+        "the cluster's join token (print it with `cluster join-token` on the head): serve "
+        "over TLS and accept calls only from holders of the cluster secret. Without it the "
+        "agent serves plaintext to anyone. Prefer the environment variable: other users "
+        "can list a process's arguments",
+        metavar="TOKEN",
+    ),
+    _Option(
+        "--log-level",
+        "log_level",
+        "METERLESS_LOG_LEVEL",
+        str,
+        "log level: debug, info, warning or error (default info)",
+        metavar="LEVEL",
+    ),
 )
 _NO_MDNS_ENV = "METERLESS_NO_MDNS"
 _COST_FIELDS = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
@@ -243,12 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for opt in _OPTIONS:
         parser.add_argument(
-            opt.flag, dest=opt.dest, type=_as_argparse_type(opt.parse),
-            action="append" if opt.many else "store", metavar=opt.metavar,
+            opt.flag,
+            dest=opt.dest,
+            type=_as_argparse_type(opt.parse),
+            action="append" if opt.many else "store",
+            metavar=opt.metavar,
             help=f"{opt.help} [env {opt.env}]",
         )
-    parser.add_argument("--no-mdns", action="store_true", default=None,
-                        help=f"do not advertise over mDNS [env {_NO_MDNS_ENV}=1]")
+    parser.add_argument(
+        "--no-mdns",
+        action="store_true",
+        default=None,
+        help=f"do not advertise over mDNS [env {_NO_MDNS_ENV}=1]",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 

@@ -49,8 +49,12 @@ class TokenError(ValueError):
 
 
 def _hkdf(secret: bytes, purpose: str, length: int = 32) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=b"meterless cluster secret v1",
-                info=purpose.encode()).derive(secret)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=length,
+        salt=b"meterless cluster secret v1",
+        info=purpose.encode(),
+    ).derive(secret)
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,13 @@ class ClusterSecret:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAME)])
         serial = int.from_bytes(_hkdf(self.secret, "tls serial", 16), "big") >> 1
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(serial)
-            .not_valid_before(_NOT_BEFORE).not_valid_after(_NOT_AFTER)
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(_NOT_BEFORE)
+            .not_valid_after(_NOT_AFTER)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_NAME)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
@@ -93,14 +101,17 @@ class ClusterSecret:
     def private_key_pem(self) -> bytes:
         """The derived private key (PKCS#8 PEM), for the TLS credentials only."""
         return self._private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
 
     @cached_property
     def fingerprint(self) -> str:
         """Short hex id of the certificate: names the cluster in tokens and logs, safely."""
         der = x509.load_pem_x509_certificate(self.certificate_pem).public_bytes(
-            serialization.Encoding.DER)
+            serialization.Encoding.DER
+        )
         return hashlib.sha256(der).hexdigest()[:FINGERPRINT_HEX]
 
     @cached_property
@@ -127,8 +138,10 @@ def decode_token(text: str) -> ClusterSecret:
     """The secret in a join token; TokenError (one line, never echoing the token) otherwise."""
     parts = text.strip().split(".")
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        raise TokenError(f"not a join token (expected {TOKEN_PREFIX}.<secret>.<fingerprint>; "
-                         "print one with `cluster join-token` on the head)")
+        raise TokenError(
+            f"not a join token (expected {TOKEN_PREFIX}.<secret>.<fingerprint>; "
+            "print one with `cluster join-token` on the head)"
+        )
     _, b64, fingerprint = parts
     try:  # the decoder skips characters outside the alphabet; a token with any is damaged
         if not re.fullmatch(r"[A-Za-z0-9_-]+", b64):
@@ -158,8 +171,11 @@ class CallVerifier:
         if not header:
             return "no call signature: the caller does not hold the cluster secret"
         parts = header.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or not re.fullmatch(r"[0-9a-f]{16,64}",
-                                                                           parts[1]):
+        if (
+            len(parts) != 3
+            or not parts[0].isdigit()
+            or not re.fullmatch(r"[0-9a-f]{16,64}", parts[1])
+        ):
             return "malformed call signature"
         ms, nonce, mac = int(parts[0]), parts[1], parts[2]
         if not hmac.compare_digest(mac, self.secret._mac(method, ms, nonce)):

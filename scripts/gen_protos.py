@@ -21,14 +21,21 @@ def generate(out: Path) -> None:
     """Run protoc for every source into `out`, with package-relative imports."""
     out.mkdir(parents=True, exist_ok=True)
     for src in SOURCES:
-        args = ["protoc", f"-I{PROTOS}", f"--python_out={out}", f"--pyi_out={out}",
-                f"--grpc_python_out={out}", str(PROTOS / src)]
+        args = [
+            "protoc",
+            f"-I{PROTOS}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            str(PROTOS / src),
+        ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {src}")
     for path in out.rglob("*_grpc.py"):
         # protoc writes absolute imports; the stubs live inside node_agent._proto.
-        text = re.sub(r"^from meterless\.agent\.v1 import", "from . import",
-                      path.read_text(), flags=re.M)
+        text = re.sub(
+            r"^from meterless\.agent\.v1 import", "from . import", path.read_text(), flags=re.M
+        )
         path.write_text(text)
     for d in [out, *[p for p in out.rglob("*") if p.is_dir()]]:
         (d / "__init__.py").touch()

@@ -72,12 +72,25 @@ class AgentProcess:
     def start(self, timeout: float = 120.0) -> AgentProcess:
         """Start it (on the same port as before, if it ran already) and wait until it listens."""
         self.port = self.port or free_port()
-        cmd = [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--name", self.name, *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--name",
+            self.name,
+            *self.args,
+        ]
         log = open(self.log_path, "ab")
         token = {"METERLESS_JOIN_TOKEN": self.join_token} if self.join_token else {}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **token, **self.env})
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **token, **self.env}
+        )
         wait_for(self._listening, timeout, f"agent {self.name} to listen on {self.port}")
         return self
 
@@ -125,8 +138,13 @@ class ClusterProcess:
     def join_token(self) -> str:
         """`cluster join-token` for this cluster (creating its secret), before or after start."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run([sys.executable, "-m", "cluster.cli", "join-token"], env=self.env,
-                             capture_output=True, check=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "cluster.cli", "join-token"],
+            env=self.env,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         return out.stdout.decode().strip()
 
     @property
@@ -142,8 +160,12 @@ class ClusterProcess:
     @property
     def env(self) -> dict[str, str]:
         """The environment of `cluster` commands run against it (they find the admin token)."""
-        return {**os.environ, "METERLESS_DATA_DIR": str(self.data_dir),
-                "METERLESS_CONFIG_DIR": str(self.config_dir), **self.extra_env}
+        return {
+            **os.environ,
+            "METERLESS_DATA_DIR": str(self.data_dir),
+            "METERLESS_CONFIG_DIR": str(self.config_dir),
+            **self.extra_env,
+        }
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -155,22 +177,37 @@ class ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
         plaintext = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
-        cmd = [sys.executable, "-m", "cluster.cli", "up", "--port", str(self.port), *plaintext,
-               *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "up",
+            "--port",
+            str(self.port),
+            *plaintext,
+            *self.args,
+        ]
         if not self.keys_required:
             cmd.append("--insecure")
         log = open(self.data_dir / "cluster.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
-        wait_for(lambda: self._models() >= want_models, timeout, "the endpoint to serve a model",
-                 interval=0.5)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        wait_for(
+            lambda: self._models() >= want_models,
+            timeout,
+            "the endpoint to serve a model",
+            interval=0.5,
+        )
         return self
 
     def _models(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise ProcessExited(f"cluster up exited with {self.proc.returncode}; see "
-                                f"{self.data_dir / 'cluster.log'}")
+            raise ProcessExited(
+                f"cluster up exited with {self.proc.returncode}; see "
+                f"{self.data_dir / 'cluster.log'}"
+            )
         r = httpx.get(f"{self.url}/health", timeout=2)  # open with or without API keys
         return len(r.json()["models"]) if r.status_code == 200 else 0
 
@@ -221,8 +258,11 @@ def peered_office(
         peers = [arg for a in agents for arg in ("--peer", a.address)]
         cluster.args = ("--no-local-agent", "--no-mdns", *extra_args, *peers)
         cluster.start(want_models=want_models)
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents),
-                 ready_timeout, f"{len(agents)} nodes ready")
+        wait_for(
+            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(agents),
+            ready_timeout,
+            f"{len(agents)} nodes ready",
+        )
         yield cluster, list(agents)
     finally:
         cluster.stop()
@@ -233,8 +273,13 @@ def peered_office(
 def leave_mid_stream(cluster: ClusterProcess) -> float:
     """Start a long streamed completion, read a few events, hang up, and wait until the nodes
     report nothing running; returns the seconds from hanging up to then (at most 5)."""
-    body = {"model": "demo", "prompt": "A very long story:", "max_tokens": 1500,
-            "temperature": 0, "stream": True}
+    body = {
+        "model": "demo",
+        "prompt": "A very long story:",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "stream": True,
+    }
 
     def busy() -> int:
         return sum(n["running"] + n["waiting"] for n in cluster.nodes())

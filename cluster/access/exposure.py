@@ -42,12 +42,23 @@ def decide(host: str, *, demo: bool, insecure: bool) -> Exposure:
     local = is_loopback(host)
     if insecure:
         where = "this machine" if local else f"anyone who can reach {host}"
-        return Exposure(keys_required=False, metrics_open=local, warn=True,
-                        notice=f"warning: --insecure: {where} may use the endpoint without an "
-                               "API key")
+        return Exposure(
+            keys_required=False,
+            metrics_open=local,
+            warn=True,
+            notice=f"warning: --insecure: {where} may use the endpoint without an API key",
+        )
     if local and demo:
-        return Exposure(keys_required=False, metrics_open=True, warn=False,
-                        notice="demo on loopback: API keys are optional (a valid key is still "
-                               "enforced and recorded)")
-    return Exposure(keys_required=True, metrics_open=local, warn=False,
-                    notice="API keys required: create one with `cluster keys create NAME`")
+        return Exposure(
+            keys_required=False,
+            metrics_open=True,
+            warn=False,
+            notice="demo on loopback: API keys are optional (a valid key is still "
+            "enforced and recorded)",
+        )
+    return Exposure(
+        keys_required=True,
+        metrics_open=local,
+        warn=False,
+        notice="API keys required: create one with `cluster keys create NAME`",
+    )

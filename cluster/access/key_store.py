@@ -61,26 +61,46 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 def load(conn: sqlite3.Connection) -> list[KeyRecord]:
     """Every key, revoked ones included."""
-    return [KeyRecord(key_id=k, name=n, digest=d, models=tuple(filter(None, m.split(","))),
-                      max_concurrent=c, created_at=at, revoked_at=rev)
-            for k, n, d, m, c, at, rev in conn.execute(f"SELECT {_COLS} FROM api_keys")]
+    return [
+        KeyRecord(
+            key_id=k,
+            name=n,
+            digest=d,
+            models=tuple(filter(None, m.split(","))),
+            max_concurrent=c,
+            created_at=at,
+            revoked_at=rev,
+        )
+        for k, n, d, m, c, at, rev in conn.execute(f"SELECT {_COLS} FROM api_keys")
+    ]
 
 
 def insert(conn: sqlite3.Connection, r: KeyRecord) -> None:
     """Store a new key; InvalidRequest when a live key already has its name."""
     try:
-        conn.execute(f"INSERT INTO api_keys ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     [r.key_id, r.name, r.digest, ",".join(r.models), r.max_concurrent,
-                      r.created_at, r.revoked_at])
+        conn.execute(
+            f"INSERT INTO api_keys ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                r.key_id,
+                r.name,
+                r.digest,
+                ",".join(r.models),
+                r.max_concurrent,
+                r.created_at,
+                r.revoked_at,
+            ],
+        )
     except sqlite3.IntegrityError:
-        raise InvalidRequest(f"a key named {r.name!r} exists already; revoke it first",
-                             param="name") from None
+        raise InvalidRequest(
+            f"a key named {r.name!r} exists already; revoke it first", param="name"
+        ) from None
 
 
 def revoke(conn: sqlite3.Connection, name: str, at: float) -> None:
     """Mark the live key called `name` revoked; NotFound if there is none."""
-    if not conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                        [at, name]).rowcount:
+    if not conn.execute(
+        "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [at, name]
+    ).rowcount:
         raise NotFound(f"no live key named {name!r}", param="name")
 
 
@@ -95,13 +115,15 @@ def parse_key_request(body: bytes) -> tuple[str, tuple[str, ...], int | None]:
     return check_request(fields.get("name"), fields.get("models", []), fields.get("max_concurrent"))
 
 
-def check_request(name: object, models: object, max_concurrent: object
-                  ) -> tuple[str, tuple[str, ...], int | None]:
+def check_request(
+    name: object, models: object, max_concurrent: object
+) -> tuple[str, tuple[str, ...], int | None]:
     """The fields of a `keys create`, validated; InvalidRequest naming the field otherwise."""
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidRequest("name: 1-64 letters, digits, '.', '_' or '-'", param="name")
-    if not isinstance(models, list) or not all(isinstance(m, str) and m and "," not in m
-                                               for m in models):
+    if not isinstance(models, list) or not all(
+        isinstance(m, str) and m and "," not in m for m in models
+    ):
         raise InvalidRequest("models: a list of model names", param="models")
     if max_concurrent is not None and (type(max_concurrent) is not int or max_concurrent < 1):
         raise InvalidRequest("max_concurrent: a whole number of at least 1", param="max_concurrent")
@@ -111,9 +133,13 @@ def check_request(name: object, models: object, max_concurrent: object
 class KeyRegistry:
     """The controller's keys: the file, and the versioned table the gateways follow."""
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time,
-                 random_hex: Callable[[], str] = lambda: secrets.token_hex(
-                     (ID_HEX + SECRET_HEX) // 2)) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        random_hex: Callable[[], str] = lambda: secrets.token_hex((ID_HEX + SECRET_HEX) // 2),
+    ) -> None:
         self.path = path
         self._clock = clock
         self._random_hex = random_hex
@@ -142,12 +168,19 @@ class KeyRegistry:
                 await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
         return self._table
 
-    async def create(self, name: str, models: Sequence[str], max_concurrent: int | None
-                     ) -> tuple[KeyRecord, str]:
+    async def create(
+        self, name: str, models: Sequence[str], max_concurrent: int | None
+    ) -> tuple[KeyRecord, str]:
         """Make and store a key; returns it and the full key (the only time it is known)."""
         key_id, secret = new_key(self._random_hex())
-        record = KeyRecord(key_id=key_id, name=name, digest=digest(secret), models=tuple(models),
-                           max_concurrent=max_concurrent, created_at=self._clock())
+        record = KeyRecord(
+            key_id=key_id,
+            name=name,
+            digest=digest(secret),
+            models=tuple(models),
+            max_concurrent=max_concurrent,
+            created_at=self._clock(),
+        )
         await self._change(insert, record)
         logger.info("API key %s (%s) created", key_id, name)
         return record, format_key(key_id, secret)
@@ -155,8 +188,10 @@ class KeyRegistry:
     async def revoke(self, name: str) -> KeyRecord:
         """Revoke the live key called `name`; the gateways stop accepting it at once."""
         await self._change(revoke, name, self._clock())
-        record = max((r for r in self._table.keys.values() if r.name == name),
-                     key=lambda r: r.revoked_at or 0.0)
+        record = max(
+            (r for r in self._table.keys.values() if r.name == name),
+            key=lambda r: r.revoked_at or 0.0,
+        )
         logger.info("API key %s (%s) revoked", record.key_id, name)
         return record
 

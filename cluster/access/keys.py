@@ -94,9 +94,14 @@ class KeyRecord:
 
     def public(self) -> dict[str, object]:
         """What `cluster keys list` shows: everything but the digest."""
-        return {"name": self.name, "key_id": self.key_id, "models": list(self.models),
-                "max_concurrent": self.max_concurrent, "created_at": self.created_at,
-                "revoked_at": self.revoked_at}
+        return {
+            "name": self.name,
+            "key_id": self.key_id,
+            "models": list(self.models),
+            "max_concurrent": self.max_concurrent,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,11 @@ def identify(table: KeyTable, presented: str | None, *, required: bool) -> Grant
     """The key a request carries, checked; on an open endpoint an unknown one counts as none."""
     parsed = parse_key(presented) if presented else None
     record = table.keys.get(parsed[0]) if parsed else None
-    valid = (record is not None and parsed is not None
-             and hmac.compare_digest(digest(parsed[1]), record.digest))
+    valid = (
+        record is not None
+        and parsed is not None
+        and hmac.compare_digest(digest(parsed[1]), record.digest)
+    )
     if valid and record is not None and not record.revoked:
         return Grant(record)
     if not required:
@@ -142,26 +150,41 @@ def identify(table: KeyTable, presented: str | None, *, required: bool) -> Grant
     if valid and record is not None:
         raise Unauthorized(f"The API key {record.key_id} was revoked.")
     if not table.active:
-        raise Unauthorized("This cluster requires an API key and none exists yet: the admin "
-                           "creates one with `cluster keys create NAME`.")
+        raise Unauthorized(
+            "This cluster requires an API key and none exists yet: the admin "
+            "creates one with `cluster keys create NAME`."
+        )
     if presented is None:
         raise Unauthorized("No API key given: send `Authorization: Bearer <key>`.")
     raise Unauthorized("Incorrect API key provided.")
 
 
-def authorize(table: KeyTable, presented: str | None, *, model: str,
-              inflight: Mapping[str, int], required: bool) -> Grant:
+def authorize(
+    table: KeyTable,
+    presented: str | None,
+    *,
+    model: str,
+    inflight: Mapping[str, int],
+    required: bool,
+) -> Grant:
     """Whether a request for `model` may go on, and under which key; raises the 401/403/429."""
     grant = identify(table, presented, required=required)
     key = grant.key
     if key is None:
         return grant
     if not key.allows(model):
-        raise Forbidden(f"The API key {key.key_id} may not use the model {model!r}; it may use "
-                        f"{', '.join(key.models)}.", param="model", code="model_not_allowed")
+        raise Forbidden(
+            f"The API key {key.key_id} may not use the model {model!r}; it may use "
+            f"{', '.join(key.models)}.",
+            param="model",
+            code="model_not_allowed",
+        )
     if key.max_concurrent is not None and inflight.get(key.key_id, 0) >= key.max_concurrent:
-        raise RateLimited(f"The API key {key.key_id} already has {key.max_concurrent} requests "
-                          "in flight; retry when one has finished.", retry_after=RETRY_AFTER_S)
+        raise RateLimited(
+            f"The API key {key.key_id} already has {key.max_concurrent} requests "
+            "in flight; retry when one has finished.",
+            retry_after=RETRY_AFTER_S,
+        )
     return grant
 
 

@@ -42,8 +42,13 @@ class Gate:
     def admit(self, authorization: str | None, model: str) -> Grant:
         """Let a request for `model` in, or raise 401/403/429; counts it as in flight."""
         self._ready()
-        grant = authorize(self.table, bearer(authorization), model=model,
-                          inflight=self.inflight, required=self.keys_required)
+        grant = authorize(
+            self.table,
+            bearer(authorization),
+            model=model,
+            inflight=self.inflight,
+            required=self.keys_required,
+        )
         if grant.key_id is not None:
             self.inflight[grant.key_id] = self.inflight.get(grant.key_id, 0) + 1
         return grant
@@ -78,9 +83,11 @@ class Gate:
     def admin(self, authorization: str | None) -> None:
         """Raise 401 unless the request carries the admin token."""
         if not admin_ok(bearer(authorization), self.admin_digest):
-            raise Unauthorized("The admin API needs the admin token: `Authorization: Bearer "
-                               "<token>` (the head's config dir has it).",
-                               code="invalid_admin_token")
+            raise Unauthorized(
+                "The admin API needs the admin token: `Authorization: Bearer "
+                "<token>` (the head's config dir has it).",
+                code="invalid_admin_token",
+            )
 
     def metrics(self, authorization: str | None) -> None:
         """Raise 401 unless /metrics is open here or the request carries the admin token."""

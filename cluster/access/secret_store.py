@@ -50,10 +50,12 @@ def load(directory: Path) -> ClusterSecret:
     except OSError as exc:
         raise SecretFileError(f"cannot read the cluster secret {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecretFileError(f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}); "
-                              f"run `chmod 600 {path}`")
+        raise SecretFileError(
+            f"{path} is open to other users (mode {stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+        )
     try:
         return ClusterSecret(bytes.fromhex(text.strip()))
     except (ValueError, TokenError):
-        raise SecretFileError(f"{path} does not hold a cluster secret "
-                              f"({SECRET_BYTES * 2} hex digits)") from None
+        raise SecretFileError(
+            f"{path} does not hold a cluster secret ({SECRET_BYTES * 2} hex digits)"
+        ) from None

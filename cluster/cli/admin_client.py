@@ -23,16 +23,23 @@ def admin_get(url: str, path: str, body: Any = None) -> Any:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
         full = f"{url.rstrip('/')}{path}"
-        r = (httpx.get(full, headers=headers, timeout=30) if body is None
-             else httpx.post(full, json=body, headers=headers, timeout=30))
+        r = (
+            httpx.get(full, headers=headers, timeout=30)
+            if body is None
+            else httpx.post(full, json=body, headers=headers, timeout=30)
+        )
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
     if r.status_code == 401 and path.startswith("/admin/"):
-        where = f"${admin_token.ENV}" if os.environ.get(admin_token.ENV) else (
-            f"{config_dir() / admin_token.FILE_NAME}" if token else
-            f"neither ${admin_token.ENV} nor {config_dir() / admin_token.FILE_NAME} has one")
-        raise CliError(f"{url}: the admin API refused the admin token ({where}); on the head "
-                       f"it is in the config dir, elsewhere set ${admin_token.ENV}")
+        file = config_dir() / admin_token.FILE_NAME
+        if os.environ.get(admin_token.ENV):
+            where = f"${admin_token.ENV}"
+        else:
+            where = f"{file}" if token else f"neither ${admin_token.ENV} nor {file} has one"
+        raise CliError(
+            f"{url}: the admin API refused the admin token ({where}); on the head "
+            f"it is in the config dir, elsewhere set ${admin_token.ENV}"
+        )
     if r.status_code != 200:
         try:
             message = r.json()["error"]["message"]

@@ -29,44 +29,70 @@ DONE = ("ready",)
 def add_commands(sub: Any) -> None:
     """Register deploy, undeploy, rebalance, drain and uncordon."""
     p = sub.add_parser(
-        "deploy", help="run a model on the cluster, placed where it fits",
+        "deploy",
+        help="run a model on the cluster, placed where it fits",
         description="Deploy MODEL (a model directory, a hub id, or demo): the controller places "
         "its replicas (weights + KV cache for the context x concurrency + engine overhead, "
         "within each node's memory budget; nodes that have it on disk first), loads them, "
-        "and keeps them loaded across restarts.")
+        "and keeps them loaded across restarts.",
+    )
     p.add_argument("model", help="a model directory, a hub id (org/name), or demo")
     p.add_argument("--name", help="the name clients ask for (default: MODEL)")
     p.add_argument("--replicas", type=int, default=1, help="how many nodes serve it (default 1)")
-    p.add_argument("--node", action="append", default=[], metavar="NODE",
-                   help="only on this node (name or id prefix); repeatable")
+    p.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="only on this node (name or id prefix); repeatable",
+    )
     p.add_argument("--engine", choices=["mlx", "vllm"], help="engine (default: any)")
-    p.add_argument("--context", type=int, default=0, metavar="N",
-                   help="context length to load with (default: the model's own)")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N",
-                   help="requests expected at once per replica; sizes the KV cache (default 1)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="N",
+        help="context length to load with (default: the model's own)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="requests expected at once per replica; sizes the KV cache (default 1)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the placement, change nothing")
     _common(p, wait=True)
     p.set_defaults(func=_deploy)
 
-    p = sub.add_parser("undeploy", help="unload a deployed model everywhere",
-                       description="Unload every replica of MODEL and forget its deployment.")
+    p = sub.add_parser(
+        "undeploy",
+        help="unload a deployed model everywhere",
+        description="Unload every replica of MODEL and forget its deployment.",
+    )
     p.add_argument("model", help="the deployed name")
     _common(p, wait=True)
     p.set_defaults(func=_undeploy)
 
     p = sub.add_parser(
-        "rebalance", help="move replicas toward where demand is",
+        "rebalance",
+        help="move replicas toward where demand is",
         description="From the ledger's recent demand per model and each node's measured "
         "throughput, move the busiest models to the fastest nodes (idle ones give memory "
-        "back). New replicas load first; old ones unload once the new ones serve.")
+        "back). New replicas load first; old ones unload once the new ones serve.",
+    )
     p.add_argument("--since", default="1h", help="demand window, e.g. 15m, 1h, 24h (default 1h)")
     p.add_argument("--dry-run", action="store_true", help="show the moves, change nothing")
     _common(p, wait=True)
     p.set_defaults(func=_rebalance)
 
-    for name, text in (("drain", "place a node's replicas elsewhere, then stop routing to it; "
-                                 "requests in flight finish"),
-                       ("uncordon", "let a drained node take replicas and requests again")):
+    for name, text in (
+        (
+            "drain",
+            "place a node's replicas elsewhere, then stop routing to it; requests in flight finish",
+        ),
+        ("uncordon", "let a drained node take replicas and requests again"),
+    ):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("node", help="node name or id prefix")
         _common(p, wait=name == "drain")
@@ -78,14 +104,26 @@ def _common(p: argparse.ArgumentParser, *, wait: bool) -> None:
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     if wait:
         p.add_argument("--no-wait", action="store_true", help="return once the change is accepted")
-        p.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                       help="give up waiting after S seconds (default 600)")
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=600.0,
+            metavar="S",
+            help="give up waiting after S seconds (default 600)",
+        )
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    body = {"model": args.model, "name": args.name or args.model, "replicas": args.replicas,
-            "nodes": args.node, "engine": args.engine or "", "context_length": args.context,
-            "concurrency": args.concurrency, "dry_run": args.dry_run}
+    body = {
+        "model": args.model,
+        "name": args.name or args.model,
+        "replicas": args.replicas,
+        "nodes": args.node,
+        "engine": args.engine or "",
+        "context_length": args.context,
+        "concurrency": args.concurrency,
+        "dry_run": args.dry_run,
+    }
     answer = admin_get(args.url, "/admin/deployments", body)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -170,17 +208,22 @@ def _drained(url: str, node: str, started: float) -> bool:
     """Whether the node is draining and holds no deployed replica; raises if it never will."""
     nodes = {n["name"]: n for n in admin_get(url, "/admin/nodes")["nodes"]}
     models = admin_get(url, "/admin/models")["models"]
-    holding = [m for m in models if m.get("desired") is not None
-               and any(r["node"] == node for r in m.get("replicas", []))]
+    holding = [
+        m
+        for m in models
+        if m.get("desired") is not None and any(r["node"] == node for r in m.get("replicas", []))
+    ]
     for m in holding:  # a replica with nowhere to go, and nothing loading anywhere for it
         here = [r for r in m["replicas"] if r["node"] == node]
         leaving = all(r["state"] in ("withdrawn", "unloading") for r in here)
         loading = any(r["state"] == "loading" for r in m["replicas"])
         stuck = m.get("unplaced") and not loading and not leaving
         if stuck and time.monotonic() - started > STUCK_S:
-            raise CliError(f"{node} is cordoned, but {m['model']} has nowhere else to go "
-                           f"({m['unplaced'][0]['reason']}); it keeps serving there until a "
-                           "node has room (`cluster uncordon` undoes the drain)")
+            raise CliError(
+                f"{node} is cordoned, but {m['model']} has nowhere else to go "
+                f"({m['unplaced'][0]['reason']}); it keeps serving there until a "
+                "node has room (`cluster uncordon` undoes the drain)"
+            )
     return nodes.get(node, {}).get("state") == "draining" and not holding
 
 
@@ -195,8 +238,12 @@ def _until(args: argparse.Namespace, done: Callable[[], bool], what: str) -> Non
 def _wait_replicas(args: argparse.Namespace, name: str, *, quiet: bool) -> int:
     """A progress bar per replica until every placed one is ready; 1 on a crash loop."""
     deadline = time.monotonic() + args.timeout
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[msg]}"),
-                  disable=quiet) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[msg]}"),
+        disable=quiet,
+    ) as bars:
         tasks: dict[str, Any] = {}
         while True:
             m = _model(args.url, name) or {}
@@ -205,15 +252,24 @@ def _wait_replicas(args: argparse.Namespace, name: str, *, quiet: bool) -> int:
                     tasks[r["node"]] = bars.add_task(f"{name} on {r['node']}", total=1.0, msg="")
                 total = r["bytes_total"] or 1
                 done = 1.0 if r["state"] == "ready" else (r["bytes_done"] / total) * 0.9
-                bars.update(tasks[r["node"]], completed=done,
-                            msg=f"{r['state']}: {r['message'] or r['stage']}"[:70])
+                bars.update(
+                    tasks[r["node"]],
+                    completed=done,
+                    msg=f"{r['state']}: {r['message'] or r['stage']}"[:70],
+                )
             if m.get("crash_loops"):
                 loop = m["crash_loops"][0]
-                raise CliError(f"{name} keeps failing to load on {loop['node']} "
-                               f"({loop['failures']} tries): {loop['reason']}")
+                raise CliError(
+                    f"{name} keeps failing to load on {loop['node']} "
+                    f"({loop['failures']} tries): {loop['reason']}"
+                )
             replicas = m.get("replicas", [])
-            if replicas and sum(r["state"] in DONE for r in replicas) >= min(
-                    m.get("desired", 1), len(replicas)) and not m.get("unplaced"):
+            if (
+                replicas
+                and sum(r["state"] in DONE for r in replicas)
+                >= min(m.get("desired", 1), len(replicas))
+                and not m.get("unplaced")
+            ):
                 break
             if m.get("unplaced") and replicas and all(r["state"] in DONE for r in replicas):
                 break

@@ -31,8 +31,10 @@ def _join_token(args: argparse.Namespace) -> int:
     with secret_errors():
         secret, created = secret_store.load_or_create(config_dir())
     if created:
-        print(f"created the cluster secret in {config_dir() / secret_store.FILE_NAME}",
-              file=sys.stderr)
+        print(
+            f"created the cluster secret in {config_dir() / secret_store.FILE_NAME}",
+            file=sys.stderr,
+        )
     token = encode_token(secret)
     if args.json:
         print(json.dumps({"join_token": token, "cluster": secret.fingerprint}))
@@ -44,11 +46,13 @@ def _join_token(args: argparse.Namespace) -> int:
 def add_join_token(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `cluster join-token`."""
     p = sub.add_parser(
-        "join-token", help="print the token agents need to join this cluster",
+        "join-token",
+        help="print the token agents need to join this cluster",
         description="Print the join token (the cluster secret and the fingerprint of the "
-                    "cluster's certificate). Agents started with `node-agent --join-token TOKEN` "
-                    "(or METERLESS_JOIN_TOKEN) serve over TLS and accept calls only from this "
-                    "cluster; the controller admits only them. Keep it like a password. Creates "
-                    "the secret if `cluster up` has not yet.")
+        "cluster's certificate). Agents started with `node-agent --join-token TOKEN` "
+        "(or METERLESS_JOIN_TOKEN) serve over TLS and accept calls only from this "
+        "cluster; the controller admits only them. Keep it like a password. Creates "
+        "the secret if `cluster up` has not yet.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON with the cluster fingerprint")
     p.set_defaults(func=_join_token)

@@ -13,24 +13,44 @@ from cluster.cli.admin_client import DEFAULT_URL, admin_get
 
 def add_commands(sub: Any) -> None:
     """Register `keys` and its actions."""
-    keys = sub.add_parser("keys", help="API keys for the endpoint: create, list, revoke",
-                          description="API keys for the OpenAI endpoint. The full key is shown "
-                                      "once, by `create`; the cluster keeps only its hash.")
+    keys = sub.add_parser(
+        "keys",
+        help="API keys for the endpoint: create, list, revoke",
+        description="API keys for the OpenAI endpoint. The full key is shown "
+        "once, by `create`; the cluster keeps only its hash.",
+    )
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="make a key and print it (the only time)",
-                                description="Make a key and print it. Store it now: it is never "
-                                            "shown again.")
+    create = actions.add_parser(
+        "create",
+        help="make a key and print it (the only time)",
+        description="Make a key and print it. Store it now: it is never shown again.",
+    )
     create.add_argument("name", help="a name for the key (who or what uses it)")
-    create.add_argument("--models", nargs="+", default=[], metavar="M",
-                        help="the only models the key may use (default: every model)")
-    create.add_argument("--max-concurrent", type=int, metavar="N",
-                        help="at most N requests in flight per gateway replica; more get 429")
+    create.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        metavar="M",
+        help="the only models the key may use (default: every model)",
+    )
+    create.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="at most N requests in flight per gateway replica; more get 429",
+    )
     create.set_defaults(func=_create)
-    listing = actions.add_parser("list", help="list the keys (never their secrets)",
-                                 description="Every key, live and revoked, without secrets.")
+    listing = actions.add_parser(
+        "list",
+        help="list the keys (never their secrets)",
+        description="Every key, live and revoked, without secrets.",
+    )
     listing.set_defaults(func=_list)
-    revoke = actions.add_parser("revoke", help="revoke a key; it stops working within a second",
-                                description="Revoke the live key with this name.")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a key; it stops working within a second",
+        description="Revoke the live key with this name.",
+    )
     revoke.add_argument("name", help="the key's name")
     revoke.set_defaults(func=_revoke)
     for p in (create, listing, revoke):
@@ -45,8 +65,10 @@ def _create(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(data["key"])
-        print(f"key {data['key_id']} ({data['name']}): {_limits(data)}; "
-              "store it now, it is not shown again")
+        print(
+            f"key {data['key_id']} ({data['name']}): {_limits(data)}; "
+            "store it now, it is not shown again"
+        )
     return 0
 
 

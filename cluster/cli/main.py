@@ -27,14 +27,24 @@ def _up(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
     with secret_errors():
-        return up(UpOptions(
-            host=args.host, port=args.port, demo=args.demo, local_agent=not args.no_local_agent,
-            peers=tuple(args.peer), ray_address=args.ray_address, routing=args.routing,
-            gateway_replicas=args.gateway_replicas, mdns=not args.no_mdns,
-            mdns_interfaces=tuple(args.mdns_interface), ledger=not args.no_ledger,
-            plaintext_agents=args.allow_plaintext_agents,
-            affinity=not args.no_affinity, insecure=args.insecure,
-        ))
+        return up(
+            UpOptions(
+                host=args.host,
+                port=args.port,
+                demo=args.demo,
+                local_agent=not args.no_local_agent,
+                peers=tuple(args.peer),
+                ray_address=args.ray_address,
+                routing=args.routing,
+                gateway_replicas=args.gateway_replicas,
+                mdns=not args.no_mdns,
+                mdns_interfaces=tuple(args.mdns_interface),
+                ledger=not args.no_ledger,
+                plaintext_agents=args.allow_plaintext_agents,
+                affinity=not args.no_affinity,
+                insecure=args.insecure,
+            )
+        )
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -64,50 +74,86 @@ def _models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The `cluster` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="cluster", description="meterless: many machines, one OpenAI-compatible endpoint.")
+        prog="cluster", description="meterless: many machines, one OpenAI-compatible endpoint."
+    )
     parser.add_argument("--version", action="version", version=f"meterless {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the head here and stay in the foreground",
-                        description="Start (or join) Ray, deploy the meterless app, start a local "
-                                    "node agent, and serve until Ctrl-C or `cluster down`.")
-    up.add_argument("--host", default="127.0.0.1",
-                    help="address the endpoint binds (0.0.0.0 for the office LAN)")
+    up = sub.add_parser(
+        "up",
+        help="start the head here and stay in the foreground",
+        description="Start (or join) Ray, deploy the meterless app, start a local "
+        "node agent, and serve until Ctrl-C or `cluster down`.",
+    )
+    up.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the endpoint binds (0.0.0.0 for the office LAN)",
+    )
     up.add_argument("--port", type=int, default=8000, help="endpoint port (default 8000)")
-    up.add_argument("--demo", action="store_true",
-                    help="serve the generated `demo` model from a local agent; no network needed")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the generated `demo` model from a local agent; no network needed",
+    )
     up.add_argument("--no-local-agent", action="store_true", help="do not start an agent here")
-    up.add_argument("--peer", action="append", default=[], metavar="HOST:PORT",
-                    help="an agent to connect to directly (where multicast is blocked); repeatable")
+    up.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="an agent to connect to directly (where multicast is blocked); repeatable",
+    )
     up.add_argument("--ray-address", help="join this Ray cluster instead of starting one")
-    up.add_argument("--routing", default="fastest",
-                    choices=["fastest", "round-robin", "least-outstanding"],
-                    help="routing policy (default: fastest)")
-    up.add_argument("--no-affinity", action="store_true",
-                    help="with `fastest`: ignore which node holds a conversation's prefix in its "
-                         "cache (to measure what prefix affinity brings)")
+    up.add_argument(
+        "--routing",
+        default="fastest",
+        choices=["fastest", "round-robin", "least-outstanding"],
+        help="routing policy (default: fastest)",
+    )
+    up.add_argument(
+        "--no-affinity",
+        action="store_true",
+        help="with `fastest`: ignore which node holds a conversation's prefix in its "
+        "cache (to measure what prefix affinity brings)",
+    )
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
-    up.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
-                    help="browse for agents only on the interface with this address; repeatable "
-                         "(default: every interface)")
-    up.add_argument("--no-ledger", action="store_true",
-                    help="do not record usage per request (to measure what recording costs)")
-    up.add_argument("--insecure", action="store_true",
-                    help="serve without API keys even off loopback (warned at every start); by "
-                         "default only loopback with --demo is open")
-    up.add_argument("--allow-plaintext-agents", action="store_true",
-                    help="also admit agents started without the join token (INSECURE: their "
-                         "traffic is readable and anyone can pose as one); warned at every start")
+    up.add_argument(
+        "--mdns-interface",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="browse for agents only on the interface with this address; repeatable "
+        "(default: every interface)",
+    )
+    up.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="do not record usage per request (to measure what recording costs)",
+    )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without API keys even off loopback (warned at every start); by "
+        "default only loopback with --demo is open",
+    )
+    up.add_argument(
+        "--allow-plaintext-agents",
+        action="store_true",
+        help="also admit agents started without the join token (INSECURE: their "
+        "traffic is readable and anyone can pose as one); warned at every start",
+    )
     up.set_defaults(func=_up)
     add_join_token(sub)
 
     down = sub.add_parser("down", help="stop the `cluster up` running on this machine")
     down.set_defaults(func=_down)
 
-    for name, func, text in (("nodes", _nodes, "list the nodes and their live state"),
-                             ("models", _models,
-                              "list the models: desired replicas (deployed) vs nodes serving")):
+    for name, func, text in (
+        ("nodes", _nodes, "list the nodes and their live state"),
+        ("models", _models, "list the models: desired replicas (deployed) vs nodes serving"),
+    ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")

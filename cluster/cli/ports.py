@@ -54,7 +54,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_state(host: str, port: int) -> str:
-    """"free"; "lingering" (only closing connections hold it: free within a minute); "taken".
+    """ "free"; "lingering" (only closing connections hold it: free within a minute); "taken".
 
     A bind is refused the same way for both, so a program listening is told apart by answering.
     """

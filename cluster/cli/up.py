@@ -57,13 +57,23 @@ class UpOptions:
     plaintext_agents: bool = False  # also admit agents without the join token (insecure)
 
 
-def start_local_agent(opts: UpOptions, data: Path, secret: ClusterSecret | None = None
-                      ) -> tuple[subprocess.Popen[bytes], str]:
+def start_local_agent(
+    opts: UpOptions, data: Path, secret: ClusterSecret | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start this machine's node agent (with the join token); its process and gRPC address."""
     port = opts.agent_port or free_port()
     host = "127.0.0.1" if opts.demo else "0.0.0.0"
-    cmd = [sys.executable, "-m", "node_agent", "--host", host, "--port", str(port),
-           "--data-dir", str(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "node_agent",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+    ]
     if opts.demo:
         cmd += ["--model", "demo", "--no-mdns"]
     # The token goes by environment, not argv: other users can list argv, not the environment.
@@ -76,13 +86,18 @@ def cluster_secret(opts: UpOptions) -> ClusterSecret:
     """The cluster secret (created on the first `cluster up`), announced without revealing it."""
     secret, created = secret_store.load_or_create(config_dir())
     where = config_dir() / secret_store.FILE_NAME
-    print(f"cluster {secret.fingerprint}: {'created' if created else 'secret in'} {where}; "
-          "agents join with `node-agent --join-token TOKEN` (TOKEN: `cluster join-token`)",
-          flush=True)
+    print(
+        f"cluster {secret.fingerprint}: {'created' if created else 'secret in'} {where}; "
+        "agents join with `node-agent --join-token TOKEN` (TOKEN: `cluster join-token`)",
+        flush=True,
+    )
     if opts.plaintext_agents:
-        print("WARNING: --allow-plaintext-agents: agents without the join token are admitted; "
-              "their traffic, prompts included, is readable and forgeable on the network",
-              file=sys.stderr, flush=True)
+        print(
+            "WARNING: --allow-plaintext-agents: agents without the join token are admitted; "
+            "their traffic, prompts included, is readable and forgeable on the network",
+            file=sys.stderr,
+            flush=True,
+        )
     return secret
 
 
@@ -110,9 +125,13 @@ def _start_ray(opts: UpOptions) -> bool:
     """Connect to or start Ray; True when this process started the cluster."""
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     if direct_ingress(opts):  # read by Serve's controller and replicas, which inherit them
-        os.environ.update({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-                           "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(opts.port),
-                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(opts.port + 1)})
+        os.environ.update(
+            {
+                "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(opts.port),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(opts.port + 1),
+            }
+        )
     import ray
 
     if opts.ray_address:
@@ -122,8 +141,13 @@ def _start_ray(opts: UpOptions) -> bool:
     return True
 
 
-def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: str,
-             secret: ClusterSecret | None = None) -> None:
+def _run_app(
+    opts: UpOptions,
+    peers: tuple[str, ...],
+    token: str,
+    admin_digest: str,
+    secret: ClusterSecret | None = None,
+) -> None:
     from ray import serve
 
     from cluster.app import APP_NAME, AppConfig, build_app
@@ -133,15 +157,25 @@ def _run_app(opts: UpOptions, peers: tuple[str, ...], token: str, admin_digest: 
     exposure = decide(opts.host, demo=opts.demo, insecure=opts.insecure)
 
     config = AppConfig(
-        controller=ControllerConfig(peers=peers, mdns=opts.mdns and not opts.demo,
-                                    mdns_interfaces=opts.mdns_interfaces,
-                                    data_dir=str(data_dir()), config_dir=str(config_dir()),
-                                    shutdown_token=token, cluster_secret=secret,
-                                    plaintext_agents=opts.plaintext_agents),
-        gateway=GatewaySettings(routing=opts.routing, ledger=opts.ledger,
-                                affinity=opts.affinity, cluster_secret=secret,
-                                keys_required=exposure.keys_required, admin_digest=admin_digest,
-                                metrics_open=exposure.metrics_open),
+        controller=ControllerConfig(
+            peers=peers,
+            mdns=opts.mdns and not opts.demo,
+            mdns_interfaces=opts.mdns_interfaces,
+            data_dir=str(data_dir()),
+            config_dir=str(config_dir()),
+            shutdown_token=token,
+            cluster_secret=secret,
+            plaintext_agents=opts.plaintext_agents,
+        ),
+        gateway=GatewaySettings(
+            routing=opts.routing,
+            ledger=opts.ledger,
+            affinity=opts.affinity,
+            cluster_secret=secret,
+            keys_required=exposure.keys_required,
+            admin_digest=admin_digest,
+            metrics_open=exposure.metrics_open,
+        ),
         gateway_replicas=opts.gateway_replicas,
     )
     serve.start(http_options={"host": opts.host, "port": _proxy_port(opts)})
@@ -156,8 +190,11 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
     """
     state = port_state(host, port)
     if state == "lingering":
-        print(f"port {port}: waiting for the previous run's connections to close "
-              f"(up to {linger_s:.0f}s)…", flush=True)
+        print(
+            f"port {port}: waiting for the previous run's connections to close "
+            f"(up to {linger_s:.0f}s)…",
+            flush=True,
+        )
         deadline = time.monotonic() + linger_s
         while state == "lingering" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -165,8 +202,9 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
     if state == "taken":
         return f"port {port} on {host} is in use by another program; choose another with --port"
     if state == "lingering":
-        return (f"port {port} on {host} is still held after {linger_s:.0f}s; "
-                "choose another with --port")
+        return (
+            f"port {port} on {host} is still held after {linger_s:.0f}s; choose another with --port"
+        )
     return ""
 
 
@@ -201,8 +239,7 @@ def up(opts: UpOptions) -> int:
     try:
         admin, token_path = admin_token.ensure()
     except OSError as exc:
-        print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}",
-              file=sys.stderr)
+        print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}", file=sys.stderr)
         return 1
     print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
     try:
@@ -217,8 +254,12 @@ def up(opts: UpOptions) -> int:
         try:
             _run_app(opts, peers, token, digest(admin), secret)
         except RuntimeError as exc:  # Serve's "Deploying application ... failed: ..."
-            print(f"cluster up: the meterless app did not start: {_first_line(exc)} "
-                  "(Ray's logs: /tmp/ray/session_latest/logs/serve)", file=sys.stderr, flush=True)
+            print(
+                f"cluster up: the meterless app did not start: {_first_line(exc)} "
+                "(Ray's logs: /tmp/ray/session_latest/logs/serve)",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         flush = (url, token)
         _write_state(data, url)
@@ -234,8 +275,13 @@ def up(opts: UpOptions) -> int:
         _shutdown(opts, agent, started_ray, data, flush)
 
 
-def _shutdown(opts: UpOptions, agent: subprocess.Popen[bytes] | None, started_ray: bool,
-              data: Path, flush: tuple[str, str] | None) -> None:
+def _shutdown(
+    opts: UpOptions,
+    agent: subprocess.Popen[bytes] | None,
+    started_ray: bool,
+    data: Path,
+    flush: tuple[str, str] | None,
+) -> None:
     # Ray's failure-signal handler (absl) arms a 3 s alarm on SIGTERM and aborts the process when
     # it rings; a clean stop (flushing the ledger, waiting for the agent) may take longer.
     signal.alarm(0)
@@ -266,16 +312,24 @@ def _flush_ledger(url: str, token: str) -> None:
     """Have the controller collect every gateway's unsent usage rows while Ray still runs."""
     # Over HTTP, not a Serve handle: a handle used in this driver aborts it at exit.
     try:
-        r = httpx.post(f"{url}/admin/ledger/flush", params={"timeout_s": LEDGER_FLUSH_S},
-                       headers={"x-meterless-shutdown-token": token}, timeout=LEDGER_FLUSH_S + 10)
+        r = httpx.post(
+            f"{url}/admin/ledger/flush",
+            params={"timeout_s": LEDGER_FLUSH_S},
+            headers={"x-meterless-shutdown-token": token},
+            timeout=LEDGER_FLUSH_S + 10,
+        )
         r.raise_for_status()
         done = r.json()
     except (httpx.HTTPError, ValueError) as exc:  # the app never came up, or is going away
         logger.warning("could not flush the usage ledger: %s", exc)
         return
     if not done["complete"]:
-        print(f"warning: usage of requests still running on gateways {done['waiting_for']} "
-              "was not recorded", file=sys.stderr, flush=True)
+        print(
+            f"warning: usage of requests still running on gateways {done['waiting_for']} "
+            "was not recorded",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -88,18 +88,34 @@ class Controller:
         self._started_at = clock()
         self.books = Books(
             path=Path(config.data_dir) / ledger_store.FILE_NAME if config.data_dir else ":memory:",
-            prices=prices.load(Path(config.config_dir) if config.config_dir else None))
+            prices=prices.load(Path(config.config_dir) if config.config_dir else None),
+        )
         store = deploy_store.DeployStore(
-            Path(config.data_dir) / deploy_store.FILE_NAME if config.data_dir else ":memory:")
-        dialer = Dialer(client_factory or partial(NodeClient, secret=config.cluster_secret),
-                        plaintext_factory, plaintext_allowed=config.plaintext_agents,
-                        timeout_s=config.describe_timeout_s)
-        self.deployer = Deployer(store, client_factory=dialer.client_for, clock=clock,
-                                 withdraw=self._withdraw, drain=self.set_draining,
-                                 data_dir=Path(config.data_dir) if config.data_dir else None)
-        self.node_sessions = NodeSessions(config, dialer, inventory=self.inventory,
-                                          books=self.books, deployer=self.deployer,
-                                          refresh=self._refresh, clock=clock)
+            Path(config.data_dir) / deploy_store.FILE_NAME if config.data_dir else ":memory:"
+        )
+        dialer = Dialer(
+            client_factory or partial(NodeClient, secret=config.cluster_secret),
+            plaintext_factory,
+            plaintext_allowed=config.plaintext_agents,
+            timeout_s=config.describe_timeout_s,
+        )
+        self.deployer = Deployer(
+            store,
+            client_factory=dialer.client_for,
+            clock=clock,
+            withdraw=self._withdraw,
+            drain=self.set_draining,
+            data_dir=Path(config.data_dir) if config.data_dir else None,
+        )
+        self.node_sessions = NodeSessions(
+            config,
+            dialer,
+            inventory=self.inventory,
+            books=self.books,
+            deployer=self.deployer,
+            refresh=self._refresh,
+            clock=clock,
+        )
         self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -110,8 +126,11 @@ class Controller:
         for sighting in peer_sightings(self.config.peers):
             self.node_sessions.seen(sighting)
         if self.config.mdns:
-            self._browser = MdnsBrowser(self.node_sessions.seen, self.node_sessions.gone,
-                                        interfaces=self.config.mdns_interfaces or None)
+            self._browser = MdnsBrowser(
+                self.node_sessions.seen,
+                self.node_sessions.gone,
+                interfaces=self.config.mdns_interfaces or None,
+            )
             try:
                 await self._browser.start()
             except OSError as exc:
@@ -119,7 +138,8 @@ class Controller:
                 self._browser = None
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         self._reconciler = asyncio.get_running_loop().create_task(
-            self.deployer.run(self.table, self._settled))
+            self.deployer.run(self.table, self._settled)
+        )
 
     async def stop(self) -> None:
         """Stop every session and the browser."""
@@ -157,8 +177,9 @@ class Controller:
 
     def _withdraw(self, node_id: str, model: str, withdrawn: bool) -> None:
         """Take one model on one node out of routing (a replica being moved), or put it back."""
-        self.inventory.apply(ModelWithdrawn(node_id=NodeId(node_id), model=ModelName(model),
-                                            withdrawn=withdrawn))
+        self.inventory.apply(
+            ModelWithdrawn(node_id=NodeId(node_id), model=ModelName(model), withdrawn=withdrawn)
+        )
         self._refresh()
 
     def sessions(self) -> list[dict[str, object]]:
@@ -175,7 +196,8 @@ class Controller:
     def _discovered(self) -> bool:
         """Every source tried, and every node reached past joining."""
         return self.node_sessions.all_tried() and all(
-            n.state is not NodeState.JOINING for n in self._table.nodes)
+            n.state is not NodeState.JOINING for n in self._table.nodes
+        )
 
     # -- the table -----------------------------------------------------------------------
 
@@ -183,8 +205,9 @@ class Controller:
         now = self._clock()
         table = self.inventory.table(now)
         if table.version != self._table.version and (
-                now - self._published_at >= self.config.measured_push_s
-                or not only_measured(self._table, table)):
+            now - self._published_at >= self.config.measured_push_s
+            or not only_measured(self._table, table)
+        ):
             self._table, self._published_at = table, now
             self._changed.set()
         if not self._settled.is_set():

@@ -54,8 +54,10 @@ def sighting_from_info(info: AsyncServiceInfo) -> Sighting | None:
         logger.warning("ignoring %s: protocol %r", info.name, txt.get("proto"))
         return None
     hosts = info.parsed_scoped_addresses(IPVersion.All)
-    addresses = tuple(f"[{h}]:{info.port}" if ":" in h else f"{h}:{info.port}"
-                      for h in sorted(hosts, key=_address_rank))
+    addresses = tuple(
+        f"[{h}]:{info.port}" if ":" in h else f"{h}:{info.port}"
+        for h in sorted(hosts, key=_address_rank)
+    )
     return Sighting(key=info.name, addresses=addresses, node_id=txt.get("node_id", ""))
 
 
@@ -85,8 +87,9 @@ class MdnsBrowser:
         """Start browsing on every interface (or the ones given)."""
         kwargs = {"interfaces": self._interfaces} if self._interfaces else {}
         self._zc = AsyncZeroconf(**kwargs)  # type: ignore[arg-type]
-        self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE,
-                                            handlers=[self._on_change])
+        self._browser = AsyncServiceBrowser(
+            self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
+        )
 
     async def close(self) -> None:
         """Stop browsing and release the sockets."""
@@ -97,8 +100,9 @@ class MdnsBrowser:
         if self._zc:
             await self._zc.async_close()
 
-    def _on_change(self, zeroconf: object, service_type: str, name: str,
-                   state_change: ServiceStateChange) -> None:
+    def _on_change(
+        self, zeroconf: object, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         if state_change is ServiceStateChange.Removed:
             self._on_gone(name)
             return

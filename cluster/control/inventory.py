@@ -58,9 +58,15 @@ class NodeDescribed:
     @classmethod
     def from_description(cls, desc: NodeDescription, *, at: float) -> NodeDescribed:
         """The observation for one Describe answer."""
-        return cls(node_id=NodeId(desc.node_id), name=desc.name, engines=desc.engines,
-                   accelerator=desc.accelerator_name or desc.accelerator_kind,
-                   memory_total_bytes=desc.memory_total_bytes, cost=desc.cost, at=at)
+        return cls(
+            node_id=NodeId(desc.node_id),
+            name=desc.name,
+            engines=desc.engines,
+            accelerator=desc.accelerator_name or desc.accelerator_kind,
+            memory_total_bytes=desc.memory_total_bytes,
+            cost=desc.cost,
+            at=at,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,17 +91,25 @@ class StatusReceived:
     address: str = ""
 
     @classmethod
-    def from_sample(
-        cls, sample: NodeStatusSample, *, address: str, at: float
-    ) -> StatusReceived:
+    def from_sample(cls, sample: NodeStatusSample, *, address: str, at: float) -> StatusReceived:
         """The observation for one WatchStatus message."""
         models = tuple(
-            ModelCounters(model=ModelName(m.model), running=m.running, waiting=m.waiting,
-                          generated_tokens=m.generated_tokens, busy_seconds=m.busy_seconds)
+            ModelCounters(
+                model=ModelName(m.model),
+                running=m.running,
+                waiting=m.waiting,
+                generated_tokens=m.generated_tokens,
+                busy_seconds=m.busy_seconds,
+            )
             for m in sample.models
         )
-        return cls(node_id=NodeId(sample.node_id), at=at, models=models,
-                   memory_used_bytes=sample.memory_used_bytes, address=address)
+        return cls(
+            node_id=NodeId(sample.node_id),
+            at=at,
+            models=models,
+            memory_used_bytes=sample.memory_used_bytes,
+            address=address,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,8 +155,17 @@ class ModelWithdrawn:
     withdrawn: bool
 
 
-Observation = (NodeSeen | NodeDescribed | StatusReceived | StreamBroken | NodeUnreachable
-               | NodeGone | DrainSet | NodeRefused | ModelWithdrawn)
+Observation = (
+    NodeSeen
+    | NodeDescribed
+    | StatusReceived
+    | StreamBroken
+    | NodeUnreachable
+    | NodeGone
+    | DrainSet
+    | NodeRefused
+    | ModelWithdrawn
+)
 
 
 @dataclass(slots=True)
@@ -226,8 +249,10 @@ class Inventory:
         node = self._nodes.get(node_id)
         if node is None:
             return ()
-        last = {a: max(node.seen.get(a, -math.inf), node.delivered.get(a, -math.inf))
-                for a in node.seen.keys() | node.delivered.keys()}
+        last = {
+            a: max(node.seen.get(a, -math.inf), node.delivered.get(a, -math.inf))
+            for a in node.seen.keys() | node.delivered.keys()
+        }
         return tuple(sorted(last, key=lambda a: (-last[a], a)))
 
     def _node(self, node_id: NodeId) -> _Node:
@@ -242,10 +267,16 @@ class Inventory:
         A peer that failed the handshake could not say who it is, so it was listed under a
         stand-in id; once it proves the secret it answers with its own, and is one node again.
         """
-        for other in [n for n in self._nodes.values()
-                      if n.node_id != seen.node_id and n.refused is not None
-                      and n.refused.address == seen.address and n.described is None
-                      and n.status is None and n.refused.at <= seen.at]:
+        for other in [
+            n
+            for n in self._nodes.values()
+            if n.node_id != seen.node_id
+            and n.refused is not None
+            and n.refused.address == seen.address
+            and n.described is None
+            and n.status is None
+            and n.refused.at <= seen.at
+        ]:
             del self._nodes[other.node_id]
 
     def _status(self, node: _Node, obs: StatusReceived) -> None:
@@ -266,8 +297,9 @@ class Inventory:
             node.delivered.pop(obs.address, None)  # the next live stream takes over at once
 
     def _view(self, node: _Node, now: float) -> NodeView:
-        state = _state(node, now, node.node_id in self._draining,
-                       self.lost_after_s, self.silent_after_s)
+        state = _state(
+            node, now, node.node_id in self._draining, self.lost_after_s, self.silent_after_s
+        )
         desc, status = node.described, node.status
         models = status.models if status else ()
         tps, measured = _decode_tps(node.windows.values())
@@ -280,8 +312,9 @@ class Inventory:
             address=address,
             engines=desc.engines if desc else (),
             state=state,
-            models=tuple(sorted(m.model for m in models
-                                if (node.node_id, m.model) not in self._withdrawn)),
+            models=tuple(
+                sorted(m.model for m in models if (node.node_id, m.model) not in self._withdrawn)
+            ),
             memory_total_bytes=desc.memory_total_bytes if desc else 0,
             memory_used_bytes=status.memory_used_bytes if status else 0,
             running=sum(m.running for m in models),
@@ -339,8 +372,11 @@ def _decode_tps(windows: Iterable[ThroughputWindow]) -> tuple[float, bool]:
     """The node's decode rate: the busiest model's, the slower one on a tie; else INITIAL_TPS."""
     # Models on one node share its accelerator, mostly taking turns: summing their rates would
     # count the same hardware twice. The model busiest lately is what new work will meet.
-    rated = [(w.busy_seconds(), -rate, rate) for w in windows
-             if (rate := w.tokens_per_second()) is not None]
+    rated = [
+        (w.busy_seconds(), -rate, rate)
+        for w in windows
+        if (rate := w.tokens_per_second()) is not None
+    ]
     if not rated:
         return INITIAL_TPS, False
     return max(rated)[2], True
@@ -367,4 +403,5 @@ def only_measured(old: NodeTable, new: NodeTable) -> bool:
     in the same states, with the same models, addresses and costs."""
     return len(old.nodes) == len(new.nodes) and all(
         all(getattr(a, f) == getattr(b, f) for f in _SHAPE)
-        for a, b in zip(old.nodes, new.nodes, strict=True))
+        for a, b in zip(old.nodes, new.nodes, strict=True)
+    )

@@ -53,9 +53,14 @@ class Dialer:
     go the way its session reached it.
     """
 
-    def __init__(self, secure: Callable[[str], NodeClient],
-                 plaintext: Callable[[str], NodeClient], *, plaintext_allowed: bool,
-                 timeout_s: float) -> None:
+    def __init__(
+        self,
+        secure: Callable[[str], NodeClient],
+        plaintext: Callable[[str], NodeClient],
+        *,
+        plaintext_allowed: bool,
+        timeout_s: float,
+    ) -> None:
         self._client_factory, self._plaintext_factory = secure, plaintext
         self._plaintext_allowed, self._timeout_s = plaintext_allowed, timeout_s
         self._plaintext: set[str] = set()  # addresses of agents admitted without the secret
@@ -117,9 +122,17 @@ class _Session:
 class NodeSessions:
     """A session per source, keyed by its sighting; each applies what it sees, then `refresh`."""
 
-    def __init__(self, config: ControllerConfig, dialer: Dialer, *, inventory: Inventory,
-                 books: Books, deployer: Deployer, refresh: Callable[[], None],
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        dialer: Dialer,
+        *,
+        inventory: Inventory,
+        books: Books,
+        deployer: Deployer,
+        refresh: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
         self.config, self.dialer = config, dialer
         self.inventory, self.books, self.deployer = inventory, books, deployer
         self._refresh, self._clock = refresh, clock
@@ -135,9 +148,17 @@ class NodeSessions:
 
     def as_json(self) -> list[dict[str, object]]:
         """Where each known source was reached, and the last error per address tried."""
-        return [{"source": s.sighting.key, "via": s.sighting.via, "node_id": s.node_id,
-                 "address": s.address, "errors": dict(s.reached), "rejected": s.refused}
-                for s in self._sessions.values()]
+        return [
+            {
+                "source": s.sighting.key,
+                "via": s.sighting.via,
+                "node_id": s.node_id,
+                "address": s.address,
+                "errors": dict(s.reached),
+                "rejected": s.refused,
+            }
+            for s in self._sessions.values()
+        ]
 
     # -- discovery callbacks -------------------------------------------------------------
 
@@ -184,23 +205,26 @@ class NodeSessions:
         session.tried = True
         if client is None:
             if session.node_id:  # known, and now unreachable everywhere: no reason to wait
-                self.inventory.apply(NodeUnreachable(node_id=NodeId(session.node_id),
-                                                     at=self._clock()))
+                self.inventory.apply(
+                    NodeUnreachable(node_id=NodeId(session.node_id), at=self._clock())
+                )
                 self._refresh()
             return False
         streamed = False
         try:
             async for sample in self._statuses(client):
                 streamed = True
-                self.inventory.apply(StatusReceived.from_sample(sample, address=client.address,
-                                                                at=self._clock()))
+                self.inventory.apply(
+                    StatusReceived.from_sample(sample, address=client.address, at=self._clock())
+                )
                 self.books.status(sample, client.address)
                 self.deployer.status(sample, client.address)
                 self._refresh()
         except NodeError as exc:
             logger.info("node %s (%s): %s", session.node_id, client.address, exc)
-            self.inventory.apply(StreamBroken(node_id=NodeId(session.node_id), at=self._clock(),
-                                              reason=str(exc)))
+            self.inventory.apply(
+                StreamBroken(node_id=NodeId(session.node_id), at=self._clock(), reason=str(exc))
+            )
             self._refresh()
         finally:
             self.books.stream_ended(session.node_id, client.address)
@@ -241,13 +265,26 @@ class NodeSessions:
             session.reached.pop(address, None)
             self._withdraw_refusal(session)
             if session.address != address:
-                logger.info("node %s (%s) reached at %s via %s%s", desc.name, desc.node_id,
-                            address, session.sighting.via, " IN PLAINTEXT" if plaintext else "")
+                logger.info(
+                    "node %s (%s) reached at %s via %s%s",
+                    desc.name,
+                    desc.node_id,
+                    address,
+                    session.sighting.via,
+                    " IN PLAINTEXT" if plaintext else "",
+                )
             session.node_id, session.address, session.description = desc.node_id, address, desc
             self.dialer.admitted(address, plaintext)
             now = self._clock()
-            self.inventory.apply(NodeSeen(node_id=NodeId(desc.node_id), address=address,
-                                          via=session.sighting.via, at=now, plaintext=plaintext))
+            self.inventory.apply(
+                NodeSeen(
+                    node_id=NodeId(desc.node_id),
+                    address=address,
+                    via=session.sighting.via,
+                    at=now,
+                    plaintext=plaintext,
+                )
+            )
             self.inventory.apply(NodeDescribed.from_description(desc, at=now))
             self.books.node_described(desc)
             self.deployer.described(desc, address)
@@ -274,11 +311,22 @@ class NodeSessions:
         if reason == PLAINTEXT_REASON:  # it will say what it calls itself: helps to find it
             name = await self.dialer.plaintext_name(address)
         if session.refused != reason:
-            logger.warning("rejected the node at %s%s: %s", address,
-                           f" (calls itself {name!r})" if name else "", reason)
+            logger.warning(
+                "rejected the node at %s%s: %s",
+                address,
+                f" (calls itself {name!r})" if name else "",
+                reason,
+            )
         session.refused, session.refused_at = reason, address
-        self.inventory.apply(NodeRefused(node_id=_stand_in(address), address=address,
-                                         reason=reason, at=self._clock(), name=name))
+        self.inventory.apply(
+            NodeRefused(
+                node_id=_stand_in(address),
+                address=address,
+                reason=reason,
+                at=self._clock(),
+                name=name,
+            )
+        )
         self._refresh()
 
 

@@ -33,8 +33,9 @@ class DeployError(Exception):
 class Deployer(DeployLoop):
     """The loop, and the admin's operations on its desired state."""
 
-    async def deploy(self, spec: DeploymentSpec, table: NodeTable, *,
-                     dry_run: bool = False) -> dict[str, Any]:
+    async def deploy(
+        self, spec: DeploymentSpec, table: NodeTable, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Add or change a spec; the placement it gets (nothing changes on a dry run)."""
         _validate(spec)
         await self._size_locally(spec)
@@ -42,8 +43,13 @@ class Deployer(DeployLoop):
         specs = {**self.specs, spec.name: spec}
         saved, self.specs = self.specs, specs
         try:
-            preview = placement.place(list(specs.values()), self._sizes(), self._slots(table, now),
-                                      self.assignments, self.settings.placement)
+            preview = placement.place(
+                list(specs.values()),
+                self._sizes(),
+                self._slots(table, now),
+                self.assignments,
+                self.settings.placement,
+            )
         finally:
             self.specs = saved
         chosen = preview.assignments.get(spec.name, ())
@@ -56,10 +62,15 @@ class Deployer(DeployLoop):
                 del self._failures[pair]  # a new deploy is a new chance after a crash loop
             await self.store.put_spec(spec, time.time())
             self._wake.set()
-        return {"model": spec.name, "spec": _spec_json(spec), "dry_run": dry_run,
-                "placement": [self._replica_json(table, spec.name, n, preview, spec.model)
-                              for n in chosen],
-                "unplaced": [{"replica": u.replica, "reason": u.reason} for u in unplaced]}
+        return {
+            "model": spec.name,
+            "spec": _spec_json(spec),
+            "dry_run": dry_run,
+            "placement": [
+                self._replica_json(table, spec.name, n, preview, spec.model) for n in chosen
+            ],
+            "unplaced": [{"replica": u.replica, "reason": u.reason} for u in unplaced],
+        }
 
     async def undeploy(self, name: str) -> dict[str, Any]:
         """Unload every replica of a model and forget its spec once they are gone."""
@@ -84,14 +95,22 @@ class Deployer(DeployLoop):
             self._drain_fn(node_id, False)
         self._wake.set()
 
-    async def rebalance(self, table: NodeTable, demand: Mapping[str, float],
-                        tps: Mapping[str, float], *, dry_run: bool) -> dict[str, Any]:
+    async def rebalance(
+        self,
+        table: NodeTable,
+        demand: Mapping[str, float],
+        tps: Mapping[str, float],
+        *,
+        dry_run: bool,
+    ) -> dict[str, Any]:
         """Move replicas toward demand; applying only changes the assignment (see reconcile)."""
-        slots = [replace(s, tps=tps.get(s.node_id, s.tps))
-                 for s in self._slots(table, self._clock())]
+        slots = [
+            replace(s, tps=tps.get(s.node_id, s.tps)) for s in self._slots(table, self._clock())
+        ]
         active = [s for s in self.specs.values() if s.replicas > 0]
-        moves = rebalance.propose(active, self.assignments, self._sizes(), slots, demand,
-                                  settings=self.settings.placement)
+        moves = rebalance.propose(
+            active, self.assignments, self._sizes(), slots, demand, settings=self.settings.placement
+        )
         if moves and not dry_run:
             assigned = {m: list(n) for m, n in self.assignments.items()}
             for move in moves:
@@ -101,11 +120,20 @@ class Deployer(DeployLoop):
             await self.store.put_assignments(self.assignments)
             self._wake.set()
         names = {s.node_id: s.name for s in slots}
-        return {"dry_run": dry_run, "demand": dict(demand),
-                "tps": {names.get(n, n): t for n, t in tps.items()},
-                "moves": [{"model": m.model, "from": names.get(m.from_node, m.from_node),
-                           "to": names.get(m.to_node, m.to_node), "reason": m.reason}
-                          for m in moves]}
+        return {
+            "dry_run": dry_run,
+            "demand": dict(demand),
+            "tps": {names.get(n, n): t for n, t in tps.items()},
+            "moves": [
+                {
+                    "model": m.model,
+                    "from": names.get(m.from_node, m.from_node),
+                    "to": names.get(m.to_node, m.to_node),
+                    "reason": m.reason,
+                }
+                for m in moves
+            ],
+        }
 
     def report(self, table: NodeTable) -> list[dict[str, Any]]:
         """Desired vs actual per deployed model, with each replica's progress."""
@@ -114,33 +142,48 @@ class Deployer(DeployLoop):
             nodes = set(self.assignments.get(name, ()))
             nodes |= {n for n, f in self._facts.items() if name in f.loaded}
             replicas = [self._replica_json(table, name, n, self.placement) for n in sorted(nodes)]
-            out.append({"model": name, "spec": _spec_json(spec), "desired": spec.replicas,
-                        "ready": sum(r["state"] == "ready" for r in replicas),
-                        "replicas": replicas,
-                        "crash_loops": [
-                            {"node": _name(table, n), "failures": f.count, "reason": f.reason}
-                            for (n, m), f in sorted(self._failures.items())
-                            if m == name and reconcile.crash_looped(f, self.settings.reconcile)],
-                        "unplaced": [{"replica": u.replica, "reason": u.reason}
-                                     for u in self.placement.unplaced if u.model == name]})
+            out.append(
+                {
+                    "model": name,
+                    "spec": _spec_json(spec),
+                    "desired": spec.replicas,
+                    "ready": sum(r["state"] == "ready" for r in replicas),
+                    "replicas": replicas,
+                    "crash_loops": [
+                        {"node": _name(table, n), "failures": f.count, "reason": f.reason}
+                        for (n, m), f in sorted(self._failures.items())
+                        if m == name and reconcile.crash_looped(f, self.settings.reconcile)
+                    ],
+                    "unplaced": [
+                        {"replica": u.replica, "reason": u.reason}
+                        for u in self.placement.unplaced
+                        if u.model == name
+                    ],
+                }
+            )
         return out
 
-    def _replica_json(self, table: NodeTable, model: str, node_id: str, plan: Placement,
-                      source: str = "") -> dict[str, Any]:
+    def _replica_json(
+        self, table: NodeTable, model: str, node_id: str, plan: Placement, source: str = ""
+    ) -> dict[str, Any]:
         pair = (node_id, model)
         source = source or (self.specs[model].model if model in self.specs else "")
         view = table.get(node_id)  # type: ignore[arg-type]
         progress = self._progress.get(pair)
         failure = self._failures.get(pair)
-        return {"node": view.name if view else node_id, "node_id": node_id,
-                "state": self._state(pair, view), "estimate_bytes": plan.estimates.get(model, 0),
-                "on_disk": source in self._facts.get(node_id, ModelFacts()).disk,
-                "stage": progress.stage if progress else "",
-                "message": progress.message if progress else "",
-                "bytes_done": progress.bytes_done if progress else 0,
-                "bytes_total": progress.bytes_total if progress else 0,
-                "failures": failure.count if failure else 0,
-                "reason": failure.reason if failure else ""}
+        return {
+            "node": view.name if view else node_id,
+            "node_id": node_id,
+            "state": self._state(pair, view),
+            "estimate_bytes": plan.estimates.get(model, 0),
+            "on_disk": source in self._facts.get(node_id, ModelFacts()).disk,
+            "stage": progress.stage if progress else "",
+            "message": progress.message if progress else "",
+            "bytes_done": progress.bytes_done if progress else 0,
+            "bytes_total": progress.bytes_total if progress else 0,
+            "failures": failure.count if failure else 0,
+            "reason": failure.reason if failure else "",
+        }
 
     def _state(self, pair: Pair, view: NodeView | None) -> str:
         """One word for a replica: loading, ready, withdrawn, unloading, failed, crash-loop..."""
@@ -179,6 +222,12 @@ def _validate(spec: DeploymentSpec) -> None:
 
 
 def _spec_json(spec: DeploymentSpec) -> dict[str, Any]:
-    return {"name": spec.name, "model": spec.model, "engine": spec.engine or "any",
-            "replicas": spec.replicas, "nodes": list(spec.nodes),
-            "context_length": spec.context_length, "concurrency": spec.concurrency}
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "engine": spec.engine or "any",
+        "replicas": spec.replicas,
+        "nodes": list(spec.nodes),
+        "context_length": spec.context_length,
+        "concurrency": spec.concurrency,
+    }

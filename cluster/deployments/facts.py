@@ -40,9 +40,13 @@ class Progress:
     bytes_total: int = 0
 
 
-def slots(table: NodeTable, facts: Mapping[str, ModelFacts],
-          loaded: Callable[[str], Collection[str]], managed: Collection[str],
-          cordons: Collection[str]) -> list[NodeSlot]:
+def slots(
+    table: NodeTable,
+    facts: Mapping[str, ModelFacts],
+    loaded: Callable[[str], Collection[str]],
+    managed: Collection[str],
+    cordons: Collection[str],
+) -> list[NodeSlot]:
     """The nodes placement may consider: those that answer.
 
     `loaded` is what a node holds now; memory held by models outside `managed` (the deployed
@@ -55,17 +59,25 @@ def slots(table: NodeTable, facts: Mapping[str, ModelFacts],
         node = facts.get(view.node_id, ModelFacts())
         held = loaded(view.node_id)
         other = sum(b for m, b in node.loaded.items() if m not in managed)
-        out.append(NodeSlot(
-            node_id=view.node_id, name=view.name, engines=view.engines,
-            memory_total_bytes=view.memory_total_bytes,
-            available=view.state is NodeState.READY and view.node_id not in cordons,
-            on_disk=frozenset(node.disk), loaded=frozenset(held), other_bytes=other,
-            tps=view.decode_tps))
+        out.append(
+            NodeSlot(
+                node_id=view.node_id,
+                name=view.name,
+                engines=view.engines,
+                memory_total_bytes=view.memory_total_bytes,
+                available=view.state is NodeState.READY and view.node_id not in cordons,
+                on_disk=frozenset(node.disk),
+                loaded=frozenset(held),
+                other_bytes=other,
+                tps=view.decode_tps,
+            )
+        )
     return out
 
 
-def observed_nodes(table: NodeTable, facts: Mapping[str, ModelFacts],
-                   loaded: Callable[[str], Collection[str]]) -> dict[str, ObservedNode]:
+def observed_nodes(
+    table: NodeTable, facts: Mapping[str, ModelFacts], loaded: Callable[[str], Collection[str]]
+) -> dict[str, ObservedNode]:
     """Every node as reconcile sees it: reachable, what it holds, serves and is busy with."""
     return {
         v.node_id: ObservedNode(
@@ -73,21 +85,29 @@ def observed_nodes(table: NodeTable, facts: Mapping[str, ModelFacts],
             reachable=v.state in (NodeState.READY, NodeState.DRAINING),
             loaded=frozenset(loaded(v.node_id)),
             serving=frozenset(v.models) if v.routable else frozenset(),
-            busy=dict(facts.get(v.node_id, ModelFacts()).busy))
-        for v in table.nodes}
+            busy=dict(facts.get(v.node_id, ModelFacts()).busy),
+        )
+        for v in table.nodes
+    }
 
 
-def sizes(specs: Iterable[DeploymentSpec], facts: Mapping[str, ModelFacts],
-          local: Mapping[str, ModelSize | None]) -> dict[str, ModelSize | None]:
+def sizes(
+    specs: Iterable[DeploymentSpec],
+    facts: Mapping[str, ModelFacts],
+    local: Mapping[str, ModelSize | None],
+) -> dict[str, ModelSize | None]:
     """Each spec's model sizes: from a node that has it on disk, else from this machine."""
     out: dict[str, ModelSize | None] = {}
     for spec in specs:
         disk = next((f.disk[spec.model] for f in facts.values() if spec.model in f.disk), None)
-        out[spec.name] = (model_size(disk) if disk else local.get(spec.model))
+        out[spec.name] = model_size(disk) if disk else local.get(spec.model)
     return out
 
 
 def model_size(disk: DiskModel) -> ModelSize:
     """The sizes placement needs, from a model directory's description."""
-    return ModelSize(weights_bytes=disk.weights_bytes, kv_bytes_per_token=disk.kv_bytes_per_token,
-                     context_length=disk.context_length)
+    return ModelSize(
+        weights_bytes=disk.weights_bytes,
+        kv_bytes_per_token=disk.kv_bytes_per_token,
+        context_length=disk.context_length,
+    )

@@ -38,8 +38,7 @@ class DeployerSettings:
     """Knobs of the loop."""
 
     tick_s: float = 0.5
-    placement: placement.PlacementSettings = field(
-        default_factory=placement.PlacementSettings)
+    placement: placement.PlacementSettings = field(default_factory=placement.PlacementSettings)
     reconcile: reconcile.ReconcileSettings = field(default_factory=reconcile.ReconcileSettings)
 
 
@@ -130,11 +129,19 @@ class DeployLoop:
         """One pass: place, persist a changed placement, plan, start the actions."""
         now = self._clock()
         slots = self._slots(table, now)
-        avoid = frozenset(p for p, f in self._failures.items()
-                          if reconcile.crash_looped(f, self.settings.reconcile))
-        self.placement = placement.place(list(self.specs.values()), self._sizes(),
-                                         slots, self.assignments,
-                                         self.settings.placement, avoid)
+        avoid = frozenset(
+            p
+            for p, f in self._failures.items()
+            if reconcile.crash_looped(f, self.settings.reconcile)
+        )
+        self.placement = placement.place(
+            list(self.specs.values()),
+            self._sizes(),
+            slots,
+            self.assignments,
+            self.settings.placement,
+            avoid,
+        )
         wanted = {m: n for m, n in self.placement.assignments.items()}
         if wanted != self.assignments:
             logger.info("placement: %s", wanted)
@@ -142,8 +149,9 @@ class DeployLoop:
             await self.store.put_assignments(wanted)
         self._restore_withdrawn(table)
         observed = self._observed(table, now)
-        actions = reconcile.plan(list(self.specs.values()), self.assignments, observed,
-                                 self.settings.reconcile)
+        actions = reconcile.plan(
+            list(self.specs.values()), self.assignments, observed, self.settings.reconcile
+        )
         for action in actions:
             self._act(action, table, now)
         self._apply_drains(table)
@@ -187,11 +195,15 @@ class DeployLoop:
         logger.info("loading %s (%s) on %s", spec.name, spec.model, node.name)
         client = self._client_factory(node.address)
         try:
-            async for event in client.load_model(spec.model, name=spec.name, engine=spec.engine,
-                                                 context_length=spec.context_length):
-                self._progress[pair] = Progress(stage=event.stage.value, message=event.message,
-                                                 bytes_done=event.bytes_done,
-                                                 bytes_total=event.bytes_total)
+            async for event in client.load_model(
+                spec.model, name=spec.name, engine=spec.engine, context_length=spec.context_length
+            ):
+                self._progress[pair] = Progress(
+                    stage=event.stage.value,
+                    message=event.message,
+                    bytes_done=event.bytes_done,
+                    bytes_total=event.bytes_total,
+                )
                 if event.stage is LoadStage.FAILED:
                     raise NodeError(event.message)
             self._failures.pop(pair, None)
@@ -209,8 +221,7 @@ class DeployLoop:
         count = before.count + 1 if before else 1
         self._failures[pair] = Failure(count=count, last_at=self._clock(), reason=reason)
         self._progress[pair] = Progress(stage="failed", message=reason)
-        logger.warning("loading %s on %s failed (%d in a row): %s", pair[1], pair[0], count,
-                       reason)
+        logger.warning("loading %s on %s failed (%d in a row): %s", pair[1], pair[0], count, reason)
 
     async def _unload(self, node: NodeView, model: str) -> None:
         pair = (node.node_id, model)
@@ -241,15 +252,20 @@ class DeployLoop:
 
     def _slots(self, table: NodeTable, now: float) -> list[NodeSlot]:
         """The nodes placement may consider: those that answer."""
-        return facts.slots(table, self._facts, lambda n: self._loaded(n, now),
-                                  self.specs, self.cordons)
+        return facts.slots(
+            table, self._facts, lambda n: self._loaded(n, now), self.specs, self.cordons
+        )
 
     def _observed(self, table: NodeTable, now: float) -> reconcile.Observed:
         nodes = facts.observed_nodes(table, self._facts, lambda n: self._loaded(n, now))
         return reconcile.Observed(
-            now=now, nodes=nodes, loading=frozenset(self._loading),
-            unloading=frozenset(self._unloading), withdrawn=dict(self._withdrawn),
-            failures=dict(self._failures))
+            now=now,
+            nodes=nodes,
+            loading=frozenset(self._loading),
+            unloading=frozenset(self._unloading),
+            withdrawn=dict(self._withdrawn),
+            failures=dict(self._failures),
+        )
 
     def _sizes(self) -> dict[str, ModelSize | None]:
         """Each spec's model sizes: from a node that has it on disk, else from this machine."""

@@ -106,9 +106,11 @@ def estimate(spec: DeploymentSpec, size: ModelSize, overhead: int) -> int:
 def breakdown(spec: DeploymentSpec, size: ModelSize, overhead: int) -> str:
     """The estimate with its parts, for error messages."""
     kv = size.kv_bytes_per_token * context_of(spec, size) * max(spec.concurrency, 1)
-    return (f"{human(estimate(spec, size, overhead))} (weights {human(size.weights_bytes)} + "
-            f"KV {human(kv)} for {context_of(spec, size)} tokens x {max(spec.concurrency, 1)} + "
-            f"overhead {human(overhead)})")
+    return (
+        f"{human(estimate(spec, size, overhead))} (weights {human(size.weights_bytes)} + "
+        f"KV {human(kv)} for {context_of(spec, size)} tokens x {max(spec.concurrency, 1)} + "
+        f"overhead {human(overhead)})"
+    )
 
 
 def overhead_for(spec: DeploymentSpec, node: NodeSlot | None, settings: PlacementSettings) -> int:
@@ -139,6 +141,7 @@ def place(
     assignments: dict[str, tuple[str, ...]] = {}
     unplaced: list[Unplaced] = []
     estimates: dict[str, int] = {}
+
     # Pinned specs first (they have no choice), then the largest: big models pack first.
     def order(s: DeploymentSpec) -> tuple[bool, int, str]:
         size = sizes.get(s.name)
@@ -148,10 +151,13 @@ def place(
         size = sizes.get(spec.name)
         if size is None:
             assignments[spec.name] = ()
-            why = (f"the size of {spec.model!r} is unknown: no node has it on disk and it is "
-                   "not a model directory on the controller's machine")
-            unplaced += [Unplaced(model=spec.name, replica=i + 1, reason=why)
-                         for i in range(spec.replicas)]
+            why = (
+                f"the size of {spec.model!r} is unknown: no node has it on disk and it is "
+                "not a model directory on the controller's machine"
+            )
+            unplaced += [
+                Unplaced(model=spec.name, replica=i + 1, reason=why) for i in range(spec.replicas)
+            ]
             continue
         allowed = [n for n in nodes if (n.node_id, spec.name) not in avoid]
         chosen = _choose(spec, size, allowed, previous.get(spec.name, ()), used, settings)
@@ -162,14 +168,20 @@ def place(
             why = _why_not(spec, size, allowed, chosen, used, settings)
             if len(allowed) < len(nodes):
                 why += "; loads kept failing on " + ", ".join(
-                    n.name for n in nodes if (n.node_id, spec.name) in avoid)
+                    n.name for n in nodes if (n.node_id, spec.name) in avoid
+                )
             unplaced.append(Unplaced(model=spec.name, replica=i + 1, reason=why))
     return Placement(assignments=assignments, unplaced=tuple(unplaced), estimates=estimates)
 
 
-def _choose(spec: DeploymentSpec, size: ModelSize, nodes: Sequence[NodeSlot],
-            previous: Sequence[str], used: dict[str, int],
-            settings: PlacementSettings) -> tuple[str, ...]:
+def _choose(
+    spec: DeploymentSpec,
+    size: ModelSize,
+    nodes: Sequence[NodeSlot],
+    previous: Sequence[str],
+    used: dict[str, int],
+    settings: PlacementSettings,
+) -> tuple[str, ...]:
     """The nodes for one spec's replicas, charging each one's memory to `used`."""
     by_id = {n.node_id: n for n in nodes}
     chosen: list[str] = []
@@ -191,8 +203,16 @@ def _choose(spec: DeploymentSpec, size: ModelSize, nodes: Sequence[NodeSlot],
         free = [n for n in nodes if n.node_id not in chosen and _eligible(spec, n) and fits(n)]
         if not free:
             break
-        take(min(free, key=lambda n: (spec.model not in n.on_disk,
-                                      budget(n, settings) - used[n.node_id], n.name)))
+        take(
+            min(
+                free,
+                key=lambda n: (
+                    spec.model not in n.on_disk,
+                    budget(n, settings) - used[n.node_id],
+                    n.name,
+                ),
+            )
+        )
     return tuple(chosen)
 
 
@@ -203,8 +223,14 @@ def _eligible(spec: DeploymentSpec, node: NodeSlot) -> bool:
     return node.available and engine_ok and pinned_ok
 
 
-def _why_not(spec: DeploymentSpec, size: ModelSize, nodes: Sequence[NodeSlot],
-             chosen: Sequence[str], used: Mapping[str, int], settings: PlacementSettings) -> str:
+def _why_not(
+    spec: DeploymentSpec,
+    size: ModelSize,
+    nodes: Sequence[NodeSlot],
+    chosen: Sequence[str],
+    used: Mapping[str, int],
+    settings: PlacementSettings,
+) -> str:
     """Why no further replica of the spec fits anywhere, with the numbers."""
     pinned = [n for n in nodes if not spec.nodes or n.node_id in spec.nodes]
     if spec.nodes and len(pinned) < len(spec.nodes):
@@ -219,11 +245,12 @@ def _why_not(spec: DeploymentSpec, size: ModelSize, nodes: Sequence[NodeSlot],
         return f"no ready node runs engine {spec.engine!r}"
     free = [n for n in engine if n.node_id not in chosen]
     if not free:
-        return (f"every eligible node ({len(engine)}) already holds one; "
-                "a node serves a model once")
+        return f"every eligible node ({len(engine)}) already holds one; a node serves a model once"
     best = max(free, key=lambda n: (budget(n, settings) - used[n.node_id], n.name))
     room = budget(best, settings) - used[best.node_id]
-    return (f"needs {breakdown(spec, size, overhead_for(spec, best, settings))}; the most room "
-            f"is on {best.name}: {human(max(room, 0))} free of its budget "
-            f"{human(best.memory_total_bytes * settings.budget_fraction)} "
-            f"({settings.budget_fraction:.0%} of {human(best.memory_total_bytes)})")
+    return (
+        f"needs {breakdown(spec, size, overhead_for(spec, best, settings))}; the most room "
+        f"is on {best.name}: {human(max(room, 0))} free of its budget "
+        f"{human(best.memory_total_bytes * settings.budget_fraction)} "
+        f"({settings.budget_fraction:.0%} of {human(best.memory_total_bytes)})"
+    )

@@ -51,27 +51,48 @@ def propose(
     settings = settings or PlacementSettings()
     state = _State(specs, {m: list(n) for m, n in assignments.items()}, sizes, nodes, settings)
     moves: list[Move] = []
-    busy = sorted((s for s in specs if s.replicas > 0 and not s.nodes
-                   and demand.get(s.name, 0) > 0 and sizes.get(s.name)),
-                  key=lambda s: (-demand.get(s.name, 0), s.name))
-    idle = [s for s in specs if s.replicas > 0 and not s.nodes and not demand.get(s.name, 0)
-            and sizes.get(s.name)]
+    busy = sorted(
+        (
+            s
+            for s in specs
+            if s.replicas > 0 and not s.nodes and demand.get(s.name, 0) > 0 and sizes.get(s.name)
+        ),
+        key=lambda s: (-demand.get(s.name, 0), s.name),
+    )
+    idle = [
+        s
+        for s in specs
+        if s.replicas > 0 and not s.nodes and not demand.get(s.name, 0) and sizes.get(s.name)
+    ]
     for spec in busy:
         held = [n for i in state.assigned.get(spec.name, ()) if (n := state.node(i))]
         if not held:
             continue
         slowest = min(held, key=lambda n: (n.tps, n.name))
-        targets = [n for n in nodes if n.available and n.node_id not in state.assigned[spec.name]
-                   and (not spec.engine or spec.engine in n.engines)]
+        targets = [
+            n
+            for n in nodes
+            if n.available
+            and n.node_id not in state.assigned[spec.name]
+            and (not spec.engine or spec.engine in n.engines)
+        ]
         for target in sorted(targets, key=lambda n: (-n.tps, n.name)):
             if target.tps < slowest.tps * (1 + min_gain):
                 break
             if not state.fits(spec, target):
                 moves += state.evict_idle(idle, target, spec)
             if state.fits(spec, target):
-                moves.append(state.move(spec, slowest, target, (
-                    f"{demand[spec.name]:.0f} tokens of demand; {target.name} decodes "
-                    f"{target.tps:.1f} tok/s, {slowest.name} {slowest.tps:.1f}")))
+                moves.append(
+                    state.move(
+                        spec,
+                        slowest,
+                        target,
+                        (
+                            f"{demand[spec.name]:.0f} tokens of demand; {target.name} decodes "
+                            f"{target.tps:.1f} tok/s, {slowest.name} {slowest.tps:.1f}"
+                        ),
+                    )
+                )
                 break
     return moves
 
@@ -79,16 +100,30 @@ def propose(
 class _State:
     """The assignment as moves change it, with each node's memory in use."""
 
-    def __init__(self, specs: Sequence[DeploymentSpec], assigned: dict[str, list[str]],
-                 sizes: Mapping[str, ModelSize | None], nodes: Sequence[NodeSlot],
-                 settings: PlacementSettings) -> None:
+    def __init__(
+        self,
+        specs: Sequence[DeploymentSpec],
+        assigned: dict[str, list[str]],
+        sizes: Mapping[str, ModelSize | None],
+        nodes: Sequence[NodeSlot],
+        settings: PlacementSettings,
+    ) -> None:
         self.assigned, self._settings = assigned, settings
         self._nodes = {n.node_id: n for n in nodes}
-        self._need = {(s.name, n.node_id): estimate(s, size, overhead_for(s, n, settings))
-                      for s in specs if (size := sizes.get(s.name)) for n in nodes}
-        self.used = {n.node_id: sum(self._need.get((m, n.node_id), 0)
-                                    for m, held in assigned.items() if n.node_id in held)
-                     for n in nodes}
+        self._need = {
+            (s.name, n.node_id): estimate(s, size, overhead_for(s, n, settings))
+            for s in specs
+            if (size := sizes.get(s.name))
+            for n in nodes
+        }
+        self.used = {
+            n.node_id: sum(
+                self._need.get((m, n.node_id), 0)
+                for m, held in assigned.items()
+                if n.node_id in held
+            )
+            for n in nodes
+        }
 
     def node(self, node_id: str) -> NodeSlot | None:
         """The node with this id, if known."""
@@ -107,8 +142,9 @@ class _State:
         self.used[dst.node_id] += self._need[(spec.name, dst.node_id)]
         return Move(model=spec.name, from_node=src.node_id, to_node=dst.node_id, reason=reason)
 
-    def evict_idle(self, idle: Sequence[DeploymentSpec], node: NodeSlot,
-                   wanted: DeploymentSpec) -> list[Move]:
+    def evict_idle(
+        self, idle: Sequence[DeploymentSpec], node: NodeSlot, wanted: DeploymentSpec
+    ) -> list[Move]:
         """Move idle replicas off `node` to the slowest nodes with room, until `wanted` fits."""
         moves = []
         for spec in idle:
@@ -116,13 +152,26 @@ class _State:
                 break
             if node.node_id not in self.assigned.get(spec.name, ()):
                 continue
-            homes = sorted((n for n in self._nodes.values() if n.available
-                            and n.node_id not in self.assigned[spec.name]
-                            and (not spec.engine or spec.engine in n.engines)
-                            and self.fits(spec, n)), key=lambda n: (n.tps, n.name))
+            homes = sorted(
+                (
+                    n
+                    for n in self._nodes.values()
+                    if n.available
+                    and n.node_id not in self.assigned[spec.name]
+                    and (not spec.engine or spec.engine in n.engines)
+                    and self.fits(spec, n)
+                ),
+                key=lambda n: (n.tps, n.name),
+            )
             if homes:
-                moves.append(self.move(spec, node, homes[0], (
-                    f"no demand; gives {node.name}'s memory to {wanted.name}")))
+                moves.append(
+                    self.move(
+                        spec,
+                        node,
+                        homes[0],
+                        (f"no demand; gives {node.name}'s memory to {wanted.name}"),
+                    )
+                )
         return moves
 
 

@@ -115,12 +115,18 @@ def plan(
 ) -> list[Action]:
     """The actions that move the observed state toward the assignments, within the limits."""
     settings = settings or ReconcileSettings()
-    return [*_loads(specs, assignments, observed, settings),
-            *_retirements(specs, assignments, observed, settings)]
+    return [
+        *_loads(specs, assignments, observed, settings),
+        *_retirements(specs, assignments, observed, settings),
+    ]
 
 
-def _loads(specs: Sequence[DeploymentSpec], assignments: Mapping[str, Sequence[str]],
-           observed: Observed, settings: ReconcileSettings) -> list[Load]:
+def _loads(
+    specs: Sequence[DeploymentSpec],
+    assignments: Mapping[str, Sequence[str]],
+    observed: Observed,
+    settings: ReconcileSettings,
+) -> list[Load]:
     """One load per node at most, and none on a node already loading or backing off."""
     busy_nodes = {node for node, _ in observed.loading}
     actions: list[Load] = []
@@ -142,14 +148,22 @@ def _loads(specs: Sequence[DeploymentSpec], assignments: Mapping[str, Sequence[s
     return actions
 
 
-def _retirements(specs: Sequence[DeploymentSpec], assignments: Mapping[str, Sequence[str]],
-                 observed: Observed, settings: ReconcileSettings) -> list[Withdraw | Unload]:
+def _retirements(
+    specs: Sequence[DeploymentSpec],
+    assignments: Mapping[str, Sequence[str]],
+    observed: Observed,
+    settings: ReconcileSettings,
+) -> list[Withdraw | Unload]:
     """Withdraw, then unload, the managed replicas that are no longer assigned."""
     actions: list[Withdraw | Unload] = []
     for spec in sorted(specs, key=lambda s: s.name):
         assigned = set(assignments.get(spec.name, ()))
-        replaced = spec.replicas == 0 or (bool(assigned) and all(
-            n in observed.nodes and spec.name in observed.nodes[n].serving for n in assigned))
+        replaced = spec.replicas == 0 or (
+            bool(assigned)
+            and all(
+                n in observed.nodes and spec.name in observed.nodes[n].serving for n in assigned
+            )
+        )
         for node_id, node in sorted(observed.nodes.items()):
             pair = (node_id, spec.name)
             if node_id in assigned or spec.name not in node.loaded or not node.reachable:
@@ -159,7 +173,9 @@ def _retirements(specs: Sequence[DeploymentSpec], assignments: Mapping[str, Sequ
             since = observed.withdrawn.get(pair)
             if since is None:
                 actions.append(Withdraw(node_id=node_id, model=spec.name))
-            elif (observed.now - since >= settings.withdraw_grace_s
-                  and node.busy.get(spec.name, 0) == 0):
+            elif (
+                observed.now - since >= settings.withdraw_grace_s
+                and node.busy.get(spec.name, 0) == 0
+            ):
                 actions.append(Unload(node_id=node_id, model=spec.name))
     return actions

@@ -22,8 +22,9 @@ def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[Deployment
     except ValueError as exc:
         raise InvalidRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
-        raise InvalidRequest("a deploy request needs a `model` (a path, a hub id or demo)",
-                             param="model")
+        raise InvalidRequest(
+            "a deploy request needs a `model` (a path, a hub id or demo)", param="model"
+        )
     ints = {}
     for key, default in _INTS.items():
         value = data.get(key, default)
@@ -36,8 +37,13 @@ def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[Deployment
     engine = data.get("engine") or ""
     if engine in ("any",):
         engine = ""
-    spec = DeploymentSpec(name=str(data.get("name") or data["model"]), model=data["model"],
-                          engine=str(engine), nodes=tuple(node_id(n) for n in nodes), **ints)
+    spec = DeploymentSpec(
+        name=str(data.get("name") or data["model"]),
+        model=data["model"],
+        engine=str(engine),
+        nodes=tuple(node_id(n) for n in nodes),
+        **ints,
+    )
     return spec, bool(data.get("dry_run", False))
 
 
@@ -49,13 +55,15 @@ def raise_error(answer: Any) -> Any:
     return answer
 
 
-def merged_models(actual: Sequence[Mapping[str, Any]],
-                  desired: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def merged_models(
+    actual: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Per model: the nodes serving it (actual) and, when deployed, the spec and its replicas."""
     by_name: dict[str, dict[str, Any]] = {m["model"]: {**m, "desired": None} for m in actual}
     for d in desired:
-        entry = by_name.setdefault(d["model"], {"model": d["model"], "nodes": [],
-                                                "ready_nodes": []})
+        entry = by_name.setdefault(
+            d["model"], {"model": d["model"], "nodes": [], "ready_nodes": []}
+        )
         entry.update({k: v for k, v in d.items() if k != "model"})
     return [by_name[name] for name in sorted(by_name)]
 

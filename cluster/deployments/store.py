@@ -76,18 +76,25 @@ class DeployStore:
         conn = self._need()
         async with self._lock:
             specs = await asyncio.to_thread(
-                lambda: [spec_from_json(t) for (t,) in
-                         conn.execute("SELECT spec FROM specs ORDER BY name")])
+                lambda: [
+                    spec_from_json(t)
+                    for (t,) in conn.execute("SELECT spec FROM specs ORDER BY name")
+                ]
+            )
             rows = await asyncio.to_thread(
-                lambda: conn.execute("SELECT name, nodes FROM assignments").fetchall())
+                lambda: conn.execute("SELECT name, nodes FROM assignments").fetchall()
+            )
             cordons = await asyncio.to_thread(
-                lambda: {n for (n,) in conn.execute("SELECT node_id FROM cordons")})
+                lambda: {n for (n,) in conn.execute("SELECT node_id FROM cordons")}
+            )
         return specs, {n: tuple(json.loads(v)) for n, v in rows}, cordons
 
     async def put_spec(self, spec: DeploymentSpec, at: float) -> None:
         """Insert or replace a spec."""
-        await self._run("INSERT OR REPLACE INTO specs (name, spec, updated_at) VALUES (?, ?, ?)",
-                        [(spec.name, spec_to_json(spec), at)])
+        await self._run(
+            "INSERT OR REPLACE INTO specs (name, spec, updated_at) VALUES (?, ?, ?)",
+            [(spec.name, spec_to_json(spec), at)],
+        )
 
     async def delete_spec(self, name: str) -> None:
         """Forget a spec and its assignment."""

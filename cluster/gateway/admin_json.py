@@ -21,7 +21,8 @@ def find_node(table: NodeTable, ref: str) -> NodeView:
     """The node whose id or name is `ref`, else whose id starts with it; 404 if none or
     ambiguous. Exact matches win: a node named `a3` is not ambiguous with an id `a3c2…`."""
     matches = [n for n in table.nodes if ref in (n.node_id, n.name)] or [
-        n for n in table.nodes if n.node_id.startswith(ref)]
+        n for n in table.nodes if n.node_id.startswith(ref)
+    ]
     if len(matches) != 1:
         known = ", ".join(f"{n.name} ({n.node_id[:12]})" for n in table.nodes) or "none"
         what = "ambiguous" if matches else "unknown"
@@ -32,7 +33,11 @@ def find_node(table: NodeTable, ref: str) -> NodeView:
 def models_json(table: NodeTable) -> list[dict[str, Any]]:
     """Per model: every node that has it, and the ones that can take requests."""
     names = sorted({m for n in table.nodes for m in n.models})
-    return [{"model": m,
-             "nodes": [n.name for n in table.nodes if m in n.models],
-             "ready_nodes": [n.name for n in table.nodes if m in n.models and n.routable]}
-            for m in names]
+    return [
+        {
+            "model": m,
+            "nodes": [n.name for n in table.nodes if m in n.models],
+            "ready_nodes": [n.name for n in table.nodes if m in n.models and n.routable],
+        }
+        for m in names
+    ]

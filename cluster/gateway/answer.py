@@ -24,12 +24,14 @@ from node_agent.types import Delta, Finished
 Answer = Response | front.EventStream  # a completion's answer: JSON, or a stream of events
 
 
-async def sse_frames(req: AnyRequest, request_id: str, created: int,
-                     events: AsyncIterator[ForwardEvent]) -> AsyncIterator[bytes]:
+async def sse_frames(
+    req: AnyRequest, request_id: str, created: int, events: AsyncIterator[ForwardEvent]
+) -> AsyncIterator[bytes]:
     """The request's events as server-sent event frames, in the OpenAI API's chunks."""
     kind = ChatStreamEncoder if isinstance(req, ChatCompletionRequest) else CompletionStreamEncoder
-    encoder = kind(request_id=request_id, model=req.model, created=created,
-                   include_usage=req.include_usage)
+    encoder = kind(
+        request_id=request_id, model=req.model, created=created, include_usage=req.include_usage
+    )
     try:
         async for event in events:
             if isinstance(event, Delta):
@@ -38,14 +40,20 @@ async def sse_frames(req: AnyRequest, request_id: str, created: int,
             elif isinstance(event, Finished):
                 yield encoder.finish(event)
             elif isinstance(event, StreamFailed):
-                yield encoder.fail(UpstreamFailed(event.message),
-                                   prompt_tokens=event.usage.prompt_tokens)
+                yield encoder.fail(
+                    UpstreamFailed(event.message), prompt_tokens=event.usage.prompt_tokens
+                )
     finally:
         await events.aclose()  # the client left: cancel the generation on the node
 
 
-async def collect(req: AnyRequest, request_id: str, created: int,
-                  events: AsyncIterator[ForwardEvent], headers: dict[str, str]) -> Response:
+async def collect(
+    req: AnyRequest,
+    request_id: str,
+    created: int,
+    events: AsyncIterator[ForwardEvent],
+    headers: dict[str, str],
+) -> Response:
     """The request's events gathered into one OpenAI completion (a non-streamed answer)."""
     parts: list[str] = []
     try:
@@ -57,8 +65,13 @@ async def collect(req: AnyRequest, request_id: str, created: int,
             elif isinstance(event, Finished):
                 chat = isinstance(req, ChatCompletionRequest)
                 build = chat_completion if chat else text_completion
-                body = build(request_id=request_id, model=req.model, created=created,
-                             text="".join(parts), finished=event)
+                body = build(
+                    request_id=request_id,
+                    model=req.model,
+                    created=created,
+                    text="".join(parts),
+                    finished=event,
+                )
                 return json_response(body, headers)
     finally:
         await events.aclose()

@@ -65,8 +65,9 @@ ForwardEvent = Routed | Delta | Finished | StreamFailed
 class ClientPool:
     """One NodeClient per node address, shared by every request of a gateway replica."""
 
-    def __init__(self, *, retire_grace_s: float = 600.0,
-                 secret: ClusterSecret | None = None) -> None:
+    def __init__(
+        self, *, retire_grace_s: float = 600.0, secret: ClusterSecret | None = None
+    ) -> None:
         self._clients: dict[str, NodeClient] = {}
         self._secret = secret
         self.retire_grace_s = retire_grace_s
@@ -145,7 +146,10 @@ class Forwarder:
             raise NoCapacity(f"No node can serve `{model}` right now.", retry_after=2)
 
     async def stream(
-        self, table: NodeTable, request: GenerateRequest, route: RouteRequest,
+        self,
+        table: NodeTable,
+        request: GenerateRequest,
+        route: RouteRequest,
         tally: Tally | None = None,
     ) -> AsyncIterator[ForwardEvent]:
         """Routed, then Deltas, then Finished or StreamFailed; raises ApiError before any.
@@ -200,8 +204,9 @@ class Forwarder:
             if tally is not None:
                 tally.end(error)
 
-    async def _first(self, events: AsyncIterator[Delta | Finished | StreamFailed]
-                     ) -> Delta | Finished | StreamFailed:
+    async def _first(
+        self, events: AsyncIterator[Delta | Finished | StreamFailed]
+    ) -> Delta | Finished | StreamFailed:
         try:
             async with asyncio.timeout(self.settings.first_token_timeout_s):
                 return await anext(events)
@@ -211,7 +216,11 @@ class Forwarder:
             raise NodeUnavailable("stream ended before any event") from None
 
     async def _attempt(
-        self, client: NodeClient, node_id: NodeId, request: GenerateRequest, route: RouteRequest,
+        self,
+        client: NodeClient,
+        node_id: NodeId,
+        request: GenerateRequest,
+        route: RouteRequest,
         tally: Tally | None,
     ) -> AsyncIterator[Delta | Finished | StreamFailed]:
         self.load.start(node_id, route.expected_tokens)
@@ -241,9 +250,14 @@ class Forwarder:
         except NodeError as exc:
             if generated == 0:
                 raise
-            usage = Usage(prompt_tokens=prompt, completion_tokens=generated,
-                          cached_prompt_tokens=cached, ttft_seconds=0.0,
-                          decode_tokens_per_second=0.0, duration_seconds=time.monotonic() - started)
+            usage = Usage(
+                prompt_tokens=prompt,
+                completion_tokens=generated,
+                cached_prompt_tokens=cached,
+                ttft_seconds=0.0,
+                decode_tokens_per_second=0.0,
+                duration_seconds=time.monotonic() - started,
+            )
             failed = StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
             if tally is not None:
                 tally.final = failed

@@ -34,8 +34,9 @@ class Front:
     else (other routes, lifespan) to `app`. It also works as a middleware inside `app`, which
     is how bench/front.py times what the outside saves."""
 
-    def __init__(self, app: Any, *, replica: Any, on_api_error: ErrorHandler,
-                 on_unexpected: ErrorHandler) -> None:
+    def __init__(
+        self, app: Any, *, replica: Any, on_api_error: ErrorHandler, on_unexpected: ErrorHandler
+    ) -> None:
         self.app = app
         self.on_api_error, self.on_unexpected = on_api_error, on_unexpected
         self._routes = {path: getattr(replica, name) for path, name in ROUTES.items()}
@@ -74,16 +75,16 @@ class EventStream:
 
     def __init__(self, frames: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
         self.frames = frames
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"cache-control", b"no-cache"),
-                            *((k.encode("latin-1"), v.encode("latin-1"))
-                              for k, v in headers.items())]
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         frames = self.frames
         try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": self.raw_headers})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

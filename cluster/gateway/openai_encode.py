@@ -58,20 +58,40 @@ def chat_completion(
 ) -> dict[str, Any]:
     """A whole `chat.completion` response."""
     message = {"role": "assistant", "content": text, "refusal": None}
-    choice = {"index": 0, "message": message, "logprobs": None,
-              "finish_reason": finish_reason(finished.finish_reason)}
-    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": created,
-            "model": model, "choices": [choice], "usage": usage_dict(finished.usage)}
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_reason(finished.finish_reason),
+    }
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage_dict(finished.usage),
+    }
 
 
 def text_completion(
     *, request_id: str, model: str, created: int, text: str, finished: Finished
 ) -> dict[str, Any]:
     """A whole `text_completion` response."""
-    choice = {"text": text, "index": 0, "logprobs": None,
-              "finish_reason": finish_reason(finished.finish_reason)}
-    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": created,
-            "model": model, "choices": [choice], "usage": usage_dict(finished.usage)}
+    choice = {
+        "text": text,
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": finish_reason(finished.finish_reason),
+    }
+    return {
+        "id": f"cmpl-{request_id}",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage_dict(finished.usage),
+    }
 
 
 def model_card(name: str, *, created: int) -> dict[str, Any]:
@@ -103,8 +123,12 @@ class _StreamEncoder:
     _delta_close: ClassVar[str]  # and after it
 
     def __init__(self, *, request_id: str, model: str, created: int, include_usage: bool) -> None:
-        head = {"id": f"{self._id_prefix}-{request_id}", "object": self._object,
-                "created": created, "model": model}
+        head = {
+            "id": f"{self._id_prefix}-{request_id}",
+            "object": self._object,
+            "created": created,
+            "model": model,
+        }
         self._head = "data: " + _JSON.encode(head)[:-1] + ',"choices":['
         # With include_usage OpenAI puts "usage": null on every chunk but the last.
         self._tail = '],"usage":null}\n\n' if include_usage else "]}\n\n"
@@ -165,8 +189,14 @@ class ChatStreamEncoder(_StreamEncoder):
 
     def _role(self) -> bytes:
         self._role_sent = True
-        return self._frame({"index": 0, "delta": {"role": "assistant", "content": ""},
-                            "logprobs": None, "finish_reason": None})
+        return self._frame(
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        )
 
     def _last_choice(self, reason: str) -> dict[str, Any]:
         return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}

@@ -112,7 +112,8 @@ class Message(_Lenient):
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: Annotated[list[ContentPart] | None, BeforeValidator(_as_content_parts)] = Field(
-        default=None, validate_default=True)
+        default=None, validate_default=True
+    )
 
     @field_validator("content")
     @classmethod
@@ -226,8 +227,11 @@ def validation_error_to_api(exc: ValidationError | RequestValidationError) -> In
     if param is None:
         return InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     if error["msg"] == "Field required":
-        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
-                              code="missing_required_parameter")
+        return InvalidRequest(
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
     return InvalidRequest(f"{param}: {error['msg']}", param=param, code=_error_code(kind))
 
 
@@ -251,7 +255,9 @@ def to_generate_request(req: AnyRequest, request_id: str) -> GenerateRequest:
     sampling = Sampling(**{k: v for k, v in knobs.items() if v is not None})
     if isinstance(req, ChatCompletionRequest):
         messages = tuple(ChatMessage(m.role, m.text) for m in req.messages)
-        return GenerateRequest(request_id=request_id, model=req.model, messages=messages,
-                               sampling=sampling)
-    return GenerateRequest(request_id=request_id, model=req.model, text=req.prompt,
-                           sampling=sampling)
+        return GenerateRequest(
+            request_id=request_id, model=req.model, messages=messages, sampling=sampling
+        )
+    return GenerateRequest(
+        request_id=request_id, model=req.model, text=req.prompt, sampling=sampling
+    )

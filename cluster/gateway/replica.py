@@ -116,24 +116,30 @@ class Gateway:
         self.forwarder = Forwarder(
             make_router(settings.routing, **router_knobs(settings)),
             ClientPool(secret=settings.cluster_secret),
-            ForwardSettings(first_token_timeout_s=settings.first_token_timeout_s,
-                            max_attempts=settings.max_attempts))
+            ForwardSettings(
+                first_token_timeout_s=settings.first_token_timeout_s,
+                max_attempts=settings.max_attempts,
+            ),
+        )
         self.created = int(time.time())
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
         self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
         self.meter.start()
-        self.gate = Gate(keys_required=settings.keys_required, admin_digest=settings.admin_digest,
-                         metrics_open=settings.metrics_open)
-        self._key_poller = asyncio.get_running_loop().create_task(
-            self.gate.follow(self._wait_keys))
+        self.gate = Gate(
+            keys_required=settings.keys_required,
+            admin_digest=settings.admin_digest,
+            metrics_open=settings.metrics_open,
+        )
+        self._key_poller = asyncio.get_running_loop().create_task(self.gate.follow(self._wait_keys))
         gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
 
     def __serve_build_asgi_app__(self) -> front.Front:
         """The replica's ASGI app: the completion routes answered in front of FastAPI, which
         serves the rest. Serve calls this after the constructor, on the app it was given."""
         fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
-        return front.Front(fastapi_app, replica=self, on_api_error=_api_error,
-                              on_unexpected=_unexpected)
+        return front.Front(
+            fastapi_app, replica=self, on_api_error=_api_error, on_unexpected=_unexpected
+        )
 
     async def set_tapping(self, on: bool) -> bool:
         """Whether this replica's requests go to the ledger (on from the start).
@@ -172,8 +178,12 @@ class Gateway:
     async def completions(self, request: Request) -> Answer:
         """OpenAI text completions, streamed or not (POST /v1/completions: front.Front)."""
         req = parse_request(CompletionRequest, await request.body())
-        return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt),
-                                    request.headers.get("authorization"))
+        return await self._complete(
+            req,
+            prefix_keys_for_text(req.prompt),
+            len(req.prompt),
+            request.headers.get("authorization"),
+        )
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -186,8 +196,9 @@ class Gateway:
     async def health(self) -> Response:
         """Liveness of this replica, with what it can serve."""
         ready = [n for n in self.table.nodes if n.routable]
-        return json_response({"status": "ok", "nodes_ready": len(ready),
-                              "models": self.table.models()})
+        return json_response(
+            {"status": "ok", "nodes_ready": len(ready), "models": self.table.models()}
+        )
 
     @api.get("/admin/nodes")
     async def admin_nodes(self, request: Request) -> Response:
@@ -195,8 +206,7 @@ class Gateway:
         self.gate.admin(request.headers.get("authorization"))
         sessions = await self._controller.sessions.remote()
         nodes = [node_json(n) for n in self.table.nodes]
-        return json_response({"version": self.table.version, "nodes": nodes,
-                              "sessions": sessions})
+        return json_response({"version": self.table.version, "nodes": nodes, "sessions": sessions})
 
     @api.get("/admin/models")
     async def admin_models(self, request: Request) -> Response:
@@ -209,8 +219,9 @@ class Gateway:
     async def admin_deploy(self, request: Request) -> Response:
         """Deploy a model (or, with dry_run, only show where it would go)."""
         self.gate.admin(request.headers.get("authorization"))
-        spec, dry_run = parse_deploy(await request.body(),
-                                     lambda ref: find_node(self.table, ref).node_id)
+        spec, dry_run = parse_deploy(
+            await request.body(), lambda ref: find_node(self.table, ref).node_id
+        )
         return json_response(raise_error(await self._controller.deploy.remote(spec, dry_run)))
 
     @api.post("/admin/undeploy")
@@ -221,8 +232,9 @@ class Gateway:
         return json_response(raise_error(await self._controller.undeploy.remote(name)))
 
     @api.post("/admin/rebalance")
-    async def admin_rebalance(self, request: Request, since: str = "1h",
-                              dry_run: bool = False) -> Response:
+    async def admin_rebalance(
+        self, request: Request, since: str = "1h", dry_run: bool = False
+    ) -> Response:
         """Move replicas toward recent demand; with dry_run, only show the moves."""
         self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
@@ -248,8 +260,9 @@ class Gateway:
         return json_response(await self._controller.cost_report.remote(since))
 
     @api.get("/admin/usage")
-    async def admin_usage(self, request: Request, since: str = "24h",
-                          by: str = "model") -> Response:
+    async def admin_usage(
+        self, request: Request, since: str = "24h", by: str = "model"
+    ) -> Response:
         """Requests and tokens per model, node or key."""
         self.gate.admin(request.headers.get("authorization"))
         window_seconds(since)
@@ -305,17 +318,26 @@ class Gateway:
         self.table = await self._controller.set_draining.remote(found.node_id, draining)
         return json_response({"node": node_json(self.table.get(found.node_id) or found)})
 
-    async def _complete(self, req: AnyRequest, keys: tuple[int, ...], chars: int,
-                        authorization: str | None) -> Answer:
+    async def _complete(
+        self, req: AnyRequest, keys: tuple[int, ...], chars: int, authorization: str | None
+    ) -> Answer:
         self.meter.check_open()
         request_id = new_request_id()
         generate = to_generate_request(req, request_id)
-        route = RouteRequest(ModelName(req.model), expected_tokens(
-            chars, req.output_limit, self.settings.default_max_tokens), keys)
+        route = RouteRequest(
+            ModelName(req.model),
+            expected_tokens(chars, req.output_limit, self.settings.default_max_tokens),
+            keys,
+        )
         chat = isinstance(req, ChatCompletionRequest)
         grant = self.gate.admit(authorization, req.model)  # 401/403/429; holds a slot from here
-        info = RequestInfo(request_id=request_id, model=req.model, stream=bool(req.stream),
-                           endpoint="chat" if chat else "completions", key_id=grant.key_id)
+        info = RequestInfo(
+            request_id=request_id,
+            model=req.model,
+            stream=bool(req.stream),
+            endpoint="chat" if chat else "completions",
+            key_id=grant.key_id,
+        )
         tap = self.meter.tap(info)
         events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
         routed = await anext(events)  # raises ApiError before anything is sent

@@ -142,9 +142,7 @@ def candidates(
     table: NodeTable, model: ModelName, exclude: frozenset[NodeId] = frozenset()
 ) -> list[NodeView]:
     """Routable nodes that serve `model`, minus those in `exclude`."""
-    return [
-        n for n in table.nodes if n.routable and model in n.models and n.node_id not in exclude
-    ]
+    return [n for n in table.nodes if n.routable and model in n.models and n.node_id not in exclude]
 
 
 def queued_tokens(
@@ -286,8 +284,9 @@ def explore(nodes: Sequence[NodeView], load: LocalLoad, after_s: float) -> NodeI
     if load.now is None:
         return None
     due = load.now - after_s
-    stale = [(load.started.get(n.node_id, float("-inf")), n.node_id)
-             for n in nodes if _idle(n, load)]
+    stale = [
+        (load.started.get(n.node_id, float("-inf")), n.node_id) for n in nodes if _idle(n, load)
+    ]
     oldest = min(stale, default=None)
     return oldest[1] if oldest is not None and oldest[0] <= due else None
 

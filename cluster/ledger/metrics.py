@@ -137,8 +137,22 @@ class RequestCounts:
         """Count finished requests (their rows' values, UsageRow.values)."""
         requests, series = self._requests, self._series
         for row in rows:
-            (_, _, _, model, node, _, _, prompt, cached, completion, ttft, duration, outcome,
-             *_) = row
+            (
+                _,
+                _,
+                _,
+                model,
+                node,
+                _,
+                _,
+                prompt,
+                cached,
+                completion,
+                ttft,
+                duration,
+                outcome,
+                *_,
+            ) = row
             key = (model, node or "", outcome)
             requests[key] = requests.get(key, 0) + 1
             s = series.get(key[:2])
@@ -172,23 +186,33 @@ class RequestCounts:
         yield family
         counters = {
             "success": CounterMetricFamily(
-                "meterless:request_success", "Requests that finished (ok or failed-over).",
-                labels=by),
+                "meterless:request_success",
+                "Requests that finished (ok or failed-over).",
+                labels=by,
+            ),
             "prompt": CounterMetricFamily(
-                "meterless:prompt_tokens", "Prompt tokens processed.", labels=by),
+                "meterless:prompt_tokens", "Prompt tokens processed.", labels=by
+            ),
             "cached": CounterMetricFamily(
                 "meterless:cached_prompt_tokens",
-                "Prompt tokens found in the node's prompt cache.", labels=by),
+                "Prompt tokens found in the node's prompt cache.",
+                labels=by,
+            ),
             "generation": CounterMetricFamily(
-                "meterless:generation_tokens", "Tokens generated.", labels=by),
+                "meterless:generation_tokens", "Tokens generated.", labels=by
+            ),
         }
         histograms = {
             "ttft": HistogramMetricFamily(
-                "meterless:time_to_first_token_seconds", "Gateway receipt to the first token.",
-                labels=by),
+                "meterless:time_to_first_token_seconds",
+                "Gateway receipt to the first token.",
+                labels=by,
+            ),
             "e2e": HistogramMetricFamily(
                 "meterless:e2e_request_latency_seconds",
-                "Gateway receipt to the end of the request.", labels=by),
+                "Gateway receipt to the end of the request.",
+                labels=by,
+            ),
         }
         for labels, s in series.items():
             for name, counter in counters.items():

@@ -79,8 +79,9 @@ class UsageRow(NamedTuple):
     @classmethod
     def of(cls, values: Values) -> UsageRow:
         """The row whose values these are (the inverse of `values`)."""
-        return cls._make((*values[:6], bool(values[6]), *values[7:12], Outcome(values[12]),
-                          *values[13:]))
+        return cls._make(
+            (*values[:6], bool(values[6]), *values[7:12], Outcome(values[12]), *values[13:])
+        )
 
 
 def new_request_id() -> str:
@@ -114,8 +115,20 @@ class Tap:
     rows wait in a replica's buffers for their batch.
     """
 
-    __slots__ = ("_at", "_clock", "_done", "_start", "attempts", "cached", "final", "first_at",
-                 "generated", "info", "node_id", "prompt")
+    __slots__ = (
+        "_at",
+        "_clock",
+        "_done",
+        "_start",
+        "attempts",
+        "cached",
+        "final",
+        "first_at",
+        "generated",
+        "info",
+        "node_id",
+        "prompt",
+    )
 
     def __init__(
         self,

@@ -57,8 +57,18 @@ class RunningAgent:
     def start(self, timeout: float = 120.0) -> RunningAgent:
         """Start it and wait for its listening line; fail with its log if it exits first."""
         self.runs += 1
-        cmd = [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", "0",
-               "--data-dir", str(self.data_dir), *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
         env = {**os.environ, **self.env}
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)

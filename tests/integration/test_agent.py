@@ -32,10 +32,24 @@ SYSTEM = pb.ChatMessage(role="system", content="You are a helpful assistant in a
 def agent(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Iterator[RunningAgent]:
     """One agent serving `demo`, shared by the tests that leave it as they found it."""
     data = data_dir_sharing_models(tmp_path_factory.mktemp("agent"), demo_model_dir)
-    running = RunningAgent(data, args=(
-        "--model", "demo", "--no-mdns", "--name", "desk-1", "--price-usd", "1399",
-        "--kwh-usd", "0.31", "--busy-watts", "40", "--status-interval-ms", "100",
-    )).start()
+    running = RunningAgent(
+        data,
+        args=(
+            "--model",
+            "demo",
+            "--no-mdns",
+            "--name",
+            "desk-1",
+            "--price-usd",
+            "1399",
+            "--kwh-usd",
+            "0.31",
+            "--busy-watts",
+            "40",
+            "--status-interval-ms",
+            "100",
+        ),
+    ).start()
     yield running
     assert running.stop() == 0, running.log()
 
@@ -51,15 +65,19 @@ def text_request(
     text: str, max_tokens: int = 16, model: str = "demo", **sampling: object
 ) -> pb.GenerateRequest:
     """A raw-text GenerateRequest."""
-    return pb.GenerateRequest(model=model, text=text,
-                              sampling=pb.Sampling(max_tokens=max_tokens, **sampling))
+    return pb.GenerateRequest(
+        model=model, text=text, sampling=pb.Sampling(max_tokens=max_tokens, **sampling)
+    )
 
 
 def chat_request(*turns: tuple[str, str], max_tokens: int = 16) -> pb.GenerateRequest:
     """A chat GenerateRequest (greedy) after the system prompt."""
     messages = [SYSTEM, *(pb.ChatMessage(role=r, content=c) for r, c in turns)]
-    return pb.GenerateRequest(model="demo", chat=pb.Chat(messages=messages),
-                              sampling=pb.Sampling(max_tokens=max_tokens, temperature=0.0))
+    return pb.GenerateRequest(
+        model="demo",
+        chat=pb.Chat(messages=messages),
+        sampling=pb.Sampling(max_tokens=max_tokens, temperature=0.0),
+    )
 
 
 async def collect(stub: Stub, request: pb.GenerateRequest) -> tuple[list[pb.Delta], pb.Finished]:
@@ -198,10 +216,12 @@ async def test_eight_concurrent_requests_are_batched(stub: Stub) -> None:
             peak = max(peak, demo_status(status).running)
 
     watcher = asyncio.create_task(watch())
-    results = await asyncio.gather(*(
-        collect(stub, text_request(f"Question number {i}:", max_tokens=48, temperature=0.8))
-        for i in range(8)
-    ))
+    results = await asyncio.gather(
+        *(
+            collect(stub, text_request(f"Question number {i}:", max_tokens=48, temperature=0.8))
+            for i in range(8)
+        )
+    )
     watcher.cancel()
     assert all(f.usage.completion_tokens > 0 for _, f in results)
     assert peak > 1, "the engine should run several requests at once"
@@ -222,8 +242,9 @@ async def test_a_repeated_conversation_prefix_hits_the_prompt_cache(stub: Stub) 
     first_turn = ("user", "Tell me how bread is made, step by step, with flour, water and salt.")
     _, first = await collect(stub, chat_request(first_turn))
     before = demo_status(await first_status(stub))
-    _, second = await collect(stub, chat_request(first_turn, ("assistant", "Flour and water."),
-                                                 ("user", "And then?")))
+    _, second = await collect(
+        stub, chat_request(first_turn, ("assistant", "Flour and water."), ("user", "And then?"))
+    )
     assert second.usage.cached_prompt_tokens > 0
     after = demo_status(await first_status(stub))
     assert after.cached_prompt_tokens > before.cached_prompt_tokens
@@ -287,11 +308,21 @@ async def test_generate_after_unload_is_failed_precondition(stub: Stub) -> None:
         (text_request("x", stop=[""]), grpc.StatusCode.INVALID_ARGUMENT, "stop"),
         (pb.GenerateRequest(model="demo"), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
         (text_request("word " * 5000), grpc.StatusCode.INVALID_ARGUMENT, "context length"),
-        (text_request("x", model="no-such-model"), grpc.StatusCode.FAILED_PRECONDITION,
-         "no-such-model"),
+        (
+            text_request("x", model="no-such-model"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no-such-model",
+        ),
     ],
-    ids=["temperature", "top_p", "max_tokens", "empty-stop", "no-prompt", "prompt-too-long",
-         "unknown-model"],
+    ids=[
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "empty-stop",
+        "no-prompt",
+        "prompt-too-long",
+        "unknown-model",
+    ],
 )
 async def test_bad_generate_requests_are_refused_with_a_reason(
     stub: Stub, request_: pb.GenerateRequest, code: grpc.StatusCode, needle: str
@@ -338,8 +369,9 @@ async def test_restart_keeps_the_node_id_and_memory_cap_refuses_a_load(
     assert first.models == "none"  # the model failed; the agent serves anyway
     assert first.stop(signal.SIGINT) == 0, first.log()
     assert "model /no/such/dir not loaded: no model directory" in first.stderr.read_text()
-    second = RunningAgent(data, args=("--no-mdns",),
-                          env={"METERLESS_MEMORY_LIMIT_BYTES": str(4 * 2**20)}).start()
+    second = RunningAgent(
+        data, args=("--no-mdns",), env={"METERLESS_MEMORY_LIMIT_BYTES": str(4 * 2**20)}
+    ).start()
     try:
         async with grpc.aio.insecure_channel(second.address) as channel:
             stub = pb_grpc.AgentStub(channel)
@@ -357,9 +389,21 @@ async def test_restart_keeps_the_node_id_and_memory_cap_refuses_a_load(
 
 def test_a_taken_port_is_refused_in_one_line(agent: RunningAgent) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node_agent", "--host", "127.0.0.1", "--port", str(agent.port),
-         "--no-mdns", "--data-dir", str(agent.data_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(agent.port),
+            "--no-mdns",
+            "--data-dir",
+            str(agent.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert f"node-agent: error: cannot listen on 127.0.0.1:{agent.port}" in result.stderr
@@ -369,9 +413,21 @@ def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> Non
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("this node may well run vllm")
     result = subprocess.run(
-        [sys.executable, "-m", "node_agent", "--engine", "vllm", "--port", "0", "--no-mdns",
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--engine",
+            "vllm",
+            "--port",
+            "0",
+            "--no-mdns",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     last = result.stderr.splitlines()[-1]
     assert result.returncode == 1
@@ -385,8 +441,11 @@ def test_an_engine_this_node_lacks_is_refused_in_one_line(tmp_path: Path) -> Non
         ("mlx", "dtype=float32", "unknown MLX option 'dtype'"),
         ("mlx", "prompt_cache_entries=none", "MLX option prompt_cache_entries: 'none' is not"),
         ("vllm", "swap_space=4", "unknown vLLM option 'swap_space'"),
-        ("vllm", "gpu_memory_utilization=2",
-         "vLLM option gpu_memory_utilization: '2' must be in (0, 1]"),
+        (
+            "vllm",
+            "gpu_memory_utilization=2",
+            "vLLM option gpu_memory_utilization: '2' must be in (0, 1]",
+        ),
     ],
 )
 def test_a_bad_engine_option_is_refused_in_one_line(
@@ -395,16 +454,34 @@ def test_a_bad_engine_option_is_refused_in_one_line(
     if engine == "vllm":
         require_vllm()
     result = subprocess.run(
-        [sys.executable, "-m", "node_agent", "--engine", engine, "--engine-option", option,
-         "--port", "0", "--no-mdns", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,  # importing vLLM takes a while
+        [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--engine",
+            engine,
+            "--engine-option",
+            option,
+            "--port",
+            "0",
+            "--no-mdns",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,  # importing vLLM takes a while
     )
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith(f"node-agent: error: {needle}")
 
 
 def test_bad_flags_exit_2_in_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "node_agent", "--port", "eleven"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "node_agent", "--port", "eleven"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "'eleven' is not a whole number" in result.stderr

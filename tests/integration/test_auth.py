@@ -63,21 +63,35 @@ def office(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> It
     other = ClusterSecret(os.urandom(32))
 
     def agent(name: str, join_token: str = "") -> AgentProcess:
-        return AgentProcess(share_models(root / name, demo_model_dir.parent), name=name,
-                            args=("--model", "demo", "--no-mdns"), join_token=join_token)
+        return AgentProcess(
+            share_models(root / name, demo_model_dir.parent),
+            name=name,
+            args=("--model", "demo", "--no-mdns"),
+            join_token=join_token,
+        )
 
-    office = Office(cluster=cluster, token=token, member=agent("member", token),
-                    no_token=agent("rogue-plain"),
-                    other_secret=agent("rogue-other", encode_token(other)), other=other)
+    office = Office(
+        cluster=cluster,
+        token=token,
+        member=agent("member", token),
+        no_token=agent("rogue-plain"),
+        other_secret=agent("rogue-other", encode_token(other)),
+        other=other,
+    )
     agents = (office.member, office.no_token, office.other_secret)
     try:
         for a in agents:
             a.start()
         cluster.args = ("--demo", *[arg for a in agents for arg in ("--peer", a.address)])
         cluster.start()
-        wait_for(lambda: sorted(n["state"] for n in cluster.nodes())
-                 == ["ready", "ready", "rejected", "rejected"], 120,
-                 "two nodes ready and two rejected")
+        wait_for(
+            lambda: (
+                sorted(n["state"] for n in cluster.nodes())
+                == ["ready", "ready", "rejected", "rejected"]
+            ),
+            120,
+            "two nodes ready and two rejected",
+        )
         yield office
     finally:
         cluster.stop()
@@ -131,8 +145,11 @@ def test_cluster_nodes_shows_the_rejection_and_why(office: Office) -> None:
     assert table.returncode == 0, table.stderr
     assert f"rejected rogue-plain ({office.no_token.address}): {PLAINTEXT_REASON}" in table.stdout
     assert WRONG_SECRET_REASON in table.stdout
-    listed = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env,
-                                       timeout=60, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [*cmd, "--json"], capture_output=True, text=True, env=env, timeout=60, check=True
+        ).stdout
+    )
     assert sum(n["state"] == "rejected" for n in listed["nodes"]) == 2
 
 
@@ -140,34 +157,43 @@ def test_requests_reach_members_only(office: Office) -> None:
     client = openai.OpenAI(base_url=f"{office.cluster.url}/v1", api_key="unused", max_retries=0)
     for i in range(8):
         r = client.chat.completions.create(
-            model="demo", messages=[{"role": "user", "content": f"Hello number {i}."}],
-            max_tokens=6)
+            model="demo", messages=[{"role": "user", "content": f"Hello number {i}."}], max_tokens=6
+        )
         assert r.usage is not None and r.usage.completion_tokens > 0
-    local = next(n["address"] for n in office.cluster.nodes()
-                 if n["state"] == "ready" and n["name"] != "member")
+    local = next(
+        n["address"]
+        for n in office.cluster.nodes()
+        if n["state"] == "ready" and n["name"] != "member"
+    )
     served = generated(office.member.address, office.secret) + generated(local, office.secret)
     assert served >= 8
     assert generated(office.no_token.address, None) == 0
     assert generated(office.other_secret.address, office.other) == 0
     nodes = by_name(office)
     assert nodes["rogue-plain"]["state"] == "rejected"
-    assert [n["state"] for n in nodes.values()
-            if n["address"] == office.other_secret.address] == ["rejected"]
+    assert [n["state"] for n in nodes.values() if n["address"] == office.other_secret.address] == [
+        "rejected"
+    ]
 
 
 def load_model(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> None:
     """Ask for a load of `demo` under a new name, and read the whole answer."""
     stub = pb_grpc.AgentStub(channel)  # type: ignore[no-untyped-call]
-    list(stub.LoadModel(pb.LoadModelRequest(model="demo", name="intruder"), timeout=10,
-                        metadata=metadata))
+    list(
+        stub.LoadModel(
+            pb.LoadModelRequest(model="demo", name="intruder"), timeout=10, metadata=metadata
+        )
+    )
 
 
 def tls_channel(address: str, secret: ClusterSecret) -> grpc.Channel:
     """A blocking TLS channel presenting `secret`'s certificate."""
-    credentials = grpc.ssl_channel_credentials(secret.certificate_pem, secret.private_key_pem,
-                                               secret.certificate_pem)
-    return grpc.secure_channel(address, credentials,
-                               options=(("grpc.ssl_target_name_override", "meterless.cluster"),))
+    credentials = grpc.ssl_channel_credentials(
+        secret.certificate_pem, secret.private_key_pem, secret.certificate_pem
+    )
+    return grpc.secure_channel(
+        address, credentials, options=(("grpc.ssl_target_name_override", "meterless.cluster"),)
+    )
 
 
 def test_an_agent_refuses_load_model_without_the_secret(office: Office) -> None:
@@ -226,8 +252,10 @@ def test_agents_say_how_they_are_guarded(office: Office) -> None:
 def test_the_secret_is_in_no_log(office: Office) -> None:
     _, b64, _ = office.token.split(".")
     hexed = office.secret.secret.hex()
-    logs = [office.cluster.data_dir / "cluster.log",
-            *(a.log_path for a in (office.member, office.no_token, office.other_secret))]
+    logs = [
+        office.cluster.data_dir / "cluster.log",
+        *(a.log_path for a in (office.member, office.no_token, office.other_secret)),
+    ]
     # Ray names a session after the process that started it: `cluster up` itself.
     assert office.cluster.proc is not None
     ray_sessions = list(Path("/tmp/ray").glob(f"session_*_{office.cluster.proc.pid}"))

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory,
-           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+def office(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
     """Three empty agents (the demo model on their disks) and a cluster that knows them.
 
     As deployed: the agents hold the join token, so every load and unload goes over TLS.
@@ -33,18 +34,28 @@ def office(tmp_path_factory: pytest.TempPathFactory,
     root = tmp_path_factory.mktemp("deploy")
     cluster = ClusterProcess(root / "head", plaintext_agents=False)
     token = cluster.join_token()
-    agents = [AgentProcess(share_models(root / f"agent{i}", demo_model_dir.parent),
-                           name=f"node{i}", args=("--no-mdns",), join_token=token)
-              for i in range(3)]
+    agents = [
+        AgentProcess(
+            share_models(root / f"agent{i}", demo_model_dir.parent),
+            name=f"node{i}",
+            args=("--no-mdns",),
+            join_token=token,
+        )
+        for i in range(3)
+    ]
     with peered_office(cluster, agents, ready_timeout=60, want_models=0) as office:
         yield office
 
 
 def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `cluster ARGS --url <endpoint>`, on a terminal wide enough for whole table rows."""
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
-                          capture_output=True, text=True, timeout=300,
-                          env={**cluster.env, "COLUMNS": "400"})
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**cluster.env, "COLUMNS": "400"},
+    )
 
 
 def loads(agent: AgentProcess, model: str = "demo") -> int:
@@ -54,8 +65,9 @@ def loads(agent: AgentProcess, model: str = "demo") -> int:
 
 def deployed(cluster: ClusterProcess, model: str = "demo") -> dict[str, Any]:
     """The /admin/models entry of a deployed model."""
-    models = httpx.get(f"{cluster.url}/admin/models", headers=cluster.admin_headers,
-                       timeout=10).json()["models"]
+    models = httpx.get(
+        f"{cluster.url}/admin/models", headers=cluster.admin_headers, timeout=10
+    ).json()["models"]
     return next(m for m in models if m["model"] == model)
 
 
@@ -65,7 +77,8 @@ def holders(cluster: ClusterProcess, model: str = "demo") -> list[str]:
 
 
 def test_deploy_two_replicas_loads_on_two_agents(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, agents = office
     dry = cli(cluster, "deploy", "demo", "--replicas", "2", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
@@ -78,10 +91,16 @@ def test_deploy_two_replicas_loads_on_two_agents(
     assert "2 of 2 replicas ready" in done.stdout
     assert sorted(loads(a) for a in agents) == [0, 1, 1]
     assert len(holders(cluster)) == 2
-    wait_for(lambda: httpx.get(f"{cluster.url}/v1/models", timeout=5).json()["data"], 10,
-             "the gateway to list demo")
-    r = httpx.post(f"{cluster.url}/v1/completions",
-                   json={"model": "demo", "prompt": "hello", "max_tokens": 4}, timeout=60)
+    wait_for(
+        lambda: httpx.get(f"{cluster.url}/v1/models", timeout=5).json()["data"],
+        10,
+        "the gateway to list demo",
+    )
+    r = httpx.post(
+        f"{cluster.url}/v1/completions",
+        json={"model": "demo", "prompt": "hello", "max_tokens": 4},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
 
     models = json.loads(cli(cluster, "models", "--json").stdout)["models"]
@@ -91,10 +110,21 @@ def test_deploy_two_replicas_loads_on_two_agents(
 
 
 def test_a_model_that_fits_nowhere_is_one_line_with_the_numbers(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, _ = office
-    out = cli(cluster, "deploy", "demo", "--name", "huge", "--context", "2000000000",
-              "--concurrency", "64", "--dry-run")
+    out = cli(
+        cluster,
+        "deploy",
+        "demo",
+        "--name",
+        "huge",
+        "--context",
+        "2000000000",
+        "--concurrency",
+        "64",
+        "--dry-run",
+    )
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "cannot place huge" in out.stderr and "GiB" in out.stderr and "budget" in out.stderr
@@ -103,7 +133,8 @@ def test_a_model_that_fits_nowhere_is_one_line_with_the_numbers(
 
 
 def test_controller_restart_reloads_nothing_and_restores_placement(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, agents = office
     before = holders(cluster)
     counts, pids = [loads(a) for a in agents], [a.proc.pid for a in agents if a.proc]
@@ -118,7 +149,8 @@ def test_controller_restart_reloads_nothing_and_restores_placement(
 
 
 def test_drain_under_load_moves_the_replica_first_and_fails_nothing(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, agents = office
     before = holders(cluster)
     victim, spare = before[0], next(a.name for a in agents if a.name not in before)
@@ -145,7 +177,8 @@ def test_drain_under_load_moves_the_replica_first_and_fails_nothing(
 
 
 def test_a_drain_that_cannot_move_a_replica_says_why_and_keeps_it_serving(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, _ = office
     out = cli(cluster, "deploy", "demo", "--name", "solo", "--node", "node2")
     assert out.returncode == 0, out.stderr
@@ -153,15 +186,19 @@ def test_a_drain_that_cannot_move_a_replica_says_why_and_keeps_it_serving(
     assert out.returncode == 1 and "solo has nowhere else to go" in out.stderr
     assert "pinned" in out.stderr
     assert holders(cluster, "solo") == ["node2"]
-    r = httpx.post(f"{cluster.url}/v1/completions",
-                   json={"model": "solo", "prompt": "still here", "max_tokens": 4}, timeout=60)
+    r = httpx.post(
+        f"{cluster.url}/v1/completions",
+        json={"model": "solo", "prompt": "still here", "max_tokens": 4},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     assert cli(cluster, "uncordon", "node2").returncode == 0
     assert cli(cluster, "undeploy", "solo").returncode == 0
 
 
 def test_a_node_that_comes_back_gets_its_replica_again(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, agents = office
     out = cli(cluster, "deploy", "demo", "--replicas", "3")
     assert out.returncode == 0, out.stderr
@@ -173,14 +210,18 @@ def test_a_node_that_comes_back_gets_its_replica_again(
     reason = deployed(cluster)["unplaced"][0]["reason"]
     assert "already holds one" in reason  # nowhere else to go: it waits for its node
     victim.start()
-    wait_for(lambda: holders(cluster) == sorted(a.name for a in agents), 60,
-             "the node to get its replica back")
+    wait_for(
+        lambda: holders(cluster) == sorted(a.name for a in agents),
+        60,
+        "the node to get its replica back",
+    )
     assert loads(victim) == before + 1
     assert cli(cluster, "deploy", "demo", "--replicas", "2").returncode == 0
 
 
 def test_a_model_that_keeps_failing_to_load_stops_with_its_reason(
-        office: tuple[ClusterProcess, list[AgentProcess]], tmp_path: Path) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]], tmp_path: Path
+) -> None:
     from node_agent.demo_model import model_config
 
     cluster, _ = office
@@ -199,12 +240,12 @@ def test_a_model_that_keeps_failing_to_load_stops_with_its_reason(
     assert cli(cluster, "undeploy", "broken").returncode == 0
 
 
-def test_undeploy_unloads_every_replica(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+def test_undeploy_unloads_every_replica(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
     cluster, _ = office
     out = cli(cluster, "undeploy", "demo")
     assert out.returncode == 0, out.stderr
     assert all("demo" not in n["models"] for n in cluster.nodes())
-    models = httpx.get(f"{cluster.url}/admin/models", headers=cluster.admin_headers,
-                       timeout=10).json()["models"]
+    models = httpx.get(
+        f"{cluster.url}/admin/models", headers=cluster.admin_headers, timeout=10
+    ).json()["models"]
     assert models == []

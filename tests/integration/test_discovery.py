@@ -22,21 +22,29 @@ MDNS = ("--model", "demo", "--advertise-address", "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory,
-           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, dict[str, AgentProcess]]]:
+def office(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ClusterProcess, dict[str, AgentProcess]]]:
     """A cluster browsing loopback, one agent found by mDNS only, one by mDNS and --peer."""
     if not ensure_loopback_multicast():
         pytest.skip("loopback has no multicast and we are not root to switch it on")
     root = tmp_path_factory.mktemp("discovery")
-    agents = {name: AgentProcess(share_models(root / name, demo_model_dir.parent), name=name,
-                                 args=MDNS) for name in ("mdns-only", "mdns-and-peer")}
+    agents = {
+        name: AgentProcess(share_models(root / name, demo_model_dir.parent), name=name, args=MDNS)
+        for name in ("mdns-only", "mdns-and-peer")
+    }
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     try:
         for agent in agents.values():
             agent.start()
-        cluster.args = ("--no-local-agent", "--mdns-interface", "127.0.0.1",
-                        "--peer", agents["mdns-and-peer"].address)
+        cluster.args = (
+            "--no-local-agent",
+            "--mdns-interface",
+            "127.0.0.1",
+            "--peer",
+            agents["mdns-and-peer"].address,
+        )
         cluster.start(want_models=1)
         yield cluster, agents
     finally:
@@ -51,31 +59,37 @@ def ready_names(cluster: ClusterProcess) -> list[str]:
 
 
 def test_agents_appear_over_mdns_and_a_double_sighting_is_one_node(
-        office: tuple[ClusterProcess, dict[str, AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, dict[str, AgentProcess]],
+) -> None:
     cluster, agents = office
     wait_for(lambda: ready_names(cluster) == sorted(agents), 10, "both nodes ready")
     assert len(cluster.nodes()) == 2
     import httpx
 
     def sessions_to_it() -> list[dict]:  # type: ignore[type-arg]
-        sessions = httpx.get(f"{cluster.url}/admin/nodes", timeout=10,
-                             headers=cluster.admin_headers).json()["sessions"]
+        sessions = httpx.get(
+            f"{cluster.url}/admin/nodes", timeout=10, headers=cluster.admin_headers
+        ).json()["sessions"]
         return [s for s in sessions if s["address"] == agents["mdns-and-peer"].address]
 
     # Readiness can come from the peer session alone; the mDNS one may reach it a moment later.
-    both = wait_for(lambda: len(sessions_to_it()) == 2 and sessions_to_it(), 10,
-                    "both sessions to reach the node")
+    both = wait_for(
+        lambda: len(sessions_to_it()) == 2 and sessions_to_it(),
+        10,
+        "both sessions to reach the node",
+    )
     assert {s["via"] for s in both} == {"mdns", "peer"}
     assert len({s["node_id"] for s in both}) == 1
     assert len(cluster.nodes()) == 2
 
 
 def test_a_new_agent_is_discovered_within_five_seconds(
-        office: tuple[ClusterProcess, dict[str, AgentProcess]], tmp_path: Path,
-        demo_model_dir: Path) -> None:
+    office: tuple[ClusterProcess, dict[str, AgentProcess]], tmp_path: Path, demo_model_dir: Path
+) -> None:
     cluster, _ = office
-    late = AgentProcess(share_models(tmp_path / "late", demo_model_dir.parent), name="late",
-                        args=MDNS)
+    late = AgentProcess(
+        share_models(tmp_path / "late", demo_model_dir.parent), name="late", args=MDNS
+    )
     try:
         late.start()
         listening = time.monotonic()

@@ -337,8 +337,9 @@ async def test_unload_cancels_running_requests(engine: Engine, demo_model_dir: P
     assert info.context_length == 512 and info.memory_bytes > 0
     assert await engine.load(spec) == info  # loading the same name again changes nothing
     # Greedy: a sampled stream may end on its own (an end-of-text token) before the unload.
-    stream = engine.generate(replace(request(sampling=replace(GREEDY, max_tokens=500)),
-                                     model="second"))
+    stream = engine.generate(
+        replace(request(sampling=replace(GREEDY, max_tokens=500)), model="second")
+    )
     assert isinstance(await anext(stream), Delta)
     await engine.unload("second")
     rest = [e async for e in stream]

@@ -34,9 +34,14 @@ class Outcome:
 def stream_once(url: str, i: int) -> Outcome:
     """One streamed chat completion, read as a client would."""
     out = Outcome()
-    body = {"model": "demo", "max_tokens": 40, "stream": True, "seed": i,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": f"Tell me about request {i}."}]}
+    body = {
+        "model": "demo",
+        "max_tokens": 40,
+        "stream": True,
+        "seed": i,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": f"Tell me about request {i}."}],
+    }
     try:
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
             out.status, out.node = r.status_code, r.headers.get("x-meterless-node", "")
@@ -53,9 +58,11 @@ def stream_once(url: str, i: int) -> Outcome:
     return out
 
 
-def load(url: str, stop: threading.Event, results: list[Outcome],
-         workers: int = 6) -> list[threading.Thread]:
+def load(
+    url: str, stop: threading.Event, results: list[Outcome], workers: int = 6
+) -> list[threading.Thread]:
     """Continuous streaming load from `workers` clients until `stop` is set."""
+
     def work(w: int) -> None:
         i = 0
         while not stop.is_set():
@@ -69,13 +76,19 @@ def load(url: str, stop: threading.Event, results: list[Outcome],
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory,
-           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+def office(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
     """Three agents behind one cluster."""
     root = tmp_path_factory.mktemp("failover")
-    agents = [AgentProcess(share_models(root / f"agent{i}", demo_model_dir.parent),
-                           name=f"node{i}", args=("--model", "demo", "--no-mdns"))
-              for i in range(3)]
+    agents = [
+        AgentProcess(
+            share_models(root / f"agent{i}", demo_model_dir.parent),
+            name=f"node{i}",
+            args=("--model", "demo", "--no-mdns"),
+        )
+        for i in range(3)
+    ]
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     with peered_office(cluster, agents) as office:
@@ -88,7 +101,8 @@ def node_state(cluster: ClusterProcess, name: str) -> str:
 
 
 def test_killed_node_loses_no_unstarted_request_and_comes_back(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, agents = office
     victim = agents[0]
     stop, results = threading.Event(), []
@@ -116,6 +130,7 @@ def test_killed_node_loses_no_unstarted_request_and_comes_back(
     victim.start()  # same port, same data dir: the same node
     wait_for(lambda: node_state(cluster, victim.name) == "ready", 20, "the node to be ready again")
     with concurrent.futures.ThreadPoolExecutor(6) as pool:  # enough load to need all three
-        served = {o.node for o in pool.map(lambda i: stream_once(cluster.url, 900_000 + i),
-                                           range(18))}
+        served = {
+            o.node for o in pool.map(lambda i: stream_once(cluster.url, 900_000 + i), range(18))
+        }
     assert victim_id in served, "the node that came back takes traffic again"

@@ -29,12 +29,16 @@ SECRETS: list[str] = []  # every full key made here, for the log check at the en
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory,
-            demo_model_dir: Path) -> Iterator[ClusterProcess]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[ClusterProcess]:
     """A cluster that requires API keys, with one agent serving `demo`."""
     root = tmp_path_factory.mktemp("keys")
-    agent = AgentProcess(share_models(root / "agent", demo_model_dir.parent), name="agent0",
-                         args=("--model", "demo", "--no-mdns"))
+    agent = AgentProcess(
+        share_models(root / "agent", demo_model_dir.parent),
+        name="agent0",
+        args=("--model", "demo", "--no-mdns"),
+    )
     ray_dir = tempfile.mkdtemp(prefix="mlk", dir="/tmp")  # short: Ray's socket paths are limited
     head = ClusterProcess(root / "head", keys_required=True, extra_env={"RAY_TMPDIR": ray_dir})
     head.data_dir.mkdir()
@@ -50,11 +54,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
-def cli(cluster: ClusterProcess, *args: str, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    cluster: ClusterProcess, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`cluster ARGS --url ...` as the admin on the head runs it."""
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
-                          capture_output=True, text=True, env=env or cluster.env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        env=env or cluster.env,
+        timeout=60,
+    )
 
 
 def create(cluster: ClusterProcess, name: str, *flags: str) -> dict[str, Any]:
@@ -73,13 +83,15 @@ def client(cluster: ClusterProcess, key: str) -> openai.OpenAI:
 
 def ask(c: openai.OpenAI, model: str = "demo") -> str:
     """One short chat completion; its request id (as the ledger has it)."""
-    r = c.chat.completions.create(model=model, max_tokens=3,
-                                  messages=[{"role": "user", "content": "Hi."}])
+    r = c.chat.completions.create(
+        model=model, max_tokens=3, messages=[{"role": "user", "content": "Hi."}]
+    )
     return r.id.removeprefix("chatcmpl-")
 
 
 def test_before_any_key_exists_every_request_is_401_saying_how_to_make_one(
-        cluster: ClusterProcess) -> None:
+    cluster: ClusterProcess,
+) -> None:
     with pytest.raises(openai.AuthenticationError) as err:
         ask(client(cluster, "anything"))
     assert "cluster keys create" in err.value.message
@@ -93,22 +105,29 @@ def test_no_key_or_a_bad_key_is_401_openai_shaped(cluster: ClusterProcess) -> No
     good = create(cluster, "alice")["key"]
     assert ask(client(cluster, good))
     key_id = good.split("-")[1]
-    for bad in ("sk-not-ours", good[:-1] + ("0" if good[-1] != "0" else "1"),
-                f"ml-{key_id}-{'0' * 40}"):
+    for bad in (
+        "sk-not-ours",
+        good[:-1] + ("0" if good[-1] != "0" else "1"),
+        f"ml-{key_id}-{'0' * 40}",
+    ):
         with pytest.raises(openai.AuthenticationError) as err:
             ask(client(cluster, bad))
         assert err.value.status_code == 401
         body = err.value.response.json()["error"]
         assert body["type"] == "invalid_request_error" and body["code"] == "invalid_api_key"
-    r = httpx.post(f"{cluster.url}/v1/chat/completions", timeout=10,
-                   json={"model": "demo", "messages": [{"role": "user", "content": "x"}]})
+    r = httpx.post(
+        f"{cluster.url}/v1/chat/completions",
+        timeout=10,
+        json={"model": "demo", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert r.status_code == 401 and set(r.json()["error"]) >= {"message", "type", "code"}
     with pytest.raises(openai.AuthenticationError):
         client(cluster, "sk-not-ours").models.list()
 
 
 def test_a_key_limited_to_other_models_gets_403_and_sees_only_its_models(
-        cluster: ClusterProcess) -> None:
+    cluster: ClusterProcess,
+) -> None:
     other = create(cluster, "other-only", "--models", "tiny", "big")["key"]
     with pytest.raises(openai.PermissionDeniedError) as err:
         ask(client(cluster, other))
@@ -120,11 +139,13 @@ def test_a_key_limited_to_other_models_gets_403_and_sees_only_its_models(
 
 
 def test_over_max_concurrent_is_429_with_retry_after_until_a_stream_ends(
-        cluster: ClusterProcess) -> None:
+    cluster: ClusterProcess,
+) -> None:
     key = create(cluster, "one-at-a-time", "--max-concurrent", "1")["key"]
     c = client(cluster, key)
-    stream = c.completions.create(model="demo", prompt="A very long story:", max_tokens=1500,
-                                  temperature=0, stream=True)
+    stream = c.completions.create(
+        model="demo", prompt="A very long story:", max_tokens=1500, temperature=0, stream=True
+    )
     try:
         next(iter(stream))  # the stream is running: the key's one slot is taken
         with pytest.raises(openai.RateLimitError) as err:
@@ -151,10 +172,13 @@ def test_a_revoked_key_stops_working_within_a_second(cluster: ClusterProcess) ->
     def refused() -> bool:
         m = httpx.get(f"{cluster.url}/v1/models", headers={"authorization": f"Bearer {key}"})
         return m.status_code == 401
+
     wait_for(refused, 1.0, "the revoked key to be refused", interval=0.01)
     refused_at = time.monotonic()
-    print(f"revoked key refused {refused_at - asked:.3f}s after the revoke was sent "
-          f"({refused_at - answered:.3f}s after it was answered)")
+    print(
+        f"revoked key refused {refused_at - asked:.3f}s after the revoke was sent "
+        f"({refused_at - answered:.3f}s after it was answered)"
+    )
     assert refused_at - asked < 1.0
     with pytest.raises(openai.AuthenticationError, match="revoked"):
         ask(c)
@@ -164,10 +188,13 @@ def test_a_revoked_key_stops_working_within_a_second(cluster: ClusterProcess) ->
 
 
 def test_the_ledger_records_the_key_of_every_request_and_usage_by_key_agrees(
-        cluster: ClusterProcess) -> None:
+    cluster: ClusterProcess,
+) -> None:
     a, b = create(cluster, "ledger-a"), create(cluster, "ledger-b")
-    ids = {a["key_id"]: [ask(client(cluster, a["key"])) for _ in range(3)],
-           b["key_id"]: [ask(client(cluster, b["key"])) for _ in range(2)]}
+    ids = {
+        a["key_id"]: [ask(client(cluster, a["key"])) for _ in range(3)],
+        b["key_id"]: [ask(client(cluster, b["key"])) for _ in range(2)],
+    }
 
     def rows() -> dict[str, str | None]:
         conn = sqlite3.connect(cluster.data_dir / "ledger.sqlite3")
@@ -175,6 +202,7 @@ def test_the_ledger_records_the_key_of_every_request_and_usage_by_key_agrees(
             return dict(conn.execute("SELECT request_id, key_id FROM requests").fetchall())
         finally:
             conn.close()
+
     wanted = {r for v in ids.values() for r in v}
     wait_for(lambda: wanted <= rows().keys(), 10, "the five rows in the ledger")
     ledger = rows()
@@ -189,22 +217,32 @@ def test_the_ledger_records_the_key_of_every_request_and_usage_by_key_agrees(
     assert {k: g["requests"] for k, g in groups.items()} == counted
     assert groups[a["key_id"]]["requests"] == 3 and groups[a["key_id"]]["name"] == "ledger-a"
     assert groups[b["key_id"]]["requests"] == 2
-    table = cli(cluster, "usage", "--by", "key", "--since", "all",
-                env={**cluster.env, "COLUMNS": "200"})
+    table = cli(
+        cluster, "usage", "--by", "key", "--since", "all", env={**cluster.env, "COLUMNS": "200"}
+    )
     assert table.returncode == 0 and f"ledger-a ({a['key_id']})" in table.stdout
 
 
 def test_the_admin_api_needs_the_admin_token(cluster: ClusterProcess) -> None:
-    paths = [("GET", "/admin/nodes"), ("GET", "/admin/models"), ("GET", "/admin/keys"),
-             ("GET", "/admin/cost"), ("GET", "/admin/usage"), ("POST", "/admin/keys"),
-             ("POST", "/admin/keys/alice/revoke"), ("POST", "/admin/nodes/agent0/drain"),
-             ("POST", "/admin/nodes/agent0/cost")]
+    paths = [
+        ("GET", "/admin/nodes"),
+        ("GET", "/admin/models"),
+        ("GET", "/admin/keys"),
+        ("GET", "/admin/cost"),
+        ("GET", "/admin/usage"),
+        ("POST", "/admin/keys"),
+        ("POST", "/admin/keys/alice/revoke"),
+        ("POST", "/admin/nodes/agent0/drain"),
+        ("POST", "/admin/nodes/agent0/cost"),
+    ]
     user_key = SECRETS[0]
-    for headers in ({}, {"authorization": "Bearer mla-wrong"},
-                    {"authorization": f"Bearer {user_key}"}):
+    for headers in (
+        {},
+        {"authorization": "Bearer mla-wrong"},
+        {"authorization": f"Bearer {user_key}"},
+    ):
         for method, path in paths:
-            r = httpx.request(method, f"{cluster.url}{path}", headers=headers, json={},
-                              timeout=10)
+            r = httpx.request(method, f"{cluster.url}{path}", headers=headers, json={}, timeout=10)
             assert r.status_code == 401, (method, path, headers, r.text)
             assert r.json()["error"]["code"] == "invalid_admin_token"
     assert [n["state"] for n in cluster.nodes()] == ["ready"]  # not drained by the above
@@ -214,7 +252,8 @@ def test_the_admin_api_needs_the_admin_token(cluster: ClusterProcess) -> None:
 
 
 def test_the_cli_reads_the_token_from_the_env_and_fails_in_one_line(
-        cluster: ClusterProcess) -> None:
+    cluster: ClusterProcess,
+) -> None:
     token = (cluster.config_dir / "admin-token").read_text().strip()
     elsewhere = {**cluster.env, "METERLESS_CONFIG_DIR": str(cluster.data_dir / "nowhere")}
     ok = cli(cluster, "nodes", "--json", env={**elsewhere, "METERLESS_ADMIN_TOKEN": token})
@@ -229,6 +268,7 @@ def test_the_cli_reads_the_token_from_the_env_and_fails_in_one_line(
 def test_key_and_token_files_are_owner_only(cluster: ClusterProcess) -> None:
     def mode(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
+
     assert mode(cluster.config_dir / "admin-token") == 0o600
     assert mode(cluster.config_dir) == 0o700
     assert mode(cluster.data_dir / "keys.sqlite3") == 0o600
@@ -240,8 +280,10 @@ def test_no_key_or_token_appears_in_the_logs(cluster: ClusterProcess) -> None:
     token = (cluster.config_dir / "admin-token").read_text().strip()
     secrets = [token, *SECRETS, *(k.rsplit("-", 1)[1] for k in SECRETS)]
     ray_dir = Path(cluster.extra_env["RAY_TMPDIR"])
-    logs = [cluster.data_dir / "cluster.log", *(p for p in ray_dir.rglob("*")
-                                                 if p.is_file() and not p.is_symlink())]
+    logs = [
+        cluster.data_dir / "cluster.log",
+        *(p for p in ray_dir.rglob("*") if p.is_file() and not p.is_symlink()),
+    ]
     assert len(logs) > 5, logs  # Ray's logs are there to be searched
     assert any("serve" in str(p) for p in logs)
     for path in logs:

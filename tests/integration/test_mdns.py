@@ -43,8 +43,9 @@ class Sightings:
     events: list[tuple[str, ServiceStateChange, float]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def handler(self, zeroconf: Zeroconf, service_type: str, name: str,
-                state_change: ServiceStateChange) -> None:
+    def handler(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         """zeroconf's callback (on the event loop's thread)."""
         self.events.append((name, state_change, time.monotonic()))
         self.changed.set()
@@ -91,7 +92,9 @@ async def test_the_agent_appears_with_its_txt_and_vanishes_on_sigterm(
         assert await info.async_request(zc.zeroconf, 3000)
         assert info.port == agent.port and info.parsed_addresses() == ["127.0.0.1"]
         assert info.decoded_properties == {
-            "node_id": agent.node_id, "proto": PROTOCOL_VERSION, "engines": engines_here(),
+            "node_id": agent.node_id,
+            "proto": PROTOCOL_VERSION,
+            "engines": engines_here(),
             "name": "mdns-1",
         }
     finally:
@@ -105,8 +108,13 @@ async def test_the_agent_appears_with_its_txt_and_vanishes_on_sigterm(
 async def test_an_address_change_is_re_announced(browser: tuple[AsyncZeroconf, Sightings]) -> None:
     zc, sightings = browser
     adapters = [Adapter("lo", ("127.0.0.1",))]
-    ad = Advertisement(node_id="feedc0ffee01", name="moving", port=4321, engines=("mlx",),
-                       protocol=PROTOCOL_VERSION)
+    ad = Advertisement(
+        node_id="feedc0ffee01",
+        name="moving",
+        port=4321,
+        engines=("mlx",),
+        protocol=PROTOCOL_VERSION,
+    )
     advertiser = Advertiser(ad, interfaces=["lo"], poll_seconds=0.2, adapters=lambda: adapters)
     name = service_name(ad.node_id)
     await advertiser.start()

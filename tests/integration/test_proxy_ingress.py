@@ -29,12 +29,16 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory,
-           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+def office(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
     """One agent serving `demo`, and a cluster with two gateway replicas behind the proxy."""
     root = tmp_path_factory.mktemp("proxied")
-    agent = AgentProcess(share_models(root / "agent", demo_model_dir.parent), name="agent",
-                         args=("--model", "demo", "--no-mdns"))
+    agent = AgentProcess(
+        share_models(root / "agent", demo_model_dir.parent),
+        name="agent",
+        args=("--model", "demo", "--no-mdns"),
+    )
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     with peered_office(cluster, [agent], extra_args=("--gateway-replicas", "2")) as office:
@@ -43,9 +47,15 @@ def office(tmp_path_factory: pytest.TempPathFactory,
 
 def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
     client = openai.OpenAI(base_url=f"{office[0].url}/v1", api_key="unused", max_retries=0)
-    chunks = list(client.chat.completions.create(
-        model="demo", messages=[{"role": "user", "content": "Count to five."}], max_tokens=8,
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "Count to five."}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 8
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -53,19 +63,24 @@ def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentPro
 
 
 def test_a_client_that_leaves_the_proxy_cancels_the_generation(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     assert leave_mid_stream(office[0]) < 5
 
 
 def requests_counted(cluster: ClusterProcess) -> float:
     """The sum of /metrics' request counter, as whichever replica answers shows it."""
     text = httpx.get(f"{cluster.url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("meterless:requests_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("meterless:requests_total{")
+    )
 
 
 def test_metrics_count_every_replica_s_requests(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster = office[0]
 
     def settled() -> bool:  # the module's earlier requests all counted
@@ -76,8 +91,11 @@ def test_metrics_count_every_replica_s_requests(
     wait_for(settled, 20, "the earlier requests counted")
     before = requests_counted(cluster)
     for _ in range(8):  # the proxy spreads them over both replicas
-        r = httpx.post(f"{cluster.url}/v1/completions",
-                       json={"model": "demo", "prompt": "x", "max_tokens": 1}, timeout=60)
+        r = httpx.post(
+            f"{cluster.url}/v1/completions",
+            json={"model": "demo", "prompt": "x", "max_tokens": 1},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
     wait_for(lambda: requests_counted(cluster) == before + 8, 10, "the eight requests counted")
     assert [requests_counted(cluster) for _ in range(6)] == [before + 8] * 6

@@ -19,24 +19,36 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory,
-           demo_model_dir: Path) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
+def office(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ClusterProcess, list[AgentProcess]]]:
     """A fast and a slow (step-capped) empty agent behind one cluster."""
     root = tmp_path_factory.mktemp("rebalance")
-    fast = AgentProcess(share_models(root / "fast", demo_model_dir.parent), name="a-fast",
-                        args=("--no-mdns",))
-    slow = AgentProcess(share_models(root / "slow", demo_model_dir.parent), name="b-slow",
-                        args=("--no-mdns", "--max-steps-per-s", "8"))
+    fast = AgentProcess(
+        share_models(root / "fast", demo_model_dir.parent), name="a-fast", args=("--no-mdns",)
+    )
+    slow = AgentProcess(
+        share_models(root / "slow", demo_model_dir.parent),
+        name="b-slow",
+        args=("--no-mdns", "--max-steps-per-s", "8"),
+    )
     cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     try:
         for agent in (fast, slow):
             agent.start()
-        cluster.args = ("--no-local-agent", "--no-mdns", "--peer", fast.address,
-                        "--peer", slow.address)
+        cluster.args = (
+            "--no-local-agent",
+            "--no-mdns",
+            "--peer",
+            fast.address,
+            "--peer",
+            slow.address,
+        )
         cluster.start(want_models=0)
-        wait_for(lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 60,
-                 "both nodes ready")
+        wait_for(
+            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == 2, 60, "both nodes ready"
+        )
         yield cluster, [fast, slow]
     finally:
         cluster.stop()
@@ -46,8 +58,13 @@ def office(tmp_path_factory: pytest.TempPathFactory,
 
 def ask(url: str, model: str, i: int) -> tuple[int, bool]:
     """One streamed completion: its status, and whether it ended cleanly with [DONE]."""
-    body = {"model": model, "prompt": f"Tell me about {i}.", "max_tokens": 16, "stream": True,
-            "seed": i}
+    body = {
+        "model": model,
+        "prompt": f"Tell me about {i}.",
+        "max_tokens": 16,
+        "stream": True,
+        "seed": i,
+    }
     done, error = False, False
     try:
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
@@ -60,11 +77,14 @@ def ask(url: str, model: str, i: int) -> tuple[int, bool]:
 
 
 def test_rebalance_moves_the_busy_model_to_the_fast_node_and_loses_nothing(
-        office: tuple[ClusterProcess, list[AgentProcess]]) -> None:
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
     cluster, (fast, slow) = office
-    for args in (("demo", "--name", "cold", "--node", "a-fast"),
-                 ("demo", "--name", "hot", "--node", "b-slow"),
-                 ("demo", "--name", "hot")):  # unpinned: it stays where it is
+    for args in (
+        ("demo", "--name", "cold", "--node", "a-fast"),
+        ("demo", "--name", "hot", "--node", "b-slow"),
+        ("demo", "--name", "hot"),
+    ):  # unpinned: it stays where it is
         out = cli(cluster, "deploy", *args)
         assert out.returncode == 0, out.stderr
     assert holders(cluster, "hot") == ["b-slow"] and holders(cluster, "cold") == ["a-fast"]
@@ -77,8 +97,12 @@ def test_rebalance_moves_the_busy_model_to_the_fast_node_and_loses_nothing(
         assert all(j.result() == (200, True) for j in jobs)
 
     def recorded() -> bool:
-        usage = httpx.get(f"{cluster.url}/admin/usage", params={"by": "model"},
-                          headers=cluster.admin_headers, timeout=10)
+        usage = httpx.get(
+            f"{cluster.url}/admin/usage",
+            params={"by": "model"},
+            headers=cluster.admin_headers,
+            timeout=10,
+        )
         return sum(g["requests"] for g in usage.json()["groups"]) >= 28
 
     wait_for(recorded, 30, "the ledger to record the workload")
@@ -86,7 +110,8 @@ def test_rebalance_moves_the_busy_model_to_the_fast_node_and_loses_nothing(
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     assert [(m["model"], m["from"], m["to"]) for m in plan["moves"]] == [
-        ("hot", "b-slow", "a-fast")]
+        ("hot", "b-slow", "a-fast")
+    ]
     assert plan["tps"]["a-fast"] > plan["tps"]["b-slow"] * 1.2
     assert holders(cluster, "hot") == ["b-slow"]  # a dry run moves nothing
 

@@ -69,8 +69,9 @@ def bed(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Itera
         token = head.join_token()  # the office runs as deployed: every agent joins with it
         head.start()
         agents = {
-            name: Agent(net.hosts[name], share_models(root / name, demo_model_dir.parent),
-                        join_token=token)
+            name: Agent(
+                net.hosts[name], share_models(root / name, demo_model_dir.parent), join_token=token
+            )
             for name in (*MDNS_AGENTS, "iso", "multi")
         }
         # These two start with Ray (an agent takes seconds to import its engine); the three

@@ -69,8 +69,9 @@ class Agent:
         )
         token = {"METERLESS_JOIN_TOKEN": self.join_token} if self.join_token else {}
         with open(self.data_dir / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                         env={**os.environ, **token})
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **token}
+            )
         self.listening_at = 0.0
         return self
 
@@ -126,8 +127,14 @@ class Head:
     def join_token(self) -> str:
         """`cluster join-token` for this head (creating its secret), before or after start."""
         env = {**os.environ, "METERLESS_CONFIG_DIR": str(self.config_dir)}
-        out = subprocess.run([sys.executable, "-m", "cluster.cli", "join-token"], env=env,
-                             cwd=REPO, capture_output=True, check=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "cluster.cli", "join-token"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         return out.stdout.decode().strip()
 
     @property
@@ -166,17 +173,24 @@ class Head:
         deadline = time.monotonic() + timeout
         while not self._up():
             if self.proc.poll() is not None:
-                raise AssertionError(f"cluster up exited with {self.proc.returncode}\n"
-                                     f"{self.diagnosis()}")
+                raise AssertionError(
+                    f"cluster up exited with {self.proc.returncode}\n{self.diagnosis()}"
+                )
             if time.monotonic() >= deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for the endpoint "
-                                     f"to answer\n{self.diagnosis()}")
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s waiting for the endpoint "
+                    f"to answer\n{self.diagnosis()}"
+                )
             time.sleep(0.5)
 
     def diagnosis(self) -> str:
         """The end of `cluster up`'s log, the host's listening sockets, Serve's complaints."""
-        parts = ["--- cluster.log (end)", *self.log().splitlines()[-25:],
-                 "--- listening", self.host.run("ss", "-ltnp", check=False)]
+        parts = [
+            "--- cluster.log (end)",
+            *self.log().splitlines()[-25:],
+            "--- listening",
+            self.host.run("ss", "-ltnp", check=False),
+        ]
         serve_logs = Path("/tmp/ray/session_latest/logs/serve")
         for path in sorted(serve_logs.glob("*.log")) if serve_logs.is_dir() else ():
             lines = path.read_text(errors="replace").splitlines()

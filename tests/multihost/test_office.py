@@ -197,8 +197,9 @@ def test_link_cut_and_restored(bed: Bed) -> None:
         except AssertionError as exc:  # say what routing saw: the rates it chose by, and where
             rates = {n: round(v["decode_tps"], 1) for n, v in head.nodes().items()}
             since = collections.Counter(s.node for s in running.seen if s.began > ready)
-            raise AssertionError(f"{exc}; measured tokens/s {rates}; served since ready "
-                                 f"{dict(since)}") from None
+            raise AssertionError(
+                f"{exc}; measured tokens/s {rates}; served since ready {dict(since)}"
+            ) from None
     counts = fates(running.seen)
     report(
         "link-cut",

@@ -27,14 +27,20 @@ from node_agent.trust import ClusterSecret
 from tests.unit.test_controller import FakeClient, FakeNode
 
 # What gRPC 1.x says, verbatim, when the handshake fails (seen against real agents).
-PLAIN_AGENT = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: Tls "
-               "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL "
-               "routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid certificate verification")
-OTHER_SECRET = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: Tls "
-                "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
-                "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: self signed certificate")
-REFUSED = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
-           "Failed to connect to remote host: Connection refused")
+PLAIN_AGENT = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: Tls "
+    "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL "
+    "routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid certificate verification"
+)
+OTHER_SECRET = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:5: Tls "
+    "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL "
+    "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: self signed certificate"
+)
+REFUSED = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    "Failed to connect to remote host: Connection refused"
+)
 
 
 def test_handshake_failures_are_told_apart_from_a_node_that_is_away() -> None:
@@ -48,11 +54,18 @@ def test_a_refused_node_is_rejected_until_it_reports_status() -> None:
     inv = Inventory()
     node = NodeId("rogue")
     inv.apply(NodeSeen(node_id=node, address="10.0.0.9:1", via="mdns", at=0.0))
-    inv.apply(NodeRefused(node_id=node, address="10.0.0.9:1", reason=WRONG_SECRET_REASON,
-                          at=1.0, name="evil"))
+    inv.apply(
+        NodeRefused(
+            node_id=node, address="10.0.0.9:1", reason=WRONG_SECRET_REASON, at=1.0, name="evil"
+        )
+    )
     view = inv.table(2.0).nodes[0]
     assert (view.state, view.reason, view.name, view.routable) == (
-        NodeState.REJECTED, WRONG_SECRET_REASON, "evil", False)
+        NodeState.REJECTED,
+        WRONG_SECRET_REASON,
+        "evil",
+        False,
+    )
     inv.apply(StatusReceived(node_id=node, at=3.0, address="10.0.0.9:1"))  # restarted with token
     view = inv.table(3.0).nodes[0]
     assert (view.state, view.reason, view.routable) == (NodeState.READY, "", True)
@@ -70,10 +83,22 @@ def test_a_refusal_after_status_wins_and_a_late_old_one_does_not() -> None:
 
 def test_a_stand_in_for_a_refused_peer_goes_once_it_is_admitted_there() -> None:
     inv = Inventory()
-    inv.apply(NodeRefused(node_id=NodeId("rejected@10.0.0.9:1"), address="10.0.0.9:1",
-                          reason=WRONG_SECRET_REASON, at=1.0))
-    inv.apply(NodeRefused(node_id=NodeId("rejected@10.0.0.8:1"), address="10.0.0.8:1",
-                          reason=WRONG_SECRET_REASON, at=1.0))
+    inv.apply(
+        NodeRefused(
+            node_id=NodeId("rejected@10.0.0.9:1"),
+            address="10.0.0.9:1",
+            reason=WRONG_SECRET_REASON,
+            at=1.0,
+        )
+    )
+    inv.apply(
+        NodeRefused(
+            node_id=NodeId("rejected@10.0.0.8:1"),
+            address="10.0.0.8:1",
+            reason=WRONG_SECRET_REASON,
+            at=1.0,
+        )
+    )
     inv.apply(NodeSeen(node_id=NodeId("real"), address="10.0.0.9:1", via="peer", at=2.0))
     assert [n.node_id for n in inv.table(2.0).nodes] == ["real", "rejected@10.0.0.8:1"]
 
@@ -101,8 +126,9 @@ class GuardedClient(FakeClient):
         raise NodeUnauthenticated(f"{self.address}: {self.refusal}")
 
 
-def controller(refusal: str, *, plaintext_agents: bool, node: FakeNode | None = None
-               ) -> tuple[Controller, list[str]]:
+def controller(
+    refusal: str, *, plaintext_agents: bool, node: FakeNode | None = None
+) -> tuple[Controller, list[str]]:
     """A controller with one peer that fails TLS; also returns the plaintext addresses dialled."""
     node, dialled = node or FakeNode("rogue"), []
 
@@ -110,10 +136,19 @@ def controller(refusal: str, *, plaintext_agents: bool, node: FakeNode | None = 
         dialled.append(address)
         return FakeClient(node, address)
 
-    config = ControllerConfig(peers=("10.0.0.9:1",), mdns=False, retry_min_s=0.05,
-                              retry_max_s=0.1, tick_s=0.02, plaintext_agents=plaintext_agents)
-    c = Controller(config, client_factory=lambda a: GuardedClient(node, a, refusal),  # type: ignore[arg-type, return-value]
-                   plaintext_factory=plaintext)  # type: ignore[arg-type]
+    config = ControllerConfig(
+        peers=("10.0.0.9:1",),
+        mdns=False,
+        retry_min_s=0.05,
+        retry_max_s=0.1,
+        tick_s=0.02,
+        plaintext_agents=plaintext_agents,
+    )
+    c = Controller(
+        config,
+        client_factory=lambda a: GuardedClient(node, a, refusal),  # type: ignore[arg-type, return-value]
+        plaintext_factory=plaintext,
+    )  # type: ignore[arg-type]
     return c, dialled
 
 
@@ -145,8 +180,9 @@ async def test_a_plaintext_agent_is_admitted_in_plaintext_only_when_allowed() ->
 @pytest.mark.timeout(10)
 async def test_an_agent_with_another_secret_is_rejected_even_when_plaintext_is_allowed() -> None:
     c, dialled = controller(WRONG_SECRET_REASON, plaintext_agents=True)
-    assert await settled(c) == [("rejected@10.0.0.9:1", NodeState.REJECTED, WRONG_SECRET_REASON,
-                                 False)]
+    assert await settled(c) == [
+        ("rejected@10.0.0.9:1", NodeState.REJECTED, WRONG_SECRET_REASON, False)
+    ]
     assert dialled == []  # it speaks TLS: nothing is sent to it in clear
 
 
@@ -187,15 +223,21 @@ async def test_a_rogue_claiming_a_real_nodes_id_is_listed_apart() -> None:
     c, _ = controller(WRONG_SECRET_REASON, plaintext_agents=False)
     await c.start()
     try:
-        c.node_sessions.seen(Sighting(key="evil._meterless._tcp.local.",
-                                      addresses=("10.0.0.7:1",),
-                                      node_id="the-real-node"))  # what its mDNS TXT claims
+        c.node_sessions.seen(
+            Sighting(
+                key="evil._meterless._tcp.local.",
+                addresses=("10.0.0.7:1",),
+                node_id="the-real-node",
+            )
+        )  # what its mDNS TXT claims
         await asyncio.sleep(0.3)
         ids = {n.node_id: n.state for n in c.table().nodes}
     finally:
         await c.stop()
-    assert ids == {"rejected@10.0.0.9:1": NodeState.REJECTED,
-                   "rejected@10.0.0.7:1": NodeState.REJECTED}
+    assert ids == {
+        "rejected@10.0.0.9:1": NodeState.REJECTED,
+        "rejected@10.0.0.7:1": NodeState.REJECTED,
+    }
 
 
 @pytest.mark.timeout(10)

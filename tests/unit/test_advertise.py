@@ -30,8 +30,13 @@ def test_loopback_when_there_is_nothing_else() -> None:
 
 
 def test_txt_record_names_the_node_not_its_state() -> None:
-    ad = Advertisement(node_id="ab12", name="mini-" + "x" * 300, port=50151,
-                       engines=("vllm", "mlx"), protocol="1.0")
+    ad = Advertisement(
+        node_id="ab12",
+        name="mini-" + "x" * 300,
+        port=50151,
+        engines=("vllm", "mlx"),
+        protocol="1.0",
+    )
     txt = txt_record(ad)
     assert txt["node_id"] == "ab12" and txt["proto"] == "1.0" and txt["engines"] == "vllm,mlx"
     assert txt["name"].startswith("mini-") and len(txt["name"].encode()) <= 200

@@ -82,7 +82,8 @@ async def test_a_burst_sends_all_at_once_and_one_by_one_never_overlaps() -> None
 
 def test_outside_the_node_takes_the_node_s_own_ttft_off_and_is_unknown_without_it() -> None:
     assert Timing(started=1.0, first=1.3, last=1.5, tokens=3, node_ttft=0.2).outside == (
-        pytest.approx(0.1))
+        pytest.approx(0.1)
+    )
     assert math.isnan(_timing(0.3).outside)
 
 
@@ -91,8 +92,9 @@ def test_the_interval_can_be_of_the_time_outside_the_node() -> None:
     # blocks side by side (where the engine's steps fell); b spends 1 ms more outside the node.
     # Its TTFT interval is as wide as the swings; outside the node it is exactly the 1 ms.
     def block(node_ttft: float, outside: float) -> list[Timing]:
-        return [Timing(started=0.0, first=node_ttft + outside, last=1.0, tokens=2,
-                       node_ttft=node_ttft)] * 4
+        return [
+            Timing(started=0.0, first=node_ttft + outside, last=1.0, tokens=2, node_ttft=node_ttft)
+        ] * 4
 
     swings = [0.05 * (i % 3) for i in range(9)]
     a = [block(0.1 + s, 0.003) for s in swings]

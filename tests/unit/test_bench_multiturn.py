@@ -27,13 +27,15 @@ def test_a_document_reaches_its_length_and_differs_by_seed() -> None:
     assert document("a", 200, words) == a  # the same seed, the same notes
 
 
-@pytest.mark.parametrize(("nodes", "share"), [
-    ({1: "x", 2: "x", 3: "x"}, 1.0),
-    ({1: "x", 2: "y", 3: "y"}, 0.5),
-    ({1: "x", 2: "y", 3: "x"}, 0.0),
-])
-def test_same_node_counts_later_turns_that_went_back(nodes: dict[int, str],
-                                                     share: float) -> None:
+@pytest.mark.parametrize(
+    ("nodes", "share"),
+    [
+        ({1: "x", 2: "x", 3: "x"}, 1.0),
+        ({1: "x", 2: "y", 3: "y"}, 0.5),
+        ({1: "x", 2: "y", 3: "x"}, 0.0),
+    ],
+)
+def test_same_node_counts_later_turns_that_went_back(nodes: dict[int, str], share: float) -> None:
     turns = [_turn(0, k, node) for k, node in nodes.items()]
     assert _same_node(turns) == pytest.approx(share)
 

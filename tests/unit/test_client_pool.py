@@ -30,13 +30,17 @@ async def test_a_client_dropped_from_the_table_is_closed_with_a_grace() -> None:
 
 async def test_a_lost_node_gets_a_fresh_client_when_it_is_back() -> None:
     pool = ClientPool(retire_grace_s=0.0)
-    ready = NodeView(node_id=NodeId("n"), name="n", address="127.0.0.1:9", engines=("mlx",),
-                     state=NodeState.READY, models=(ModelName("m"),))
-    draining = replace(ready, node_id=NodeId("d"), address="127.0.0.1:11",
-                       state=NodeState.DRAINING)
+    ready = NodeView(
+        node_id=NodeId("n"),
+        name="n",
+        address="127.0.0.1:9",
+        engines=("mlx",),
+        state=NodeState.READY,
+        models=(ModelName("m"),),
+    )
+    draining = replace(ready, node_id=NodeId("d"), address="127.0.0.1:11", state=NodeState.DRAINING)
     failing, kept = pool.get("127.0.0.1:9"), pool.get("127.0.0.1:11")
-    await pool.follow(NodeTable(version=1, nodes=(replace(ready, state=NodeState.LOST),
-                                                  draining)))
+    await pool.follow(NodeTable(version=1, nodes=(replace(ready, state=NodeState.LOST), draining)))
     assert pool.get("127.0.0.1:11") is kept  # draining, not gone: its streams carry on
     await pool.follow(NodeTable(version=2, nodes=(ready, draining)))
     assert pool.get("127.0.0.1:9") is not failing

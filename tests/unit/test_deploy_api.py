@@ -18,17 +18,40 @@ def ids(ref: str) -> str:
 
 
 def test_a_deploy_body_becomes_a_spec_with_node_ids() -> None:
-    body = json.dumps({"model": "org/qwen", "replicas": 2, "nodes": ["mini"], "engine": "mlx",
-                       "context_length": 8192, "concurrency": 4, "dry_run": True}).encode()
+    body = json.dumps(
+        {
+            "model": "org/qwen",
+            "replicas": 2,
+            "nodes": ["mini"],
+            "engine": "mlx",
+            "context_length": 8192,
+            "concurrency": 4,
+            "dry_run": True,
+        }
+    ).encode()
     spec, dry = parse_deploy(body, ids)
     assert dry is True
-    assert spec == DeploymentSpec(name="org/qwen", model="org/qwen", engine="mlx", replicas=2,
-                                  nodes=("id-mini",), context_length=8192, concurrency=4)
+    assert spec == DeploymentSpec(
+        name="org/qwen",
+        model="org/qwen",
+        engine="mlx",
+        replicas=2,
+        nodes=("id-mini",),
+        context_length=8192,
+        concurrency=4,
+    )
 
 
-@pytest.mark.parametrize("body", [
-    b"{", b"{}", b'{"model": "m", "replicas": "2"}', b'{"model": "m", "nodes": "a"}',
-    b'{"model": "m", "replicas": true}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"{}",
+        b'{"model": "m", "replicas": "2"}',
+        b'{"model": "m", "nodes": "a"}',
+        b'{"model": "m", "replicas": true}',
+    ],
+)
 def test_bad_bodies_are_invalid_requests(body: bytes) -> None:
     with pytest.raises(InvalidRequest):
         parse_deploy(body, ids)

@@ -10,8 +10,15 @@ from cluster.deployments.store import DeployStore, spec_from_json
 
 async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "deployments.sqlite3"
-    spec = DeploymentSpec(name="qwen", model="org/qwen", engine="mlx", replicas=2,
-                          nodes=("id-a",), context_length=8192, concurrency=4)
+    spec = DeploymentSpec(
+        name="qwen",
+        model="org/qwen",
+        engine="mlx",
+        replicas=2,
+        nodes=("id-a",),
+        context_length=8192,
+        concurrency=4,
+    )
     store = DeployStore(path)
     await store.open()
     await store.put_spec(spec, at=1.0)
@@ -35,5 +42,4 @@ async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -
 
 def test_a_stored_spec_from_a_newer_version_still_reads() -> None:
     text = '{"name": "m", "model": "demo", "replicas": 3, "nodes": ["x"], "future_knob": 1}'
-    assert spec_from_json(text) == DeploymentSpec(name="m", model="demo", replicas=3,
-                                                  nodes=("x",))
+    assert spec_from_json(text) == DeploymentSpec(name="m", model="demo", replicas=3, nodes=("x",))

@@ -15,8 +15,9 @@ from cluster.node_client import NodeDescription, NodeFailed, NodeStatusSample
 from cluster.types import CostProfile, ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import DiskModel, LoadProgress, LoadStage, ModelInfo, ModelStatus
 
-DEMO = DiskModel(source="demo", weights_bytes=10 << 20, kv_bytes_per_token=2048,
-                 context_length=2048)
+DEMO = DiskModel(
+    source="demo", weights_bytes=10 << 20, kv_bytes_per_token=2048, context_length=2048
+)
 
 
 class Agents:
@@ -38,11 +39,11 @@ class FakeClient:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def load_model(self, model: str, *, name: str = "", engine: str = "",
-                         context_length: int = 0) -> AsyncIterator[LoadProgress]:
+    async def load_model(
+        self, model: str, *, name: str = "", engine: str = "", context_length: int = 0
+    ) -> AsyncIterator[LoadProgress]:
         self.agents.calls.append(("load", self.address, name))
-        yield LoadProgress(stage=LoadStage.LOADING, message="loading", bytes_done=1,
-                           bytes_total=2)
+        yield LoadProgress(stage=LoadStage.LOADING, message="loading", bytes_done=1, bytes_total=2)
         if self.agents.fail:
             raise NodeFailed(f"{self.address}: out of memory")
         self.agents.loaded.setdefault(self.address, set()).add(name)
@@ -55,29 +56,67 @@ class FakeClient:
 
 
 def view(name: str, models: tuple[str, ...] = ()) -> NodeView:
-    return NodeView(node_id=NodeId(name), name=name, address=f"{name}:1", engines=("mlx",),
-                    state=NodeState.READY, models=tuple(ModelName(m) for m in models),
-                    memory_total_bytes=8 << 30)
+    return NodeView(
+        node_id=NodeId(name),
+        name=name,
+        address=f"{name}:1",
+        engines=("mlx",),
+        state=NodeState.READY,
+        models=tuple(ModelName(m) for m in models),
+        memory_total_bytes=8 << 30,
+    )
 
 
 def describe(d: Deployer, name: str, loaded: tuple[str, ...] = ()) -> None:
-    d.described(NodeDescription(
-        node_id=name, name=name, agent_version="0", protocol_version="1.0", engines=("mlx",),
-        accelerator_kind="cpu", accelerator_name="", memory_total_bytes=8 << 30,
-        memory_available_bytes=8 << 30, cost=CostProfile(),
-        models=tuple(ModelInfo(name=m, engine="mlx", source="demo", memory_bytes=1,
-                               context_length=2048) for m in loaded),
-        disk_models=(DEMO,)), f"{name}:1")
+    d.described(
+        NodeDescription(
+            node_id=name,
+            name=name,
+            agent_version="0",
+            protocol_version="1.0",
+            engines=("mlx",),
+            accelerator_kind="cpu",
+            accelerator_name="",
+            memory_total_bytes=8 << 30,
+            memory_available_bytes=8 << 30,
+            cost=CostProfile(),
+            models=tuple(
+                ModelInfo(name=m, engine="mlx", source="demo", memory_bytes=1, context_length=2048)
+                for m in loaded
+            ),
+            disk_models=(DEMO,),
+        ),
+        f"{name}:1",
+    )
 
 
 def status(d: Deployer, name: str, loaded: set[str]) -> None:
-    d.status(NodeStatusSample(
-        node_id=name, unix_ms=0, models=tuple(ModelStatus(
-            model=m, running=0, waiting=0, generated_tokens=0, prompt_tokens=0,
-            cached_prompt_tokens=0, prompt_cache_hits=0, requests_finished=0, memory_bytes=1,
-            busy_seconds=0.0) for m in sorted(loaded)),
-        memory_used_bytes=0, memory_available_bytes=0, power_watts=None, busy_seconds=0),
-        f"{name}:1")
+    d.status(
+        NodeStatusSample(
+            node_id=name,
+            unix_ms=0,
+            models=tuple(
+                ModelStatus(
+                    model=m,
+                    running=0,
+                    waiting=0,
+                    generated_tokens=0,
+                    prompt_tokens=0,
+                    cached_prompt_tokens=0,
+                    prompt_cache_hits=0,
+                    requests_finished=0,
+                    memory_bytes=1,
+                    busy_seconds=0.0,
+                )
+                for m in sorted(loaded)
+            ),
+            memory_used_bytes=0,
+            memory_available_bytes=0,
+            power_watts=None,
+            busy_seconds=0,
+        ),
+        f"{name}:1",
+    )
 
 
 async def settle(d: Deployer) -> None:
@@ -87,14 +126,16 @@ async def settle(d: Deployer) -> None:
     await asyncio.gather(*d._tasks)
 
 
-async def test_deploy_loads_each_replica_once_and_a_restart_loads_nothing(
-        tmp_path: Path) -> None:
+async def test_deploy_loads_each_replica_once_and_a_restart_loads_nothing(tmp_path: Path) -> None:
     agents, now = Agents(), [0.0]
     path = tmp_path / "deployments.sqlite3"
 
     def make() -> Deployer:
-        return Deployer(DeployStore(path), client_factory=agents.client,  # type: ignore[arg-type]
-                        clock=lambda: now[0])
+        return Deployer(
+            DeployStore(path),
+            client_factory=agents.client,  # type: ignore[arg-type]
+            clock=lambda: now[0],
+        )
 
     d = make()
     await d.open()
@@ -120,8 +161,10 @@ async def test_deploy_loads_each_replica_once_and_a_restart_loads_nothing(
         held = tuple(agents.loaded.get(f"{n}:1", ()))
         describe(d2, n, held)
         status(d2, n, set(held))
-    table = NodeTable(version=2, nodes=tuple(
-        view(n, tuple(agents.loaded.get(f"{n}:1", ()))) for n in ("a", "b", "c")))
+    table = NodeTable(
+        version=2,
+        nodes=tuple(view(n, tuple(agents.loaded.get(f"{n}:1", ()))) for n in ("a", "b", "c")),
+    )
     for _ in range(3):
         await d2.tick(table)
     await settle(d2)
@@ -132,10 +175,15 @@ async def test_deploy_loads_each_replica_once_and_a_restart_loads_nothing(
 
 async def test_failed_loads_back_off_then_stop_with_the_reason(tmp_path: Path) -> None:
     agents, now = Agents(fail=True), [0.0]
-    settings = DeployerSettings(reconcile=ReconcileSettings(
-        backoff_min_s=1.0, backoff_max_s=4.0, crash_loop_after=3))
-    d = Deployer(DeployStore(":memory:"), client_factory=agents.client,  # type: ignore[arg-type]
-                 clock=lambda: now[0], settings=settings)
+    settings = DeployerSettings(
+        reconcile=ReconcileSettings(backoff_min_s=1.0, backoff_max_s=4.0, crash_loop_after=3)
+    )
+    d = Deployer(
+        DeployStore(":memory:"),
+        client_factory=agents.client,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+        settings=settings,
+    )
     await d.open()
     describe(d, "a")
     table = NodeTable(version=1, nodes=(view("a"),))

@@ -18,8 +18,14 @@ from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
 M = ModelName("demo")
-USAGE = Usage(prompt_tokens=5, completion_tokens=2, cached_prompt_tokens=0, ttft_seconds=0.1,
-              decode_tokens_per_second=10.0, duration_seconds=0.2)
+USAGE = Usage(
+    prompt_tokens=5,
+    completion_tokens=2,
+    cached_prompt_tokens=0,
+    ttft_seconds=0.1,
+    decode_tokens_per_second=10.0,
+    duration_seconds=0.2,
+)
 REQUEST = GenerateRequest(request_id="r1", model=M, text="hi")
 ROUTE = RouteRequest(M, 16)
 INFO = RequestInfo(request_id="r1", model=M, endpoint="completions", stream=True)
@@ -54,8 +60,17 @@ class Pool:
 
 def office(scripts: dict[str, Script]) -> tuple[Forwarder, NodeTable]:
     """A forwarder (round-robin, in the scripts' order) over one ready node per script."""
-    views = tuple(NodeView(node_id=NodeId(n), name=n, address=n, engines=("mlx",),
-                           state=NodeState.READY, models=(M,)) for n in scripts)
+    views = tuple(
+        NodeView(
+            node_id=NodeId(n),
+            name=n,
+            address=n,
+            engines=("mlx",),
+            state=NodeState.READY,
+            models=(M,),
+        )
+        for n in scripts
+    )
     pool: Any = Pool({n: Node(s) for n, s in scripts.items()})
     forwarder = Forwarder(make_router("round-robin"), pool, ForwardSettings(max_attempts=3))
     return forwarder, NodeTable(version=1, nodes=views)
@@ -74,13 +89,18 @@ async def test_a_finished_stream_is_recorded_once_with_the_nodes_counts() -> Non
     assert [type(e) for e in got] == [Routed, Delta, Delta, Finished]
     [row] = rows
     assert (row.outcome, row.node_id, row.attempts, row.completion_tokens) == (
-        Outcome.OK, "n1", 1, 2)
+        Outcome.OK,
+        "n1",
+        1,
+        2,
+    )
     assert row.prompt_tokens == 5 and row.ttft_s is not None and row.ttft_s <= row.duration_s
 
 
 async def test_a_node_that_fails_before_the_first_token_is_failed_over() -> None:
-    forwarder, table = office({"n1": [NodeUnavailable("gone")],
-                               "n2": [Delta("a", 2, 5), Finished("stop", USAGE)]})
+    forwarder, table = office(
+        {"n1": [NodeUnavailable("gone")], "n2": [Delta("a", 2, 5), Finished("stop", USAGE)]}
+    )
     tap, rows = tapped()
     [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
     [row] = rows

@@ -16,8 +16,9 @@ KEY = f"Bearer {format_key(KEY_ID, SECRET)}"
 
 def gate(required: bool = True) -> Gate:
     g = Gate(keys_required=required, admin_digest=digest("mla-x"), metrics_open=False)
-    g.table = KeyTable.of(1, [KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET),
-                                        max_concurrent=1)])
+    g.table = KeyTable.of(
+        1, [KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET), max_concurrent=1)]
+    )
     return g
 
 

@@ -14,8 +14,9 @@ def test_affinity_can_be_turned_off_for_fastest_only() -> None:
     assert isinstance(on, FastestRouter) and on.affinity is not None
     assert isinstance(off, FastestRouter) and off.affinity is None
     # The other policies keep no affinity; the switch must not break them.
-    rr = make_router("round-robin", **router_knobs(GatewaySettings(routing="round-robin",
-                                                                   affinity=False)))
+    rr = make_router(
+        "round-robin", **router_knobs(GatewaySettings(routing="round-robin", affinity=False))
+    )
     assert isinstance(rr, RoundRobinRouter)
 
 
@@ -25,8 +26,14 @@ def test_a_node_is_found_by_exact_name_before_an_id_prefix() -> None:
     from cluster.types import NodeId, NodeState, NodeTable, NodeView
 
     def view(node_id: str, name: str) -> NodeView:
-        return NodeView(node_id=NodeId(node_id), name=name, address="h:1", engines=("mlx",),
-                        state=NodeState.READY, models=())
+        return NodeView(
+            node_id=NodeId(node_id),
+            name=name,
+            address="h:1",
+            engines=("mlx",),
+            state=NodeState.READY,
+            models=(),
+        )
 
     t = NodeTable(version=1, nodes=(view("a3c27f00", "a1"), view("9b10ee00", "a3")))
     assert find_node(t, "a3").name == "a3"  # its name, though a1's id starts with "a3"

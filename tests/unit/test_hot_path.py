@@ -62,11 +62,21 @@ def _front(replica: Replica, inner: Inner) -> Front:
     return Front(inner, replica=replica, on_api_error=_api_error, on_unexpected=_unexpected)
 
 
-async def _call(app: Any, path: str, method: str = "POST", body: bytes = b"{}",
-                root_path: str = "") -> tuple[int, bytes]:
-    scope = {"type": "http", "method": method, "path": path, "root_path": root_path,
-             "headers": [], "query_string": b"", "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}
+async def _call(
+    app: Any, path: str, method: str = "POST", body: bytes = b"{}", root_path: str = ""
+) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": root_path,
+        "headers": [],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5000),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -107,8 +117,9 @@ async def test_another_method_on_a_completion_route_is_a_405_from_the_front() ->
 
 
 async def test_errors_become_the_gateway_s_answers() -> None:
-    status, body = await _call(_front(Replica(NotFound("no such model")), Inner()),
-                               "/v1/completions")
+    status, body = await _call(
+        _front(Replica(NotFound("no such model")), Inner()), "/v1/completions"
+    )
     assert status == 404 and b"no such model" in body
     status, body = await _call(_front(Replica(RuntimeError("bug")), Inner()), "/v1/completions")
     assert (status, body) == (500, b'{"error":{"message":"internal"}}')

@@ -24,18 +24,34 @@ M = ModelName("demo")
 MDNS, PEER = "10.0.0.5:50151", "mini.local:50151"
 
 
-def status(at: float, address: str = MDNS, tokens: int = 0, busy: float = 0.0,
-           running: int = 0, node_id: NodeId = N) -> StatusReceived:
+def status(
+    at: float,
+    address: str = MDNS,
+    tokens: int = 0,
+    busy: float = 0.0,
+    running: int = 0,
+    node_id: NodeId = N,
+) -> StatusReceived:
     counters = ModelCounters(model=M, running=running, generated_tokens=tokens, busy_seconds=busy)
-    return StatusReceived(node_id=node_id, at=at, models=(counters,), memory_used_bytes=1 << 30,
-                          address=address)
+    return StatusReceived(
+        node_id=node_id, at=at, models=(counters,), memory_used_bytes=1 << 30, address=address
+    )
 
 
 def joined(at: float = 0.0) -> Inventory:
     inv = Inventory()
     inv.apply(NodeSeen(node_id=N, address=MDNS, via="mdns", at=at))
-    inv.apply(NodeDescribed(node_id=N, name="mini", engines=("mlx",), accelerator="Apple M4",
-                            memory_total_bytes=16 << 30, cost=CostProfile(price_usd=599), at=at))
+    inv.apply(
+        NodeDescribed(
+            node_id=N,
+            name="mini",
+            engines=("mlx",),
+            accelerator="Apple M4",
+            memory_total_bytes=16 << 30,
+            cost=CostProfile(price_usd=599),
+            at=at,
+        )
+    )
     return inv
 
 
@@ -196,10 +212,12 @@ def test_busiest_model_sets_the_node_rate() -> None:
     big, small = ModelName("big"), ModelName("small")
 
     def both(at: float, big_counts: tuple[int, float], small_counts: tuple[int, float]) -> None:
-        models = (ModelCounters(model=big, generated_tokens=big_counts[0],
-                                busy_seconds=big_counts[1]),
-                  ModelCounters(model=small, generated_tokens=small_counts[0],
-                                busy_seconds=small_counts[1]))
+        models = (
+            ModelCounters(model=big, generated_tokens=big_counts[0], busy_seconds=big_counts[1]),
+            ModelCounters(
+                model=small, generated_tokens=small_counts[0], busy_seconds=small_counts[1]
+            ),
+        )
         inv.apply(StatusReceived(node_id=N, at=at, models=models, address=MDNS))
 
     both(0.0, (0, 0.0), (0, 0.0))
@@ -219,8 +237,13 @@ def test_a_withdrawn_model_is_not_routed_to_until_restored() -> None:
     from cluster.control.inventory import ModelWithdrawn
 
     inv = Inventory()
-    inv.apply(StatusReceived(node_id=N, at=0.0, models=(ModelCounters(model=ModelName("a")),
-                                                          ModelCounters(model=ModelName("b")))))
+    inv.apply(
+        StatusReceived(
+            node_id=N,
+            at=0.0,
+            models=(ModelCounters(model=ModelName("a")), ModelCounters(model=ModelName("b"))),
+        )
+    )
     inv.apply(ModelWithdrawn(node_id=N, model=ModelName("a"), withdrawn=True))
     assert inv.table(0.1).nodes[0].models == ("b",)
     inv.apply(ModelWithdrawn(node_id=N, model=ModelName("a"), withdrawn=False))
@@ -237,8 +260,7 @@ def test_only_measured_tells_load_and_rates_from_everything_else() -> None:
     inv.apply(DrainSet(node_id=N, draining=True))
     drained = inv.table(2.0)
     assert not only_measured(busier, drained)
-    inv.apply(StatusReceived(node_id=N, at=3.0, models=(), memory_used_bytes=1 << 30,
-                             address=MDNS))
+    inv.apply(StatusReceived(node_id=N, at=3.0, models=(), memory_used_bytes=1 << 30, address=MDNS))
     assert not only_measured(drained, inv.table(3.0))  # its model unloaded
     inv.apply(NodeSeen(node_id=NodeId("n2"), address="10.0.0.6:50151", via="mdns", at=4.0))
     assert not only_measured(drained, inv.table(4.0))  # a node more

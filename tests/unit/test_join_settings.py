@@ -26,11 +26,17 @@ def test_settings_never_show_the_secret() -> None:
     assert SECRET.secret.hex() not in repr(settings)
 
 
-@pytest.mark.parametrize("argv, env, needle", [
-    (["--join-token", "nonsense"], {}, "--join-token: not a join token"),
-    ([], {"METERLESS_JOIN_TOKEN": TOKEN[:-1] + "0"}, "METERLESS_JOIN_TOKEN: the join token is "
-                                                     "damaged"),
-])
+@pytest.mark.parametrize(
+    "argv, env, needle",
+    [
+        (["--join-token", "nonsense"], {}, "--join-token: not a join token"),
+        (
+            [],
+            {"METERLESS_JOIN_TOKEN": TOKEN[:-1] + "0"},
+            "METERLESS_JOIN_TOKEN: the join token is damaged",
+        ),
+    ],
+)
 def test_a_bad_token_is_one_line_exit_2_without_echoing_it(
     argv: list[str], env: dict[str, str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

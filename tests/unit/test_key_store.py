@@ -70,12 +70,19 @@ async def test_a_restarted_store_never_repeats_a_version(tmp_path: Path) -> None
     assert a.table().version != b.table().version
 
 
-@pytest.mark.parametrize("body, param", [
-    (b"{", None), (b"[]", None), (b'{"name": "a b"}', "name"), (b'{"name": ""}', "name"),
-    (b'{"name": "a", "models": "demo"}', "models"), (b'{"name": "a", "models": ["a,b"]}', "models"),
-    (b'{"name": "a", "max_concurrent": 0}', "max_concurrent"),
-    (b'{"name": "a", "max_concurrent": true}', "max_concurrent"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (b"{", None),
+        (b"[]", None),
+        (b'{"name": "a b"}', "name"),
+        (b'{"name": ""}', "name"),
+        (b'{"name": "a", "models": "demo"}', "models"),
+        (b'{"name": "a", "models": ["a,b"]}', "models"),
+        (b'{"name": "a", "max_concurrent": 0}', "max_concurrent"),
+        (b'{"name": "a", "max_concurrent": true}', "max_concurrent"),
+    ],
+)
 def test_bad_create_requests_are_400_naming_the_field(body: bytes, param: str | None) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_key_request(body)
@@ -88,8 +95,9 @@ def test_a_good_create_request() -> None:
     assert parse_key_request(b'{"name": "a"}') == ("a", (), None)
 
 
-def test_the_admin_token_is_made_once_owner_only(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_admin_token_is_made_once_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config"
     token, path = admin_token.ensure(config)
     assert token.startswith("mla-") and len(token) > 40

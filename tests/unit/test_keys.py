@@ -25,8 +25,11 @@ RANDOM = "0123456789ab" + "f" * SECRET_HEX
 
 
 def record(secret: str = "f" * SECRET_HEX, **kw: object) -> KeyRecord:
-    fields: dict[str, object] = {"key_id": "0123456789ab", "name": "alice",
-                                 "digest": digest(secret)}
+    fields: dict[str, object] = {
+        "key_id": "0123456789ab",
+        "name": "alice",
+        "digest": digest(secret),
+    }
     return KeyRecord(**{**fields, **kw})  # type: ignore[arg-type]
 
 
@@ -47,9 +50,18 @@ def test_a_key_round_trips_and_its_digest_is_not_its_secret() -> None:
     assert digest(secret) == digest(secret) != digest(secret[:-1] + "e")
 
 
-@pytest.mark.parametrize("bad", ["", "ml-", "sk-abc", "ml-0123456789ab-" + "f" * (SECRET_HEX - 1),
-                                 "ml-0123456789AB-" + "f" * SECRET_HEX, full_key() + "0",
-                                 "xx-0123456789ab-" + "f" * SECRET_HEX])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "ml-",
+        "sk-abc",
+        "ml-0123456789ab-" + "f" * (SECRET_HEX - 1),
+        "ml-0123456789AB-" + "f" * SECRET_HEX,
+        full_key() + "0",
+        "xx-0123456789ab-" + "f" * SECRET_HEX,
+    ],
+)
 def test_malformed_keys_do_not_parse(bad: str) -> None:
     assert parse_key(bad) is None
 
@@ -81,8 +93,15 @@ def test_a_valid_key_is_granted_and_named_for_the_ledger() -> None:
     assert grant.key_id == "0123456789ab"
 
 
-@pytest.mark.parametrize("presented", [None, "sk-whatever", "ml-ffffffffffff-" + "f" * SECRET_HEX,
-                                       "ml-0123456789ab-" + "e" * SECRET_HEX])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        None,
+        "sk-whatever",
+        "ml-ffffffffffff-" + "f" * SECRET_HEX,
+        "ml-0123456789ab-" + "e" * SECRET_HEX,
+    ],
+)
 def test_no_unknown_or_wrong_key_is_401_when_keys_are_required(presented: str | None) -> None:
     with pytest.raises(Unauthorized) as err:
         authorize(table(record()), presented, model="demo", inflight={}, required=True)

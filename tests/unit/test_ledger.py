@@ -68,9 +68,11 @@ def test_a_ledger_from_before_node_ttft_gains_the_column_and_keeps_its_rows(path
     old = sqlite3.connect(str(path))
     old.executescript(store.SCHEMA.replace(",\n    node_ttft_s REAL", ""))
     assert "node_ttft_s" not in {c[1] for c in old.execute("PRAGMA table_info(requests)")}
-    old.execute("INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
-                "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
-                "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)")
+    old.execute(
+        "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
+        "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
+        "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)"
+    )
     old.commit()
     old.close()
     conn = store.connect(path)

@@ -65,10 +65,15 @@ def slot(monkeypatch: pytest.MonkeyPatch) -> ModelSlot:
 
 def join(slot: ModelSlot, events: list[tuple[int, Any]], ticket: int) -> None:
     """A request joins the batch under uid == ticket."""
-    stream = RequestStream(ticket=ticket, sink=Sink(ticket, events),  # type: ignore[arg-type]
-                           decoder=IncrementalDecoder(Tokenizer().decode),
-                           sampling=Sampling(max_tokens=8), prompt_tokens=3, cached_tokens=0,
-                           submitted_at=0.0)
+    stream = RequestStream(
+        ticket=ticket,
+        sink=Sink(ticket, events),  # type: ignore[arg-type]
+        decoder=IncrementalDecoder(Tokenizer().decode),
+        sampling=Sampling(max_tokens=8),
+        prompt_tokens=3,
+        cached_tokens=0,
+        submitted_at=0.0,
+    )
     slot._add(ticket, stream)
 
 

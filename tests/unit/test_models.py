@@ -210,8 +210,14 @@ def test_a_symlinked_directory_keeps_its_own_name(tmp_path: Path) -> None:
 def test_kv_bytes_per_token_counts_keys_and_values_of_every_kv_head(tmp_path: Path) -> None:
     from node_agent.models import kv_bytes_per_token
 
-    config = {"max_position_embeddings": 4096, "num_hidden_layers": 28, "hidden_size": 2048,
-              "num_attention_heads": 16, "num_key_value_heads": 8, "torch_dtype": "bfloat16"}
+    config = {
+        "max_position_embeddings": 4096,
+        "num_hidden_layers": 28,
+        "hidden_size": 2048,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "torch_dtype": "bfloat16",
+    }
     path = _model_dir(tmp_path, config=config)
     assert kv_bytes_per_token(path) == 2 * 28 * 8 * (2048 // 16) * 2
 
@@ -221,8 +227,13 @@ def test_models_on_disk_reports_demo_and_hub_snapshots_with_their_sizes(tmp_path
 
     demo_model.ensure_demo_model(tmp_path)
     snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots"
-    config = {"max_position_embeddings": 512, "num_hidden_layers": 2, "hidden_size": 64,
-              "num_attention_heads": 4, "torch_dtype": "float32"}
+    config = {
+        "max_position_embeddings": 512,
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "torch_dtype": "float32",
+    }
     _model_dir(snapshot, "abc123", config=config, weights={"model.safetensors": 1000})
     found = {d.source: d for d in models_on_disk(tmp_path)}
     assert set(found) == {"demo", "org/tiny"}

@@ -51,11 +51,21 @@ from cluster.gateway.openai_parse import (
 from node_agent.types import ChatMessage, Delta, Finished, GenerateEvent, Sampling, Usage
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
-USAGE = Usage(prompt_tokens=7, completion_tokens=4, cached_prompt_tokens=3, ttft_seconds=0.01,
-              decode_tokens_per_second=50.0, duration_seconds=0.1)
+USAGE = Usage(
+    prompt_tokens=7,
+    completion_tokens=4,
+    cached_prompt_tokens=3,
+    ttft_seconds=0.01,
+    decode_tokens_per_second=50.0,
+    duration_seconds=0.1,
+)
 FINISHED = Finished("length", USAGE)
 EVENTS: list[GenerateEvent] = [
-    Delta("Hel", 1), Delta("lo", 1), Delta("", 1), Delta(' "wörld" ✓\n', 1), FINISHED,
+    Delta("Hel", 1),
+    Delta("lo", 1),
+    Delta("", 1),
+    Delta(' "wörld" ✓\n', 1),
+    FINISHED,
 ]
 TEXT = 'Hello "wörld" ✓\n'
 
@@ -89,11 +99,27 @@ CHAT_REJECTS = [
     (chat(messages=[{"content": "x"}]), "messages.0.role", "missing_required_parameter"),
     (chat(messages=[{"role": "user"}]), "messages.0.content", "missing_required_parameter"),
     (chat(messages=[{"role": "user", "content": 5}]), "messages.0.content", "invalid_type"),
-    (chat(messages=[{"role": "user", "content": [{"type": "text"}]}]),
-     "messages.0.content.0.text", "missing_required_parameter"),
-    (chat(messages=[USER[0], {"role": "user", "content": [
-        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}]}]),
-     "messages.1.content.1.type", "unsupported_value"),
+    (
+        chat(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+        "messages.0.content.0.text",
+        "missing_required_parameter",
+    ),
+    (
+        chat(
+            messages=[
+                USER[0],
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look"},
+                        {"type": "image_url", "image_url": {"url": "x"}},
+                    ],
+                },
+            ]
+        ),
+        "messages.1.content.1.type",
+        "unsupported_value",
+    ),
     (chat(temperature=3), "temperature", "invalid_value"),
     (chat(temperature=-0.1), "temperature", "invalid_value"),
     (chat(temperature="0.5"), "temperature", "invalid_type"),
@@ -111,16 +137,13 @@ CHAT_REJECTS = [
     (chat(max_completion_tokens=-1), "max_completion_tokens", "invalid_value"),
     (chat(seed="1"), "seed", "invalid_type"),
     (chat(stream="yes"), "stream", "invalid_type"),
-    (chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage",
-     "invalid_type"),
+    (chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage", "invalid_type"),
     (chat(user=5), "user", "invalid_type"),
     (chat(presence_penalty=3), "presence_penalty", "invalid_value"),
     (chat(logprobs=True), "logprobs", "unsupported_value"),
     (chat(logit_bias={"50256": -100}), "logit_bias", "unsupported_value"),
-    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools",
-     "unsupported_value"),
-    (chat(response_format={"type": "json_object"}), "response_format.type",
-     "unsupported_value"),
+    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools", "unsupported_value"),
+    (chat(response_format={"type": "json_object"}), "response_format.type", "unsupported_value"),
 ]
 
 
@@ -156,8 +179,13 @@ def test_completion_request_rejected_with_param(
 
 def test_unsupported_features_say_so() -> None:
     assert "not supported" in rejected(CompletionRequest, completion(prompt=["a", "b"])).message
-    assert "'image_url'" in rejected(ChatCompletionRequest, chat(messages=[
-        {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])).message
+    assert (
+        "'image_url'"
+        in rejected(
+            ChatCompletionRequest,
+            chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+        ).message
+    )
     assert rejected(ChatCompletionRequest, chat(n=2)).message == "n: only n=1 is supported"
 
 
@@ -176,12 +204,27 @@ def test_body_that_is_not_json_or_not_an_object() -> None:
 
 def test_known_harmless_and_vendor_fields_are_accepted() -> None:
     body = chat(
-        n=1, stop="END", seed=3, user="ana", stream=False, presence_penalty=0.5,
-        frequency_penalty=-0.5, logit_bias={}, logprobs=False, top_logprobs=0,
-        response_format={"type": "text"}, tools=[], tool_choice="none", parallel_tool_calls=True,
-        store=False, metadata={"k": "v"}, service_tier="auto", reasoning_effort="low",
+        n=1,
+        stop="END",
+        seed=3,
+        user="ana",
+        stream=False,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={},
+        logprobs=False,
+        top_logprobs=0,
+        response_format={"type": "text"},
+        tools=[],
+        tool_choice="none",
+        parallel_tool_calls=True,
+        store=False,
+        metadata={"k": "v"},
+        service_tier="auto",
+        reasoning_effort="low",
         stream_options={"include_usage": True, "include_obfuscation": False},
-        top_k=20, repetition_penalty=1.1,  # vendor fields (vLLM) pass through
+        top_k=20,
+        repetition_penalty=1.1,  # vendor fields (vLLM) pass through
     )
     req = parse_request(ChatCompletionRequest, json.dumps(body))
     assert req.stop == ["END"] and req.include_usage
@@ -191,8 +234,13 @@ def test_known_harmless_and_vendor_fields_are_accepted() -> None:
 def test_content_parts_are_joined_and_null_assistant_content_is_empty() -> None:
     messages = [
         {"role": "developer", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "one"},
-                                     {"type": "text", "text": "two", "cache_control": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "one"},
+                {"type": "text", "text": "two", "cache_control": {}},
+            ],
+        },
         {"role": "assistant", "content": None, "tool_calls": []},
         {"role": "tool", "content": "42", "tool_call_id": "c1"},
     ]
@@ -215,8 +263,9 @@ def test_fastapi_validation_errors_are_translated_too() -> None:
     with TestClient(app) as http:
         bad = http.post("/v1/chat/completions", json=chat(messages=[{"role": "x"}]))
         good = http.post("/v1/chat/completions", json=chat(temperature=0))
-        broken = http.post("/v1/chat/completions", content=b"{nope",
-                           headers={"content-type": "application/json"})
+        broken = http.post(
+            "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
+        )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages.0.role"
     assert good.json() == {"model": "demo"}
     assert broken.status_code == 400 and broken.json()["error"]["param"] is None
@@ -234,12 +283,14 @@ def test_chat_conversion_keeps_the_agents_defaults() -> None:
 
 
 def test_chat_conversion_carries_every_knob() -> None:
-    body = chat(max_tokens=9, max_completion_tokens=5, temperature=0, top_p=0.5,
-                stop=["a", "b"], seed=11)
+    body = chat(
+        max_tokens=9, max_completion_tokens=5, temperature=0, top_p=0.5, stop=["a", "b"], seed=11
+    )
     gen = to_generate_request(parse_request(ChatCompletionRequest, json.dumps(body)), "r2")
     # max_completion_tokens supersedes max_tokens; temperature 0 is a value, not "unset".
-    assert gen.sampling == Sampling(max_tokens=5, temperature=0.0, top_p=0.5, stop=("a", "b"),
-                                    seed=11)
+    assert gen.sampling == Sampling(
+        max_tokens=5, temperature=0.0, top_p=0.5, stop=("a", "b"), seed=11
+    )
 
 
 def test_completion_conversion_sends_text() -> None:
@@ -261,8 +312,9 @@ def frames(raw: bytes) -> list[str]:
     return [e.removeprefix("data: ") for e in events[:-2]]
 
 
-def encode(encoder: ChatStreamEncoder | CompletionStreamEncoder,
-           events: list[GenerateEvent]) -> bytes:
+def encode(
+    encoder: ChatStreamEncoder | CompletionStreamEncoder, events: list[GenerateEvent]
+) -> bytes:
     out = b""
     for event in events:
         out += encoder.delta(event) if isinstance(event, Delta) else encoder.finish(event)
@@ -270,14 +322,16 @@ def encode(encoder: ChatStreamEncoder | CompletionStreamEncoder,
 
 
 def chat_stream(include_usage: bool, events: list[GenerateEvent] = EVENTS) -> bytes:
-    encoder = ChatStreamEncoder(request_id="r1", model="demo", created=1700000000,
-                                include_usage=include_usage)
+    encoder = ChatStreamEncoder(
+        request_id="r1", model="demo", created=1700000000, include_usage=include_usage
+    )
     return encode(encoder, events)
 
 
 def test_chat_completion_parses_as_the_clients_type() -> None:
-    body = chat_completion(request_id="r1", model="demo", created=1700000000, text=TEXT,
-                           finished=FINISHED)
+    body = chat_completion(
+        request_id="r1", model="demo", created=1700000000, text=TEXT, finished=FINISHED
+    )
     parsed = ChatCompletion.model_validate(json.loads(dumps(body)))
     assert parsed.id == "chatcmpl-r1" and parsed.object == "chat.completion"
     assert parsed.choices[0].message.content == TEXT
@@ -289,11 +343,15 @@ def test_chat_completion_parses_as_the_clients_type() -> None:
 
 
 def test_text_completion_parses_as_the_clients_type() -> None:
-    body = text_completion(request_id="r1", model="demo", created=1, text="abc",
-                           finished=Finished("stop", USAGE))
+    body = text_completion(
+        request_id="r1", model="demo", created=1, text="abc", finished=Finished("stop", USAGE)
+    )
     parsed = Completion.model_validate(json.loads(dumps(body)))
-    assert (parsed.id, parsed.object, parsed.choices[0].text) == ("cmpl-r1", "text_completion",
-                                                                  "abc")
+    assert (parsed.id, parsed.object, parsed.choices[0].text) == (
+        "cmpl-r1",
+        "text_completion",
+        "abc",
+    )
     assert parsed.choices[0].finish_reason == "stop" and parsed.usage is not None
 
 
@@ -302,13 +360,16 @@ def test_model_list_parses_as_the_clients_type() -> None:
     assert body["object"] == "list"
     models = [Model.model_validate(m) for m in body["data"]]
     assert [(m.id, m.object, m.owned_by) for m in models] == [
-        ("demo", "model", "meterless"), ("qwen", "model", "meterless")]
+        ("demo", "model", "meterless"),
+        ("qwen", "model", "meterless"),
+    ]
     assert model_card("demo", created=5) == body["data"][0]
 
 
-@pytest.mark.parametrize(("agent", "openai_reason"),
-                         [("stop", "stop"), ("length", "length"), ("cancelled", "stop"),
-                          ("something-new", "stop")])
+@pytest.mark.parametrize(
+    ("agent", "openai_reason"),
+    [("stop", "stop"), ("length", "length"), ("cancelled", "stop"), ("something-new", "stop")],
+)
 def test_finish_reasons(agent: str, openai_reason: str) -> None:
     assert finish_reason(agent) == openai_reason
 
@@ -343,8 +404,7 @@ def test_chat_stream_with_no_text_still_sends_the_role() -> None:
 
 
 def test_text_completion_stream_chunks() -> None:
-    encoder = CompletionStreamEncoder(request_id="r9", model="demo", created=1,
-                                      include_usage=True)
+    encoder = CompletionStreamEncoder(request_id="r9", model="demo", created=1, include_usage=True)
     payloads = [json.loads(p) for p in frames(encode(encoder, EVENTS))]
     assert "".join(p["choices"][0]["text"] for p in payloads[:-1]) == TEXT
     assert all(p["object"] == "text_completion" and p["id"] == "cmpl-r9" for p in payloads)
@@ -386,13 +446,16 @@ ERRORS = [
 @pytest.mark.parametrize(("error", "status", "kind", "code"), ERRORS)
 def test_error_body_and_status(error: ApiError, status: int, kind: str, code: str | None) -> None:
     assert error.status == status
-    assert error.body() == {"error": {"message": str(error), "type": kind,
-                                      "param": error.param, "code": code}}
+    assert error.body() == {
+        "error": {"message": str(error), "type": kind, "param": error.param, "code": code}
+    }
 
 
 def test_retry_after_headers() -> None:
-    assert RateLimited("x", retry_after=1.5).headers() == {"Retry-After": "2",
-                                                          "retry-after-ms": "1500"}
+    assert RateLimited("x", retry_after=1.5).headers() == {
+        "Retry-After": "2",
+        "retry-after-ms": "1500",
+    }
     assert NoCapacity("x").headers() == {}
     assert UpstreamFailed("x").headers() == {}
 
@@ -405,17 +468,21 @@ def fake_gateway(request: httpx2.Request, events: list[GenerateEvent]) -> httpx2
     try:
         if request.url.path == "/v1/models":
             return httpx2.Response(200, content=dumps(model_list(["demo"], created=1)))
-        req: AnyRequest = (parse_request(ChatCompletionRequest, request.content)
-                           if "chat" in request.url.path
-                           else parse_request(CompletionRequest, request.content))
+        req: AnyRequest = (
+            parse_request(ChatCompletionRequest, request.content)
+            if "chat" in request.url.path
+            else parse_request(CompletionRequest, request.content)
+        )
         to_generate_request(req, "r1")
         is_chat = isinstance(req, ChatCompletionRequest)
         if req.stream:
             encoder_type = ChatStreamEncoder if is_chat else CompletionStreamEncoder
-            encoder = encoder_type(request_id="r1", model=req.model, created=1,
-                                   include_usage=req.include_usage)
-            return httpx2.Response(200, headers={"content-type": "text/event-stream"},
-                                   content=encode(encoder, events))
+            encoder = encoder_type(
+                request_id="r1", model=req.model, created=1, include_usage=req.include_usage
+            )
+            return httpx2.Response(
+                200, headers={"content-type": "text/event-stream"}, content=encode(encoder, events)
+            )
         build = chat_completion if is_chat else text_completion
         assert isinstance(events[-1], Finished)
         body = build(request_id="r1", model=req.model, created=1, text=TEXT, finished=events[-1])
@@ -425,11 +492,17 @@ def fake_gateway(request: httpx2.Request, events: list[GenerateEvent]) -> httpx2
 
 
 @contextmanager
-def client(handler: Callable[[httpx2.Request], httpx2.Response], *, strict: bool = True,
-           retries: int = 0) -> Iterator[openai.OpenAI]:
+def client(
+    handler: Callable[[httpx2.Request], httpx2.Response], *, strict: bool = True, retries: int = 0
+) -> Iterator[openai.OpenAI]:
     with httpx2.Client(transport=httpx2.MockTransport(handler)) as http:
-        yield openai.OpenAI(api_key="k", base_url="http://head.test/v1", http_client=http,
-                            max_retries=retries, _strict_response_validation=strict)
+        yield openai.OpenAI(
+            api_key="k",
+            base_url="http://head.test/v1",
+            http_client=http,
+            max_retries=retries,
+            _strict_response_validation=strict,
+        )
 
 
 def gateway(events: list[GenerateEvent] = EVENTS) -> Callable[[httpx2.Request], httpx2.Response]:
@@ -439,17 +512,30 @@ def gateway(events: list[GenerateEvent] = EVENTS) -> Callable[[httpx2.Request], 
 def test_client_request_body_parses_and_response_validates() -> None:
     with client(gateway()) as api:
         result = api.chat.completions.create(
-            model="demo", max_completion_tokens=5, temperature=0.2, top_p=0.9, stop=["x"],
-            seed=1, user="ana", presence_penalty=0.1, n=1,
-            messages=[{"role": "system", "content": "be brief"},
-                      {"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+            model="demo",
+            max_completion_tokens=5,
+            temperature=0.2,
+            top_p=0.9,
+            stop=["x"],
+            seed=1,
+            user="ana",
+            presence_penalty=0.1,
+            n=1,
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ],
+        )
     assert result.choices[0].message.content == TEXT
 
 
 def test_client_streams_chat_with_usage() -> None:
     with client(gateway()) as api:
-        chunks = list(api.chat.completions.create(
-            model="demo", messages=USER, stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            api.chat.completions.create(
+                model="demo", messages=USER, stream=True, stream_options={"include_usage": True}
+            )
+        )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
 
@@ -482,18 +568,22 @@ def test_client_raises_on_in_stream_error() -> None:
     assert first.choices[0].delta.role == "assistant"
 
 
-@pytest.mark.parametrize(("error", "exception"), [
-    (InvalidRequest("bad", param="top_p"), openai.BadRequestError),
-    (Unauthorized("no key"), openai.AuthenticationError),
-    (Forbidden("no"), openai.PermissionDeniedError),
-    (ModelNotFound("no such model"), openai.NotFoundError),
-    (RateLimited("slow", retry_after=1), openai.RateLimitError),
-    (UpstreamFailed("boom"), openai.InternalServerError),
-    (NoCapacity("full", retry_after=1), openai.InternalServerError),
-    (UpstreamTimeout("slow"), openai.InternalServerError),
-])
-def test_client_raises_the_matching_exception(error: ApiError,
-                                              exception: type[openai.APIStatusError]) -> None:
+@pytest.mark.parametrize(
+    ("error", "exception"),
+    [
+        (InvalidRequest("bad", param="top_p"), openai.BadRequestError),
+        (Unauthorized("no key"), openai.AuthenticationError),
+        (Forbidden("no"), openai.PermissionDeniedError),
+        (ModelNotFound("no such model"), openai.NotFoundError),
+        (RateLimited("slow", retry_after=1), openai.RateLimitError),
+        (UpstreamFailed("boom"), openai.InternalServerError),
+        (NoCapacity("full", retry_after=1), openai.InternalServerError),
+        (UpstreamTimeout("slow"), openai.InternalServerError),
+    ],
+)
+def test_client_raises_the_matching_exception(
+    error: ApiError, exception: type[openai.APIStatusError]
+) -> None:
     def refuse(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(error.status, headers=error.headers(), content=dumps(error.body()))
 
@@ -501,7 +591,10 @@ def test_client_raises_the_matching_exception(error: ApiError,
         api.chat.completions.create(model="demo", messages=USER)
     assert info.value.status_code == error.status
     assert (info.value.code, info.value.param, info.value.type) == (
-        error.code, error.param, error.error_type)
+        error.code,
+        error.param,
+        error.error_type,
+    )
 
 
 def test_client_sees_validation_errors_with_param() -> None:

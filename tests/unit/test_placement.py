@@ -13,15 +13,17 @@ from cluster.deployments.placement import (
     place,
 )
 
-SETTINGS = PlacementSettings(budget_fraction=0.8, overhead_bytes={"mlx": 256 * MIB,
-                                                                 "vllm": 1 * GIB})
+SETTINGS = PlacementSettings(
+    budget_fraction=0.8, overhead_bytes={"mlx": 256 * MIB, "vllm": 1 * GIB}
+)
 SMALL = ModelSize(weights_bytes=2 * GIB, kv_bytes_per_token=64 * 1024, context_length=4096)
 BIG = ModelSize(weights_bytes=40 * GIB, kv_bytes_per_token=256 * 1024, context_length=8192)
 
 
 def node(name: str, gib: int, *, engines: tuple[str, ...] = ("mlx",), **kw: object) -> NodeSlot:
-    return NodeSlot(node_id=f"id-{name}", name=name, engines=engines,
-                    memory_total_bytes=gib * GIB, **kw)  # type: ignore[arg-type]
+    return NodeSlot(
+        node_id=f"id-{name}", name=name, engines=engines, memory_total_bytes=gib * GIB, **kw
+    )  # type: ignore[arg-type]
 
 
 def spec(name: str = "qwen", **kw: object) -> DeploymentSpec:
@@ -47,8 +49,7 @@ def test_a_model_too_large_for_any_node_names_the_numbers() -> None:
 
 def test_heterogeneous_nodes_the_big_model_goes_where_it_fits() -> None:
     nodes = [node("mini", 16), node("studio", 64), node("gpu", 24, engines=("vllm",))]
-    result = place([spec("big"), spec("small")], {"big": BIG, "small": SMALL}, nodes, {},
-                   SETTINGS)
+    result = place([spec("big"), spec("small")], {"big": BIG, "small": SMALL}, nodes, {}, SETTINGS)
     assert result.assignments["big"] == ("id-studio",)
     # Pack: the small model joins the big one on the studio (8.95 GiB left there) rather than
     # taking the emptier mini (12.8 GiB), which stays free for another model.
@@ -86,8 +87,11 @@ def test_engine_is_respected() -> None:
 
 
 def test_a_replica_stays_where_it_is_loaded_or_was_placed() -> None:
-    nodes = [node("a", 16), node("b", 64, on_disk=frozenset({"org/qwen"})),
-             node("c", 16, loaded=frozenset({"qwen"}))]
+    nodes = [
+        node("a", 16),
+        node("b", 64, on_disk=frozenset({"org/qwen"})),
+        node("c", 16, loaded=frozenset({"qwen"})),
+    ]
     assert place([spec()], {"qwen": SMALL}, nodes, {}, SETTINGS).assignments["qwen"] == ("id-c",)
     # The last placement wins over where it is loaded (a move in progress keeps its target).
     moved = place([spec()], {"qwen": SMALL}, nodes, {"qwen": ["id-a"]}, SETTINGS)
@@ -126,9 +130,16 @@ def test_undeployed_specs_place_nothing() -> None:
 
 def test_a_node_where_the_model_crash_looped_is_avoided() -> None:
     nodes = [node("a", 16, loaded=frozenset()), node("b", 16)]
-    result = place([spec()], {"qwen": SMALL}, nodes, {"qwen": ["id-a"]}, SETTINGS,
-                   avoid=frozenset({("id-a", "qwen")}))
+    result = place(
+        [spec()],
+        {"qwen": SMALL},
+        nodes,
+        {"qwen": ["id-a"]},
+        SETTINGS,
+        avoid=frozenset({("id-a", "qwen")}),
+    )
     assert result.assignments["qwen"] == ("id-b",)
-    alone = place([spec()], {"qwen": SMALL}, nodes[:1], {}, SETTINGS,
-                  avoid=frozenset({("id-a", "qwen")}))
+    alone = place(
+        [spec()], {"qwen": SMALL}, nodes[:1], {}, SETTINGS, avoid=frozenset({("id-a", "qwen")})
+    )
     assert "kept failing on a" in alone.unplaced[0].reason

@@ -16,8 +16,9 @@ S = PlacementSettings(budget_fraction=1.0, overhead_bytes={"mlx": 0})
 
 
 def node(name: str, tps: float, gib: int = 16) -> NodeSlot:
-    return NodeSlot(node_id=name, name=name, engines=("mlx",), memory_total_bytes=gib * GIB,
-                    tps=tps)
+    return NodeSlot(
+        node_id=name, name=name, engines=("mlx",), memory_total_bytes=gib * GIB, tps=tps
+    )
 
 
 HOT = DeploymentSpec(name="hot", model="org/hot")
@@ -27,8 +28,14 @@ SIZES = {"hot": SIZE, "cold": SIZE}
 
 def test_the_busiest_model_moves_to_the_fastest_node() -> None:
     nodes = [node("slow", 10), node("fast", 50)]
-    moves = propose([HOT, COLD], {"hot": ["slow"], "cold": ["fast"]}, SIZES, nodes,
-                    {"hot": 9000, "cold": 100}, settings=S)
+    moves = propose(
+        [HOT, COLD],
+        {"hot": ["slow"], "cold": ["fast"]},
+        SIZES,
+        nodes,
+        {"hot": 9000, "cold": 100},
+        settings=S,
+    )
     assert [(m.model, m.from_node, m.to_node) for m in moves] == [("hot", "slow", "fast")]
     assert "9000 tokens" in moves[0].reason
 
@@ -45,17 +52,25 @@ def test_already_on_the_fastest_node_nothing_moves() -> None:
 
 def test_idle_models_give_the_fast_memory_back() -> None:
     nodes = [node("slow", 10), node("fast", 50, gib=6)]  # room for one 4 GiB replica
-    moves = propose([HOT, COLD], {"hot": ["slow"], "cold": ["fast"]}, SIZES, nodes,
-                    {"hot": 9000}, settings=S)
+    moves = propose(
+        [HOT, COLD], {"hot": ["slow"], "cold": ["fast"]}, SIZES, nodes, {"hot": 9000}, settings=S
+    )
     assert moves == [
         Move(model="cold", from_node="fast", to_node="slow", reason=moves[0].reason),
-        Move(model="hot", from_node="slow", to_node="fast", reason=moves[1].reason)]
+        Move(model="hot", from_node="slow", to_node="fast", reason=moves[1].reason),
+    ]
 
 
 def test_a_model_with_demand_is_not_evicted_for_another() -> None:
     nodes = [node("slow", 10), node("fast", 50, gib=6)]
-    moves = propose([HOT, COLD], {"hot": ["slow"], "cold": ["fast"]}, SIZES, nodes,
-                    {"hot": 9000, "cold": 10}, settings=S)
+    moves = propose(
+        [HOT, COLD],
+        {"hot": ["slow"], "cold": ["fast"]},
+        SIZES,
+        nodes,
+        {"hot": 9000, "cold": 10},
+        settings=S,
+    )
     assert moves == []
 
 
@@ -68,10 +83,14 @@ def test_pinned_models_stay_put() -> None:
 def test_demand_and_speed_from_the_ledger_rows() -> None:
     from cluster.deployments.rebalance import demand_by_model, tps_by_node
 
-    models = [{"model": "hot", "completion_tokens": 900}, {"model": "cold",
-                                                         "completion_tokens": None}]
+    models = [
+        {"model": "hot", "completion_tokens": 900},
+        {"model": "cold", "completion_tokens": None},
+    ]
     assert demand_by_model(models) == {"hot": 900.0, "cold": 0.0}
-    nodes = [{"node": "a", "requests": 10, "mean_duration_s": 2.0, "completion_tokens": 400},
-             {"node": "b", "requests": 0, "mean_duration_s": None, "completion_tokens": 0},
-             {"node": None, "requests": 3, "mean_duration_s": 1.0, "completion_tokens": 0}]
+    nodes = [
+        {"node": "a", "requests": 10, "mean_duration_s": 2.0, "completion_tokens": 400},
+        {"node": "b", "requests": 0, "mean_duration_s": None, "completion_tokens": 0},
+        {"node": None, "requests": 3, "mean_duration_s": 1.0, "completion_tokens": 0},
+    ]
     assert tps_by_node(nodes) == {"a": 20.0}

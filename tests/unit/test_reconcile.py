@@ -15,15 +15,18 @@ from cluster.deployments.reconcile import (
     plan,
 )
 
-S = ReconcileSettings(backoff_min_s=1.0, backoff_max_s=8.0, crash_loop_after=3,
-                      withdraw_grace_s=2.0)
+S = ReconcileSettings(
+    backoff_min_s=1.0, backoff_max_s=8.0, crash_loop_after=3, withdraw_grace_s=2.0
+)
 QWEN = DeploymentSpec(name="qwen", model="org/qwen", replicas=2)
 LLAMA = DeploymentSpec(name="llama", model="org/llama")
 
 
 def nodes(**loaded: set[str]) -> dict[str, ObservedNode]:
-    return {n: ObservedNode(node_id=n, reachable=True, loaded=frozenset(m), serving=frozenset(m))
-            for n, m in loaded.items()}
+    return {
+        n: ObservedNode(node_id=n, reachable=True, loaded=frozenset(m), serving=frozenset(m))
+        for n, m in loaded.items()
+    }
 
 
 def test_loads_what_is_assigned_and_not_loaded() -> None:
@@ -74,8 +77,9 @@ def test_a_move_loads_the_new_replica_before_touching_the_old() -> None:
     one = DeploymentSpec(name="qwen", model="org/qwen")
     obs = Observed(now=0, nodes=nodes(old={"qwen"}, new=set()))
     assert plan([one], {"qwen": ["new"]}, obs, S) == [Load(node_id="new", spec=one)]
-    loading = Observed(now=0, nodes=nodes(old={"qwen"}, new=set()),
-                       loading=frozenset({("new", "qwen")}))
+    loading = Observed(
+        now=0, nodes=nodes(old={"qwen"}, new=set()), loading=frozenset({("new", "qwen")})
+    )
     assert plan([one], {"qwen": ["new"]}, loading, S) == []
 
 
@@ -83,26 +87,38 @@ def test_once_replaced_the_old_replica_is_withdrawn_then_unloaded_when_idle() ->
     one = DeploymentSpec(name="qwen", model="org/qwen")
     ready = nodes(old={"qwen"}, new={"qwen"})
     assert plan([one], {"qwen": ["new"]}, Observed(now=0, nodes=ready), S) == [
-        Withdraw(node_id="old", model="qwen")]
+        Withdraw(node_id="old", model="qwen")
+    ]
     withdrawn = {("old", "qwen"): 10.0}
     # Within the grace, gateways may not have the new table yet: wait.
-    assert plan([one], {"qwen": ["new"]},
-                Observed(now=11, nodes=ready, withdrawn=withdrawn), S) == []
-    busy = {**ready, "old": ObservedNode(node_id="old", reachable=True, loaded=frozenset({"qwen"}),
-                                         serving=frozenset({"qwen"}), busy={"qwen": 2})}
-    assert plan([one], {"qwen": ["new"]},
-                Observed(now=20, nodes=busy, withdrawn=withdrawn), S) == []
-    assert plan([one], {"qwen": ["new"]},
-                Observed(now=20, nodes=ready, withdrawn=withdrawn), S) == [
-        Unload(node_id="old", model="qwen")]
+    assert (
+        plan([one], {"qwen": ["new"]}, Observed(now=11, nodes=ready, withdrawn=withdrawn), S) == []
+    )
+    busy = {
+        **ready,
+        "old": ObservedNode(
+            node_id="old",
+            reachable=True,
+            loaded=frozenset({"qwen"}),
+            serving=frozenset({"qwen"}),
+            busy={"qwen": 2},
+        ),
+    }
+    assert (
+        plan([one], {"qwen": ["new"]}, Observed(now=20, nodes=busy, withdrawn=withdrawn), S) == []
+    )
+    assert plan(
+        [one], {"qwen": ["new"]}, Observed(now=20, nodes=ready, withdrawn=withdrawn), S
+    ) == [Unload(node_id="old", model="qwen")]
 
 
 def test_undeploy_unloads_every_replica() -> None:
     gone = DeploymentSpec(name="qwen", model="org/qwen", replicas=0)
-    obs = Observed(now=5, nodes=nodes(a={"qwen"}, b={"qwen"}),
-                   withdrawn={("a", "qwen"): 0.0})
-    assert plan([gone], {}, obs, S) == [Unload(node_id="a", model="qwen"),
-                                         Withdraw(node_id="b", model="qwen")]
+    obs = Observed(now=5, nodes=nodes(a={"qwen"}, b={"qwen"}), withdrawn={("a", "qwen"): 0.0})
+    assert plan([gone], {}, obs, S) == [
+        Unload(node_id="a", model="qwen"),
+        Withdraw(node_id="b", model="qwen"),
+    ]
 
 
 def test_models_without_a_spec_are_left_alone() -> None:
@@ -113,6 +129,8 @@ def test_models_without_a_spec_are_left_alone() -> None:
 def test_the_old_replica_keeps_serving_until_the_new_one_is_routable() -> None:
     one = DeploymentSpec(name="qwen", model="org/qwen")
     # Loaded (the load answered) but not yet in the routing table: nothing to withdraw yet.
-    just_loaded = {**nodes(old={"qwen"}),
-                   "new": ObservedNode(node_id="new", reachable=True, loaded=frozenset({"qwen"}))}
+    just_loaded = {
+        **nodes(old={"qwen"}),
+        "new": ObservedNode(node_id="new", reachable=True, loaded=frozenset({"qwen"})),
+    }
     assert plan([one], {"qwen": ["new"]}, Observed(now=0, nodes=just_loaded), S) == []

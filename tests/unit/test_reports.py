@@ -91,7 +91,7 @@ def test_metrics_text_in_vllm_style() -> None:
                 "live": {"busy_ratio": 0.5, "watts": None},
                 "profile": {"idle_watts": 10.0, "busy_watts": 50.0},
             }
-        ]
+        ],
     }
     text = render(snapshot, table).decode()
     for line in (
@@ -119,8 +119,9 @@ def test_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
 
 
 def _generated(text: str) -> list[str]:
-    return [line for line in text.splitlines()
-            if line.startswith("meterless:generation_tokens_total")]
+    return [
+        line for line in text.splitlines() if line.startswith("meterless:generation_tokens_total")
+    ]
 
 
 def test_request_counts_are_labelled_by_the_node_name_known_when_read() -> None:
@@ -136,12 +137,31 @@ def test_request_counts_are_labelled_by_the_node_name_known_when_read() -> None:
     assert 'meterless:requests_total{model="demo",node="",outcome="error"} 1.0' in unnamed
     # id-1 known to the ledger, id-2 in the table: a node that got a new id under its old name
     # is one series
-    table = NodeTable(version=1, nodes=(NodeView(
-        node_id=NodeId("id-2"), name="mini", address="a:1", engines=("mlx",),
-        state=NodeState.READY, models=("demo",)),))
-    snapshot = {"requests": counts, "nodes": [{"node_id": "id-1", "name": "mini",
-                                               "cost_usd": {"total": 0.0},
-                                               "cloud_equivalent_usd": 0.0, "savings_usd": 0.0}]}
+    table = NodeTable(
+        version=1,
+        nodes=(
+            NodeView(
+                node_id=NodeId("id-2"),
+                name="mini",
+                address="a:1",
+                engines=("mlx",),
+                state=NodeState.READY,
+                models=("demo",),
+            ),
+        ),
+    )
+    snapshot = {
+        "requests": counts,
+        "nodes": [
+            {
+                "node_id": "id-1",
+                "name": "mini",
+                "cost_usd": {"total": 0.0},
+                "cloud_equivalent_usd": 0.0,
+                "savings_usd": 0.0,
+            }
+        ],
+    }
     named = render(snapshot, table).decode()
     assert _generated(named) == [
         'meterless:generation_tokens_total{model="demo",node="mini"} 16.0',

@@ -28,8 +28,14 @@ A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 
 def node(node_id: NodeId, tps: float = 50.0, **kw: object) -> NodeView:
     fields: dict[str, object] = dict(
-        node_id=node_id, name=node_id, address=f"{node_id}:1", engines=("mlx",),
-        state=NodeState.READY, models=(M,), decode_tps=tps, tps_measured=True,
+        node_id=node_id,
+        name=node_id,
+        address=f"{node_id}:1",
+        engines=("mlx",),
+        state=NodeState.READY,
+        models=(M,),
+        decode_tps=tps,
+        tps_measured=True,
     )
     fields.update(kw)
     return NodeView(**fields)  # type: ignore[arg-type]
@@ -356,8 +362,9 @@ def test_exploring_needs_a_busy_best_an_idle_target_and_a_clock() -> None:
     # (256 + 100) / 500 = 0.7 s, still well ahead of b's 5 s
     assert router.choose(table(node(A, 500.0, running=1), slow), req(), reported_busy) == B
     b_busy_elsewhere = node(B, 20.0, waiting=1)
-    assert router.choose(table(node(A, 500.0, running=1), b_busy_elsewhere), req(),
-                         reported_busy) == A
+    assert (
+        router.choose(table(node(A, 500.0, running=1), b_busy_elsewhere), req(), reported_busy) == A
+    )
     no_clock = LocalLoad()
     no_clock.start(A, 10)
     assert router.choose(table(fast, slow), req(), no_clock) == A

@@ -29,8 +29,9 @@ def test_unset_sampling_fields_take_the_defaults() -> None:
 def test_set_sampling_fields_are_kept_even_when_zero() -> None:
     s = pb.Sampling(max_tokens=7, temperature=0.0, top_p=0.5, stop=["\n"], seed=0)
     request = generate_request(pb.GenerateRequest(request_id="r1", model="m", text="x", sampling=s))
-    assert request.sampling == Sampling(max_tokens=7, temperature=0.0, top_p=0.5, stop=("\n",),
-                                        seed=0)
+    assert request.sampling == Sampling(
+        max_tokens=7, temperature=0.0, top_p=0.5, stop=("\n",), seed=0
+    )
     assert request.request_id == "r1"
 
 
@@ -49,8 +50,14 @@ def test_no_prompt_at_all_is_left_for_the_engine_to_refuse() -> None:
 
 def test_events_become_responses() -> None:
     assert generate_response(Delta("ab", 2)).delta.tokens == 2
-    usage = Usage(prompt_tokens=3, completion_tokens=4, cached_prompt_tokens=1, ttft_seconds=0.1,
-                  decode_tokens_per_second=9.0, duration_seconds=0.5)
+    usage = Usage(
+        prompt_tokens=3,
+        completion_tokens=4,
+        cached_prompt_tokens=1,
+        ttft_seconds=0.1,
+        decode_tokens_per_second=9.0,
+        duration_seconds=0.5,
+    )
     finished = generate_response(Finished("stop", usage)).finished
     assert finished.finish_reason == "stop" and finished.usage.cached_prompt_tokens == 1
 
@@ -109,8 +116,9 @@ class _LoadOnlyEngine:
     frozen_at_unload: int | None = None
 
     async def load(self, spec: LoadSpec) -> ModelInfo:
-        return ModelInfo(name=spec.name, engine="mlx", source=spec.source, memory_bytes=1,
-                         context_length=8)
+        return ModelInfo(
+            name=spec.name, engine="mlx", source=spec.source, memory_bytes=1, context_length=8
+        )
 
     async def unload(self, name: str) -> None:
         self.frozen_at_unload = gc.get_freeze_count()
@@ -118,24 +126,34 @@ class _LoadOnlyEngine:
             raise errors.ModelNotLoaded(name)
 
 
-def _downloading_resolve(ref: str, data_dir: Path, progress: Callable[[LoadProgress], None]) -> (
-    ResolvedModel
-):
+def _downloading_resolve(
+    ref: str, data_dir: Path, progress: Callable[[LoadProgress], None]
+) -> ResolvedModel:
     """A hub download as models.resolve reports it: progress from its own thread."""
     if ref == "org/missing":
         raise errors.UnknownModel("could not download org/missing: no such model on the Hub")
     for done in (0, 50, 100):
-        progress(LoadProgress(stage=LoadStage.DOWNLOADING, message=f"downloading {ref}",
-                              bytes_done=done, bytes_total=100))
+        progress(
+            LoadProgress(
+                stage=LoadStage.DOWNLOADING,
+                message=f"downloading {ref}",
+                bytes_done=done,
+                bytes_total=100,
+            )
+        )
     return ResolvedModel(name=ref, source=ref, path=data_dir)
 
 
 def _service(tmp_path: Path, engine: _LoadOnlyEngine | None = None) -> AgentService:
     """A service whose loads need no facts, no probe and no real engine."""
     engine = engine or _LoadOnlyEngine()
-    return AgentService(facts=cast(NodeFacts, None), engine=cast(Engine, engine),
-                        data_dir=tmp_path, probe=cast(Callable[[], Probe], None),
-                        resolve=_downloading_resolve)
+    return AgentService(
+        facts=cast(NodeFacts, None),
+        engine=cast(Engine, engine),
+        data_dir=tmp_path,
+        probe=cast(Callable[[], Probe], None),
+        resolve=_downloading_resolve,
+    )
 
 
 async def test_load_relays_download_progress_in_order(tmp_path: Path) -> None:

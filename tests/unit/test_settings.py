@@ -22,11 +22,44 @@ def test_xdg_data_home_moves_the_data_dir() -> None:
 
 
 def test_flags() -> None:
-    s = load(["--host", "127.0.0.1", "--port", "0", "--model", "demo", "--model", "org/m",
-              "--engine", "mlx", "--data-dir", "/d", "--no-mdns", "--advertise-address",
-              "10.0.0.5", "--interface", "en0", "--status-interval-ms", "250", "--name", "mini",
-              "--price-usd", "1399", "--amortize-months", "24", "--idle-watts", "7",
-              "--busy-watts", "60.5", "--kwh-usd", "0.31", "--port-file", "/tmp/p"], {})
+    s = load(
+        [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+            "demo",
+            "--model",
+            "org/m",
+            "--engine",
+            "mlx",
+            "--data-dir",
+            "/d",
+            "--no-mdns",
+            "--advertise-address",
+            "10.0.0.5",
+            "--interface",
+            "en0",
+            "--status-interval-ms",
+            "250",
+            "--name",
+            "mini",
+            "--price-usd",
+            "1399",
+            "--amortize-months",
+            "24",
+            "--idle-watts",
+            "7",
+            "--busy-watts",
+            "60.5",
+            "--kwh-usd",
+            "0.31",
+            "--port-file",
+            "/tmp/p",
+        ],
+        {},
+    )
     assert (s.host, s.port, s.models, s.engine) == ("127.0.0.1", 0, ("demo", "org/m"), "mlx")
     assert (s.data_dir, s.mdns, s.port_file) == (Path("/d"), False, Path("/tmp/p"))
     assert (s.advertise_addresses, s.interfaces) == (("10.0.0.5",), ("en0",))
@@ -36,9 +69,15 @@ def test_flags() -> None:
 
 
 def test_environment() -> None:
-    env = {"METERLESS_PORT": "6000", "METERLESS_MODELS": "demo, ./m ,", "METERLESS_NO_MDNS": "yes",
-           "METERLESS_DATA_DIR": "/var/lib/m", "METERLESS_KWH_USD": "0.2",
-           "METERLESS_ADVERTISE_ADDRESS": "10.0.0.1,10.0.0.2", "METERLESS_MEMORY_LIMIT_BYTES": "99"}
+    env = {
+        "METERLESS_PORT": "6000",
+        "METERLESS_MODELS": "demo, ./m ,",
+        "METERLESS_NO_MDNS": "yes",
+        "METERLESS_DATA_DIR": "/var/lib/m",
+        "METERLESS_KWH_USD": "0.2",
+        "METERLESS_ADVERTISE_ADDRESS": "10.0.0.1,10.0.0.2",
+        "METERLESS_MEMORY_LIMIT_BYTES": "99",
+    }
     s = load([], env)
     assert (s.port, s.models, s.mdns) == (6000, ("demo", "./m"), False)
     assert s.data_dir == Path("/var/lib/m")
@@ -56,8 +95,10 @@ def test_engine_options_are_key_value_pairs_from_flags_or_environment() -> None:
     s = load(["--engine-option", "dtype=float32", "--engine-option", " max_model_len = 512"], {})
     assert s.engine_options == (("dtype", "float32"), ("max_model_len", "512"))
     env = {"METERLESS_ENGINE_OPTIONS": "gpu_memory_utilization=0.5,enforce_eager=1"}
-    assert dict(load([], env).engine_options) == {"gpu_memory_utilization": "0.5",
-                                                   "enforce_eager": "1"}
+    assert dict(load([], env).engine_options) == {
+        "gpu_memory_utilization": "0.5",
+        "enforce_eager": "1",
+    }
     assert load([], {}).engine_options == ()
 
 
@@ -99,9 +140,25 @@ def test_a_bad_value_is_one_line_and_exit_code_2(
 
 def test_help_explains_every_flag() -> None:
     text = build_parser().format_help()
-    for flag in ("--host", "--port", "--port-file", "--model", "--engine", "--data-dir",
-                 "--no-mdns", "--advertise-address", "--interface", "--status-interval-ms",
-                 "--name", "--price-usd", "--amortize-months", "--idle-watts", "--busy-watts",
-                 "--kwh-usd", "--log-level", "--engine-option"):
+    for flag in (
+        "--host",
+        "--port",
+        "--port-file",
+        "--model",
+        "--engine",
+        "--data-dir",
+        "--no-mdns",
+        "--advertise-address",
+        "--interface",
+        "--status-interval-ms",
+        "--name",
+        "--price-usd",
+        "--amortize-months",
+        "--idle-watts",
+        "--busy-watts",
+        "--kwh-usd",
+        "--log-level",
+        "--engine-option",
+    ):
         assert flag in text
     assert "METERLESS_PORT" in text and "METERLESS_MEMORY_LIMIT_BYTES" not in text

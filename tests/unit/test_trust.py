@@ -29,14 +29,17 @@ def test_token_round_trip() -> None:
     assert decode_token(f"  {token}\n") == A  # pasted with the newline `cluster join-token` ends
 
 
-@pytest.mark.parametrize("text, says", [
-    ("", "not a join token"),
-    ("hello", "not a join token"),
-    ("mlj2.AAAA.0000", "not a join token"),
-    ("mlj1.AAAA", "not a join token"),
-    ("mlj1.AAAA.0000000000000000", "wrong length"),
-    ("mlj1.!!!!.0000000000000000", "not valid base64url"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("", "not a join token"),
+        ("hello", "not a join token"),
+        ("mlj2.AAAA.0000", "not a join token"),
+        ("mlj1.AAAA", "not a join token"),
+        ("mlj1.AAAA.0000000000000000", "wrong length"),
+        ("mlj1.!!!!.0000000000000000", "not valid base64url"),
+    ],
+)
 def test_bad_tokens_say_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(TokenError, match=says) as info:
         decode_token(text)

@@ -24,7 +24,8 @@ def test_the_admin_may_keep_serves_proxy(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_claim_port_waits_for_closing_connections_then_says_why_not(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     port = free_port()
     assert claim_port("127.0.0.1", port, linger_s=0.2) == ""
     with socket.socket() as server:  # as Serve binds the endpoint: no SO_REUSEADDR

@@ -67,8 +67,7 @@ def run(
 
 
 def test_finished_on_the_first_node_is_ok_with_the_nodes_counts() -> None:
-    row = run("n1", 1, first=True, final=Finished("stop", usage(7, 3, cached=3)),
-              counts=(7, 3, 2))
+    row = run("n1", 1, first=True, final=Finished("stop", usage(7, 3, cached=3)), counts=(7, 3, 2))
     assert (row.outcome, row.node_id, row.attempts) == (Outcome.OK, "n1", 1)
     assert (row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (7, 3, 3)
     assert row.ttft_s == 1.0 and row.duration_s == 2.0  # clock reads 1 (start), 2 (first), 3
@@ -93,8 +92,13 @@ def test_an_error_before_routing_is_an_error_without_a_node() -> None:
 
 
 def test_a_stream_that_fails_mid_way_is_an_error_with_the_usage_so_far() -> None:
-    row = run("n1", 1, first=True, final=StreamFailed("node died", usage(9, 2, cached=4)),
-              counts=(9, 4, 2))
+    row = run(
+        "n1",
+        1,
+        first=True,
+        final=StreamFailed("node died", usage(9, 2, cached=4)),
+        counts=(9, 4, 2),
+    )
     assert (row.outcome, row.prompt_tokens, row.cached_prompt_tokens, row.completion_tokens) == (
         Outcome.ERROR,
         9,
@@ -115,8 +119,14 @@ def test_a_generation_the_node_cancelled_is_cancelled() -> None:
 
 
 def test_the_nodes_end_wins_over_an_error_raised_after_it() -> None:
-    row = run("n1", 1, first=True, final=Finished("stop", usage(3, 1)), counts=(3, 0, 1),
-              error=RuntimeError("the client's socket broke"))
+    row = run(
+        "n1",
+        1,
+        first=True,
+        final=Finished("stop", usage(3, 1)),
+        counts=(3, 0, 1),
+        error=RuntimeError("the client's socket broke"),
+    )
     assert row.outcome is Outcome.OK
 
 

@@ -18,16 +18,33 @@ from node_agent.types import (
 )
 
 INFO = ModelInfo(name="demo", engine="mlx", source="demo", memory_bytes=10, context_length=2048)
-USAGE = Usage(prompt_tokens=7, completion_tokens=3, cached_prompt_tokens=5, ttft_seconds=0.25,
-              decode_tokens_per_second=40.0, duration_seconds=0.5)
+USAGE = Usage(
+    prompt_tokens=7,
+    completion_tokens=3,
+    cached_prompt_tokens=5,
+    ttft_seconds=0.25,
+    decode_tokens_per_second=40.0,
+    duration_seconds=0.5,
+)
 
 
 def test_model_info_status_and_cost_round_trip() -> None:
-    status = ModelStatus(model="demo", running=1, waiting=2, generated_tokens=3, prompt_tokens=4,
-                         cached_prompt_tokens=5, prompt_cache_hits=6, requests_finished=7,
-                         memory_bytes=8, busy_seconds=9.5, kv_cache_usage=0.25)
-    cost = CostProfile(price_usd=1399.0, amortize_months=36.0, idle_watts=7.0, busy_watts=45.0,
-                       kwh_usd=0.25)
+    status = ModelStatus(
+        model="demo",
+        running=1,
+        waiting=2,
+        generated_tokens=3,
+        prompt_tokens=4,
+        cached_prompt_tokens=5,
+        prompt_cache_hits=6,
+        requests_finished=7,
+        memory_bytes=8,
+        busy_seconds=9.5,
+        kv_cache_usage=0.25,
+    )
+    cost = CostProfile(
+        price_usd=1399.0, amortize_months=36.0, idle_watts=7.0, busy_watts=45.0, kwh_usd=0.25
+    )
     assert wire.model_info(wire.model_info_pb(INFO)) == INFO
     assert wire.model_status(wire.model_status_pb(status)) == status
     assert wire.cost(wire.cost_pb(cost)) == cost
@@ -35,16 +52,25 @@ def test_model_info_status_and_cost_round_trip() -> None:
 
 def test_load_progress_round_trips_every_stage() -> None:
     for stage in LoadStage:
-        p = LoadProgress(stage=stage, message="m", bytes_done=1, bytes_total=2,
-                         model=INFO if stage is LoadStage.READY else None)
+        p = LoadProgress(
+            stage=stage,
+            message="m",
+            bytes_done=1,
+            bytes_total=2,
+            model=INFO if stage is LoadStage.READY else None,
+        )
         assert wire.load_progress(wire.load_progress_pb(p)) == p
 
 
 def test_generate_requests_round_trip_text_and_chat() -> None:
     sampling = Sampling(max_tokens=9, temperature=0.0, top_p=0.5, stop=("\n",), seed=3)
     text = GenerateRequest(request_id="r1", model="demo", text="hi", sampling=sampling)
-    chat = GenerateRequest(request_id="r2", model="demo", sampling=Sampling(),
-                           messages=(ChatMessage("system", "be brief"), ChatMessage("user", "x")))
+    chat = GenerateRequest(
+        request_id="r2",
+        model="demo",
+        sampling=Sampling(),
+        messages=(ChatMessage("system", "be brief"), ChatMessage("user", "x")),
+    )
     assert wire.generate_request(wire.generate_request_pb(text)) == text
     assert wire.generate_request(wire.generate_request_pb(chat)) == chat
 
@@ -57,6 +83,7 @@ def test_generate_events_round_trip() -> None:
 def test_disk_model_round_trips() -> None:
     from node_agent.types import DiskModel
 
-    d = DiskModel(source="org/m", weights_bytes=5 << 30, kv_bytes_per_token=131072,
-                  context_length=32768)
+    d = DiskModel(
+        source="org/m", weights_bytes=5 << 30, kv_bytes_per_token=131072, context_length=32768
+    )
     assert wire.disk_model(wire.disk_model_pb(d)) == d
