@@ -20,8 +20,8 @@ from cluster.deployments import rebalance
 from cluster.deployments.deployer import DeployError
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import ApiError
-from cluster.gateway.recorder import UsageAck, UsageBatch
 from cluster.gateway.replica import Gateway, GatewaySettings
+from cluster.ledger.rows import UsageAck, UsageBatch
 from cluster.types import NodeTable
 
 logger = logging.getLogger(__name__)

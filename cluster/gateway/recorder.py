@@ -22,35 +22,10 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from cluster.ledger.rows import Values
+from cluster.ledger.rows import UsageAck, UsageBatch, Values
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class UsageBatch:
-    """Rows from one gateway replica, with its state when it sent them.
-
-    The rows travel as their values (UsageRow.values): pickled and unpickled, a named tuple
-    costs a Python call per row on the controller, a plain tuple none (about 4 against 0.5 us
-    a row, bench/ledger_parts.py). A replica makes them that way (Tap.row).
-    """
-
-    replica: str
-    rows: tuple[Values, ...]
-    inflight: int  # requests still running on the replica
-    pending: int  # rows still buffered after this batch
-    closing: bool  # the replica has seen the shutdown and refuses new requests
-
-
-@dataclass(frozen=True, kw_only=True)
-class UsageAck:
-    """The controller's answer: rows committed, and whether the cluster is shutting down."""
-
-    written: int
-    closing: bool = False
 
 
 Send = Callable[[UsageBatch], Awaitable[UsageAck]]

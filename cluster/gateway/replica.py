@@ -37,12 +37,11 @@ from cluster.gateway.openai_parse import (
     validation_error_to_api,
 )
 from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
-from cluster.gateway.recorder import UsageAck, UsageBatch
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
-from cluster.gateway.tally import GatewayMeter
+from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.ledger.metrics import CONTENT_TYPE, render
 from cluster.ledger.reports import parse_cost_changes, window_seconds
-from cluster.ledger.rows import RequestInfo, new_request_id
+from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
 from cluster.ledger.store import GROUPS
 from cluster.types import ModelName, NodeTable
 from node_agent.trust import ClusterSecret

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster.gateway.recorder import UsageAck, UsageBatch
 from cluster.ledger import reports, store
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
 from cluster.ledger.prices import PriceTable
-from cluster.ledger.rows import Values
+from cluster.ledger.rows import UsageAck, UsageBatch, Values
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.gateway.recorder import Recorder, UsageBatch
+from cluster.gateway.recorder import Recorder
 from cluster.ledger import prices, store
 from cluster.ledger.metrics import render
-from cluster.ledger.rows import Outcome, UsageRow, Values
+from cluster.ledger.rows import Outcome, UsageBatch, UsageRow, Values
 from cluster.ledger.service import Books
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile, NodeTable

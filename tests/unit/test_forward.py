@@ -12,7 +12,8 @@ import pytest
 from cluster.errors import ModelNotFound
 from cluster.gateway.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
 from cluster.gateway.routing import RouteRequest, make_router
-from cluster.ledger.rows import Outcome, RequestInfo, Tap, UsageRow
+from cluster.gateway.tally import RequestInfo, Tap
+from cluster.ledger.rows import Outcome, UsageRow
 from cluster.node_client import NodeUnavailable
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import Delta, Finished, GenerateRequest, Usage

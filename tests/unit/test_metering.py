@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cluster.gateway.recorder import UsageAck, UsageBatch
-from cluster.gateway.tally import GatewayMeter
-from cluster.ledger.rows import RequestInfo
+from cluster.gateway.tally import GatewayMeter, RequestInfo
+from cluster.ledger.rows import UsageAck, UsageBatch
 
 INFO = RequestInfo(request_id="r1", model="demo", endpoint="chat", stream=False)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from cluster.gateway.recorder import Recorder, UsageAck, UsageBatch
-from cluster.ledger.rows import UsageRow, Values
+from cluster.gateway.recorder import Recorder
+from cluster.ledger.rows import UsageAck, UsageBatch, UsageRow, Values
 
 
 def row(i: int) -> Values:

@@ -10,7 +10,8 @@ import time
 
 from cluster.errors import NoCapacity
 from cluster.gateway.forward import StreamFailed
-from cluster.ledger.rows import Outcome, RequestInfo, Tap, UsageRow, Values, new_request_id
+from cluster.gateway.tally import RequestInfo, Tap
+from cluster.ledger.rows import Outcome, UsageRow, Values, new_request_id
 from cluster.types import NodeId
 from node_agent.types import Finished, Usage
 
