@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
-from cluster.cli.cost_tables import cost_table, usage_table
+from cluster.cli.tables import cost_table, usage_table
 
 _COST_FLAGS = (
     ("--price-usd", "price_usd", "USD", "what the machine cost, in USD"),

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.tables import show
 from cluster.deployments.placement import human
 
 POLL_S = 0.5
@@ -294,7 +294,7 @@ def _placement_table(answer: Mapping[str, Any]) -> None:
         table.add_row(str(i), r["node"], human(r["estimate_bytes"]), disk)
     for u in answer["unplaced"]:
         table.add_row(str(u["replica"]), "-", "-", f"not placed: {u['reason']}")
-    Console().print(table)
+    show(table)
 
 
 def _moves_table(answer: Mapping[str, Any]) -> None:
@@ -306,4 +306,4 @@ def _moves_table(answer: Mapping[str, Any]) -> None:
         table.add_column(col)
     for m in answer["moves"]:
         table.add_row(m["model"], m["from"], m["to"], m["reason"])
-    Console().print(table)
+    show(table)

@@ -1,4 +1,7 @@
-"""Rich tables for the CLI's listings; the JSON they render is the admin API's, unchanged."""
+"""Rich tables for the CLI's listings; the JSON they render is the admin API's, unchanged.
+
+Piped or redirected, a table is as wide as its cells need: nothing is cut to 80 columns.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,23 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+PIPED_WIDTH = 1_000  # the most columns a table may take when stdout is not a terminal
+
+
+def cli_console() -> Console:
+    """The CLI's console: the terminal's width, or room for every cell when piped."""
+    out = Console()
+    return out if out.is_terminal else Console(width=PIPED_WIDTH)
+
+
+def show(table: Table, console: Console | None = None) -> None:
+    """Print a table; piped, at the width its cells need, so that nothing is cut or padded."""
+    out = console or cli_console()
+    if console is None and not out.is_terminal:
+        out = Console(width=out.measure(table).maximum)
+    out.print(table)
+
 
 _STATE_STYLE = {
     "ready": "green",
@@ -51,12 +71,12 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
             str(n["running"] + n["waiting"]),
             tps,
         )
-    (console or Console()).print(table)
+    show(table, console)
     if any(not n["tps_measured"] for n in nodes):
-        (console or Console()).print("* not measured yet: the starting estimate")
+        (console or cli_console()).print("* not measured yet: the starting estimate")
     for n in nodes:
         if n.get("reason"):  # a rejected node: say why, it is never sent a request
-            (console or Console()).print(
+            (console or cli_console()).print(
                 f"rejected {n['name']} ({n['address']}): {n['reason']}",
                 markup=False,
                 soft_wrap=True,
@@ -83,4 +103,105 @@ def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = 
             ", ".join(m["nodes"]) or "-",
             "\n".join(replicas) or "-",
         )
-    (console or Console()).print(table)
+    show(table, console)
+
+
+# The figures of one usage group, in the order `cluster usage` shows them.
+_USAGE_COLUMNS = (
+    "requests",
+    "ok",
+    "failed-over",
+    "cancelled",
+    "error",
+    "prompt",
+    "cached",
+    "completion",
+    "ttft s",
+    "node ttft s",
+    "duration s",
+)
+# The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
+_COST_FIGURES = (
+    "tok in",
+    "tok out",
+    "busy %",
+    "cost $",
+    "$/Mtok",
+    "marginal $/Mtok",
+    "cloud $",
+    "savings $",
+)
+_RIGHT = {*_COST_FIGURES, *_USAGE_COLUMNS}
+
+
+def money(x: float | None, digits: int = 2) -> str:
+    """USD with `digits` decimals, or - for none."""
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def count(n: int | None) -> str:
+    """An integer with thousands separators."""
+    return f"{n or 0:,}"
+
+
+def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
+    """Print one row per node and the cluster's total."""
+    table = Table(title=f"cost since {data['since']}")
+    for col in ("node", *_COST_FIGURES, "breakeven", "energy"):
+        table.add_column(col, justify="right" if col in _RIGHT else "left")
+    for n in data["nodes"]:
+        table.add_row(n["name"], *_figures(n))
+    table.add_row("[b]total[/b]", *_figures(data["total"]))
+    out = console or cli_console()
+    show(table, console)
+    p = data["prices"]
+    refs = ", ".join(f"{m} ~ {r}" for m, r in p["references"].items()) or f"~ {p['default']}"
+    out.print(f"cloud prices as of {p['as_of']} ({p['origin']}): {refs}")
+
+
+def _figures(n: Mapping[str, Any]) -> list[str]:
+    busy = "-" if n["busy_ratio"] is None else f"{100 * n['busy_ratio']:.1f}"
+    when = "paid off" if n["paid_off"] else n["breakeven"] or "never"
+    return [
+        count(n["tokens"]["prompt"]),
+        count(n["tokens"]["completion"]),
+        busy,
+        money(n["cost_usd"]["total"]),
+        money(n["usd_per_mtok"], 3),
+        money(n["marginal_usd_per_mtok"], 3),
+        money(n["cloud_equivalent_usd"]),
+        money(n["savings_usd"]),
+        when,
+        n["energy"]["source"],
+    ]
+
+
+def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None:
+    """Print one row per group."""
+    by = data["by"]
+    table = Table(title=f"usage by {by} since {data['since']}")
+    for col in (by, *_USAGE_COLUMNS):
+        table.add_column(col, justify="right" if col in _RIGHT else "left")
+    for g in data["groups"]:
+        table.add_row(
+            _group(g, by),
+            count(g["requests"]),
+            count(g["ok"]),
+            count(g["failed_over"]),
+            count(g["cancelled"]),
+            count(g["error"]),
+            count(g["prompt_tokens"]),
+            count(g["cached_prompt_tokens"]),
+            count(g["completion_tokens"]),
+            money(g["mean_ttft_s"], 3),
+            money(g["mean_node_ttft_s"], 3),
+            money(g["mean_duration_s"], 3),
+        )
+    show(table, console)
+
+
+def _group(g: Mapping[str, Any], by: str) -> str:
+    """The group's label: a key shows its name beside its id ("-": requests without a key)."""
+    if g[by] is None:
+        return "-"
+    return f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])
