@@ -15,7 +15,8 @@ from ray.serve.handle import DeploymentHandle
 from cluster.access.key_store import FILE_NAME as KEYS_FILE
 from cluster.access.key_store import KeyRegistry
 from cluster.access.keys import KeyTable
-from cluster.control.controller import Controller, ControllerConfig
+from cluster.control.config import ControllerConfig
+from cluster.control.controller import Controller
 from cluster.deployments import rebalance
 from cluster.deployments.deployer import DeployError
 from cluster.deployments.placement import DeploymentSpec
@@ -91,9 +92,9 @@ class ControllerDeployment:
     async def rebalance(self, since: str, dry_run: bool) -> dict[str, Any]:
         """Move replicas toward the ledger's recent demand and the nodes' measured speed."""
         await self._started
-        books, table = self._controller.books, self._controller.table()
-        demand = rebalance.demand_by_model((await books.usage(since, "model"))["groups"])
-        tps = rebalance.tps_by_node((await books.usage(since, "node"))["groups"])
+        ledger, table = self._controller.ledger, self._controller.table()
+        demand = rebalance.demand_by_model((await ledger.usage(since, "model"))["groups"])
+        tps = rebalance.tps_by_node((await ledger.usage(since, "node"))["groups"])
         for node in table.nodes:  # a node the ledger has not timed yet: its live rate
             if node.tps_measured:
                 tps.setdefault(node.node_id, node.decode_tps)
@@ -105,17 +106,17 @@ class ControllerDeployment:
     async def record_usage(self, batch: UsageBatch) -> UsageAck:
         """Commit a gateway replica's batch of usage rows."""
         await self._started
-        return await self._controller.books.record(batch)
+        return await self._controller.ledger.record(batch)
 
     async def cost_report(self, since: str) -> dict[str, Any]:
         """The cost report over a window (24h, 7d, 30d, all...)."""
         await self._started
-        return await self._controller.books.cost(since)
+        return await self._controller.ledger.cost(since)
 
     async def usage_report(self, since: str, by: str) -> dict[str, Any]:
         """Requests and tokens per model, node or key over a window."""
         await self._started
-        report = await self._controller.books.usage(since, by)
+        report = await self._controller.ledger.usage(since, by)
         if by == "key":  # the key's name beside its id, for people
             names = {k: r.name for k, r in self._keys.table().keys.items()}
             for group in report["groups"]:
@@ -159,12 +160,12 @@ class ControllerDeployment:
     async def set_cost(self, node_id: str, changes: dict[str, float]) -> dict[str, Any]:
         """The admin's cost profile for a node; it wins over the agent's and is persisted."""
         await self._started
-        return await self._controller.books.set_cost(node_id, changes)
+        return await self._controller.ledger.set_cost(node_id, changes)
 
     async def metrics_snapshot(self) -> dict[str, Any]:
         """For /metrics: the cluster's request counts, and per-node live and cost figures."""
         await self._started
-        return await self._controller.books.metrics()
+        return await self._controller.ledger.metrics()
 
     async def prepare_shutdown(self, token: str, timeout_s: float) -> dict[str, Any] | None:
         """Refuse new requests and wait until the gateways have sent every usage row.
@@ -175,7 +176,7 @@ class ControllerDeployment:
         if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
             return None
         await self._started
-        return await self._controller.books.prepare_shutdown(timeout_s)
+        return await self._controller.ledger.prepare_shutdown(timeout_s)
 
 
 async def _answer(call: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A gateway replica's door: the key table it follows, keys' requests in flight, the admin check.
+"""A gateway replica's request gate: the key table it follows, requests in flight per key, admin.
 
 The decisions are cluster/access/keys.py's; this holds the state they need. The key table comes from
 the controller's long poll (`follow`), never from a query on the request path. Concurrency is
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Gate:
+class RequestGate:
     """Who may use this replica's endpoint and admin API."""
 
     def __init__(self, *, keys_required: bool, admin_digest: str, metrics_open: bool) -> None:
@@ -39,7 +39,7 @@ class Gate:
                 logger.warning("key table long poll failed: %s", exc)
                 await asyncio.sleep(0.5)
 
-    def admit(self, authorization: str | None, model: str) -> Grant:
+    def let_in(self, authorization: str | None, model: str) -> Grant:
         """Let a request for `model` in, or raise 401/403/429; counts it as in flight."""
         self._ready()
         grant = authorize(
@@ -77,7 +77,7 @@ class Gate:
                 self._release(grant)
 
     def release(self, grant: Grant) -> None:
-        """Give back a slot taken by `admit` for a request that never started."""
+        """Give back a slot taken by `let_in` for a request that never started."""
         self._release(grant)
 
     def admin(self, authorization: str | None) -> None:

@@ -151,7 +151,7 @@ def _run_app(
     from ray import serve
 
     from cluster.app import APP_NAME, AppConfig, build_app
-    from cluster.control.controller import ControllerConfig
+    from cluster.control.config import ControllerConfig
     from cluster.gateway.replica import GatewaySettings
 
     exposure = decide(opts.host, demo=opts.demo, insecure=opts.insecure)

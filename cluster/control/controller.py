@@ -1,6 +1,6 @@
 """The controller: discovery and node sessions feed the inventory; gateways long-poll its table.
 
-It starts and stops the parts (the books, the deployer's loop, discovery, one session per
+It starts and stops the parts (the ledger, the deployer's loop, discovery, one session per
 source in `node_sessions`) and publishes the table they let the inventory derive: at once when
 a node's state, models or address change, at most every `measured_push_s` when only its load
 and rates do, and not before discovery has had its say. The drains and withdrawals the
@@ -15,10 +15,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from cluster.control.config import ControllerConfig
 from cluster.control.discovery import MdnsBrowser, peer_sightings
 from cluster.control.inventory import DrainSet, Inventory, ModelWithdrawn, only_measured
 from cluster.control.node_sessions import Dialer, NodeSessions
@@ -26,43 +26,11 @@ from cluster.deployments import store as deploy_store
 from cluster.deployments.deployer import Deployer
 from cluster.ledger import prices
 from cluster.ledger import store as ledger_store
-from cluster.ledger.service import Books
+from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeClient
 from cluster.types import ModelName, NodeId, NodeState, NodeTable
-from node_agent.trust import ClusterSecret
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ControllerConfig:
-    """Knobs of the controller; defaults suit an office LAN."""
-
-    peers: tuple[str, ...] = ()
-    mdns: bool = True
-    mdns_interfaces: tuple[str, ...] = ()
-    status_interval_ms: int = 250
-    status_silence_s: float = 2.0  # no status for this long: reconnect (a cut link is silent)
-    describe_timeout_s: float = 2.0
-    retry_min_s: float = 0.25
-    retry_max_s: float = 2.0
-    tick_s: float = 0.25
-    # A table that differs from the gateways' only in nodes' load, memory and measured rates
-    # reaches them at most this often; any other change at once. Under load every status sample
-    # (status_interval_ms) moves those, and each new version is a call from every gateway
-    # replica and the table pickled for it.
-    measured_push_s: float = 1.0
-    # A new controller (first start, or Serve restarting it) holds its first table until every
-    # source has been tried and every node reached has reported, at most this long, so that
-    # gateways keep routing on their last table rather than on a half-discovered one.
-    settle_max_s: float = 5.0
-    mdns_answer_s: float = 1.0  # how long mDNS answers to the first query take to arrive
-    data_dir: str = ""  # where the ledger file lives; "" keeps it in memory
-    config_dir: str = ""  # where a cloud_prices.json may override the shipped one
-    shutdown_token: str = ""  # what `cluster up` shows to have the ledger flushed; "": never
-    # With a secret, agents are dialled over TLS and must prove they hold it; None: plaintext.
-    cluster_secret: ClusterSecret | None = field(default=None, repr=False)
-    plaintext_agents: bool = False  # also admit agents without a join token (insecure)
 
 
 class Controller:
@@ -86,7 +54,7 @@ class Controller:
         self._ticker: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._started_at = clock()
-        self.books = Books(
+        self.ledger = LedgerService(
             path=Path(config.data_dir) / ledger_store.FILE_NAME if config.data_dir else ":memory:",
             prices=prices.load(Path(config.config_dir) if config.config_dir else None),
         )
@@ -111,7 +79,7 @@ class Controller:
             config,
             dialer,
             inventory=self.inventory,
-            books=self.books,
+            ledger=self.ledger,
             deployer=self.deployer,
             refresh=self._refresh,
             clock=clock,
@@ -121,7 +89,7 @@ class Controller:
     async def start(self) -> None:
         """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""
         self._started_at = self._clock()
-        await self.books.open()
+        await self.ledger.open()
         await self.deployer.open()
         for sighting in peer_sightings(self.config.peers):
             self.node_sessions.seen(sighting)
@@ -154,7 +122,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.deployer.close()
-        await self.books.close()
+        await self.ledger.close()
 
     def table(self) -> NodeTable:
         """The current node table."""

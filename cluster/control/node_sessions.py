@@ -2,7 +2,7 @@
 
 A session never dies of its node's trouble: it catches, logs, backs off and retries, and
 whatever a node does is only ever an observation, applied to the controller's inventory (and
-told to the books and the deployer). Admission is decided here too: `Dialer` tries TLS first
+told to the ledger and the deployer). Admission is decided here too: `Dialer` tries TLS first
 and plaintext only where the admin allows it, and a node that cannot prove the cluster secret
 is listed as rejected under a stand-in id, never under one it claims.
 """
@@ -14,8 +14,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from cluster.control.config import ControllerConfig
 from cluster.control.discovery import Sighting
 from cluster.control.inventory import (
     Inventory,
@@ -28,7 +28,7 @@ from cluster.control.inventory import (
     StreamBroken,
 )
 from cluster.deployments.deployer import Deployer
-from cluster.ledger.service import Books
+from cluster.ledger.service import LedgerService
 from cluster.node_client import (
     PLAINTEXT_REASON,
     NodeClient,
@@ -39,9 +39,6 @@ from cluster.node_client import (
     NodeUnauthenticated,
 )
 from cluster.types import NodeId
-
-if TYPE_CHECKING:  # only for annotations: the controller builds the sessions
-    from cluster.control.controller import ControllerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +125,13 @@ class NodeSessions:
         dialer: Dialer,
         *,
         inventory: Inventory,
-        books: Books,
+        ledger: LedgerService,
         deployer: Deployer,
         refresh: Callable[[], None],
         clock: Callable[[], float],
     ) -> None:
         self.config, self.dialer = config, dialer
-        self.inventory, self.books, self.deployer = inventory, books, deployer
+        self.inventory, self.ledger, self.deployer = inventory, ledger, deployer
         self._refresh, self._clock = refresh, clock
         self._sessions: dict[str, _Session] = {}
 
@@ -217,7 +214,7 @@ class NodeSessions:
                 self.inventory.apply(
                     StatusReceived.from_sample(sample, address=client.address, at=self._clock())
                 )
-                self.books.status(sample, client.address)
+                self.ledger.status(sample, client.address)
                 self.deployer.status(sample, client.address)
                 self._refresh()
         except NodeError as exc:
@@ -227,7 +224,7 @@ class NodeSessions:
             )
             self._refresh()
         finally:
-            self.books.stream_ended(session.node_id, client.address)
+            self.ledger.stream_ended(session.node_id, client.address)
             await client.close()
         return streamed
 
@@ -286,7 +283,7 @@ class NodeSessions:
                 )
             )
             self.inventory.apply(NodeDescribed.from_description(desc, at=now))
-            self.books.node_described(desc)
+            self.ledger.node_described(desc)
             self.deployer.described(desc, address)
             self._refresh()
             return client

@@ -20,7 +20,7 @@ from ray import serve
 
 from cluster.access.key_store import parse_key_request
 from cluster.access.keys import visible_models
-from cluster.access.request_gate import Gate
+from cluster.access.request_gate import RequestGate
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name, raise_error
 from cluster.errors import ApiError, Forbidden, InternalError, InvalidRequest
 from cluster.gateway import front
@@ -124,7 +124,7 @@ class Gateway:
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
         self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
         self.meter.start()
-        self.gate = Gate(
+        self.gate = RequestGate(
             keys_required=settings.keys_required,
             admin_digest=settings.admin_digest,
             metrics_open=settings.metrics_open,
@@ -329,7 +329,7 @@ class Gateway:
             keys,
         )
         chat = isinstance(req, ChatCompletionRequest)
-        grant = self.gate.admit(authorization, req.model)  # 401/403/429; holds a slot from here
+        grant = self.gate.let_in(authorization, req.model)  # 401/403/429; holds a slot from here
         info = RequestInfo(
             request_id=request_id,
             model=req.model,

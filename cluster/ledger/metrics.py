@@ -225,7 +225,7 @@ class RequestCounts:
 
 
 def render(snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
-    """The exposition text from the controller's snapshot (Books.metrics) and a node table."""
+    """The exposition text from the ledger service's snapshot (`metrics`) and a node table."""
     registry = CollectorRegistry()
     registry.register(_Requests(snapshot, table))
     registry.register(NodeCollector(snapshot, table))

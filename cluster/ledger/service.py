@@ -1,4 +1,4 @@
-"""The controller's books: the ledger file, node energy, cost profiles, reports, clean shutdown.
+"""The controller's ledger: the SQLite file, node energy, cost profiles, reports, clean shutdown.
 
 Only the controller (one replica, on the head) opens the SQLite file, on one thread of its own,
 so its event loop never waits on the disk. Gateways send their rows in batches (see
@@ -43,7 +43,7 @@ class _Gateway:
     batch: UsageBatch
 
 
-class Books:
+class LedgerService:
     """The ledger and everything the controller derives from it."""
 
     def __init__(

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cluster.access import secret_store
-from cluster.control.controller import Controller, ControllerConfig
+from cluster.control.config import ControllerConfig
+from cluster.control.controller import Controller
 from cluster.control.discovery import Sighting
 from cluster.control.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
 from cluster.gateway.forward import RETRYABLE, ClientPool

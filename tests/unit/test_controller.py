@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cluster.control.controller import Controller, ControllerConfig
+from cluster.control.config import ControllerConfig
+from cluster.control.controller import Controller
 from cluster.node_client import (
     NodeDescription,
     NodeStatusSample,

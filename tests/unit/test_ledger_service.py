@@ -1,4 +1,4 @@
-"""The controller's books without Ray: rows in, energy in, reports out, a clean shutdown."""
+"""The ledger service without Ray: rows in, energy in, reports out, a clean shutdown."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cluster.gateway.recorder import Recorder
 from cluster.ledger import prices, store
 from cluster.ledger.metrics import render
 from cluster.ledger.rows import Outcome, UsageBatch, UsageRow, Values
-from cluster.ledger.service import Books
+from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile, NodeTable
 
@@ -31,6 +31,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+Service = tuple[LedgerService, Clock]  # the fixture: an open service and its clock
 
 
 def describe(node_id: str, cost: CostProfile = PROFILE) -> NodeDescription:
@@ -88,10 +91,10 @@ def row(i: int, at: float, node: str = "n1") -> Values:
 
 
 @pytest.fixture
-async def books(tmp_path: Path) -> AsyncIterator[tuple[Books, Clock]]:
-    """Open books on a file, with a clock the test moves."""
+async def service(tmp_path: Path) -> AsyncIterator[tuple[LedgerService, Clock]]:
+    """Open the ledger service on a file, with a clock the test moves."""
     clock = Clock()
-    b = Books(
+    b = LedgerService(
         path=tmp_path / store.FILE_NAME,
         prices=prices.load(None),
         clock=clock,
@@ -103,8 +106,10 @@ async def books(tmp_path: Path) -> AsyncIterator[tuple[Books, Clock]]:
     await b.close()
 
 
-async def test_a_day_of_one_node_gives_the_cost_model_figures(books: tuple[Books, Clock]) -> None:
-    b, clock = books
+async def test_a_day_of_one_node_gives_the_cost_model_figures(
+    service: tuple[LedgerService, Clock],
+) -> None:
+    b, clock = service
     b.node_described(describe("n1"))
     for hour in range(25):  # busy 6 h of every 24: a quarter of each hour
         clock.now = T0 + hour * 3_600
@@ -134,9 +139,9 @@ async def test_a_day_of_one_node_gives_the_cost_model_figures(books: tuple[Books
 
 
 async def test_the_window_limits_tokens_and_the_breakeven_uses_all_time(
-    books: tuple[Books, Clock],
+    service: tuple[LedgerService, Clock],
 ) -> None:
-    b, clock = books
+    b, clock = service
     b.node_described(describe("n1"))
     clock.now = T0 + 2 * DAY
     await b.record(
@@ -155,9 +160,9 @@ async def test_the_window_limits_tokens_and_the_breakeven_uses_all_time(
 
 
 async def test_the_admin_profile_wins_and_is_kept(
-    tmp_path: Path, books: tuple[Books, Clock]
+    tmp_path: Path, service: tuple[LedgerService, Clock]
 ) -> None:
-    b, _ = books
+    b, _ = service
     b.node_described(describe("n1"))
     out = await b.set_cost("n1", {"price_usd": 0.0, "kwh_usd": 0.5})
     assert out["profile"]["price_usd"] == 0 and out["profile"]["idle_watts"] == 10
@@ -167,8 +172,8 @@ async def test_the_admin_profile_wins_and_is_kept(
     assert report["nodes"][0]["profile"]["kwh_usd"] == 0.5 and report["nodes"][0]["paid_off"]
 
 
-async def test_measured_power_is_used_and_said(books: tuple[Books, Clock]) -> None:
-    b, clock = books
+async def test_measured_power_is_used_and_said(service: Service) -> None:
+    b, clock = service
     b.node_described(describe("n1"))
     for s in range(4):
         clock.now = T0 + s
@@ -180,8 +185,10 @@ async def test_measured_power_is_used_and_said(books: tuple[Books, Clock]) -> No
     conn.close()
 
 
-async def test_a_clean_shutdown_waits_for_the_gateways_rows(books: tuple[Books, Clock]) -> None:
-    b, _ = books
+async def test_a_clean_shutdown_waits_for_the_gateways_rows(
+    service: tuple[LedgerService, Clock],
+) -> None:
+    b, _ = service
     rec = Recorder(b.record, replica="g1", interval_s=0.02)
     task = asyncio.get_running_loop().create_task(rec.run())
     try:
@@ -197,14 +204,16 @@ async def test_a_clean_shutdown_waits_for_the_gateways_rows(books: tuple[Books, 
     assert done == {"complete": True, "waiting_for": [], "requests": 1}
 
 
-async def test_a_silent_gateway_is_not_waited_for(books: tuple[Books, Clock]) -> None:
-    b, _ = books
+async def test_a_silent_gateway_is_not_waited_for(service: Service) -> None:
+    b, _ = service
     done = await b.prepare_shutdown(0.2)
     assert done["complete"] and done["requests"] == 0
 
 
-async def test_request_metrics_count_each_committed_row_once(books: tuple[Books, Clock]) -> None:
-    b, _ = books
+async def test_request_metrics_count_each_committed_row_once(
+    service: tuple[LedgerService, Clock],
+) -> None:
+    b, _ = service
 
     def batch(*ids: int) -> UsageBatch:
         rows = tuple(row(i, T0 + i) for i in ids)

@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cluster.access.keys import KeyRecord, KeyTable, digest, format_key
-from cluster.access.request_gate import Gate
+from cluster.access.request_gate import RequestGate
 from cluster.errors import NoCapacity, RateLimited, Unauthorized
 
 KEY_ID, SECRET = "0123456789ab", "f" * 40
 KEY = f"Bearer {format_key(KEY_ID, SECRET)}"
 
 
-def gate(required: bool = True) -> Gate:
-    g = Gate(keys_required=required, admin_digest=digest("mla-x"), metrics_open=False)
+def gate(required: bool = True) -> RequestGate:
+    g = RequestGate(keys_required=required, admin_digest=digest("mla-x"), metrics_open=False)
     g.table = KeyTable.of(
         1, [KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET), max_concurrent=1)]
     )
@@ -32,9 +32,9 @@ async def events(fail: bool = False) -> AsyncIterator[int]:
 async def test_a_slot_is_held_until_the_stream_ends_however_it_ends() -> None:
     g = gate()
     for how in ("done", "closed", "failed"):
-        grant = g.admit(KEY, "demo")
+        grant = g.let_in(KEY, "demo")
         with pytest.raises(RateLimited):
-            g.admit(KEY, "demo")
+            g.let_in(KEY, "demo")
         stream = g.hold(grant, events(fail=how == "failed"))
         assert await anext(stream) == 1
         if how == "done":
@@ -49,7 +49,7 @@ async def test_a_slot_is_held_until_the_stream_ends_however_it_ends() -> None:
 
 async def test_requests_without_a_key_hold_no_slot_on_an_open_endpoint() -> None:
     g = gate(required=False)
-    grant = g.admit("Bearer unused", "demo")
+    grant = g.let_in("Bearer unused", "demo")
     assert grant.key is None and g.inflight == {}
     stream = events()
     assert g.hold(grant, stream) is stream  # nothing to give back: no layer around it
@@ -57,10 +57,10 @@ async def test_requests_without_a_key_hold_no_slot_on_an_open_endpoint() -> None
 
 
 def test_keys_required_and_no_table_yet_is_503_not_401() -> None:
-    g = Gate(keys_required=True, admin_digest="", metrics_open=True)
+    g = RequestGate(keys_required=True, admin_digest="", metrics_open=True)
     with pytest.raises(NoCapacity):
-        g.admit(KEY, "demo")
-    Gate(keys_required=False, admin_digest="", metrics_open=True).admit(None, "demo")
+        g.let_in(KEY, "demo")
+    RequestGate(keys_required=False, admin_digest="", metrics_open=True).let_in(None, "demo")
 
 
 def test_admin_and_metrics_need_the_admin_token() -> None:
@@ -71,4 +71,4 @@ def test_admin_and_metrics_need_the_admin_token() -> None:
             g.admin(wrong)
         with pytest.raises(Unauthorized):
             g.metrics(wrong)
-    Gate(keys_required=True, admin_digest="", metrics_open=True).metrics(None)
+    RequestGate(keys_required=True, admin_digest="", metrics_open=True).metrics(None)
