@@ -44,7 +44,7 @@ protos: $(STAMP)  ## regenerate the gRPC stubs from protos/
 	$(PY) -m scripts.gen_protos
 
 bench: $(STAMP)
-	$(PY) bench/agent.py
+	$(PY) -m bench.agent
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,6 +1,6 @@
 """Tokens/s of the MLX engine against mlx-lm used directly, side by side in one run.
 
-    .venv/bin/python bench/agent.py [--model PATH] [--max-tokens 128] [--repeats 5] [--no-grpc]
+    .venv/bin/python -m bench.agent [--model PATH] [--max-tokens 128] [--repeats 5] [--no-grpc]
 
 Columns: mlx-lm in-process (`stream_generate` for one stream, `batch_generate` for eight), our
 MlxEngine in-process, and a `node-agent` subprocess driven over gRPC. Every cell is the median of

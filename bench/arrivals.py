@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
-from common import Timing, percentile
+from bench.common import Timing, percentile
 
 Send = Callable[[str, int], Awaitable[Timing]]  # (prompt, max_tokens) -> its timing
 CLOSED_PER_CLIENT = 4  # counted requests per client and block in the closed loop

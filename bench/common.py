@@ -23,22 +23,17 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as `python bench/x.py`: the harness lives in tests/
-    sys.path.insert(0, str(ROOT))
-
-from lean_http import LeanClient  # noqa: E402
-
-from cluster.node_client import NodeClient  # noqa: E402
-from node_agent.demo_model import ensure_demo_model  # noqa: E402
-from node_agent.types import (  # noqa: E402
+from bench.lean_http import LeanClient
+from cluster.node_client import NodeClient
+from node_agent.demo_model import ensure_demo_model
+from node_agent.types import (
     ChatMessage,
     Delta,
     Finished,
     GenerateRequest,
     Sampling,
 )
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for  # noqa: E402
+from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
 
 Messages = Sequence[tuple[str, str]]  # (role, content)
 HttpClient = httpx.AsyncClient | LeanClient

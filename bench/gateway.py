@@ -1,6 +1,6 @@
 """What the gateway adds to a streamed chat completion: TTFT and ITL, direct and through it.
 
-    .venv/bin/python bench/gateway.py [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
+    .venv/bin/python -m bench.gateway [--quick] [--max-tokens 16] [--requests 200] [--rounds 10]
                                       [--arrival closed|burst|both]
                                       [--client lean|httpx|both] [--proxy] [--no-replica-path]
                                       [--layout head-alone|node-alone|shared] [--control]
@@ -65,10 +65,11 @@ from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
 
-import gateway_tables
 import httpx
-from arrivals import Send, burst, closed_loop, one_by_one
-from common import (
+
+from bench import gateway_tables
+from bench.arrivals import Send, burst, closed_loop, one_by_one
+from bench.common import (
     CLIENTS,
     LAYOUTS,
     HttpClient,
@@ -89,8 +90,7 @@ from common import (
     stream_http,
     workspace,
 )
-from gateway_tables import Series
-
+from bench.gateway_tables import Series
 from cluster.node_client import NodeClient
 
 PROMPTS = (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from common import Timing, ms, percentile
+from bench.common import Timing, ms, percentile
 
 PARTS = ("in", "node hop", "out")
 TAIL_SHARE = 0.01  # the slowest 1% by time outside the node, for the tail's row

@@ -1,4 +1,4 @@
-"""The tables bench/gateway.py prints, from each path's Series of timings and CPU clocks.
+"""The tables bench.gateway prints, from each path's Series of timings and CPU clocks.
 
 - latency: per path, TTFT and ITL at p50 and p99, tokens per request and the mean requests in
   flight. ITL is each request's mean gap between tokens after the first.
@@ -30,9 +30,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gateway_parts
-from arrivals import interval_verdict, paired_interval
-from common import Timing, ms, percentile, table
+from bench import gateway_parts
+from bench.arrivals import interval_verdict, paired_interval
+from bench.common import Timing, ms, percentile, table
 
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0
 

@@ -1,9 +1,8 @@
 """What the ledger costs the gateway: requests/s and CPU per request, ledger on and off.
 
-    .venv/bin/python bench/ledger.py [--design within|between] [--rounds 80] [--seconds 2]
-                                     [--concurrency 16] [--client lean|httpx]
-                                     [--layout gateway-alone|shared] [--controller-nice 19]
-                                     [--first on|off]
+    .venv/bin/python -m bench.ledger [--rounds 30] [--seconds 3] [--concurrency 16]
+                                     [--client lean|httpx] [--layout gateway-alone|shared]
+                                     [--controller-nice 19] [--first on|off]
                                      [--random-layout] [--tokens 1] [--stream]
 
 One stub agent (bench/stub_agent.py: the real gRPC service over an engine that answers at once,
@@ -14,19 +13,11 @@ makes the rounds swing more). By default each completion is one token, not strea
 gateway's work per request is least, so the ledger's share of it is greatest. `--tokens N
 --stream` asks for streams of N tokens instead, as chat clients do.
 
-Two designs (`--design`):
-
-- `within` (the default): one `cluster up` as shipped, under one unbroken load, its gateway
-  replica's ledger tap turned off and on again through a Serve handle (Gateway.set_tapping),
-  in windows of `--seconds` (ABBA). Both arms run in the same process, with the same heap and
-  the same placement in memory. Each switch waits out one send of the replica's buffered rows
-  before its window opens, so that the controller writes an arm's rows in that arm. What this
-  leaves out: the replica's sends to the controller go on in both arms, empty while the tap is
-  off (two small calls a second, not a cost per request).
-- `between`: two `cluster up`s side by side, one as shipped and one with `--no-ledger`, the
-  windows alternating between them (ABBA). This takes in everything the ledger starts, but two
-  replicas of the same code have differed by up to 100 us of CPU per request, depending on
-  which cluster started first (`--first`), more than the effect.
+Two `cluster up`s side by side in front of the stub agent, one as shipped and one with
+`--no-ledger`, the windows of `--seconds` alternating between them (ABBA). This takes in
+everything the ledger starts, but two replicas of the same code have differed by up to 100 us
+of CPU per request, depending on which cluster started first (`--first`), more than the effect:
+run once each way.
 
 Two figures, both on against off: requests/s (the median of the rounds' ratios, with a 95%
 bootstrap interval: the rounds swing by several percent, more than the effect), and the CPU time
@@ -35,10 +26,10 @@ CPU-bound, so its throughput goes as the inverse of its CPU per request. The CPU
 per process (gateway replica, controller replica, proxy), which says where the difference lands,
 and the gateway's as the median of the rounds' ratios with its interval, like requests/s: on its
 own busy core, that is the throughput it can give. Last, the ledger's own work per request timed
-in-process (bench/ledger_parts.py), as a share of that CPU per request. Target: the ledger costs
+in-process (ledger_load.parts), as a share of that CPU per request. Target: the ledger costs
 under 2%; PASS when the interval's upper end is under 2%, MISS when its lower end is over, and
-"not resolved" in between. It also checks that the ledger holds one row per request sent with
-the tap on (and, `between`, that the --no-ledger cluster holds none).
+"not resolved" in between. It also checks that the ledger holds one row per request sent to the
+cluster with it, and that the --no-ledger cluster holds none.
 
 Processes are started alike (a fixed hash seed, no address-space randomization; see
 start_alike), and by default each gateway replica gets a core of its own (`--layout`), while the
@@ -64,26 +55,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from ledger_load import (  # noqa: E402  (next to this script)
+from bench.ledger_load import (
     ROLES,
     Round,
     body,
     burst,
     ledger_requests,
+    parts,
     pin_gateways,
     start_cluster,
-    steady_load,
     stub_agent,
 )
-from ledger_parts import parts  # noqa: E402
-
-from tests.harness import ClusterProcess  # noqa: E402
+from tests.harness import ClusterProcess
 
 
 def report_parts(rounds: list[tuple[Round, Round]]) -> None:
@@ -176,7 +160,7 @@ def verdict(cost: float) -> str:
     return "PASS (target < 2%)" if cost < 0.02 else "MISS (target < 2%)"
 
 
-async def measure_between(
+async def measure(
     on: ClusterProcess, off: ClusterProcess, args: argparse.Namespace
 ) -> tuple[list[tuple[Round, Round]], int]:
     """Warm both up, then the alternating windows; also returns all requests sent to `on`."""
@@ -196,75 +180,8 @@ async def measure_between(
     return rounds, sent
 
 
-SETTLE_S = 0.6  # after a switch: the replica's recorder sends what it holds every 0.5 s
-
-
-async def measure_within(
-    cluster: ClusterProcess, gateway: Any, args: argparse.Namespace
-) -> list[tuple[Round, Round]]:
-    """One unbroken load; the gateway's tap switched off and on, a window after each switch."""
-    async with steady_load(
-        cluster, args.concurrency, args.client, body(args.tokens, args.stream)
-    ) as mark:
-        await asyncio.sleep(2.0)  # warm-up
-        rounds = []
-        for i in range(args.rounds):
-            window = {}
-            for tapping in (True, False) if i % 2 == 0 else (False, True):
-                await gateway.set_tapping.remote(tapping)
-                await asyncio.sleep(SETTLE_S)
-                start = mark()
-                await asyncio.sleep(args.seconds)
-                window[tapping] = start.to(mark())
-            rounds.append((window[True], window[False]))
-        await gateway.set_tapping.remote(True)
-    return rounds
-
-
-def gateway_handle() -> Any:
-    """A Serve handle on the gateway of the Ray cluster started last on this machine, from a
-    Ray driver in this process."""
-    import ray
-    from ray import serve
-
-    from cluster.app import APP_NAME
-
-    ray.init(address="auto", log_to_driver=False, configure_logging=False)  # the latest one
-    return serve.get_app_handle(APP_NAME)
-
-
-def run_within(
-    root: Path, agent: str, args: argparse.Namespace, stack: contextlib.ExitStack
-) -> float:
-    """The `within` design; returns the ledger's CPU cost per request."""
-    cluster = start_cluster(root, "on", agent)
-    stack.callback(cluster.stop)
-    if args.layout == "gateway-alone":
-        print(pin_gateways([cluster], controller_nice=args.controller_nice), flush=True)
-    import ray
-
-    gateway = gateway_handle()
-    stack.callback(ray.shutdown)  # before the cluster stops
-    rounds = asyncio.run(measure_within(cluster, gateway, args))
-    cost = report(rounds)
-    report_parts(rounds)
-    time.sleep(SETTLE_S)
-    before = ledger_requests(cluster)
-    _, sent = asyncio.run(
-        burst(cluster, 2.0, args.concurrency, args.client, body(args.tokens, args.stream))
-    )
-    time.sleep(1.5)  # the last batch
-    print(
-        f"ledger rows: {ledger_requests(cluster) - before} for the {sent} requests of a last "
-        f"window with the tap on"
-    )
-    return cost
-
-
-def run_between(
-    root: Path, agent: str, args: argparse.Namespace, stack: contextlib.ExitStack
-) -> float:
-    """The `between` design; returns the ledger's CPU cost per request."""
+def run(root: Path, agent: str, args: argparse.Namespace, stack: contextlib.ExitStack) -> float:
+    """Both clusters started, then measured; returns the ledger's CPU cost per request."""
     order = [("on", ()), ("off", ("--no-ledger",))]
     if args.first == "off":
         order.reverse()
@@ -277,7 +194,7 @@ def run_between(
     if args.layout == "gateway-alone":
         print(pin_gateways([on, off], controller_nice=args.controller_nice), flush=True)
     before = ledger_requests(on)
-    rounds, sent = asyncio.run(measure_between(on, off, args))
+    rounds, sent = asyncio.run(measure(on, off, args))
     time.sleep(1.5)  # the last batch
     recorded = ledger_requests(on) - before
     cost = report(rounds)
@@ -301,21 +218,15 @@ def start_alike() -> None:
     if os.environ.get(ALIKE) or setarch is None:
         return
     env = {**os.environ, ALIKE: "1", "PYTHONHASHSEED": "0"}
-    os.execve(setarch, [setarch, platform.machine(), "-R", sys.executable, *sys.argv], env)
+    again = [sys.executable, "-m", "bench.ledger", *sys.argv[1:]]
+    os.execve(setarch, [setarch, platform.machine(), "-R", *again], env)
 
 
 def main() -> int:
     """Run the benchmark; exit 0 on PASS."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--design",
-        choices=("within", "between"),
-        default="within",
-        help="within: one cluster, its gateway's ledger tap switched off and on; between: a "
-        "cluster with the ledger and one without, side by side",
-    )
-    parser.add_argument("--rounds", type=int, help="pairs of windows (within 80, between 30)")
-    parser.add_argument("--seconds", type=float, help="one window (within 2, between 3)")
+    parser.add_argument("--rounds", type=int, default=30, help="pairs of windows")
+    parser.add_argument("--seconds", type=float, default=3.0, help="one window")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--client", choices=("lean", "httpx"), default="lean")
     parser.add_argument(
@@ -336,7 +247,7 @@ def main() -> int:
         "--first",
         choices=("on", "off"),
         default="on",
-        help="between: which cluster starts first; the order alone has moved CPU per request "
+        help="which cluster starts first; the order alone has moved CPU per request "
         "by tens of microseconds, so run once each way and take the mean",
     )
     parser.add_argument(
@@ -352,16 +263,13 @@ def main() -> int:
         help="keep Python's random hash seed and the address-space randomization",
     )
     args = parser.parse_args()
-    within = args.design == "within"
-    args.rounds = args.rounds or (80 if within else 30)
-    args.seconds = args.seconds or (2.0 if within else 3.0)
     if not args.random_layout:
         start_alike()
     one, five, _ = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {one:.2f} (1 min) {five:.2f} (5 min)")
     alike = "fixed hash seed, no address randomization" if os.environ.get(ALIKE) else "random"
     print(f"process layouts: {alike}")
-    print(f"design: {args.design}, {args.rounds} rounds of two {args.seconds:g} s windows")
+    print(f"{args.rounds} rounds of two {args.seconds:g} s windows, ledger on and off")
     print(
         f"workload: {args.concurrency} clients, completions of {args.tokens} token(s), "
         f"{'streamed' if args.stream else 'not streamed'}"
@@ -369,7 +277,7 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ledger-")))
         agent = stack.enter_context(stub_agent())
-        cost = (run_within if within else run_between)(root, agent, args, stack)
+        cost = run(root, agent, args, stack)
     return 0 if cost < 0.02 else 1
 
 

@@ -1,4 +1,4 @@
-"""Part 2 of bench/routing.py: multi-turn chat with long histories, with and without affinity.
+"""Part 2 of bench.routing: multi-turn chat with long histories, with and without affinity.
 
 Each conversation has its own long history (a document of about `--history` tokens in its
 first message); every turn appends the model's answer and a new question, `--think` seconds
@@ -20,8 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import HTTP_ERRORS, Timing, http_client, ms, percentile, stream_http, table, verdict
-
+from bench.common import (
+    HTTP_ERRORS,
+    Timing,
+    http_client,
+    ms,
+    percentile,
+    stream_http,
+    table,
+    verdict,
+)
 from node_agent.demo_model import demo_model_path
 
 CHAT_MODEL = "chat"  # part 2's agents serve the demo model under this name

@@ -1,6 +1,6 @@
 """Routing policies on nodes of different speeds, and prefix affinity on multi-turn chat.
 
-    .venv/bin/python bench/routing.py [--quick] [--speeds 40,20,8] [--max-batch 1] [--clients 8]
+    .venv/bin/python -m bench.routing [--quick] [--speeds 40,20,8] [--max-batch 1] [--clients 8]
                                       [--seconds 12]
                                       [--conversations 12] [--cache-entries 6] [--turns 6]
                                       [--history 500] [--think 1]
@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
+from bench.common import (
     HTTP_ERRORS,
     Timing,
     cpu_seconds,
@@ -68,7 +68,7 @@ from common import (
     verdict,
     workspace,
 )
-from multiturn import (
+from bench.multiturn import (
     AFFINITY_SETTINGS,
     CHAT_MODEL,
     NO_AFFINITY,
@@ -78,7 +78,6 @@ from multiturn import (
     print_affinity,
     token_counter,
 )
-
 from cluster.node_client import NodeClient
 from node_agent.demo_model import demo_model_path
 from tests.harness import AgentProcess

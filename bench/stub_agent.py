@@ -1,6 +1,6 @@
 """A node agent that answers at once: the real gRPC service over an engine that does no work.
 
-    .venv/bin/python bench/stub_agent.py --port 50200
+    .venv/bin/python -m bench.stub_agent --port 50200
 
 For benchmarks of the gateway: with a node that costs nothing, the gateway is the bottleneck.
 It serves one model, `demo`, and answers every generation with `max_tokens` tokens ("ok", one
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -20,16 +19,12 @@ from pathlib import Path
 
 import grpc.aio
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from node_agent.engines.base import LoadSpec  # noqa: E402
-from node_agent.hardware import Memory  # noqa: E402
-from node_agent.node_facts import NodeFacts, Probe  # noqa: E402
-from node_agent.proto import PROTOCOL_VERSION, pb_grpc  # noqa: E402
-from node_agent.service import SERVER_OPTIONS, AgentService  # noqa: E402
-from node_agent.types import (  # noqa: E402
+from node_agent.engines.base import LoadSpec
+from node_agent.hardware import Memory
+from node_agent.node_facts import NodeFacts, Probe
+from node_agent.proto import PROTOCOL_VERSION, pb_grpc
+from node_agent.service import SERVER_OPTIONS, AgentService
+from node_agent.types import (
     CostProfile,
     Delta,
     Finished,

@@ -1,6 +1,6 @@
 """What the cluster secret costs: TLS and call signatures against plaintext, side by side.
 
-    PYTHONPATH=. .venv/bin/python bench/tls.py [--rounds 5] [--calls 200] [--streams 8]
+    .venv/bin/python -m bench.tls [--rounds 5] [--calls 200] [--streams 8]
 
 Two `node-agent`s on the `demo` model on loopback, one started with a join token and one without,
 driven through NodeClient exactly as the gateway drives them. Per round, alternating which goes
@@ -16,12 +16,9 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster.node_client import NodeClient
 from node_agent.demo_model import ensure_demo_model
@@ -149,10 +146,10 @@ def main() -> None:
     print(f"{'':12}{'Describe ms':>14}{'tokens/s':>12}{'new channel ms':>16}")
     for k, m in med.items():
         print(f"{k:12}{m['describe']:>14.3f}{m['tps']:>12.1f}{m['first']:>16.2f}")
-    s, p = med["secure"], med["plaintext"]
+    secure, plain = med["secure"], med["plaintext"]
     print(
-        f"{'secure/plain':12}{s['describe'] / p['describe']:>14.2f}"
-        f"{s['tps'] / p['tps']:>12.2f}{s['first'] / p['first']:>16.2f}"
+        f"{'secure/plain':12}{secure['describe'] / plain['describe']:>14.2f}"
+        f"{secure['tps'] / plain['tps']:>12.2f}{secure['first'] / plain['first']:>16.2f}"
     )
     print(
         f"sign one call: {sign:.1f} us; check one call: {check:.1f} us "

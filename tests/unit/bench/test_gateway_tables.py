@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as a script sees it
-
-from common import Timing
-from gateway_tables import Series, added_rows, contention_note, in_flight, latency_rows, save
+from bench.common import Timing
+from bench.gateway_tables import Series, added_rows, contention_note, in_flight, latency_rows, save
 
 
 def _series(ttft_s: float, blocks: int = 6, per_block: int = 10) -> Series:

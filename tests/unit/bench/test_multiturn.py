@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as a script sees it
-
-from common import Timing
-from multiturn import Turn, _same_node, document
+from bench.common import Timing
+from bench.multiturn import Turn, _same_node, document
 
 
 def _turn(conversation: int, turn: int, node: str) -> Turn:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as a script sees it
-
-from common import Timing
-from gateway_parts import parts, parts_rows
+from bench.common import Timing
+from bench.gateway_parts import parts, parts_rows
 
 
 def _through(started: float, took: float, ttft: float, node_ttft: float, first: float) -> Timing:

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as a script sees it
-
-from arrivals import (
+from bench.arrivals import (
     burst,
     closed_loop,
     interval_verdict,
     one_by_one,
     paired_interval,
 )
-from common import Timing
+from bench.common import Timing
 
 
 def _timing(ttft: float) -> Timing:

@@ -1,15 +1,10 @@
-"""bench/ledger.py's windows: requests, seconds and CPU by process between two marks."""
+"""bench.ledger's windows: requests, seconds and CPU by process between two marks."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as a script sees it
-
-from ledger_load import Mark
+from bench.ledger_load import Mark
 
 
 def test_a_window_is_what_changed_between_its_marks() -> None:
