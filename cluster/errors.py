@@ -13,8 +13,10 @@
     │                                carries retry_after
     └── UpstreamTimeout         504  the node did not answer in time
 
-node_client.py translates gRPC failures into these once; the gateway turns any ApiError into
-`{"error": {...}}` JSON with `status` and `headers()` in its one exception handler.
+node_client.py is the only module that sees gRPC errors: it translates them once into its own
+NodeError tree, and the forwarder (gateway/forward.py) maps those to these after failover. The
+gateway turns any ApiError into `{"error": {...}}` JSON with `status` and `headers()` in its one
+exception handler. An ApiError crosses Serve handles as a returned value, never raised.
 """
 
 from __future__ import annotations

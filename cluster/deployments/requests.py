@@ -1,6 +1,6 @@
 """The admin API's deployment bodies: parse a deploy request, merge desired and actual models.
 
-Kept out of gateway.py so the HTTP surface stays routes only; nothing here does I/O.
+Pure: the admin routes (cluster/gateway/admin.py) parse with these; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cluster.deployments.placement import DeploymentSpec
-from cluster.errors import InvalidRequest, NotFound
+from cluster.errors import InvalidRequest
 
 _INTS = {"replicas": 1, "context_length": 0, "concurrency": 1}
 
@@ -45,14 +45,6 @@ def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[Deployment
         **ints,
     )
     return spec, bool(data.get("dry_run", False))
-
-
-def raise_error(answer: Any) -> Any:
-    """The controller's answer, or the ApiError it carries as {"error": {status, message}}."""
-    if isinstance(answer, dict) and "error" in answer:
-        status, message = answer["error"]["status"], answer["error"]["message"]
-        raise (NotFound(message) if status == 404 else InvalidRequest(message))
-    return answer
 
 
 def merged_models(

@@ -18,13 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from cluster.access.key_store import parse_key_request
 from cluster.access.keys import visible_models
 from cluster.access.request_gate import RequestGate
-from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name, raise_error
-from cluster.errors import ApiError, Forbidden, InternalError, InvalidRequest
-from cluster.gateway import front
-from cluster.gateway.admin_json import find_node, models_json, node_json
+from cluster.errors import ApiError, InternalError
+from cluster.gateway import admin, front
 from cluster.gateway.answer import Answer, collect, json_response, sse_frames
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.openai_encode import model_list
@@ -40,9 +37,7 @@ from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_fo
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.ledger.metrics import CONTENT_TYPE, render
-from cluster.ledger.reports import parse_cost_changes, window_seconds
 from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
-from cluster.ledger.store import GROUPS
 from cluster.types import ModelName, NodeTable
 from node_agent.trust import ClusterSecret
 
@@ -56,6 +51,7 @@ logger = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 10_000
 
 api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
+api.include_router(admin.router)
 
 
 @api.exception_handler(ApiError)
@@ -95,13 +91,6 @@ def router_knobs(settings: GatewaySettings) -> dict[str, object]:
     return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
 
 
-def _raised(answer: Any) -> Any:
-    """The controller's answer, or the ApiError it returned, raised here."""
-    if isinstance(answer, ApiError):
-        raise answer
-    return answer
-
-
 # The ingress wrapping must happen where the class is defined, and after every helper it uses:
 # Serve captures the class, with the module globals its methods name, when it decorates it.
 @serve.ingress(api)
@@ -136,19 +125,18 @@ class Gateway:
         """The replica's ASGI app: the completion routes answered in front of FastAPI, which
         serves the rest. Serve calls this after the constructor, on the app it was given."""
         fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
+        fastapi_app.state.replica = self  # for the admin routes (gateway/admin.py)
         return front.Front(
             fastapi_app, replica=self, on_api_error=_api_error, on_unexpected=_unexpected
         )
 
-    async def set_tapping(self, on: bool) -> bool:
-        """Whether this replica's requests go to the ledger (on from the start).
+    async def admin(self, operation: str, *args: Any) -> Any:
+        """Run a controller admin operation (gateway/admin.py's routes); raise its ApiError."""
+        return admin.raised(await self._controller.admin.remote(operation, *args))
 
-        Only bench/ledger.py turns it off, through a Serve handle, to time requests with and
-        without the ledger's work in one replica, whose CPU per request differs from another's
-        by more than that work. Requests served meanwhile are not recorded. Nothing in the
-        cluster calls it, and no HTTP route leads to it."""
-        self.meter.tapping = on
-        return on
+    async def prepare_shutdown(self, token: str, timeout_s: float) -> dict[str, Any] | None:
+        """Ask the controller for a clean stop (None: the token is not `cluster up`'s)."""
+        return await self._controller.prepare_shutdown.remote(token, timeout_s)  # type: ignore[no-any-return]
 
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
@@ -199,123 +187,12 @@ class Gateway:
             {"status": "ok", "nodes_ready": len(ready), "models": self.table.models()}
         )
 
-    @api.get("/admin/nodes")
-    async def admin_nodes(self, request: Request) -> Response:
-        """Every known node with its live state."""
-        self.gate.admin(request.headers.get("authorization"))
-        sessions = await self._controller.sessions.remote()
-        nodes = [node_json(n) for n in self.table.nodes]
-        return json_response({"version": self.table.version, "nodes": nodes, "sessions": sessions})
-
-    @api.get("/admin/models")
-    async def admin_models(self, request: Request) -> Response:
-        """Every model any node has, with the nodes serving it, and desired vs actual."""
-        self.gate.admin(request.headers.get("authorization"))
-        desired = await self._controller.deployments.remote()
-        return json_response({"models": merged_models(models_json(self.table), desired)})
-
-    @api.post("/admin/deployments")
-    async def admin_deploy(self, request: Request) -> Response:
-        """Deploy a model (or, with dry_run, only show where it would go)."""
-        self.gate.admin(request.headers.get("authorization"))
-        spec, dry_run = parse_deploy(
-            await request.body(), lambda ref: find_node(self.table, ref).node_id
-        )
-        return json_response(raise_error(await self._controller.deploy.remote(spec, dry_run)))
-
-    @api.post("/admin/undeploy")
-    async def admin_undeploy(self, request: Request) -> Response:
-        """Unload every replica of a deployed model."""
-        self.gate.admin(request.headers.get("authorization"))
-        name = parse_model_name(await request.body())
-        return json_response(raise_error(await self._controller.undeploy.remote(name)))
-
-    @api.post("/admin/rebalance")
-    async def admin_rebalance(
-        self, request: Request, since: str = "1h", dry_run: bool = False
-    ) -> Response:
-        """Move replicas toward recent demand; with dry_run, only show the moves."""
-        self.gate.admin(request.headers.get("authorization"))
-        window_seconds(since)
-        return json_response(raise_error(await self._controller.rebalance.remote(since, dry_run)))
-
-    @api.post("/admin/nodes/{node}/drain")
-    async def admin_drain(self, request: Request, node: str) -> Response:
-        """Stop sending new requests to a node; in-flight ones finish."""
-        self.gate.admin(request.headers.get("authorization"))
-        return await self._set_draining(node, True)
-
-    @api.post("/admin/nodes/{node}/uncordon")
-    async def admin_uncordon(self, request: Request, node: str) -> Response:
-        """Undo a drain."""
-        self.gate.admin(request.headers.get("authorization"))
-        return await self._set_draining(node, False)
-
-    @api.get("/admin/cost")
-    async def admin_cost(self, request: Request, since: str = "24h") -> Response:
-        """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, breakeven."""
-        self.gate.admin(request.headers.get("authorization"))
-        window_seconds(since)
-        return json_response(await self._controller.cost_report.remote(since))
-
-    @api.get("/admin/usage")
-    async def admin_usage(
-        self, request: Request, since: str = "24h", by: str = "model"
-    ) -> Response:
-        """Requests and tokens per model, node or key."""
-        self.gate.admin(request.headers.get("authorization"))
-        window_seconds(since)
-        if by not in GROUPS:
-            raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
-        return json_response(await self._controller.usage_report.remote(since, by))
-
-    @api.post("/admin/nodes/{node}/cost")
-    async def admin_set_cost(self, node: str, request: Request) -> Response:
-        """Set a node's cost profile (the fields given); it wins over the agent's flags."""
-        self.gate.admin(request.headers.get("authorization"))
-        found = find_node(self.table, node)
-        changes = parse_cost_changes(await request.body())
-        return json_response(await self._controller.set_cost.remote(found.node_id, changes))
-
-    @api.post("/admin/ledger/flush")
-    async def admin_flush(self, request: Request, timeout_s: float = 10.0) -> Response:
-        """For `cluster up`'s clean stop: refuse new requests, wait for every usage row."""
-        token = request.headers.get("x-meterless-shutdown-token", "")
-        done = await self._controller.prepare_shutdown.remote(token, timeout_s)
-        if done is None:
-            raise Forbidden("only the `cluster up` running this cluster may stop it")
-        return json_response(done)
-
-    @api.get("/admin/keys")
-    async def admin_keys(self, request: Request) -> Response:
-        """Every API key (live and revoked), without secrets or hashes."""
-        self.gate.admin(request.headers.get("authorization"))
-        return json_response({"keys": await self._controller.list_keys.remote()})
-
-    @api.post("/admin/keys")
-    async def admin_create_key(self, request: Request) -> Response:
-        """Make a key; the answer holds the full key, which is never shown again."""
-        self.gate.admin(request.headers.get("authorization"))
-        fields = parse_key_request(await request.body())
-        return json_response(_raised(await self._controller.create_key.remote(*fields)))
-
-    @api.post("/admin/keys/{name}/revoke")
-    async def admin_revoke_key(self, request: Request, name: str) -> Response:
-        """Revoke a key; every gateway refuses it once the controller's push arrives."""
-        self.gate.admin(request.headers.get("authorization"))
-        return json_response(_raised(await self._controller.revoke_key.remote(name)))
-
     @api.get("/metrics")
     async def metrics(self, request: Request) -> Response:
         """Prometheus metrics: the cluster's requests, nodes and costs."""
         self.gate.metrics(request.headers.get("authorization"))
         snapshot = await self._controller.metrics_snapshot.remote()
         return Response(render(snapshot, self.table), media_type=CONTENT_TYPE)
-
-    async def _set_draining(self, node: str, draining: bool) -> Response:
-        found = find_node(self.table, node)
-        self.table = await self._controller.set_draining.remote(found.node_id, draining)
-        return json_response({"node": node_json(self.table.get(found.node_id) or found)})
 
     async def _complete(
         self, req: AnyRequest, keys: tuple[int, ...], chars: int, authorization: str | None

@@ -30,7 +30,6 @@ class GatewayMeter:
     def __init__(self, send: Send | None) -> None:
         self.recorder = None if send is None else Recorder(send, replica=uuid.uuid4().hex[:12])
         self._task: asyncio.Task[None] | None = None
-        self.tapping = True  # only bench/ledger.py turns it off (Gateway.set_tapping)
 
     def start(self) -> None:
         """Start sending rows in the background (call on the replica's event loop)."""
@@ -46,7 +45,7 @@ class GatewayMeter:
         """One request's tally, which records it when it ends (None with the ledger off); the
         forwarder fills it in (Forwarder.stream)."""
         recorder = self.recorder
-        if recorder is None or not self.tapping:
+        if recorder is None:
             return None
         recorder.begin()
         return Tap(info, recorder.end)
