@@ -28,16 +28,15 @@ endif
 demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model on :8000
 	$(VENV)/bin/cluster up --demo
 
-test: $(STAMP)  ## lint, stub freshness, then the whole test suite
-	$(VENV)/bin/ruff check .
+test: $(STAMP) lint typecheck  ## lint, format and types, stub freshness, then the whole test suite
 	$(PY) -m scripts.gen_protos --check
 	$(PY) -m pytest -q -p no:cacheprovider
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff's lint and format checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP)  ## mypy, strict
 	$(VENV)/bin/mypy node_agent cluster
 
 protos: $(STAMP)  ## regenerate the gRPC stubs from protos/

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from cluster.access.key_store import FILE_NAME as KEYS_FILE
 from cluster.access.key_store import KeyRegistry
@@ -108,7 +107,7 @@ GatewayDeployment = serve.deployment(
 
 def build_app(config: AppConfig) -> serve.Application:
     """The bound application, ready for `serve.run`."""
-    controller: DeploymentHandle = ControllerDeployment.bind(config.controller)  # type: ignore[assignment]
+    controller = ControllerDeployment.bind(config.controller)  # type: ignore[attr-defined]
     return GatewayDeployment.options(num_replicas=config.gateway_replicas).bind(
         controller, config.gateway
     )

@@ -167,7 +167,7 @@ class NodeClient:
         self.address = address
         self._secret = secret
         self._channel = channel or open_channel(address, secret)
-        self._stub = pb_grpc.AgentStub(self._channel)
+        self._stub = pb_grpc.AgentStub(self._channel)  # type: ignore[no-untyped-call]
 
     def _signed(self, method: str) -> tuple[tuple[str, str], ...] | None:
         """The call's signature metadata (None on a plaintext channel)."""

@@ -29,7 +29,7 @@ def server_credentials(secret: ClusterSecret) -> grpc.ServerCredentials:
     )
 
 
-class CallGuard(grpc.aio.ServerInterceptor):
+class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses every call that does not carry a fresh, valid signature."""
 
     def __init__(self, secret: ClusterSecret, clock: Callable[[], float] = time.time) -> None:

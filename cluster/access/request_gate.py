@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 from cluster.access.keys import Grant, KeyTable, admin_ok, authorize, bearer, identify
@@ -58,7 +58,7 @@ class RequestGate:
         self._ready()
         return identify(self.table, bearer(authorization), required=self.keys_required)
 
-    def hold(self, grant: Grant, events: AsyncIterator[T]) -> AsyncIterator[T]:
+    def hold(self, grant: Grant, events: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
         """The same events; the key's slot is given back however the stream ends.
 
         A request without a key holds no slot, so its events pass through as they are: one
@@ -66,13 +66,13 @@ class RequestGate:
         """
         return events if grant.key_id is None else self._held(grant, events)
 
-    async def _held(self, grant: Grant, events: AsyncIterator[T]) -> AsyncIterator[T]:
+    async def _held(self, grant: Grant, events: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
         try:
             async for event in events:
                 yield event
         finally:
             try:
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
             finally:
                 self._release(grant)
 

@@ -61,7 +61,7 @@ def sighting_from_info(info: AsyncServiceInfo) -> Sighting | None:
     return Sighting(key=info.name, addresses=addresses, node_id=txt.get("node_id", ""))
 
 
-def _address_rank(host: str) -> tuple[int, str]:
+def _address_rank(host: str) -> tuple[bool, bool, str]:
     # IPv4 first, link-local last: the likeliest to work across a routed office network.
     return (":" in host, host.startswith(("169.254.", "fe80")), host)
 

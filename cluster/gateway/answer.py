@@ -3,7 +3,7 @@ JSON body."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.responses import Response
@@ -25,7 +25,7 @@ Answer = Response | front.EventStream  # a completion's answer: JSON, or a strea
 
 
 async def sse_frames(
-    req: AnyRequest, request_id: str, created: int, events: AsyncIterator[ForwardEvent]
+    req: AnyRequest, request_id: str, created: int, events: AsyncGenerator[ForwardEvent, None]
 ) -> AsyncIterator[bytes]:
     """The request's events as server-sent event frames, in the OpenAI API's chunks."""
     kind = ChatStreamEncoder if isinstance(req, ChatCompletionRequest) else CompletionStreamEncoder
@@ -51,7 +51,7 @@ async def collect(
     req: AnyRequest,
     request_id: str,
     created: int,
-    events: AsyncIterator[ForwardEvent],
+    events: AsyncGenerator[ForwardEvent, None],
     headers: dict[str, str],
 ) -> Response:
     """The request's events gathered into one OpenAI completion (a non-streamed answer)."""

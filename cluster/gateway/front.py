@@ -1,18 +1,10 @@
 """The two completion endpoints, answered in front of FastAPI.
 
-Every completion request used to go through FastAPI's exception, routing, request-response and
-dependency layers to reach a method that reads the body itself; on a small head that was a large
-part of what the gateway added to the time to first token. `Front` is the replica's ASGI app
-(Gateway.__serve_build_asgi_app__): it answers these two routes itself, with the replica's own
-methods and the gateway's error handlers, and hands every other request to FastAPI.
-
-It used to be a middleware inside FastAPI. There it still paid for FastAPI's entry and its
-error, body-limit and telemetry layers, and, above all, for Serve naming each request's route
-for its metrics: given a FastAPI app, Serve's direct ingress matches the request against every
-route of the app, twice when none matches, as none does for these two. In a loop that was 70 us
-a request (bench/front.py); in one replica under load, switched between the two round by round,
-the front outside used 139 and 173 us (8% and 10%) less CPU a request and served 8% and 12% more
-one-token completions a second (two runs of bench/ledger.py's windows, 40 rounds each).
+`Front` is the replica's ASGI app (Gateway.__serve_build_asgi_app__): it answers the two
+completion routes itself, with the replica's own methods and the gateway's error handlers, and
+hands every other request to FastAPI. Inside FastAPI, each completion paid for its exception,
+routing and body layers, and for Serve matching the request against every route to name it
+for metrics: some 70 us a request, about a tenth of a short request's CPU (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 
 class Front:
     """ASGI app: POST on the two routes to `replica`'s methods of the same name, everything
-    else (other routes, lifespan) to `app`. It also works as a middleware inside `app`, which
-    is how bench/front.py times what the outside saves."""
+    else (other routes, lifespan) to `app`."""
 
     def __init__(
         self, app: Any, *, replica: Any, on_api_error: ErrorHandler, on_unexpected: ErrorHandler
@@ -94,5 +85,6 @@ class EventStream:
 
 def route_path(scope: Any) -> str:
     """The request's path below the app's root path, as FastAPI's router matches it."""
-    path, root = scope.get("path", ""), scope.get("root_path", "")
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path

@@ -95,7 +95,8 @@ class _Histogram:
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative counts by upper bound, as the exposition wants them."""
         bounds, cumulative = (*self.bounds, INF), itertools.accumulate(self.counts)
-        return [(floatToGoString(le), c) for le, c in zip(bounds, cumulative, strict=True)]
+        pairs = zip(bounds, cumulative, strict=True)
+        return [(floatToGoString(le), c) for le, c in pairs]  # type: ignore[no-untyped-call]
 
 
 @dataclass(kw_only=True)

@@ -82,11 +82,9 @@ class UsageRow(NamedTuple):
 def new_request_id() -> str:
     """A request's id: 24 hex digits, the first 11 the milliseconds since 1970, the rest random.
 
-    Ids made later sort later, so the ledger's unique index on them grows at its end: with
-    random ids (uuid4) each row of a batch dirtied a page of its own somewhere in the index,
-    and inserting one cost the controller 14 us instead of 3 once the ledger held 100,000
-    (bench/ledger_parts.py). 52 random bits in each millisecond keep replicas apart; the ids are
-    names, not secrets.
+    Ids made later sort later, so the ledger's unique index on them grows at its end (random
+    ids made each insert several times dearer once the ledger was large). 52 random bits in
+    each millisecond keep replicas apart; the ids are names, not secrets.
     """
     return f"{time.time_ns() // 1_000_000:011x}{random.getrandbits(52):013x}"
 
@@ -95,9 +93,8 @@ def new_request_id() -> str:
 class UsageBatch:
     """Rows from one gateway replica, with its state when it sent them.
 
-    The rows travel as their values (UsageRow.values): pickled and unpickled, a named tuple
-    costs a Python call per row on the controller, a plain tuple none (about 4 against 0.5 us
-    a row, bench/ledger_parts.py). A replica makes them that way (Tap.row).
+    The rows travel as their values (UsageRow.values): unpickling a named tuple costs the
+    controller a Python call per row, a plain tuple none. A replica makes them that way (Tap.row).
     """
 
     replica: str
