@@ -15,6 +15,7 @@ from cluster.deployments import rebalance
 from cluster.deployments.deployer import DeployError
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import ApiError, InvalidRequest, NotFound
+from cluster.ledger.reports import Window
 from cluster.types import ModelName, NodeId, NodeTable
 
 
@@ -48,24 +49,24 @@ class AdminOps:
         """Desired vs actual per deployed model."""
         return self._controller.deployer.report(self._controller.table())
 
-    async def rebalance(self, since: str, dry_run: bool) -> dict[str, Any]:
+    async def rebalance(self, window: Window, dry_run: bool) -> dict[str, Any]:
         """Move replicas toward the ledger's recent demand and the nodes' measured speed."""
         ledger, table = self._controller.ledger, self._controller.table()
-        demand = rebalance.demand_by_model((await ledger.usage(since, "model"))["groups"])
-        tps = rebalance.tps_by_node((await ledger.usage(since, "node"))["groups"])
+        demand = rebalance.demand_by_model((await ledger.usage(window, "model"))["groups"])
+        tps = rebalance.tps_by_node((await ledger.usage(window, "node"))["groups"])
         for node in table.nodes:  # a node the ledger has not timed yet: its live rate
             if node.tps_measured:
                 tps.setdefault(node.node_id, node.decode_tps)
         moves = self._controller.deployer.rebalance(table, demand, tps, dry_run=dry_run)
-        return {"since": since, **await _deploying(moves)}
+        return {"since": window.label, **await _deploying(moves)}
 
-    async def cost_report(self, since: str) -> dict[str, Any]:
+    async def cost_report(self, window: Window) -> dict[str, Any]:
         """The cost report over a window (24h, 7d, 30d, all...)."""
-        return await self._controller.ledger.cost(since)
+        return await self._controller.ledger.cost(window)
 
-    async def usage_report(self, since: str, by: str) -> dict[str, Any]:
+    async def usage_report(self, window: Window, by: str) -> dict[str, Any]:
         """Requests and tokens per model, node or key over a window."""
-        report = await self._controller.ledger.usage(since, by)
+        report = await self._controller.ledger.usage(window, by)
         if by == "key":  # the key's name beside its id, for people
             names = {k: r.name for k, r in self._keys.table().keys.items()}
             for group in report["groups"]:

@@ -17,8 +17,8 @@ from cluster.access.key_store import parse_key_request
 from cluster.access.request_gate import RequestGate
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import ApiError, Forbidden, InvalidRequest, NotFound
-from cluster.gateway.answer import json_response
-from cluster.ledger.reports import parse_cost_changes, window_seconds
+from cluster.gateway.completion_response import json_response
+from cluster.ledger.reports import Window, parse_cost_changes
 from cluster.ledger.store import GROUPS
 from cluster.types import NodeTable, NodeView
 
@@ -83,8 +83,7 @@ async def undeploy(host: Admin, request: Request) -> Response:
 @router.post("/rebalance")
 async def rebalance(host: Admin, since: str = "1h", dry_run: bool = False) -> Response:
     """Move replicas toward recent demand; with dry_run, only show the moves."""
-    window_seconds(since)
-    return json_response(await host.admin("rebalance", since, dry_run))
+    return json_response(await host.admin("rebalance", Window.parse(since), dry_run))
 
 
 @router.post("/nodes/{node}/drain")
@@ -102,17 +101,16 @@ async def uncordon(host: Admin, node: str) -> Response:
 @router.get("/cost")
 async def cost(host: Admin, since: str = "24h") -> Response:
     """Per node and in total: tokens, busy %, cost, $/Mtok, cloud-equivalent, breakeven."""
-    window_seconds(since)
-    return json_response(await host.admin("cost_report", since))
+    return json_response(await host.admin("cost_report", Window.parse(since)))
 
 
 @router.get("/usage")
 async def usage(host: Admin, since: str = "24h", by: str = "model") -> Response:
     """Requests and tokens per model, node or key."""
-    window_seconds(since)
+    window = Window.parse(since)
     if by not in GROUPS:
         raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
-    return json_response(await host.admin("usage_report", since, by))
+    return json_response(await host.admin("usage_report", window, by))
 
 
 @router.post("/nodes/{node}/cost")

@@ -22,7 +22,7 @@ from cluster.access.keys import visible_models
 from cluster.access.request_gate import RequestGate
 from cluster.errors import ApiError, InternalError
 from cluster.gateway import admin, front
-from cluster.gateway.answer import Answer, collect, json_response, sse_frames
+from cluster.gateway.completion_response import Answer, collect, json_response, sse_frames
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.openai_encode import model_list
 from cluster.gateway.openai_parse import (

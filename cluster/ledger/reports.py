@@ -32,16 +32,28 @@ COST_FIELDS = {
 }  # field -> smallest allowed value
 
 
-def window_seconds(since: str) -> float | None:
-    """`24h`, `7d`, `90m`... in seconds; None for `all`; InvalidRequest otherwise."""
-    if since == "all":
-        return None
-    match = _WINDOW.match(since)
-    if not match:
-        raise InvalidRequest(
-            f"since: {since!r} is not `all` or a number followed by m, h or d", param="since"
-        )
-    return float(match[1]) * _UNIT_S[match[2]]
+@dataclass(frozen=True)
+class Window:
+    """A report's time window as the admin wrote it (`24h`, `7d`, `90m`, `all`), parsed once."""
+
+    label: str
+    seconds: float | None  # None: all time
+
+    @classmethod
+    def parse(cls, since: str) -> Window:
+        """The window `since` names; InvalidRequest (400, param `since`) if it names none."""
+        if since == "all":
+            return cls(since, None)
+        match = _WINDOW.match(since)
+        if not match:
+            raise InvalidRequest(
+                f"since: {since!r} is not `all` or a number followed by m, h or d", param="since"
+            )
+        return cls(since, float(match[1]) * _UNIT_S[match[2]])
+
+    def start(self, now: float) -> float | None:
+        """The window's first instant, for a report made at `now`; None for all time."""
+        return None if self.seconds is None else now - self.seconds
 
 
 def parse_cost_changes(body: bytes) -> dict[str, float]:

@@ -181,23 +181,21 @@ class LedgerService:
 
     # -- reports -----------------------------------------------------------------------------
 
-    async def cost(self, since: str) -> dict[str, Any]:
-        """The cost report over the window `since` (24h, 7d, 30d, all...)."""
-        return await self._db(self._cost, since, self._clock())
+    async def cost(self, window: reports.Window) -> dict[str, Any]:
+        """The cost report over a window."""
+        return await self._db(self._cost, window, self._clock())
 
-    async def usage(self, since: str, by: str) -> dict[str, Any]:
-        """Requests and tokens per model, node or key over the window `since`."""
-        seconds = reports.window_seconds(since)
-        start = None if seconds is None else self._clock() - seconds
-        rows = await self._db(store.usage, start, by)
-        return {"since": since, "by": by, "groups": rows}
+    async def usage(self, window: reports.Window, by: str) -> dict[str, Any]:
+        """Requests and tokens per model, node or key over a window."""
+        rows = await self._db(store.usage, window.start(self._clock()), by)
+        return {"since": window.label, "by": by, "groups": rows}
 
     async def metrics(self) -> dict[str, Any]:
         """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
         and power, all-time cost, cloud-equivalent and savings."""
         now = time.monotonic()
         if self._metrics is None or now - self._metrics[0] > METRICS_TTL_S:
-            self._metrics = (now, await self.cost("all"))
+            self._metrics = (now, await self.cost(reports.Window.parse("all")))
         nodes = []
         for n in self._metrics[1]["nodes"]:
             recent = self.recent(n["node_id"])
@@ -211,14 +209,13 @@ class LedgerService:
             )
         return {"nodes": nodes, "requests": self.requests}
 
-    def _cost(self, conn: sqlite3.Connection, since: str, now: float) -> dict[str, Any]:
-        seconds = reports.window_seconds(since)
-        start = None if seconds is None else now - seconds
+    def _cost(self, conn: sqlite3.Connection, span: reports.Window, now: float) -> dict[str, Any]:
+        start = span.start(now)
         window = _snapshot(conn, start)
         ever = window if start is None else _snapshot(conn, None)
         return reports.cost_report(
             reports.CostInputs(
-                label=since,
+                label=span.label,
                 since=start,
                 now=now,
                 nodes=store.nodes(conn),

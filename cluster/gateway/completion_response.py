@@ -1,5 +1,4 @@
-"""A completion's answer from its forwarder events: a stream of server-sent events, or one
-JSON body."""
+"""A completion's HTTP response from its forwarder events: server-sent events or one JSON body."""
 
 from __future__ import annotations
 
