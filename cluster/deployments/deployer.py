@@ -14,10 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from cluster.deployments import placement, rebalance, reconcile
-from cluster.deployments.facts import ModelFacts, Pair
+from cluster.deployments.facts import ModelFacts
 from cluster.deployments.loop import DeployLoop
 from cluster.deployments.placement import DeploymentSpec, Placement
-from cluster.types import NodeState, NodeTable, NodeView
+from cluster.deployments.reconcile import Pair
+from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 
 ENGINES = ("", "mlx", "vllm")
 
@@ -72,7 +73,7 @@ class Deployer(DeployLoop):
             "unplaced": [{"replica": u.replica, "reason": u.reason} for u in unplaced],
         }
 
-    async def undeploy(self, name: str) -> dict[str, Any]:
+    async def undeploy(self, name: ModelName) -> dict[str, Any]:
         """Unload every replica of a model and forget its spec once they are gone."""
         spec = self.specs.get(name)
         if spec is None:
@@ -83,7 +84,7 @@ class Deployer(DeployLoop):
         self._wake.set()
         return {"model": name, "undeployed": True}
 
-    async def cordon(self, node_id: str, cordoned: bool, table: NodeTable) -> None:
+    async def cordon(self, node_id: NodeId, cordoned: bool, table: NodeTable) -> None:
         """Drain (place its replicas elsewhere, then stop routing) or uncordon a node."""
         await self.store.set_cordon(node_id, cordoned)
         if cordoned:
@@ -98,8 +99,8 @@ class Deployer(DeployLoop):
     async def rebalance(
         self,
         table: NodeTable,
-        demand: Mapping[str, float],
-        tps: Mapping[str, float],
+        demand: Mapping[ModelName, float],
+        tps: Mapping[NodeId, float],
         *,
         dry_run: bool,
     ) -> dict[str, Any]:
@@ -164,11 +165,16 @@ class Deployer(DeployLoop):
         return out
 
     def _replica_json(
-        self, table: NodeTable, model: str, node_id: str, plan: Placement, source: str = ""
+        self,
+        table: NodeTable,
+        model: ModelName,
+        node_id: NodeId,
+        plan: Placement,
+        source: str = "",  # the model reference; "" for the deployed spec's
     ) -> dict[str, Any]:
         pair = (node_id, model)
         source = source or (self.specs[model].model if model in self.specs else "")
-        view = table.get(node_id)  # type: ignore[arg-type]
+        view = table.get(node_id)
         progress = self._progress.get(pair)
         failure = self._failures.get(pair)
         return {
@@ -204,8 +210,8 @@ class Deployer(DeployLoop):
         return "failed" if failure else "pending"
 
 
-def _name(table: NodeTable, node_id: str) -> str:
-    view = table.get(node_id)  # type: ignore[arg-type]
+def _name(table: NodeTable, node_id: NodeId) -> str:
+    view = table.get(node_id)
     return view.name if view else node_id
 
 

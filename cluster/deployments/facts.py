@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 
 from cluster.deployments.placement import DeploymentSpec, ModelSize, NodeSlot
 from cluster.deployments.reconcile import ObservedNode
-from cluster.types import NodeState, NodeTable
+from cluster.types import ModelName, NodeId, NodeState, NodeTable
 from node_agent.types import DiskModel
-
-Pair = tuple[str, str]  # (node id, served model name)
 
 
 @dataclass
@@ -25,9 +23,9 @@ class ModelFacts:
     """What one node last said about its models."""
 
     address: str = ""
-    disk: dict[str, DiskModel] = field(default_factory=dict)  # source -> sizes
-    loaded: dict[str, int] = field(default_factory=dict)  # served name -> memory bytes
-    busy: dict[str, int] = field(default_factory=dict)  # served name -> running + waiting
+    disk: dict[str, DiskModel] = field(default_factory=dict)  # source (model reference) -> sizes
+    loaded: dict[ModelName, int] = field(default_factory=dict)  # served name -> memory bytes
+    busy: dict[ModelName, int] = field(default_factory=dict)  # served name -> running + waiting
 
 
 @dataclass
@@ -42,10 +40,10 @@ class Progress:
 
 def slots(
     table: NodeTable,
-    facts: Mapping[str, ModelFacts],
-    loaded: Callable[[str], Collection[str]],
-    managed: Collection[str],
-    cordons: Collection[str],
+    facts: Mapping[NodeId, ModelFacts],
+    loaded: Callable[[NodeId], Collection[ModelName]],
+    managed: Collection[ModelName],
+    cordons: Collection[NodeId],
 ) -> list[NodeSlot]:
     """The nodes placement may consider: those that answer.
 
@@ -76,8 +74,10 @@ def slots(
 
 
 def observed_nodes(
-    table: NodeTable, facts: Mapping[str, ModelFacts], loaded: Callable[[str], Collection[str]]
-) -> dict[str, ObservedNode]:
+    table: NodeTable,
+    facts: Mapping[NodeId, ModelFacts],
+    loaded: Callable[[NodeId], Collection[ModelName]],
+) -> dict[NodeId, ObservedNode]:
     """Every node as reconcile sees it: reachable, what it holds, serves and is busy with."""
     return {
         v.node_id: ObservedNode(
@@ -93,11 +93,11 @@ def observed_nodes(
 
 def sizes(
     specs: Iterable[DeploymentSpec],
-    facts: Mapping[str, ModelFacts],
-    local: Mapping[str, ModelSize | None],
-) -> dict[str, ModelSize | None]:
+    facts: Mapping[NodeId, ModelFacts],
+    local: Mapping[str, ModelSize | None],  # by model reference (a path, a hub id)
+) -> dict[ModelName, ModelSize | None]:
     """Each spec's model sizes: from a node that has it on disk, else from this machine."""
-    out: dict[str, ModelSize | None] = {}
+    out: dict[ModelName, ModelSize | None] = {}
     for spec in specs:
         disk = next((f.disk[spec.model] for f in facts.values() if spec.model in f.disk), None)
         out[spec.name] = model_size(disk) if disk else local.get(spec.model)

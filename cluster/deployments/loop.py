@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from cluster.deployments import facts, placement, reconcile
-from cluster.deployments.facts import ModelFacts, Pair, Progress, model_size
+from cluster.deployments.facts import ModelFacts, Progress, model_size
 from cluster.deployments.placement import DeploymentSpec, ModelSize, NodeSlot, Placement
-from cluster.deployments.reconcile import Failure, Load, Unload, Withdraw
+from cluster.deployments.reconcile import Failure, Load, Pair, Unload, Withdraw
 from cluster.deployments.store import DeployStore
 from cluster.node_client import NodeClient, NodeDescription, NodeError, NodeStatusSample
-from cluster.types import NodeTable, NodeView
+from cluster.types import ModelName, NodeId, NodeTable, NodeView
 from node_agent.types import LoadStage
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ class DeployLoop:
         *,
         client_factory: Callable[[str], NodeClient] = NodeClient,
         clock: Callable[[], float] = time.monotonic,
-        withdraw: Callable[[str, str, bool], None] = lambda node, model, on: None,
-        drain: Callable[[str, bool], None] = lambda node, on: None,
+        withdraw: Callable[[NodeId, ModelName, bool], None] = lambda node, model, on: None,
+        drain: Callable[[NodeId, bool], None] = lambda node, on: None,
         settings: DeployerSettings | None = None,
         data_dir: Path | None = None,
     ) -> None:
@@ -61,19 +61,19 @@ class DeployLoop:
         self.settings = settings or DeployerSettings()
         self._client_factory, self._clock = client_factory, clock
         self._withdraw_fn, self._drain_fn = withdraw, drain
-        self.specs: dict[str, DeploymentSpec] = {}
-        self.assignments: dict[str, tuple[str, ...]] = {}
-        self.cordons: set[str] = set()
+        self.specs: dict[ModelName, DeploymentSpec] = {}
+        self.assignments: dict[ModelName, tuple[NodeId, ...]] = {}
+        self.cordons: set[NodeId] = set()
         self.placement = Placement(assignments={})
-        self._facts: dict[str, ModelFacts] = {}
-        self._local_sizes: dict[str, ModelSize | None] = {}
+        self._facts: dict[NodeId, ModelFacts] = {}
+        self._local_sizes: dict[str, ModelSize | None] = {}  # by model reference
         self._progress: dict[Pair, Progress] = {}
         self._failures: dict[Pair, Failure] = {}
         self._loading: set[Pair] = set()
         self._unloading: set[Pair] = set()
         self._settling: dict[Pair, tuple[bool, float]] = {}  # pair -> (loaded?, since)
         self._withdrawn: dict[Pair, float] = {}
-        self._drained: set[str] = set()
+        self._drained: set[NodeId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
@@ -97,17 +97,17 @@ class DeployLoop:
 
     def described(self, desc: NodeDescription, address: str) -> None:
         """A node's Describe answer: its address, models on disk and loaded ones."""
-        facts = self._facts.setdefault(desc.node_id, ModelFacts())
+        facts = self._facts.setdefault(NodeId(desc.node_id), ModelFacts())
         facts.address = address
         facts.disk = {d.source: d for d in desc.disk_models}
-        facts.loaded = {m.name: m.memory_bytes for m in desc.models}
+        facts.loaded = {ModelName(m.name): m.memory_bytes for m in desc.models}
 
     def status(self, sample: NodeStatusSample, address: str) -> None:
         """A node's status: what is loaded and busy now."""
-        facts = self._facts.setdefault(sample.node_id, ModelFacts(address=address))
+        facts = self._facts.setdefault(NodeId(sample.node_id), ModelFacts(address=address))
         facts.address = address
-        facts.loaded = {m.model: m.memory_bytes for m in sample.models}
-        facts.busy = {m.model: m.running + m.waiting for m in sample.models}
+        facts.loaded = {ModelName(m.model): m.memory_bytes for m in sample.models}
+        facts.busy = {ModelName(m.model): m.running + m.waiting for m in sample.models}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class DeployLoop:
                 logger.info("%s is undeployed", name)
 
     def _act(self, action: reconcile.Action, table: NodeTable, now: float) -> None:
-        node = table.get(action.node_id)  # type: ignore[arg-type]
+        node = table.get(action.node_id)
         if node is None:
             return
         if isinstance(action, Withdraw):
@@ -223,7 +223,7 @@ class DeployLoop:
         self._progress[pair] = Progress(stage="failed", message=reason)
         logger.warning("loading %s on %s failed (%d in a row): %s", pair[1], pair[0], count, reason)
 
-    async def _unload(self, node: NodeView, model: str) -> None:
+    async def _unload(self, node: NodeView, model: ModelName) -> None:
         pair = (node.node_id, model)
         logger.info("unloading %s from %s", model, node.name)
         client = self._client_factory(node.address)
@@ -240,7 +240,7 @@ class DeployLoop:
 
     # -- what the planners see -------------------------------------------------------------
 
-    def _loaded(self, node_id: str, now: float) -> set[str]:
+    def _loaded(self, node_id: NodeId, now: float) -> set[ModelName]:
         """Loaded models on a node; a load's or unload's own answer wins for a moment."""
         loaded = set(self._facts.get(node_id, ModelFacts()).loaded)
         for (n, model), (is_loaded, since) in list(self._settling.items()):
@@ -267,7 +267,7 @@ class DeployLoop:
             failures=dict(self._failures),
         )
 
-    def _sizes(self) -> dict[str, ModelSize | None]:
+    def _sizes(self) -> dict[ModelName, ModelSize | None]:
         """Each spec's model sizes: from a node that has it on disk, else from this machine."""
         return facts.sizes(self.specs.values(), self._facts, self._local_sizes)
 
@@ -306,6 +306,6 @@ class DeployLoop:
         for node_id in self.cordons - self._drained:
             loaded = self._facts.get(node_id, ModelFacts()).loaded
             pending = [m for m in loaded if m in self.specs and (node_id, m) not in self._withdrawn]
-            if not pending and table.get(node_id) is not None:  # type: ignore[arg-type]
+            if not pending and table.get(node_id) is not None:
                 self._drained.add(node_id)
                 self._drain_fn(node_id, True)

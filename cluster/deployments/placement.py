@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cluster.types import ModelName, NodeId
+
 GIB = 1 << 30
 MIB = 1 << 20
 DEFAULT_OVERHEAD = {"mlx": 256 * MIB, "vllm": 1 * GIB}
@@ -28,11 +30,11 @@ ANY_ENGINE_OVERHEAD = 512 * MIB
 class DeploymentSpec:
     """What the admin wants running: the desired state of one served model."""
 
-    name: str  # the name clients ask for
-    model: str  # what to load: a local path, a hub id, or `demo`
+    name: ModelName  # the name clients ask for
+    model: str  # what to load (a reference, not a served name): a local path, a hub id, `demo`
     engine: str = ""  # "mlx", "vllm", or "" for any
     replicas: int = 1  # 0: undeployed, its replicas are unloaded
-    nodes: tuple[str, ...] = ()  # pinned node ids; () for any node
+    nodes: tuple[NodeId, ...] = ()  # pinned node ids; () for any node
     context_length: int = 0  # 0: the model's own
     concurrency: int = 1  # requests expected at once per replica: sizes the KV cache
 
@@ -50,13 +52,13 @@ class ModelSize:
 class NodeSlot:
     """A node as placement sees it."""
 
-    node_id: str
+    node_id: NodeId
     name: str
     engines: tuple[str, ...]
     memory_total_bytes: int
     available: bool = True  # ready and not draining: may take new replicas
     on_disk: frozenset[str] = frozenset()  # model references it has on disk
-    loaded: frozenset[str] = frozenset()  # served names loaded there now
+    loaded: frozenset[ModelName] = frozenset()  # served names loaded there now
     other_bytes: int = 0  # memory held by models placement does not manage
     tps: float = 0.0  # measured decode tokens/s (for rebalance)
 
@@ -73,7 +75,7 @@ class PlacementSettings:
 class Unplaced:
     """A replica that has no node, and why."""
 
-    model: str
+    model: ModelName
     replica: int  # 1-based
     reason: str
 
@@ -82,9 +84,9 @@ class Unplaced:
 class Placement:
     """Nodes per model (in preference order), what could not be placed, and each estimate."""
 
-    assignments: Mapping[str, tuple[str, ...]]
+    assignments: Mapping[ModelName, tuple[NodeId, ...]]
     unplaced: tuple[Unplaced, ...] = ()
-    estimates: Mapping[str, int] = field(default_factory=dict)
+    estimates: Mapping[ModelName, int] = field(default_factory=dict)
 
 
 def human(n: float) -> str:
@@ -126,11 +128,11 @@ def budget(node: NodeSlot, settings: PlacementSettings) -> int:
 
 def place(
     specs: Sequence[DeploymentSpec],
-    sizes: Mapping[str, ModelSize | None],
+    sizes: Mapping[ModelName, ModelSize | None],
     nodes: Sequence[NodeSlot],
-    previous: Mapping[str, Sequence[str]],
+    previous: Mapping[ModelName, Sequence[NodeId]],
     settings: PlacementSettings | None = None,
-    avoid: frozenset[tuple[str, str]] = frozenset(),
+    avoid: frozenset[tuple[NodeId, ModelName]] = frozenset(),
 ) -> Placement:
     """Choose nodes for every replica of every spec; `sizes` is keyed by spec name.
 
@@ -138,12 +140,12 @@ def place(
     """
     settings = settings or PlacementSettings()
     used = {n.node_id: 0 for n in nodes}
-    assignments: dict[str, tuple[str, ...]] = {}
+    assignments: dict[ModelName, tuple[NodeId, ...]] = {}
     unplaced: list[Unplaced] = []
-    estimates: dict[str, int] = {}
+    estimates: dict[ModelName, int] = {}
 
     # Pinned specs first (they have no choice), then the largest: big models pack first.
-    def order(s: DeploymentSpec) -> tuple[bool, int, str]:
+    def order(s: DeploymentSpec) -> tuple[bool, int, ModelName]:
         size = sizes.get(s.name)
         return (not s.nodes, -(size.weights_bytes if size else 0), s.name)
 
@@ -178,13 +180,13 @@ def _choose(
     spec: DeploymentSpec,
     size: ModelSize,
     nodes: Sequence[NodeSlot],
-    previous: Sequence[str],
-    used: dict[str, int],
+    previous: Sequence[NodeId],
+    used: dict[NodeId, int],
     settings: PlacementSettings,
-) -> tuple[str, ...]:
+) -> tuple[NodeId, ...]:
     """The nodes for one spec's replicas, charging each one's memory to `used`."""
     by_id = {n.node_id: n for n in nodes}
-    chosen: list[str] = []
+    chosen: list[NodeId] = []
 
     def fits(node: NodeSlot) -> bool:
         need = estimate(spec, size, overhead_for(spec, node, settings))
@@ -227,8 +229,8 @@ def _why_not(
     spec: DeploymentSpec,
     size: ModelSize,
     nodes: Sequence[NodeSlot],
-    chosen: Sequence[str],
-    used: Mapping[str, int],
+    chosen: Sequence[NodeId],
+    used: Mapping[NodeId, int],
     settings: PlacementSettings,
 ) -> str:
     """Why no further replica of the spec fits anywhere, with the numbers."""

@@ -25,24 +25,25 @@ from cluster.deployments.placement import (
     estimate,
     overhead_for,
 )
+from cluster.types import ModelName, NodeId
 
 
 @dataclass(frozen=True, kw_only=True)
 class Move:
     """Move one replica of `model` from one node to another, and why."""
 
-    model: str
-    from_node: str
-    to_node: str
+    model: ModelName
+    from_node: NodeId
+    to_node: NodeId
     reason: str
 
 
 def propose(
     specs: Sequence[DeploymentSpec],
-    assignments: Mapping[str, Sequence[str]],
-    sizes: Mapping[str, ModelSize | None],
+    assignments: Mapping[ModelName, Sequence[NodeId]],
+    sizes: Mapping[ModelName, ModelSize | None],
     nodes: Sequence[NodeSlot],
-    demand: Mapping[str, float],
+    demand: Mapping[ModelName, float],
     *,
     settings: PlacementSettings | None = None,
     min_gain: float = 0.2,
@@ -103,8 +104,8 @@ class _State:
     def __init__(
         self,
         specs: Sequence[DeploymentSpec],
-        assigned: dict[str, list[str]],
-        sizes: Mapping[str, ModelSize | None],
+        assigned: dict[ModelName, list[NodeId]],
+        sizes: Mapping[ModelName, ModelSize | None],
         nodes: Sequence[NodeSlot],
         settings: PlacementSettings,
     ) -> None:
@@ -125,7 +126,7 @@ class _State:
             for n in nodes
         }
 
-    def node(self, node_id: str) -> NodeSlot | None:
+    def node(self, node_id: NodeId) -> NodeSlot | None:
         """The node with this id, if known."""
         return self._nodes.get(node_id)
 
@@ -175,19 +176,19 @@ class _State:
         return moves
 
 
-def demand_by_model(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def demand_by_model(rows: Sequence[Mapping[str, Any]]) -> dict[ModelName, float]:
     """Tokens generated per model, from the ledger's usage rows grouped by model."""
-    return {str(r["model"]): float(r.get("completion_tokens") or 0) for r in rows}
+    return {ModelName(str(r["model"])): float(r.get("completion_tokens") or 0) for r in rows}
 
 
-def tps_by_node(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def tps_by_node(rows: Sequence[Mapping[str, Any]]) -> dict[NodeId, float]:
     """Each node's measured decode rate, from the ledger's usage rows grouped by node.
 
     Tokens per second of request time: what one request meets there, comparable across nodes.
     """
-    out = {}
+    out: dict[NodeId, float] = {}
     for r in rows:
         seconds = float(r.get("mean_duration_s") or 0) * int(r.get("requests") or 0)
         if r.get("node") and seconds > 0:
-            out[str(r["node"])] = float(r.get("completion_tokens") or 0) / seconds
+            out[NodeId(str(r["node"]))] = float(r.get("completion_tokens") or 0) / seconds
     return out

@@ -21,15 +21,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cluster.deployments.placement import DeploymentSpec
+from cluster.types import ModelName, NodeId
 
-Pair = tuple[str, str]  # (node id, model name)
+Pair = tuple[NodeId, ModelName]  # one replica: (node id, served model name)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Load:
     """Load the spec's model on the node."""
 
-    node_id: str
+    node_id: NodeId
     spec: DeploymentSpec
 
 
@@ -37,16 +38,16 @@ class Load:
 class Withdraw:
     """Stop routing new requests for `model` to the node; it keeps serving what it has."""
 
-    node_id: str
-    model: str
+    node_id: NodeId
+    model: ModelName
 
 
 @dataclass(frozen=True, kw_only=True)
 class Unload:
     """Unload `model` from the node."""
 
-    node_id: str
-    model: str
+    node_id: NodeId
+    model: ModelName
 
 
 Action = Load | Withdraw | Unload
@@ -65,13 +66,13 @@ class Failure:
 class ObservedNode:
     """A node as reconcile sees it: whether it answers, what it has loaded and is running."""
 
-    node_id: str
+    node_id: NodeId
     reachable: bool  # ready or draining: it can be asked to load or unload
-    loaded: frozenset[str] = frozenset()
+    loaded: frozenset[ModelName] = frozenset()
     # What the gateways' table routes to there: a load's answer comes before the status that
     # puts the model in the table, and only then may the old replica stop taking requests.
-    serving: frozenset[str] = frozenset()
-    busy: Mapping[str, int] = field(default_factory=dict)  # model -> running + waiting
+    serving: frozenset[ModelName] = frozenset()
+    busy: Mapping[ModelName, int] = field(default_factory=dict)  # model -> running + waiting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,7 @@ class Observed:
     """Everything observed that the plan depends on, `now` included."""
 
     now: float
-    nodes: Mapping[str, ObservedNode]
+    nodes: Mapping[NodeId, ObservedNode]
     loading: frozenset[Pair] = frozenset()  # loads in flight
     unloading: frozenset[Pair] = frozenset()
     withdrawn: Mapping[Pair, float] = field(default_factory=dict)  # pair -> since when
@@ -109,7 +110,7 @@ def crash_looped(failure: Failure | None, settings: ReconcileSettings) -> bool:
 
 def plan(
     specs: Sequence[DeploymentSpec],
-    assignments: Mapping[str, Sequence[str]],
+    assignments: Mapping[ModelName, Sequence[NodeId]],
     observed: Observed,
     settings: ReconcileSettings | None = None,
 ) -> list[Action]:
@@ -123,7 +124,7 @@ def plan(
 
 def _loads(
     specs: Sequence[DeploymentSpec],
-    assignments: Mapping[str, Sequence[str]],
+    assignments: Mapping[ModelName, Sequence[NodeId]],
     observed: Observed,
     settings: ReconcileSettings,
 ) -> list[Load]:
@@ -150,7 +151,7 @@ def _loads(
 
 def _retirements(
     specs: Sequence[DeploymentSpec],
-    assignments: Mapping[str, Sequence[str]],
+    assignments: Mapping[ModelName, Sequence[NodeId]],
     observed: Observed,
     settings: ReconcileSettings,
 ) -> list[Withdraw | Unload]:

@@ -11,11 +11,12 @@ from typing import Any
 
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import InvalidRequest
+from cluster.types import ModelName, NodeId
 
 _INTS = {"replicas": 1, "context_length": 0, "concurrency": 1}
 
 
-def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[DeploymentSpec, bool]:
+def parse_deploy(body: bytes, node_id: Callable[[str], NodeId]) -> tuple[DeploymentSpec, bool]:
     """A deploy request's spec and dry-run flag; `node_id` resolves a node name or id prefix."""
     try:
         data = json.loads(body or b"{}")
@@ -38,7 +39,7 @@ def parse_deploy(body: bytes, node_id: Callable[[str], str]) -> tuple[Deployment
     if engine in ("any",):
         engine = ""
     spec = DeploymentSpec(
-        name=str(data.get("name") or data["model"]),
+        name=ModelName(str(data.get("name") or data["model"])),
         model=data["model"],
         engine=str(engine),
         nodes=tuple(node_id(n) for n in nodes),
@@ -51,7 +52,7 @@ def merged_models(
     actual: Sequence[Mapping[str, Any]], desired: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Per model: the nodes serving it (actual) and, when deployed, the spec and its replicas."""
-    by_name: dict[str, dict[str, Any]] = {m["model"]: {**m, "desired": None} for m in actual}
+    by_name: dict[ModelName, dict[str, Any]] = {m["model"]: {**m, "desired": None} for m in actual}
     for d in desired:
         entry = by_name.setdefault(
             d["model"], {"model": d["model"], "nodes": [], "ready_nodes": []}
@@ -60,7 +61,7 @@ def merged_models(
     return [by_name[name] for name in sorted(by_name)]
 
 
-def parse_model_name(body: bytes) -> str:
+def parse_model_name(body: bytes) -> ModelName:
     """The `model` of an undeploy request."""
     try:
         data = json.loads(body or b"{}")
@@ -68,4 +69,4 @@ def parse_model_name(body: bytes) -> str:
         raise InvalidRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise InvalidRequest("which model? give `model`", param="model")
-    return str(data["model"])
+    return ModelName(str(data["model"]))

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cluster.deployments.placement import DeploymentSpec
+from cluster.types import ModelName, NodeId
 
 FILE_NAME = "deployments.sqlite3"
 
@@ -44,7 +45,7 @@ def spec_from_json(text: str) -> DeploymentSpec:
     data = json.loads(text)
     known = DeploymentSpec.__dataclass_fields__
     values = {k: v for k, v in data.items() if k in known}
-    values["nodes"] = tuple(values.get("nodes", ()))
+    values["nodes"] = tuple(NodeId(n) for n in values.get("nodes", ()))
     return DeploymentSpec(**values)
 
 
@@ -71,7 +72,9 @@ class DeployStore:
             self._conn.close()
             self._conn = None
 
-    async def load(self) -> tuple[list[DeploymentSpec], dict[str, tuple[str, ...]], set[str]]:
+    async def load(
+        self,
+    ) -> tuple[list[DeploymentSpec], dict[ModelName, tuple[NodeId, ...]], set[NodeId]]:
         """Every spec, the last assignment per model, and the cordoned nodes."""
         conn = self._need()
         async with self._lock:
@@ -85,9 +88,10 @@ class DeployStore:
                 lambda: conn.execute("SELECT name, nodes FROM assignments").fetchall()
             )
             cordons = await asyncio.to_thread(
-                lambda: {n for (n,) in conn.execute("SELECT node_id FROM cordons")}
+                lambda: {NodeId(n) for (n,) in conn.execute("SELECT node_id FROM cordons")}
             )
-        return specs, {n: tuple(json.loads(v)) for n, v in rows}, cordons
+        assignments = {ModelName(n): tuple(NodeId(i) for i in json.loads(v)) for n, v in rows}
+        return specs, assignments, cordons
 
     async def put_spec(self, spec: DeploymentSpec, at: float) -> None:
         """Insert or replace a spec."""
@@ -96,19 +100,19 @@ class DeployStore:
             [(spec.name, spec_to_json(spec), at)],
         )
 
-    async def delete_spec(self, name: str) -> None:
+    async def delete_spec(self, name: ModelName) -> None:
         """Forget a spec and its assignment."""
         await self._run("DELETE FROM specs WHERE name = ?", [(name,)])
         await self._run("DELETE FROM assignments WHERE name = ?", [(name,)])
 
-    async def put_assignments(self, assignments: Mapping[str, Sequence[str]]) -> None:
+    async def put_assignments(self, assignments: Mapping[ModelName, Sequence[NodeId]]) -> None:
         """Replace the stored assignment with this one."""
         conn = self._need()
         rows = [(n, json.dumps(list(v))) for n, v in sorted(assignments.items())]
         async with self._lock:
             await asyncio.to_thread(_replace_assignments, conn, rows)
 
-    async def set_cordon(self, node_id: str, cordoned: bool) -> None:
+    async def set_cordon(self, node_id: NodeId, cordoned: bool) -> None:
         """Remember (or forget) that a node is draining."""
         if cordoned:
             await self._run("INSERT OR IGNORE INTO cordons (node_id) VALUES (?)", [(node_id,)])
@@ -134,7 +138,7 @@ def _execute(conn: sqlite3.Connection, sql: str, rows: list[tuple[object, ...]])
             conn.execute(sql, row)
 
 
-def _replace_assignments(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+def _replace_assignments(conn: sqlite3.Connection, rows: list[tuple[ModelName, str]]) -> None:
     """Swap the whole assignment in one transaction: a reader never sees half of it."""
     with conn:
         conn.execute("BEGIN")
