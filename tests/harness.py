@@ -1,17 +1,21 @@
-"""Real processes for integration tests: node agents and `cluster up`, started and stopped."""
+"""Real processes for integration tests: node agents and `cluster up`, started and stopped, the
+CLI run against them, and streaming load as clients send it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -293,3 +297,95 @@ def leave_mid_stream(cluster: ClusterProcess) -> float:
     closed = time.monotonic()  # leaving the block closes the connection mid-stream
     wait_for(lambda: busy() == 0, 5, "the node to free the slot")
     return time.monotonic() - closed
+
+
+# -- the CLI and deployed models -------------------------------------------------------------
+
+
+def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `cluster ARGS --url <endpoint>`, on a terminal wide enough for whole table rows."""
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**cluster.env, "COLUMNS": "400"},
+    )
+
+
+def loads(agent: AgentProcess, model: str = "demo") -> int:
+    """How many times the agent's engine has loaded `model`, from its log."""
+    return (agent.data_dir / f"{agent.name}.log").read_text().count(f": loaded {model} from /")
+
+
+def deployed(cluster: ClusterProcess, model: str = "demo") -> dict[str, Any]:
+    """The /admin/models entry of a deployed model."""
+    models = httpx.get(
+        f"{cluster.url}/admin/models", headers=cluster.admin_headers, timeout=10
+    ).json()["models"]
+    return next(m for m in models if m["model"] == model)
+
+
+def holders(cluster: ClusterProcess, model: str = "demo") -> list[str]:
+    """Names of the nodes where the model is ready, sorted."""
+    return sorted(r["node"] for r in deployed(cluster, model)["replicas"] if r["state"] == "ready")
+
+
+# -- streaming load ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one client saw of one streamed request."""
+
+    node: str = ""
+    status: int = 0
+    tokens_seen: int = 0
+    done: bool = False
+    error_event: bool = False
+    exception: str = ""
+    usage: dict | None = None  # type: ignore[type-arg]
+
+
+def stream_once(url: str, i: int) -> Outcome:
+    """One streamed chat completion, read as a client would."""
+    out = Outcome()
+    body = {
+        "model": "demo",
+        "max_tokens": 40,
+        "stream": True,
+        "seed": i,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": f"Tell me about request {i}."}],
+    }
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
+            out.status, out.node = r.status_code, r.headers.get("x-meterless-node", "")
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    out.done = True
+                elif line.startswith("data: "):
+                    payload = json.loads(line[6:])
+                    out.error_event |= "error" in payload
+                    out.tokens_seen += bool(payload.get("choices"))
+                    out.usage = payload.get("usage") or out.usage
+    except httpx.HTTPError as exc:
+        out.exception = repr(exc)
+    return out
+
+
+def load(
+    url: str, stop: threading.Event, results: list[Outcome], workers: int = 6
+) -> list[threading.Thread]:
+    """Continuous streaming load from `workers` clients until `stop` is set."""
+
+    def work(w: int) -> None:
+        i = 0
+        while not stop.is_set():
+            results.append(stream_once(url, w * 10_000 + i))
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
+    for t in threads:
+        t.start()
+    return threads

@@ -190,7 +190,8 @@ def test_draining_every_node_gives_503_with_retry_after(
         f"{cluster.url}/admin/nodes/nobody/drain", timeout=10, headers=cluster.admin_headers
     )
     assert r.status_code == 404 and "unknown node" in r.json()["error"]["message"]
-    client.completions.create(model="demo", prompt="back", max_tokens=2)
+    back = client.completions.create(model="demo", prompt="back", max_tokens=2)  # uncordoned
+    assert back.usage is not None and 0 < back.usage.completion_tokens <= 2
 
 
 def test_cluster_nodes_cli(office: tuple[ClusterProcess, list[AgentProcess]]) -> None:

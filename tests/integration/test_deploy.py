@@ -6,19 +6,27 @@ Three agents start with no model; the cluster loads `demo` on them when it is de
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
-from tests.integration.test_failover import Outcome, load
+from tests.harness import (
+    AgentProcess,
+    ClusterProcess,
+    Outcome,
+    cli,
+    deployed,
+    holders,
+    load,
+    loads,
+    peered_office,
+    share_models,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -45,35 +53,6 @@ def office(
     ]
     with peered_office(cluster, agents, ready_timeout=60, want_models=0) as office:
         yield office
-
-
-def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `cluster ARGS --url <endpoint>`, on a terminal wide enough for whole table rows."""
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args, "--url", cluster.url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**cluster.env, "COLUMNS": "400"},
-    )
-
-
-def loads(agent: AgentProcess, model: str = "demo") -> int:
-    """How many times the agent's engine has loaded `model`, from its log."""
-    return (agent.data_dir / f"{agent.name}.log").read_text().count(f": loaded {model} from /")
-
-
-def deployed(cluster: ClusterProcess, model: str = "demo") -> dict[str, Any]:
-    """The /admin/models entry of a deployed model."""
-    models = httpx.get(
-        f"{cluster.url}/admin/models", headers=cluster.admin_headers, timeout=10
-    ).json()["models"]
-    return next(m for m in models if m["model"] == model)
-
-
-def holders(cluster: ClusterProcess, model: str = "demo") -> list[str]:
-    """Names of the nodes where the model is ready, sorted."""
-    return sorted(r["node"] for r in deployed(cluster, model)["replicas"] if r["state"] == "ready")
 
 
 def test_deploy_two_replicas_loads_on_two_agents(

@@ -3,76 +3,24 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
+from tests.harness import (
+    AgentProcess,
+    ClusterProcess,
+    load,
+    peered_office,
+    share_models,
+    stream_once,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@dataclass
-class Outcome:
-    """What one client saw of one streamed request."""
-
-    node: str = ""
-    status: int = 0
-    tokens_seen: int = 0
-    done: bool = False
-    error_event: bool = False
-    exception: str = ""
-    usage: dict | None = None  # type: ignore[type-arg]
-
-
-def stream_once(url: str, i: int) -> Outcome:
-    """One streamed chat completion, read as a client would."""
-    out = Outcome()
-    body = {
-        "model": "demo",
-        "max_tokens": 40,
-        "stream": True,
-        "seed": i,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": f"Tell me about request {i}."}],
-    }
-    try:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
-            out.status, out.node = r.status_code, r.headers.get("x-meterless-node", "")
-            for line in r.iter_lines():
-                if line == "data: [DONE]":
-                    out.done = True
-                elif line.startswith("data: "):
-                    payload = json.loads(line[6:])
-                    out.error_event |= "error" in payload
-                    out.tokens_seen += bool(payload.get("choices"))
-                    out.usage = payload.get("usage") or out.usage
-    except httpx.HTTPError as exc:
-        out.exception = repr(exc)
-    return out
-
-
-def load(
-    url: str, stop: threading.Event, results: list[Outcome], workers: int = 6
-) -> list[threading.Thread]:
-    """Continuous streaming load from `workers` clients until `stop` is set."""
-
-    def work(w: int) -> None:
-        i = 0
-        while not stop.is_set():
-            results.append(stream_once(url, w * 10_000 + i))
-            i += 1
-
-    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(workers)]
-    for t in threads:
-        t.start()
-    return threads
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
-from tests.integration.test_deploy import cli, holders, loads
+from tests.harness import AgentProcess, ClusterProcess, cli, holders, loads, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,4 +1,5 @@
-"""Continuous streaming load from the `openai` client, what each client saw, and the ledger's view.
+"""Continuous streaming load from the `openai` client, what each client saw, the ledger's view
+and an agent's own count, and a line of figures per scenario.
 
 A request's fate as its client saw it: `ok` (streamed to the end), `broken` (it had begun
 streaming when it ended with an in-band error event) or `failed` (it never began: an HTTP error
@@ -7,6 +8,7 @@ or a dropped connection). The goal everywhere is zero `failed`.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 import threading
@@ -20,6 +22,8 @@ from typing import Any
 
 import openai
 
+from cluster.node_client import NodeClient
+from node_agent.trust import ClusterSecret
 from tests.multihost.office import Head, wait_for
 
 
@@ -235,3 +239,28 @@ def disagreements(seen: Iterable[Seen], rows: dict[str, dict[str, Any]]) -> list
         ):
             wrong.append(f"{s.request_id}: client saw {s.fate} {mine}, ledger has {row}")
     return wrong
+
+
+def report(scenario: str, **figures: object) -> None:
+    """One line of measured figures for the closing note."""
+    print(
+        f"[{scenario}] "
+        + ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        )
+    )
+
+
+def agent_counters(address: str, secret: ClusterSecret | None) -> int:
+    """Tokens the agent's `demo` has generated since it loaded (its status stream's counter)."""
+
+    async def first() -> int:
+        node = NodeClient(address, secret=secret)
+        try:
+            async for sample in node.watch_status():
+                return sum(m.generated_tokens for m in sample.models)
+        finally:
+            await node.close()
+        return 0
+
+    return asyncio.run(first())

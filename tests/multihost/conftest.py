@@ -14,33 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from node_agent.trust import ClusterSecret, decode_token
 from tests.harness import share_models
 from tests.multihost import netns
-from tests.multihost.office import AGENT_PORT, Agent, Head, wait_for
-
-MDNS_AGENTS = ("a1", "a2", "a3")
-
-
-@dataclass
-class Bed:
-    """The running office and what was measured while it came up."""
-
-    net: netns.Office
-    head: Head
-    agents: dict[str, Agent]
-    ready_after_s: dict[str, float] = field(default_factory=dict)  # from listening to ready
-    token: str = field(default="", repr=False)  # the office's join token; every agent has it
-
-    @property
-    def secret(self) -> ClusterSecret:
-        """The office's cluster secret, as its agents hold it."""
-        return decode_token(self.token)
+from tests.multihost.office import AGENT_PORT, MDNS_AGENTS, Agent, Bed, Head
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +100,3 @@ def _answers(agent: Agent) -> bool:
         return agent._listening()
     except OSError:
         return False
-
-
-__all__ = ["MDNS_AGENTS", "Bed", "bed", "wait_for"]

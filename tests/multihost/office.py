@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.multihost.netns import REPO, Host
+from node_agent.trust import ClusterSecret, decode_token
+from tests.multihost.netns import REPO, Host, Office
 
 AGENT_PORT = 50151
 HTTP_PORT = 8000
@@ -264,3 +265,22 @@ class Head:
                 if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
                     return pid
         raise LookupError(f"no process matching {marker!r} on {self.host.name}")
+
+
+MDNS_AGENTS = ("a1", "a2", "a3")
+
+
+@dataclass
+class Bed:
+    """The running office and what was measured while it came up."""
+
+    net: Office
+    head: Head
+    agents: dict[str, Agent]
+    ready_after_s: dict[str, float] = field(default_factory=dict)  # from listening to ready
+    token: str = field(default="", repr=False)  # the office's join token; every agent has it
+
+    @property
+    def secret(self) -> ClusterSecret:
+        """The office's cluster secret, as its agents hold it."""
+        return decode_token(self.token)

@@ -6,7 +6,6 @@ that kill things come last. Figures are printed: run with `-rP` to see them.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import signal
@@ -18,22 +17,21 @@ from contextlib import contextmanager
 import openai
 import pytest
 
-from cluster.node_client import NodeClient
-from node_agent.trust import ClusterSecret
 from tests.multihost.clients import (
     Seen,
+    agent_counters,
     disagreements,
     fates,
     ledger_ids,
     ledger_rows,
     load,
     quiet_usage,
+    report,
     stream_chat,
     tally,
     wait_recorded,
 )
-from tests.multihost.conftest import MDNS_AGENTS, Bed
-from tests.multihost.office import AGENT_PORT, HTTP_PORT, Head, wait_for
+from tests.multihost.office import AGENT_PORT, HTTP_PORT, MDNS_AGENTS, Bed, Head, wait_for
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900)]
 
@@ -77,16 +75,6 @@ def sessions_of(head: Head, name: str) -> list[dict[str, object]]:
     """The controller's sessions that reached the node called `name`."""
     want = node_id(head, name)
     return [s for s in head.sessions() if s["node_id"] == want]
-
-
-def report(scenario: str, **figures: object) -> None:
-    """One line of measured figures for the closing note."""
-    print(
-        f"[{scenario}] "
-        + ", ".join(
-            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-        )
-    )
 
 
 # -- 1. discovery --------------------------------------------------------------------------------
@@ -304,21 +292,6 @@ def rediscovered(head: Head, old_version: int, nodes: int) -> bool:
     answer = head.get("/admin/nodes")  # a new controller's versions start again from 1
     ready = [n for n in answer["nodes"] if n["state"] == "ready"]
     return answer["version"] < old_version and len(ready) == nodes
-
-
-def agent_counters(address: str, secret: ClusterSecret | None) -> int:
-    """Tokens the agent's `demo` has generated since it loaded (its status stream's counter)."""
-
-    async def first() -> int:
-        node = NodeClient(address, secret=secret)
-        try:
-            async for sample in node.watch_status():
-                return sum(m.generated_tokens for m in sample.models)
-        finally:
-            await node.close()
-        return 0
-
-    return asyncio.run(first())
 
 
 def leave_port_lingering(head: Head) -> None:

@@ -17,10 +17,8 @@ import pytest
 from cluster.node_client import PLAINTEXT_REASON, WRONG_SECRET_REASON
 from node_agent.trust import ClusterSecret, encode_token
 from tests.harness import share_models
-from tests.multihost.clients import fates, load
-from tests.multihost.conftest import Bed
-from tests.multihost.office import Agent, wait_for
-from tests.multihost.test_office import agent_counters, report
+from tests.multihost.clients import agent_counters, fates, load, report
+from tests.multihost.office import Agent, Bed, wait_for
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
 

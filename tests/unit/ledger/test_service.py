@@ -11,6 +11,7 @@ import pytest
 from cluster.gateway.recorder import Recorder
 from cluster.ledger import prices, store
 from cluster.ledger.metrics import render
+from cluster.ledger.reports import Window
 from cluster.ledger.rows import Outcome, UsageBatch, UsageRow, Values
 from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeDescription, NodeStatusSample
@@ -118,7 +119,7 @@ async def test_a_day_of_one_node_gives_the_cost_model_figures(
     await b.record(
         UsageBatch(replica="g", rows=(row(1, T0 + 10),), inflight=0, pending=0, closing=False)
     )
-    report = await b.cost("all")
+    report = await b.cost(Window.parse("all"))
     n = report["nodes"][0]
     assert (n["name"], n["profile_source"], n["requests"]) == ("name-n1", "agent", 1)
     assert n["tokens"] == {
@@ -153,7 +154,7 @@ async def test_the_window_limits_tokens_and_the_breakeven_uses_all_time(
             closing=False,
         )
     )
-    day = await b.cost("24h")
+    day = await b.cost(Window.parse("24h"))
     assert day["nodes"][0]["requests"] == 1 and day["nodes"][0]["owned_s"] == DAY
     assert day["nodes"][0]["recovered_usd"] == pytest.approx(2 * 0.255)
     assert day["nodes"][0]["breakeven"] is not None and not day["nodes"][0]["paid_off"]
@@ -167,7 +168,7 @@ async def test_the_admin_profile_wins_and_is_kept(
     out = await b.set_cost("n1", {"price_usd": 0.0, "kwh_usd": 0.5})
     assert out["profile"]["price_usd"] == 0 and out["profile"]["idle_watts"] == 10
     b.node_described(describe("n1"))  # the agent says its own again: the admin's still wins
-    report = await b.cost("all")
+    report = await b.cost(Window.parse("all"))
     assert report["nodes"][0]["profile_source"] == "admin"
     assert report["nodes"][0]["profile"]["kwh_usd"] == 0.5 and report["nodes"][0]["paid_off"]
 

@@ -1,26 +1,21 @@
-"""The OpenAI wire format, checked against the official `openai` client and its own types."""
+"""Responses in the OpenAI wire format (gateway/openai_encode.py), checked against the official
+`openai` client and its own types: shapes, streams, and the whole exchange through the client."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import httpx2
 import openai
 import pytest
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.testclient import TestClient
 from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from cluster.errors import (
     ApiError,
     Forbidden,
-    InternalError,
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
@@ -46,9 +41,8 @@ from cluster.gateway.openai_parse import (
     CompletionRequest,
     parse_request,
     to_generate_request,
-    validation_error_to_api,
 )
-from node_agent.types import ChatMessage, Delta, Finished, GenerateEvent, Sampling, Usage
+from node_agent.types import Delta, Finished, GenerateEvent, Usage
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 USAGE = Usage(
@@ -68,236 +62,6 @@ EVENTS: list[GenerateEvent] = [
     FINISHED,
 ]
 TEXT = 'Hello "wörld" ✓\n'
-
-
-def chat(**fields: Any) -> dict[str, Any]:
-    return {"model": "demo", "messages": USER, **fields}
-
-
-def completion(**fields: Any) -> dict[str, Any]:
-    return {"model": "demo", "prompt": "Once upon", **fields}
-
-
-def rejected(model: type[Any], body: dict[str, Any] | str) -> InvalidRequest:
-    raw = body if isinstance(body, str) else json.dumps(body)
-    with pytest.raises(InvalidRequest) as info:
-        parse_request(model, raw)
-    return info.value
-
-
-# --- request validation -------------------------------------------------------------------------
-
-CHAT_REJECTS = [
-    ({"messages": USER}, "model", "missing_required_parameter"),
-    ({"model": "demo"}, "messages", "missing_required_parameter"),
-    (chat(model=""), "model", "invalid_value"),
-    (chat(model=5), "model", "invalid_type"),
-    (chat(messages=[]), "messages", "invalid_value"),
-    (chat(messages="hi"), "messages", "invalid_type"),
-    (chat(messages=[{"role": "bot", "content": "x"}]), "messages.0.role", "invalid_value"),
-    (chat(messages=[{"role": "function", "content": "x"}]), "messages.0.role", "invalid_value"),
-    (chat(messages=[{"content": "x"}]), "messages.0.role", "missing_required_parameter"),
-    (chat(messages=[{"role": "user"}]), "messages.0.content", "missing_required_parameter"),
-    (chat(messages=[{"role": "user", "content": 5}]), "messages.0.content", "invalid_type"),
-    (
-        chat(messages=[{"role": "user", "content": [{"type": "text"}]}]),
-        "messages.0.content.0.text",
-        "missing_required_parameter",
-    ),
-    (
-        chat(
-            messages=[
-                USER[0],
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": "look"},
-                        {"type": "image_url", "image_url": {"url": "x"}},
-                    ],
-                },
-            ]
-        ),
-        "messages.1.content.1.type",
-        "unsupported_value",
-    ),
-    (chat(temperature=3), "temperature", "invalid_value"),
-    (chat(temperature=-0.1), "temperature", "invalid_value"),
-    (chat(temperature="0.5"), "temperature", "invalid_type"),
-    (chat(top_p=0), "top_p", "invalid_value"),
-    (chat(top_p=1.5), "top_p", "invalid_value"),
-    (chat(n=2), "n", "unsupported_value"),
-    (chat(n=0), "n", "unsupported_value"),
-    (chat(stop=["a", "b", "c", "d", "e"]), "stop", "invalid_value"),
-    (chat(stop=5), "stop", "invalid_type"),
-    (chat(stop=["a", 5]), "stop.1", "invalid_type"),
-    (chat(max_tokens=0), "max_tokens", "invalid_value"),
-    (chat(max_tokens="10"), "max_tokens", "invalid_type"),
-    (chat(max_tokens=1.5), "max_tokens", "invalid_type"),
-    (chat(max_tokens=True), "max_tokens", "invalid_type"),
-    (chat(max_completion_tokens=-1), "max_completion_tokens", "invalid_value"),
-    (chat(seed="1"), "seed", "invalid_type"),
-    (chat(stream="yes"), "stream", "invalid_type"),
-    (chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage", "invalid_type"),
-    (chat(user=5), "user", "invalid_type"),
-    (chat(presence_penalty=3), "presence_penalty", "invalid_value"),
-    (chat(logprobs=True), "logprobs", "unsupported_value"),
-    (chat(logit_bias={"50256": -100}), "logit_bias", "unsupported_value"),
-    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools", "unsupported_value"),
-    (chat(response_format={"type": "json_object"}), "response_format.type", "unsupported_value"),
-]
-
-
-@pytest.mark.parametrize(("body", "param", "code"), CHAT_REJECTS)
-def test_chat_request_rejected_with_param(body: dict[str, Any], param: str, code: str) -> None:
-    error = rejected(ChatCompletionRequest, body)
-    assert (error.status, error.param, error.code) == (400, param, code)
-    assert param in error.message
-
-
-COMPLETION_REJECTS = [
-    ({"model": "demo"}, "prompt", "missing_required_parameter"),
-    (completion(prompt=["a", "b"]), "prompt", "unsupported_value"),
-    (completion(prompt=[1, 2, 3]), "prompt", "unsupported_value"),
-    (completion(prompt=[[1, 2]]), "prompt", "unsupported_value"),
-    (completion(prompt=[]), "prompt", "unsupported_value"),
-    (completion(prompt=5), "prompt", "invalid_type"),
-    (completion(best_of=2), "best_of", "unsupported_value"),
-    (completion(echo=True), "echo", "unsupported_value"),
-    (completion(suffix="end"), "suffix", "unsupported_value"),
-    (completion(logprobs=2), "logprobs", "unsupported_value"),
-    (completion(n=3), "n", "unsupported_value"),
-]
-
-
-@pytest.mark.parametrize(("body", "param", "code"), COMPLETION_REJECTS)
-def test_completion_request_rejected_with_param(
-    body: dict[str, Any], param: str, code: str
-) -> None:
-    error = rejected(CompletionRequest, body)
-    assert (error.status, error.param, error.code) == (400, param, code)
-
-
-def test_unsupported_features_say_so() -> None:
-    assert "not supported" in rejected(CompletionRequest, completion(prompt=["a", "b"])).message
-    assert (
-        "'image_url'"
-        in rejected(
-            ChatCompletionRequest,
-            chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
-        ).message
-    )
-    assert rejected(ChatCompletionRequest, chat(n=2)).message == "n: only n=1 is supported"
-
-
-def test_missing_parameter_message_is_openais() -> None:
-    error = rejected(ChatCompletionRequest, {"messages": USER})
-    assert error.message == "Missing required parameter: 'model'."
-
-
-def test_body_that_is_not_json_or_not_an_object() -> None:
-    broken = rejected(ChatCompletionRequest, '{"model": ')
-    assert (broken.param, broken.code) == (None, "invalid_json")
-    assert "not valid JSON" in broken.message
-    listed = rejected(ChatCompletionRequest, "[1, 2]")
-    assert listed.param is None and "JSON object" in listed.message
-
-
-def test_known_harmless_and_vendor_fields_are_accepted() -> None:
-    body = chat(
-        n=1,
-        stop="END",
-        seed=3,
-        user="ana",
-        stream=False,
-        presence_penalty=0.5,
-        frequency_penalty=-0.5,
-        logit_bias={},
-        logprobs=False,
-        top_logprobs=0,
-        response_format={"type": "text"},
-        tools=[],
-        tool_choice="none",
-        parallel_tool_calls=True,
-        store=False,
-        metadata={"k": "v"},
-        service_tier="auto",
-        reasoning_effort="low",
-        stream_options={"include_usage": True, "include_obfuscation": False},
-        top_k=20,
-        repetition_penalty=1.1,  # vendor fields (vLLM) pass through
-    )
-    req = parse_request(ChatCompletionRequest, json.dumps(body))
-    assert req.stop == ["END"] and req.include_usage
-    assert req.model_extra is not None and req.model_extra["top_k"] == 20
-
-
-def test_content_parts_are_joined_and_null_assistant_content_is_empty() -> None:
-    messages = [
-        {"role": "developer", "content": "be brief"},
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "one"},
-                {"type": "text", "text": "two", "cache_control": {}},
-            ],
-        },
-        {"role": "assistant", "content": None, "tool_calls": []},
-        {"role": "tool", "content": "42", "tool_call_id": "c1"},
-    ]
-    req = parse_request(ChatCompletionRequest, json.dumps(chat(messages=messages)))
-    assert [m.text for m in req.messages] == ["be brief", "one\ntwo", "", "42"]
-
-
-def test_fastapi_validation_errors_are_translated_too() -> None:
-    app = FastAPI()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
-        error = validation_error_to_api(exc)
-        return JSONResponse(error.body(), status_code=error.status)
-
-    @app.post("/v1/chat/completions")
-    async def create(req: ChatCompletionRequest) -> dict[str, str]:
-        return {"model": req.model}
-
-    with TestClient(app) as http:
-        bad = http.post("/v1/chat/completions", json=chat(messages=[{"role": "x"}]))
-        good = http.post("/v1/chat/completions", json=chat(temperature=0))
-        broken = http.post(
-            "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
-        )
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages.0.role"
-    assert good.json() == {"model": "demo"}
-    assert broken.status_code == 400 and broken.json()["error"]["param"] is None
-
-
-# --- conversion to the agent's request ----------------------------------------------------------
-
-
-def test_chat_conversion_keeps_the_agents_defaults() -> None:
-    req = parse_request(ChatCompletionRequest, json.dumps(chat()))
-    gen = to_generate_request(req, "r1")
-    assert (gen.request_id, gen.model, gen.text) == ("r1", "demo", None)
-    assert gen.messages == (ChatMessage("user", "hi"),)
-    assert gen.sampling == Sampling()
-
-
-def test_chat_conversion_carries_every_knob() -> None:
-    body = chat(
-        max_tokens=9, max_completion_tokens=5, temperature=0, top_p=0.5, stop=["a", "b"], seed=11
-    )
-    gen = to_generate_request(parse_request(ChatCompletionRequest, json.dumps(body)), "r2")
-    # max_completion_tokens supersedes max_tokens; temperature 0 is a value, not "unset".
-    assert gen.sampling == Sampling(
-        max_tokens=5, temperature=0.0, top_p=0.5, stop=("a", "b"), seed=11
-    )
-
-
-def test_completion_conversion_sends_text() -> None:
-    body = completion(prompt=["Once upon"], max_tokens=3, stop="\n")
-    gen = to_generate_request(parse_request(CompletionRequest, json.dumps(body)), "r3")
-    assert (gen.text, gen.messages) == ("Once upon", None)
-    assert gen.sampling == Sampling(max_tokens=3, stop=("\n",))
 
 
 # --- response shapes, checked with the client's own types --------------------------------------
@@ -426,38 +190,6 @@ def test_failed_stream_ends_with_usage_so_far_then_the_error() -> None:
     usage = ChatCompletionChunk.model_validate_json(payloads[0]).usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 2)
     assert json.loads(payloads[1]) == UpstreamFailed("node lost").body()
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-ERRORS = [
-    (InvalidRequest("bad", param="temperature"), 400, "invalid_request_error", None),
-    (Unauthorized("no key"), 401, "invalid_request_error", "invalid_api_key"),
-    (Forbidden("not yours"), 403, "invalid_request_error", "forbidden"),
-    (ModelNotFound("no such model"), 404, "invalid_request_error", "model_not_found"),
-    (RateLimited("slow down", retry_after=1.5), 429, "requests", "rate_limit_exceeded"),
-    (InternalError("bug"), 500, "server_error", None),
-    (UpstreamFailed("node died"), 502, "server_error", "upstream_failed"),
-    (NoCapacity("full", retry_after=2), 503, "server_error", "no_capacity"),
-    (UpstreamTimeout("slow node"), 504, "server_error", "upstream_timeout"),
-]
-
-
-@pytest.mark.parametrize(("error", "status", "kind", "code"), ERRORS)
-def test_error_body_and_status(error: ApiError, status: int, kind: str, code: str | None) -> None:
-    assert error.status == status
-    assert error.body() == {
-        "error": {"message": str(error), "type": kind, "param": error.param, "code": code}
-    }
-
-
-def test_retry_after_headers() -> None:
-    assert RateLimited("x", retry_after=1.5).headers() == {
-        "Retry-After": "2",
-        "retry-after-ms": "1500",
-    }
-    assert NoCapacity("x").headers() == {}
-    assert UpstreamFailed("x").headers() == {}
 
 
 # --- end to end through the official client -----------------------------------------------------

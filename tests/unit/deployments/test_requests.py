@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cluster.deployments.placement import DeploymentSpec
-from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name, raise_error
+from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import InvalidRequest, NotFound
 
 
@@ -62,13 +62,10 @@ def test_an_unknown_pinned_node_is_not_found() -> None:
         parse_deploy(b'{"model": "m", "nodes": ["ghost"]}', ids)
 
 
-def test_errors_from_the_controller_become_api_errors() -> None:
-    with pytest.raises(NotFound, match="no deployment"):
-        raise_error({"error": {"status": 404, "message": "no deployment named 'x'"}})
-    with pytest.raises(InvalidRequest, match="cannot place"):
-        raise_error({"error": {"status": 400, "message": "cannot place m: needs 9 GiB"}})
-    assert raise_error({"model": "m"}) == {"model": "m"}
+def test_an_undeploy_body_names_its_model() -> None:
     assert parse_model_name(b'{"model": "m"}') == "m"
+    with pytest.raises(InvalidRequest):
+        parse_model_name(b'{"model": 3}')
 
 
 def test_models_merge_desired_and_actual() -> None:

@@ -1,46 +1,12 @@
-"""Report inputs: windows, set-cost bodies, and the metrics text."""
+"""The metrics text (ledger/metrics.py): vLLM-style families, histograms, request counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from cluster.errors import InvalidRequest
 from cluster.ledger.metrics import RequestCounts, _Histogram, render
-from cluster.ledger.reports import parse_cost_changes, window_seconds
 from cluster.ledger.rows import Outcome, UsageRow, Values
 from cluster.types import NodeId, NodeState, NodeTable, NodeView
-
-
-def test_windows() -> None:
-    assert window_seconds("24h") == 86_400
-    assert window_seconds("7d") == 7 * 86_400 and window_seconds("30d") == 30 * 86_400
-    assert window_seconds("90m") == 5_400 and window_seconds("1.5h") == 5_400
-    assert window_seconds("all") is None
-    for bad in ("", "24", "h", "-1d", "1w", "all "):
-        with pytest.raises(InvalidRequest) as err:
-            window_seconds(bad)
-        assert err.value.param == "since"
-
-
-def test_set_cost_bodies() -> None:
-    assert parse_cost_changes(b'{"price_usd": 1399, "kwh_usd": 0.3}') == {
-        "price_usd": 1399.0,
-        "kwh_usd": 0.3,
-    }
-    assert parse_cost_changes(b"{}") == {}
-    for body, param in (
-        (b'{"price": 1}', "price"),
-        (b'{"idle_watts": -1}', "idle_watts"),
-        (b'{"amortize_months": 0}', "amortize_months"),
-        (b'{"busy_watts": "45"}', "busy_watts"),
-        (b'{"kwh_usd": true}', "kwh_usd"),
-    ):
-        with pytest.raises(InvalidRequest) as err:
-            parse_cost_changes(body)
-        assert err.value.param == param
-    for body in (b"[1]", b"{nope"):
-        with pytest.raises(InvalidRequest):
-            parse_cost_changes(body)
 
 
 def _row(node: str | None, *, tokens: int = 3, outcome: Outcome = Outcome.OK) -> Values:

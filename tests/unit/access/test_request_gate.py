@@ -60,7 +60,8 @@ def test_keys_required_and_no_table_yet_is_503_not_401() -> None:
     g = RequestGate(keys_required=True, admin_digest="", metrics_open=True)
     with pytest.raises(NoCapacity):
         g.let_in(KEY, "demo")
-    RequestGate(keys_required=False, admin_digest="", metrics_open=True).let_in(None, "demo")
+    open_gate = RequestGate(keys_required=False, admin_digest="", metrics_open=True)
+    assert open_gate.let_in(None, "demo").key is None and open_gate.inflight == {}
 
 
 def test_admin_and_metrics_need_the_admin_token() -> None:

@@ -1,4 +1,5 @@
-"""One row per request, whatever way the request ends: a Tap's outcomes and counts.
+"""A gateway replica's tally (gateway/tally.py): one tap per request while the ledger is on, and
+one row per request, whatever way the request ends: a Tap's outcomes and counts.
 
 That the forwarder fills the tally in and calls `end` exactly once, however the stream ends, is
 tested with the forwarder itself in test_forward.py.
@@ -6,12 +7,12 @@ tested with the forwarder itself in test_forward.py.
 
 from __future__ import annotations
 
-import time
+import pytest
 
 from cluster.errors import NoCapacity
 from cluster.gateway.forward import StreamFailed
-from cluster.gateway.tally import RequestInfo, Tap
-from cluster.ledger.rows import Outcome, UsageRow, Values, new_request_id
+from cluster.gateway.tally import GatewayMeter, RequestInfo, Tap
+from cluster.ledger.rows import Outcome, UsageAck, UsageBatch, UsageRow, Values
 from cluster.types import NodeId
 from node_agent.types import Finished, Usage
 
@@ -131,20 +132,38 @@ def test_the_nodes_end_wins_over_an_error_raised_after_it() -> None:
     assert row.outcome is Outcome.OK
 
 
-def test_a_failing_recorder_does_not_break_the_request() -> None:
+def test_a_failing_recorder_does_not_break_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    handed: list[Values] = []
+
     def broken(row: Values) -> None:
+        handed.append(row)
         raise RuntimeError("disk full")
 
     tap = Tap(INFO, broken)
     tap.node_id, tap.attempts = NodeId("n1"), 1
     tap.end(None)  # logged, not raised
+    assert [UsageRow.of(row).node_id for row in handed] == ["n1"]
+    assert "recording request r1 failed" in caplog.text and "disk full" in caplog.text
 
 
-def test_request_ids_are_unique_and_sort_in_the_order_they_were_made() -> None:
-    earlier = [new_request_id() for _ in range(1_000)]
-    time.sleep(0.002)
-    later = new_request_id()
-    assert len(set(earlier)) == 1_000
-    assert all(len(i) == 24 and int(i, 16) >= 0 for i in [*earlier, later])
-    assert max(earlier) < later
-    assert abs(int(later[:11], 16) / 1000 - time.time()) < 5  # its first digits: the time
+# -- the meter: a tap per request ------------------------------------------------------------
+
+
+async def _send(batch: UsageBatch) -> UsageAck:
+    return UsageAck(written=len(batch.rows))
+
+
+def test_a_request_is_tapped_and_counted_in_flight_until_it_ends() -> None:
+    meter = GatewayMeter(_send)
+    assert meter.recorder is not None
+    tap = meter.tap(INFO)
+    assert tap is not None
+    assert meter.recorder.inflight == 1
+    tap.end(None)
+    assert (meter.recorder.inflight, meter.recorder.buffered) == (0, 1)
+
+
+def test_no_tap_with_the_ledger_off() -> None:
+    meter = GatewayMeter(None)
+    assert meter.recorder is None
+    assert meter.tap(INFO) is None

@@ -25,7 +25,7 @@ from cluster.node_client import (
 )
 from cluster.types import NodeId, NodeState
 from node_agent.trust import ClusterSecret
-from tests.unit.test_controller import FakeClient, FakeNode
+from tests.fakes import FakeClient, FakeNode
 
 # What gRPC 1.x says, verbatim, when the handshake fails (seen against real agents).
 PLAIN_AGENT = (

@@ -131,12 +131,14 @@ def test_a_model_outside_the_keys_list_is_403() -> None:
 
 def test_over_its_concurrency_a_key_gets_429_with_retry_after() -> None:
     t = table(record(max_concurrent=2))
-    authorize(t, full_key(), model="demo", inflight={"0123456789ab": 1}, required=True)
+    below = authorize(t, full_key(), model="demo", inflight={"0123456789ab": 1}, required=True)
+    assert below.key_id == "0123456789ab"
     with pytest.raises(RateLimited) as err:
         authorize(t, full_key(), model="demo", inflight={"0123456789ab": 2}, required=True)
     assert err.value.status == 429 and err.value.headers()["Retry-After"] == "1"
     # Another key's requests do not count against this one.
-    authorize(t, full_key(), model="demo", inflight={"aaaaaaaaaaaa": 9}, required=True)
+    other = authorize(t, full_key(), model="demo", inflight={"aaaaaaaaaaaa": 9}, required=True)
+    assert other.key_id == "0123456789ab"
 
 
 def test_the_model_is_checked_before_the_concurrency() -> None:
