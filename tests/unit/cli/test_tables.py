@@ -1,0 +1,45 @@
+"""The CLI's tables: every cell kept when stdout is a pipe, not cut to 80 columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cluster.cli.tables import models_table, nodes_table
+
+LONG_MODEL = "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit"
+
+
+def _node(**changes: Any) -> dict[str, Any]:
+    node = {
+        "node_id": "a" * 40,
+        "name": "a-very-long-node-name-on-the-office-lan.local",
+        "address": "192.168.100.200:50151",
+        "engines": ["mlx"],
+        "state": "ready",
+        "memory_used_bytes": 2**34,
+        "memory_total_bytes": 2**36,
+        "models": [LONG_MODEL, "demo"],
+        "running": 3,
+        "waiting": 1,
+        "decode_tps": 42.0,
+        "tps_measured": True,
+    }
+    return {**node, **changes}
+
+
+def test_a_piped_nodes_table_keeps_every_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    nodes_table([_node()])  # pytest's captured stdout is not a terminal, as a pipe is not
+    out = capsys.readouterr().out
+    assert "…" not in out
+    row = next(line for line in out.splitlines() if "192.168.100.200:50151" in line)
+    assert "a-very-long-node-name-on-the-office-lan.local" in row
+    assert f"{LONG_MODEL}, demo" in row and "42.0" in row
+    assert len(row) > 80
+
+
+def test_a_piped_models_table_keeps_every_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    models_table([{"model": LONG_MODEL, "nodes": ["n" * 40], "ready_nodes": ["n" * 40]}])
+    out = capsys.readouterr().out
+    assert "…" not in out and LONG_MODEL in out and "n" * 40 in out
