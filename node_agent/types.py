@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+# What a model on an agent can serve beyond plain text (ModelInfo.capabilities).
+TOOLS = "tools"  # tools rendered by its chat template, calls parsed into ToolCallDelta events
+REASONING = "reasoning"  # reasoning split into ReasoningDelta events
+CONSTRAINTS = "constraints"  # grammar-constrained decoding (schemas, forced tool calls)
+LOGPROBS = "logprobs"
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostProfile:
@@ -43,12 +49,69 @@ class Sampling:
     seed: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    """A call the assistant made: its id, the function's name, its arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn of a conversation."""
+    """One turn of a conversation: text, and for an assistant its calls, for a tool its result."""
 
-    role: str
+    role: str  # "system", "user", "assistant" or "tool"
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""  # a "tool" message: the call it answers
+    name: str = ""  # a "tool" message: the function's name, where known
+    reasoning: str = ""  # an assistant's reasoning, as some clients send it back
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    """A function the model may call; `parameters` is its arguments' JSON schema as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'
+    strict: bool = False
+
+
+class ToolChoiceMode(Enum):
+    """Whether the model must call a tool."""
+
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    NAMED = "named"
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """The request's tool choice; `name` only with NAMED."""
+
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str = ""
+
+
+class ConstraintKind(Enum):
+    """What a Constraint's text is."""
+
+    JSON_SCHEMA = "json_schema"
+    JSON_OBJECT = "json_object"  # any JSON object; no text
+    LARK = "lark"
+    REGEX = "regex"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Output the generation must match, enforced while decoding."""
+
+    kind: ConstraintKind
+    text: str = ""  # the schema (JSON text), the grammar or the regex
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,18 +123,79 @@ class GenerateRequest:
     text: str | None = None
     messages: tuple[ChatMessage, ...] | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    template_options: str = ""  # the chat template's extra variables, a JSON object's text
+    constraint: Constraint | None = None
+    top_logprobs: int | None = None  # None: no logprobs; else alternatives per token (0-20)
+
+    def needs(self) -> frozenset[str]:
+        """The capabilities an agent must have to serve this request (ModelInfo.capabilities)."""
+        out = set()
+        if self.tools or any(m.tool_calls or m.role == "tool" for m in self.messages or ()):
+            out.add(TOOLS)
+        if self.constraint is not None or self.tool_choice.mode in _FORCED:
+            out.add(CONSTRAINTS)
+        if self.top_logprobs is not None:
+            out.add(LOGPROBS)
+        return frozenset(out)
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position."""
+
+    token: str
+    logprob: float
+    bytes: bytes = b""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability, with the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    bytes: bytes = b""
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
 class Delta:
     """Newly generated text and the number of tokens it covers.
 
-    The first Delta of a generation also carries the prompt's token counts, so that a stream
-    that breaks before Finished can still be accounted for.
+    The first event of a generation (whichever kind) also carries the prompt's token counts,
+    so that a stream that breaks before Finished can still be accounted for.
     """
 
     text: str
     tokens: int
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """Reasoning text, split out of the answer by the model's markers."""
+
+    text: str
+    tokens: int
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallDelta:
+    """A fragment of the `index`th tool call: id and name first, then arguments, then done."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    done: bool = False
+    tokens: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
 
@@ -86,17 +210,19 @@ class Usage:
     ttft_seconds: float
     decode_tokens_per_second: float
     duration_seconds: float
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class Finished:
     """The last event of a generation."""
 
-    finish_reason: str  # "stop", "length" or "cancelled"
+    finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     usage: Usage
 
 
-GenerateEvent = Delta | Finished
+TokenEvent = Delta | ReasoningDelta | ToolCallDelta  # what a generation streams before Finished
+GenerateEvent = TokenEvent | Finished
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +234,7 @@ class ModelInfo:
     source: str
     memory_bytes: int
     context_length: int
+    capabilities: frozenset[str] = frozenset()  # TOOLS, REASONING, CONSTRAINTS, LOGPROBS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,3 +283,6 @@ class LoadProgress:
     bytes_done: int = 0
     bytes_total: int = 0
     model: ModelInfo | None = None
+
+
+_FORCED = (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED)

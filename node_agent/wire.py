@@ -11,6 +11,8 @@ import uuid
 from node_agent.proto import pb
 from node_agent.types import (
     ChatMessage,
+    Constraint,
+    ConstraintKind,
     CostProfile,
     Delta,
     DiskModel,
@@ -21,7 +23,15 @@ from node_agent.types import (
     LoadStage,
     ModelInfo,
     ModelStatus,
+    ReasoningDelta,
     Sampling,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+    TopLogprob,
     Usage,
 )
 
@@ -33,6 +43,13 @@ _STAGES = {
     LoadStage.FAILED: pb.LoadProgress.FAILED,
 }
 _STAGES_BACK = {v: k for k, v in _STAGES.items()}
+_MODES = {
+    ToolChoiceMode.AUTO: pb.ToolChoice.AUTO,
+    ToolChoiceMode.NONE: pb.ToolChoice.NONE,
+    ToolChoiceMode.REQUIRED: pb.ToolChoice.REQUIRED,
+    ToolChoiceMode.NAMED: pb.ToolChoice.NAMED,
+}
+_MODES_BACK = {v: k for k, v in _MODES.items()}
 
 
 def model_info_pb(m: ModelInfo) -> pb.ModelInfo:
@@ -43,6 +60,7 @@ def model_info_pb(m: ModelInfo) -> pb.ModelInfo:
         source=m.source,
         memory_bytes=m.memory_bytes,
         context_length=m.context_length,
+        capabilities=sorted(m.capabilities),
     )
 
 
@@ -54,6 +72,7 @@ def model_info(m: pb.ModelInfo) -> ModelInfo:
         source=m.source,
         memory_bytes=m.memory_bytes,
         context_length=m.context_length,
+        capabilities=frozenset(m.capabilities),
     )
 
 
@@ -169,26 +188,96 @@ def generate_request_pb(request: GenerateRequest) -> pb.GenerateRequest:
         request_id=request.request_id, model=request.model, sampling=sampling_pb
     )
     if request.messages is not None:
-        out.chat.messages.extend(
-            pb.ChatMessage(role=m.role, content=m.content) for m in request.messages
-        )
+        out.chat.CopyFrom(_chat_pb(request))
     else:
         out.text = request.text or ""
+    if request.constraint is not None:
+        out.constraint.CopyFrom(_constraint_pb(request.constraint))
+    if request.top_logprobs is not None:
+        out.top_logprobs = request.top_logprobs
     return out
+
+
+def _chat_pb(request: GenerateRequest) -> pb.Chat:
+    choice = request.tool_choice
+    return pb.Chat(
+        messages=[_message_pb(m) for m in request.messages or ()],
+        tools=[
+            pb.Tool(
+                name=t.name,
+                description=t.description,
+                parameters_json=t.parameters,
+                strict=t.strict,
+            )
+            for t in request.tools
+        ],
+        tool_choice=pb.ToolChoice(mode=_MODES[choice.mode], name=choice.name),
+        parallel_tool_calls=request.parallel_tool_calls,
+        template_options_json=request.template_options,
+    )
+
+
+def _message_pb(m: ChatMessage) -> pb.ChatMessage:
+    return pb.ChatMessage(
+        role=m.role,
+        content=m.content,
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in m.tool_calls],
+        tool_call_id=m.tool_call_id,
+        name=m.name,
+        reasoning=m.reasoning,
+    )
+
+
+def _message(m: pb.ChatMessage) -> ChatMessage:
+    calls = tuple(ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in m.tool_calls)
+    return ChatMessage(m.role, m.content, calls, m.tool_call_id, m.name, m.reasoning)
+
+
+def _constraint_pb(c: Constraint) -> pb.Constraint:
+    if c.kind is ConstraintKind.JSON_SCHEMA:
+        return pb.Constraint(json_schema=c.text)
+    if c.kind is ConstraintKind.LARK:
+        return pb.Constraint(lark=c.text)
+    if c.kind is ConstraintKind.REGEX:
+        return pb.Constraint(regex=c.text)
+    return pb.Constraint(json_object=True)
+
+
+def _constraint(c: pb.Constraint) -> Constraint | None:
+    kind = c.WhichOneof("kind")
+    if kind is None:
+        return None
+    text = "" if kind == "json_object" else getattr(c, kind)
+    return Constraint(ConstraintKind(kind), text)
 
 
 def generate_request(r: pb.GenerateRequest) -> GenerateRequest:
     """GenerateRequest from protobuf; unset optional sampling fields take the defaults."""
     prompt = r.WhichOneof("prompt")
-    messages = None
-    if prompt == "chat":
-        messages = tuple(ChatMessage(m.role, m.content) for m in r.chat.messages)
+    chat = r.chat
+    choice = ToolChoice(
+        _MODES_BACK.get(chat.tool_choice.mode, ToolChoiceMode.AUTO), chat.tool_choice.name
+    )
     return GenerateRequest(
         request_id=r.request_id or uuid.uuid4().hex,
         model=r.model,
         text=r.text if prompt == "text" else None,
-        messages=messages,
+        messages=tuple(_message(m) for m in chat.messages) if prompt == "chat" else None,
         sampling=sampling(r.sampling),
+        tools=tuple(
+            Tool(
+                name=t.name,
+                description=t.description,
+                parameters=t.parameters_json,
+                strict=t.strict,
+            )
+            for t in chat.tools
+        ),
+        tool_choice=choice,
+        parallel_tool_calls=chat.parallel_tool_calls if prompt == "chat" else True,
+        template_options=chat.template_options_json,
+        constraint=_constraint(r.constraint) if r.HasField("constraint") else None,
+        top_logprobs=r.top_logprobs if r.HasField("top_logprobs") else None,
     )
 
 
@@ -213,6 +302,7 @@ def usage_pb(u: Usage) -> pb.Usage:
         ttft_seconds=u.ttft_seconds,
         decode_tokens_per_second=u.decode_tokens_per_second,
         duration_seconds=u.duration_seconds,
+        reasoning_tokens=u.reasoning_tokens,
     )
 
 
@@ -225,18 +315,42 @@ def usage(u: pb.Usage) -> Usage:
         ttft_seconds=u.ttft_seconds,
         decode_tokens_per_second=u.decode_tokens_per_second,
         duration_seconds=u.duration_seconds,
+        reasoning_tokens=u.reasoning_tokens,
     )
 
 
 def generate_response(event: GenerateEvent) -> pb.GenerateResponse:
     """One Generate stream message."""
+    if isinstance(event, Delta):
+        return pb.GenerateResponse(
+            delta=pb.Delta(
+                text=event.text,
+                tokens=event.tokens,
+                prompt_tokens=event.prompt_tokens,
+                cached_prompt_tokens=event.cached_prompt_tokens,
+                logprobs=[_logprob_pb(lp) for lp in event.logprobs],
+            )
+        )
     if isinstance(event, Finished):
         return pb.GenerateResponse(
             finished=pb.Finished(finish_reason=event.finish_reason, usage=usage_pb(event.usage))
         )
+    if isinstance(event, ReasoningDelta):
+        return pb.GenerateResponse(
+            reasoning=pb.ReasoningDelta(
+                text=event.text,
+                tokens=event.tokens,
+                prompt_tokens=event.prompt_tokens,
+                cached_prompt_tokens=event.cached_prompt_tokens,
+            )
+        )
     return pb.GenerateResponse(
-        delta=pb.Delta(
-            text=event.text,
+        tool_call=pb.ToolCallDelta(
+            index=event.index,
+            id=event.id,
+            name=event.name,
+            arguments=event.arguments,
+            done=event.done,
             tokens=event.tokens,
             prompt_tokens=event.prompt_tokens,
             cached_prompt_tokens=event.cached_prompt_tokens,
@@ -245,11 +359,37 @@ def generate_response(event: GenerateEvent) -> pb.GenerateResponse:
 
 
 def generate_event(response: pb.GenerateResponse) -> GenerateEvent | None:
-    """The event one Generate stream message carries; None for an empty message."""
+    """The event one Generate stream message carries; None for an empty or unknown message."""
     kind = response.WhichOneof("event")
     if kind == "delta":
         d = response.delta
-        return Delta(d.text, d.tokens, d.prompt_tokens, d.cached_prompt_tokens)
+        logprobs = tuple(_logprob(lp) for lp in d.logprobs)
+        return Delta(d.text, d.tokens, d.prompt_tokens, d.cached_prompt_tokens, logprobs)
     if kind == "finished":
         return Finished(response.finished.finish_reason, usage(response.finished.usage))
+    if kind == "reasoning":
+        r = response.reasoning
+        return ReasoningDelta(r.text, r.tokens, r.prompt_tokens, r.cached_prompt_tokens)
+    if kind == "tool_call":
+        t = response.tool_call
+        return ToolCallDelta(
+            index=t.index,
+            id=t.id,
+            name=t.name,
+            arguments=t.arguments,
+            done=t.done,
+            tokens=t.tokens,
+            prompt_tokens=t.prompt_tokens,
+            cached_prompt_tokens=t.cached_prompt_tokens,
+        )
     return None
+
+
+def _logprob_pb(lp: TokenLogprob) -> pb.TokenLogprob:
+    top = [pb.TopLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes) for t in lp.top]
+    return pb.TokenLogprob(token=lp.token, logprob=lp.logprob, bytes=lp.bytes, top=top)
+
+
+def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
+    top = tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top)
+    return TokenLogprob(lp.token, lp.logprob, lp.bytes, top)

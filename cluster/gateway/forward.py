@@ -34,7 +34,7 @@ from cluster.node_client import (
 )
 from cluster.types import NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
-from node_agent.types import Delta, Finished, GenerateRequest, Usage
+from node_agent.types import Finished, GenerateRequest, TokenEvent, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class StreamFailed:
     usage: Usage
 
 
-ForwardEvent = Routed | Delta | Finished | StreamFailed
+ForwardEvent = Routed | TokenEvent | Finished | StreamFailed
 
 
 class ClientPool:
@@ -204,8 +204,8 @@ class Forwarder:
                 tally.end(error)
 
     async def _first(
-        self, events: AsyncIterator[Delta | Finished | StreamFailed]
-    ) -> Delta | Finished | StreamFailed:
+        self, events: AsyncIterator[TokenEvent | Finished | StreamFailed]
+    ) -> TokenEvent | Finished | StreamFailed:
         try:
             async with asyncio.timeout(self.settings.first_token_timeout_s):
                 return await anext(events)
@@ -221,15 +221,17 @@ class Forwarder:
         request: GenerateRequest,
         route: RouteRequest,
         tally: Tally | None,
-    ) -> AsyncGenerator[Delta | Finished | StreamFailed, None]:
+    ) -> AsyncGenerator[TokenEvent | Finished | StreamFailed, None]:
         self.load.start(node_id, route.expected_tokens)
         remaining, generated, started = route.expected_tokens, 0, time.monotonic()
         prompt = cached = 0
+        streamed = False  # whether the node has sent its first event
         stream = client.generate(request)
         try:
             async for event in stream:
-                if isinstance(event, Delta):
-                    if generated == 0:  # the prompt is in the node's cache from now on
+                if not isinstance(event, Finished):
+                    if not streamed:  # the prompt is in the node's cache from now on
+                        streamed = True
                         self.router.record(route, node_id)
                         prompt, cached = event.prompt_tokens, event.cached_prompt_tokens
                         if tally is not None:
@@ -247,7 +249,7 @@ class Forwarder:
         except NodeRejected as exc:
             raise InvalidRequest(_node_message(exc)) from None
         except NodeError as exc:
-            if generated == 0:
+            if not streamed:
                 raise
             usage = Usage(
                 prompt_tokens=prompt,

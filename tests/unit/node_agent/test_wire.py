@@ -87,3 +87,71 @@ def test_disk_model_round_trips() -> None:
         source="org/m", weights_bytes=5 << 30, kv_bytes_per_token=131072, context_length=32768
     )
     assert wire.disk_model(wire.disk_model_pb(d)) == d
+
+
+def test_an_agent_request_round_trips_tools_history_constraint_and_logprobs() -> None:
+    from node_agent.types import (
+        CONSTRAINTS,
+        LOGPROBS,
+        TOOLS,
+        ChatMessage,
+        Constraint,
+        ConstraintKind,
+        GenerateRequest,
+        Tool,
+        ToolCall,
+        ToolChoice,
+        ToolChoiceMode,
+    )
+
+    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Oslo"}')
+    request = GenerateRequest(
+        request_id="r1",
+        model="demo",
+        messages=(
+            ChatMessage("user", "Weather in Oslo?"),
+            ChatMessage("assistant", "", (call,), reasoning="The user wants weather."),
+            ChatMessage("tool", "12 C", tool_call_id="call_1", name="get_weather"),
+        ),
+        tools=(Tool(name="get_weather", parameters='{"type": "object"}', strict=True),),
+        tool_choice=ToolChoice(ToolChoiceMode.NAMED, "get_weather"),
+        parallel_tool_calls=False,
+        template_options='{"enable_thinking": false}',
+        constraint=Constraint(ConstraintKind.JSON_SCHEMA, '{"type": "object"}'),
+        top_logprobs=3,
+    )
+    back = wire.generate_request(wire.generate_request_pb(request))
+    assert back == request
+    assert back.needs() == {TOOLS, CONSTRAINTS, LOGPROBS}
+    plain = GenerateRequest(request_id="r2", model="demo", messages=(ChatMessage("user", "hi"),))
+    assert wire.generate_request(wire.generate_request_pb(plain)) == plain
+    assert plain.needs() == frozenset()
+    for kind in ConstraintKind:
+        text = "" if kind is ConstraintKind.JSON_OBJECT else "x"
+        only = GenerateRequest(
+            request_id="r3", model="demo", text="t", constraint=Constraint(kind, text)
+        )
+        assert wire.generate_request(wire.generate_request_pb(only)).constraint == only.constraint
+
+
+def test_agent_events_round_trip() -> None:
+    from node_agent.types import (
+        Delta,
+        ReasoningDelta,
+        TokenLogprob,
+        ToolCallDelta,
+        TopLogprob,
+    )
+
+    logprob = TokenLogprob(
+        "Hi", -0.25, b"Hi", (TopLogprob("Hi", -0.25, b"Hi"), TopLogprob("Yo", -2.0))
+    )
+    events = [
+        ReasoningDelta("thinking", 2, prompt_tokens=7, cached_prompt_tokens=3),
+        Delta("Hi", 1, logprobs=(logprob,)),
+        ToolCallDelta(index=0, id="call_1", name="f", tokens=1),
+        ToolCallDelta(index=0, arguments='{"a": 1}', tokens=4),
+        ToolCallDelta(index=0, done=True),
+    ]
+    for event in events:
+        assert wire.generate_event(wire.generate_response(event)) == event
