@@ -43,6 +43,17 @@ class NodeView:
     cost: CostProfile = field(default_factory=CostProfile)
     reason: str = ""  # why the node is rejected; empty otherwise
     plaintext: bool = False  # reached without TLS (only where the admin allowed it)
+    # What each model can serve beyond plain text (node_agent.types TOOLS, CONSTRAINTS, ...);
+    # a model absent here serves plain requests only.
+    capabilities: tuple[tuple[ModelName, frozenset[str]], ...] = ()  # sorted by model
+
+    def model_capabilities(self, model: ModelName) -> frozenset[str]:
+        """What the node's `model` can serve beyond plain text."""
+        return next((c for m, c in self.capabilities if m == model), frozenset())
+
+    def can_serve(self, model: ModelName, needs: frozenset[str]) -> bool:
+        """Whether the node's `model` has every capability in `needs`."""
+        return not needs or needs <= self.model_capabilities(model)
 
     @property
     def routable(self) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -159,9 +160,14 @@ class AgentService(pb_grpc.AgentServicer):
     async def status(self) -> pb.NodeStatus:
         """The node's live status now."""
         probe = await asyncio.to_thread(self._probe)
+        capabilities = {m.name: m.capabilities for m in self._engine.models()}
+        statuses = [
+            dataclasses.replace(s, capabilities=capabilities.get(s.model, s.capabilities))
+            for s in self._engine.status()
+        ]
         return node_status(
             self._facts.node_id,
-            self._engine.status(),
+            statuses,
             probe,
             uptime=time.monotonic() - self._started,
             busy=self._busy.seconds(),

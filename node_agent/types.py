@@ -262,6 +262,7 @@ class ModelStatus:
     memory_bytes: int
     busy_seconds: float
     kv_cache_usage: float = 0.0  # share of a fixed KV-cache pool in use; 0 without one
+    capabilities: frozenset[str] = frozenset()  # as ModelInfo.capabilities
 
 
 class LoadStage(Enum):

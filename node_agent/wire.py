@@ -132,6 +132,7 @@ def model_status_pb(s: ModelStatus) -> pb.ModelStatus:
         memory_bytes=s.memory_bytes,
         busy_seconds=s.busy_seconds,
         kv_cache_usage=s.kv_cache_usage,
+        capabilities=sorted(s.capabilities),
     )
 
 
@@ -149,6 +150,7 @@ def model_status(m: pb.ModelStatus) -> ModelStatus:
         memory_bytes=m.memory_bytes,
         busy_seconds=m.busy_seconds,
         kv_cache_usage=m.kv_cache_usage,
+        capabilities=frozenset(m.capabilities),
     )
 
 

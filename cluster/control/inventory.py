@@ -78,6 +78,7 @@ class ModelCounters:
     waiting: int = 0
     generated_tokens: int = 0
     busy_seconds: float = 0.0
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +101,7 @@ class StatusReceived:
                 waiting=m.waiting,
                 generated_tokens=m.generated_tokens,
                 busy_seconds=m.busy_seconds,
+                capabilities=m.capabilities,
             )
             for m in sample.models
         )
@@ -315,6 +317,7 @@ class Inventory:
             models=tuple(
                 sorted(m.model for m in models if (node.node_id, m.model) not in self._withdrawn)
             ),
+            capabilities=tuple(sorted((m.model, m.capabilities) for m in models if m.capabilities)),
             memory_total_bytes=desc.memory_total_bytes if desc else 0,
             memory_used_bytes=status.memory_used_bytes if status else 0,
             running=sum(m.running for m in models),

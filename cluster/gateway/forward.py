@@ -8,6 +8,7 @@ away) closes the node's stream, which cancels the generation on the node.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -32,7 +33,7 @@ from cluster.node_client import (
     NodeUnauthenticated,
     NodeUnavailable,
 )
-from cluster.types import NodeId, NodeState, NodeTable
+from cluster.types import ModelName, NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
 from node_agent.types import Finished, GenerateRequest, TokenEvent, Usage
 
@@ -137,12 +138,25 @@ class Forwarder:
         self.settings = settings
         self.load = LocalLoad()
 
-    def check_model(self, table: NodeTable, model: str) -> None:
-        """404 if no node knows the model; 503 if none that has it can take requests now."""
+    def check_model(
+        self, table: NodeTable, model: str, needs: frozenset[str] = frozenset()
+    ) -> None:
+        """404 if no node knows the model; 400 if none serves it with what the request needs
+        (tools, constraints, ...); 503 if none that could can take requests now."""
         having = [n for n in table.nodes if model in n.models]
         if not having:
             raise ModelNotFound(f"The model `{model}` does not exist or is not served here.")
-        if not any(n.routable for n in having):
+        able = [n for n in having if n.can_serve(ModelName(model), needs)]
+        if not able:
+            missing = sorted(
+                needs - set().union(*(n.model_capabilities(ModelName(model)) for n in having))
+            )
+            what = ", ".join(missing or sorted(needs))
+            raise InvalidRequest(
+                f"No node serves `{model}` with {what} (its agents are older, or its chat "
+                "template has no tool markup)."
+            )
+        if not any(n.routable for n in able):
             raise NoCapacity(f"No node can serve `{model}` right now.", retry_after=2)
 
     async def stream(
@@ -160,7 +174,10 @@ class Forwarder:
         wrapped around this one: one more generator layer cost a replica about 140 us a request."""
         error: BaseException | None = None
         try:
-            self.check_model(table, request.model)
+            needs = request.needs()
+            if needs != route.needs:
+                route = dataclasses.replace(route, needs=needs)
+            self.check_model(table, request.model, needs)
             tried: set[NodeId] = set()
             last_error: NodeError | None = None
             self.load.tick(time.monotonic())

@@ -49,6 +49,7 @@ class RouteRequest:
     model: ModelName
     expected_tokens: int
     prefix_keys: tuple[int, ...] = ()
+    needs: frozenset[str] = frozenset()  # capabilities the node's model must have (tools, ...)
 
 
 @dataclass(slots=True)
@@ -139,10 +140,20 @@ class Router(Protocol):
 
 
 def candidates(
-    table: NodeTable, model: ModelName, exclude: frozenset[NodeId] = frozenset()
+    table: NodeTable,
+    model: ModelName,
+    exclude: frozenset[NodeId] = frozenset(),
+    needs: frozenset[str] = frozenset(),
 ) -> list[NodeView]:
-    """Routable nodes that serve `model`, minus those in `exclude`."""
-    return [n for n in table.nodes if n.routable and model in n.models and n.node_id not in exclude]
+    """Routable nodes that serve `model` with every capability in `needs`, minus `exclude`."""
+    return [
+        n
+        for n in table.nodes
+        if n.routable
+        and model in n.models
+        and n.node_id not in exclude
+        and n.can_serve(model, needs)
+    ]
 
 
 def queued_tokens(
@@ -239,7 +250,7 @@ class FastestRouter:
         exclude: frozenset[NodeId] = frozenset(),
     ) -> NodeId | None:
         """The candidate that finishes first, or the prefix's node unless it is overloaded."""
-        nodes = candidates(table, request.model, exclude)
+        nodes = candidates(table, request.model, exclude, request.needs)
         if not nodes:
             return None
         eta = finish_times_s(nodes, load, request.expected_tokens, self.avg_request_tokens)
@@ -314,7 +325,7 @@ class RoundRobinRouter:
         exclude: frozenset[NodeId] = frozenset(),
     ) -> NodeId | None:
         """The first candidate after the one chosen last, wrapping around."""
-        ids = sorted(n.node_id for n in candidates(table, request.model, exclude))
+        ids = sorted(n.node_id for n in candidates(table, request.model, exclude, request.needs))
         if not ids:
             return None
         # "Next id after the last one" stays fair when nodes join or leave between calls.
@@ -341,7 +352,7 @@ class LeastOutstandingRouter:
         exclude: frozenset[NodeId] = frozenset(),
     ) -> NodeId | None:
         """The candidate with the least queued work; ties by fewer in flight, then node id."""
-        nodes = candidates(table, request.model, exclude)
+        nodes = candidates(table, request.model, exclude, request.needs)
         if not nodes:
             return None
         queued = queued_tokens(nodes, load, self.avg_request_tokens)
