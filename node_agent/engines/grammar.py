@@ -1,0 +1,153 @@
+"""What a generation must match, as one Lark grammar in llguidance's dialect, for both engines.
+
+A client's JSON schema, "any JSON object", Lark grammar or regex, and the tool calls a request
+forces (`tool_choice` required or named) or makes strict all become one grammar. The MLX
+engine compiles it with llguidance for each request's row of the batch; vLLM takes the same
+text as a `guidance` structured output. A forced call is written in the model's own markup
+(ToolMarkup), so the engine's tool parser reads it as it reads any call. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from node_agent.types import Constraint, ConstraintKind, GenerateRequest, Tool, ToolChoiceMode
+
+# Free text before a call, as llguidance's own tool-calling grammars write it (lazy: it ends
+# at the first trigger).
+_TEXT = r"(.|\n)*"
+
+
+@dataclass(frozen=True)
+class ToolMarkup:
+    """How a model family writes one tool call: `open`, newline, a JSON object, newline, `close`.
+
+    `tokens`: the markers are single tokens of the vocabulary (added tokens, as in Qwen's), which
+    llguidance matches as special tokens; otherwise they are matched as text.
+    """
+
+    open: str
+    close: str
+    tokens: bool = False
+    separator: str = "\n"  # between two calls of one turn
+
+    def marker(self, text: str) -> str:
+        """A marker as a Lark terminal: the token itself, or its text."""
+        return text if self.tokens else _lit(text)
+
+
+# Hermes / Qwen: <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>
+HERMES = ToolMarkup("<tool_call>", "</tool_call>")
+
+
+def markup_for(family: str, vocab: Mapping[str, int]) -> ToolMarkup | None:
+    """The markup of a tool-parser family ("json_tools" in mlx-lm, "hermes" in vLLM), with its
+    markers as tokens where the vocabulary has them; None for a family we cannot constrain."""
+    if family not in ("json_tools", "hermes"):
+        return None
+    return replace(HERMES, tokens=HERMES.open in vocab and HERMES.close in vocab)
+
+
+class GrammarUnsupported(ValueError):
+    """The request asks for a constraint this model cannot be held to (no known tool markup)."""
+
+
+def grammar_for(request: GenerateRequest, markup: ToolMarkup | None) -> str | None:
+    """The Lark grammar the request's output must match; None when it is free."""
+    if request.constraint is not None:
+        return constraint_grammar(request.constraint)
+    forced = forced_tools(request)
+    strict = tuple(t for t in request.tools if t.strict)
+    if not forced and not strict:
+        return None
+    if markup is None:
+        raise GrammarUnsupported("this model's chat template has no tool-call markup we know")
+    if forced:
+        return _calls(forced, markup, many=request.parallel_tool_calls)
+    return _text_then_calls(request.tools, markup, many=request.parallel_tool_calls)
+
+
+def forced_tools(request: GenerateRequest) -> tuple[Tool, ...]:
+    """The tools one of which the model must call: the named one, every one, or none."""
+    choice = request.tool_choice
+    if choice.mode is ToolChoiceMode.NAMED:
+        return tuple(t for t in request.tools if t.name == choice.name)
+    if choice.mode is ToolChoiceMode.REQUIRED:
+        return request.tools
+    return ()
+
+
+def constraint_grammar(constraint: Constraint) -> str:
+    """A client's output constraint as a Lark grammar."""
+    if constraint.kind is ConstraintKind.LARK:
+        return constraint.text
+    if constraint.kind is ConstraintKind.REGEX:
+        return f"start: /{_regex_body(constraint.text)}/\n"
+    schema = (
+        constraint.text if constraint.kind is ConstraintKind.JSON_SCHEMA else '{"type": "object"}'
+    )
+    return f"start: %json {_compact(json.loads(schema))}\n"
+
+
+def call_schema(tools: tuple[Tool, ...]) -> dict[str, Any]:
+    """The JSON schema of one call of any of `tools`: its name and its arguments."""
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def _calls(tools: tuple[Tool, ...], markup: ToolMarkup, *, many: bool) -> str:
+    more = f" ({_lit(markup.separator)} call)*" if many else ""
+    return f"start: call{more}\ncall: {_call_body(call_schema(tools), markup, opened=False)}\n"
+
+
+def _call_body(schema: dict[str, Any], markup: ToolMarkup, *, opened: bool) -> str:
+    opening = "" if opened else f"{markup.marker(markup.open)} "
+    close = markup.marker(markup.close)
+    return f'{opening}"\\n" %json {_compact(schema)} "\\n" {close}'
+
+
+def _text_then_calls(tools: tuple[Tool, ...], markup: ToolMarkup, *, many: bool) -> str:
+    """Free text; once the model opens a call, a call that validates (strict tools in auto)."""
+    strict = tuple(t for t in tools if t.strict)
+    loose = tuple(t for t in tools if not t.strict)
+    schema = (
+        call_schema(strict) if not loose else {"anyOf": [call_schema(strict), _any_call(loose)]}
+    )
+    body = _call_body(schema, markup, opened=True)
+    if markup.tokens:  # a special token never occurs in free text: no lazy lexeme needed
+        rules = f"call: TEXT {markup.marker(markup.open)} {body}\n"
+    else:
+        rules = f"call: opening {body}\nopening[lazy]: TEXT {_lit(markup.open)}\n"
+    return f"start: call{'*' if many else '?'} TEXT\n{rules}TEXT: /{_TEXT}/\n"
+
+
+def _any_call(tools: tuple[Tool, ...]) -> dict[str, Any]:
+    names = [t.name for t in tools]
+    return {
+        "type": "object",
+        "properties": {"name": {"enum": names}, "arguments": {"type": "object"}},
+        "required": ["name", "arguments"],
+    }
+
+
+def _lit(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Lark string literal
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _regex_body(regex: str) -> str:
+    return regex.replace("/", "\\/")
