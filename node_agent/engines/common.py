@@ -6,12 +6,13 @@ means a request refused by one node is refused by every node, with the same erro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from node_agent import hardware
 from node_agent.errors import InvalidRequest, PromptTooLong
-from node_agent.types import GenerateRequest
+from node_agent.types import ChatMessage, GenerateRequest, Tool
 
 MAX_STOP_STRINGS = 4
 
@@ -36,17 +37,83 @@ def check_request(request: GenerateRequest, context_length: int) -> None:
         raise InvalidRequest(f"at most {MAX_STOP_STRINGS} stop strings, none of them empty")
 
 
-def render_prompt(tokenizer: Any, request: GenerateRequest) -> list[int]:
-    """Token ids of the prompt: raw text as is, or messages through the chat template."""
+def render_prompt(
+    tokenizer: Any, request: GenerateRequest, *, constrained: bool = False
+) -> list[int]:
+    """Token ids of the prompt: raw text as is, or messages (with tools) through the chat template.
+
+    `constrained`: a grammar holds the output from its first token, so a template that thinks
+    is told not to (unless the client said otherwise) — the grammar has no room for reasoning.
+    """
     if request.text is not None:
         return list(tokenizer.encode(request.text))
-    messages = [{"role": m.role, "content": m.content} for m in request.messages or ()]
+    kwargs = template_kwargs(request, constrained=constrained)
     try:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        ids = tokenizer.apply_chat_template(
+            chat_messages(request), add_generation_prompt=True, **kwargs
+        )
     except Exception as exc:  # jinja raises whatever the template author chose
         raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
     # transformers 5 answers with a BatchEncoding; wrappers (mlx-lm's) with a plain list.
     return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+
+def chat_messages(request: GenerateRequest) -> list[dict[str, Any]]:
+    """The messages as chat templates expect them: OpenAI's shape, arguments as dicts."""
+    return [_message(m) for m in request.messages or ()]
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name:
+        out["name"] = m.name
+    if m.reasoning:
+        out["reasoning_content"] = m.reasoning
+    return out
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as a dict: templates render them with `tojson` (GLM's, Qwen's)."""
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return text  # not JSON: the template gets what the client sent
+
+
+def template_kwargs(request: GenerateRequest, *, constrained: bool = False) -> dict[str, Any]:
+    """The chat template's variables: the tools, and the client's options (e.g. thinking)."""
+    try:
+        options = json.loads(request.template_options) if request.template_options else {}
+    except ValueError as exc:
+        raise InvalidRequest(f"the chat template options are not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise InvalidRequest("the chat template options must be a JSON object")
+    if constrained:
+        options.setdefault("enable_thinking", False)
+    if request.tools:
+        options["tools"] = [tool_json(t) for t in request.tools]
+    return options
+
+
+def tool_json(tool: Tool) -> dict[str, Any]:
+    """A tool as chat templates expect it (OpenAI's function-tool shape)."""
+    try:
+        parameters = json.loads(tool.parameters)
+    except ValueError as exc:
+        raise InvalidRequest(f"tool {tool.name!r}: its parameters are not JSON: {exc}") from None
+    function = {"name": tool.name, "description": tool.description, "parameters": parameters}
+    return {"type": "function", "function": function}
 
 
 def check_prompt_length(n: int, context_length: int) -> None:
