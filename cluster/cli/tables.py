@@ -119,6 +119,9 @@ _USAGE_COLUMNS = (
     "ttft s",
     "node ttft s",
     "duration s",
+    "tools",
+    "constrained",
+    "reasoning",
 )
 # The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
 _COST_FIGURES = (
@@ -196,6 +199,7 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
             money(g["mean_ttft_s"], 3),
             money(g["mean_node_ttft_s"], 3),
             money(g["mean_duration_s"], 3),
+            *(count(g.get(f"with_{f}")) for f in ("tools", "constrained", "reasoning")),
         )
     show(table, console)
 

@@ -35,7 +35,14 @@ from cluster.node_client import (
 )
 from cluster.types import ModelName, NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
-from node_agent.types import Finished, GenerateRequest, TokenEvent, Usage
+from node_agent.types import (
+    CONSTRAINTS,
+    Finished,
+    GenerateRequest,
+    ReasoningDelta,
+    TokenEvent,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ class Tally(Protocol):
     prompt: int  # the serving node's counts so far (they matter when the stream is cut short)
     cached: int
     generated: int
+    features: set[str]  # what the request used (ledger/rows.py UsageRow.features)
 
     def end(self, error: BaseException | None) -> None:
         """The stream ended: exhausted or closed (None), or raising `error`."""
@@ -177,6 +185,8 @@ class Forwarder:
             needs = request.needs()
             if needs != route.needs:
                 route = dataclasses.replace(route, needs=needs)
+            if tally is not None:
+                tally.features.update(_features(request))
             self.check_model(table, request.model, needs)
             tried: set[NodeId] = set()
             last_error: NodeError | None = None
@@ -246,6 +256,8 @@ class Forwarder:
         stream = client.generate(request)
         try:
             async for event in stream:
+                if isinstance(event, ReasoningDelta) and tally is not None:
+                    tally.features.add("reasoning")
                 if not isinstance(event, Finished):
                     if not streamed:  # the prompt is in the node's cache from now on
                         streamed = True
@@ -297,3 +309,11 @@ def _exhausted(last: NodeError | None, model: str) -> ApiError:
         return UpstreamTimeout(f"No node answered `{model}` in time.")
     detail = f" (last error: {_node_message(last)})" if last else ""
     return NoCapacity(f"No node can serve `{model}` right now{detail}.", retry_after=2)
+
+
+def _features(request: GenerateRequest) -> set[str]:
+    """What the request asks for, as the ledger records it (UsageRow.features)."""
+    out = {"tools"} if request.tools else set()
+    if CONSTRAINTS in request.needs() or any(t.strict for t in request.tools):
+        out.add("constrained")
+    return out

@@ -77,6 +77,7 @@ class Tap:
         "_start",
         "attempts",
         "cached",
+        "features",
         "final",
         "first_at",
         "generated",
@@ -103,6 +104,7 @@ class Tap:
         self.first_at: float | None = None
         self.final: Finished | StreamFailed | None = None
         self.prompt = self.cached = self.generated = 0
+        self.features: set[str] = set()  # see UsageRow.features; the forwarder adds to it
 
     def end(self, error: BaseException | None) -> None:
         """The request's events ended (with `error` if one was raised): make its row and hand
@@ -149,6 +151,7 @@ class Tap:
             outcome,
             self.attempts,
             node_ttft,
+            ",".join(sorted(self.features)),
         )
 
 

@@ -63,6 +63,10 @@ class UsageRow(NamedTuple):
     # what the gateway and the network added to the first token; the rest is the node's queue
     # and prefill.
     node_ttft_s: float | None = None
+    # What the request used, comma-separated and sorted: "constrained" (a grammar held the
+    # output: a schema, or a forced or strict tool call), "reasoning" (the node returned some),
+    # "tools" (it offered tools). Which workloads are agents, for `cluster usage`.
+    features: str = ""
 
     def values(self) -> Values:
         """The row as the ledger stores it: a plain tuple, in column order, of values of the

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS requests (
     duration_s REAL NOT NULL,
     outcome TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    node_ttft_s REAL
+    node_ttft_s REAL,
+    features TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 CREATE TABLE IF NOT EXISTS node_samples (
@@ -80,6 +81,8 @@ CREATE TABLE IF NOT EXISTS cost_overrides (
 _PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
 _ROW = UsageRow._fields  # the requests table's columns, in the order of a row's values
 GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
+FEATURES = ("tools", "constrained", "reasoning")  # what UsageRow.features may list
+_FEATURE_SUMS = ", ".join(f"SUM(instr(features, '{f}') > 0)" for f in FEATURES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,11 +125,11 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Bring a ledger made by an older version up to the requests table's columns: a column
-    added since (node_ttft_s) is NULL in the rows written before it."""
+    added since is NULL (node_ttft_s) or empty (features) in the rows written before it."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-    for column in ("node_ttft_s",):
+    for column, kind in (("node_ttft_s", "REAL"), ("features", "TEXT NOT NULL DEFAULT ''")):
         if column not in have:
-            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} REAL")
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
 
 
 def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
@@ -249,7 +252,8 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
     )
     rows = conn.execute(
         f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
-        "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s) FROM requests "
+        "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s), "
+        f"{_FEATURE_SUMS} FROM requests "
         "WHERE at >= ? "
         f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
         [_since(since)],
@@ -266,6 +270,7 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
         "mean_ttft_s",
         "mean_node_ttft_s",
         "mean_duration_s",
+        *(f"with_{f}" for f in FEATURES),
     )
     return [{by: group, **dict(zip(names, values, strict=True))} for group, *values in rows]
 

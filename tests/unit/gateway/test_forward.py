@@ -161,3 +161,48 @@ async def test_without_a_tap_the_events_are_the_same() -> None:
     tap, _ = tapped()
     forwarder, table = office({"n1": script})
     assert [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)] == bare
+
+
+async def test_a_tool_request_records_its_features_and_a_reasoning_node_adds_one() -> None:
+    from node_agent.types import (
+        TOOLS,
+        ReasoningDelta,
+        Tool,
+        ToolCallDelta,
+        ToolChoice,
+        ToolChoiceMode,
+    )
+
+    forwarder, table = office(
+        {
+            "n1": [
+                ReasoningDelta("hmm", 1, 5),  # type: ignore[list-item]
+                ToolCallDelta(index=0, id="call_1", name="f", tokens=1),  # type: ignore[list-item]
+                ToolCallDelta(index=0, arguments="{}", done=True, tokens=1),  # type: ignore[list-item]
+                Finished("tool_calls", USAGE),
+            ]
+        }
+    )
+    forced = GenerateRequest(
+        request_id="r1",
+        model=M,
+        text="hi",
+        tools=(Tool(name="f"),),
+        tool_choice=ToolChoice(ToolChoiceMode.REQUIRED),
+    )
+    # A node that advertises tools and constraints, as capable agents do.
+    node = table.nodes[0]
+    caps = ((M, frozenset({TOOLS, "constraints"})),)
+    table = NodeTable(version=2, nodes=(NodeView(**{**node.__dict__, "capabilities": caps}),))
+    tap, rows = tapped()
+    got = [e async for e in forwarder.stream(table, forced, ROUTE, tap)]
+    assert [type(e).__name__ for e in got] == [
+        "Routed",
+        "ReasoningDelta",
+        "ToolCallDelta",
+        "ToolCallDelta",
+        "Finished",
+    ]
+    [row] = rows
+    assert row.features == "constrained,reasoning,tools"
+    assert row.prompt_tokens == 5 and row.ttft_s is not None  # the first event was reasoning

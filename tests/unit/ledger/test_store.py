@@ -23,6 +23,7 @@ def row(
     model: str = "demo",
     outcome: Outcome = Outcome.OK,
     key: str | None = None,
+    features: str = "",
 ) -> Values:
     """A request row's values with easy numbers: prompt 10*i, cached i, completion i."""
     return UsageRow(
@@ -41,6 +42,7 @@ def row(
         outcome=outcome,
         attempts=1,
         node_ttft_s=0.05,
+        features=features,
     ).values()
 
 
@@ -182,3 +184,26 @@ def test_usage_groups(path: Path) -> None:
     by_key = {g["key"]: g["requests"] for g in store.usage(conn, None, "key")}
     assert by_key == {None: 3, "k1": 1}
     assert store.usage(conn, 2.0, "model") == []
+
+
+def test_usage_counts_the_requests_that_used_tools_a_grammar_or_reasoning(path: Path) -> None:
+    old = sqlite3.connect(str(path))  # a ledger from before the features column
+    old.executescript(store.SCHEMA.replace(",\n    features TEXT NOT NULL DEFAULT ''", ""))
+    old.execute(
+        "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
+        "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
+        "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)"
+    )
+    old.commit()
+    old.close()
+    conn = store.connect(path)
+    rows = [
+        row(1, at=1001.0, features="constrained,tools"),
+        row(2, at=1002.0, features="reasoning"),
+        row(3, at=1003.0, features="constrained,reasoning,tools"),
+    ]
+    assert store.insert_requests(conn, rows) == 3
+    [group] = store.usage(conn, None, "model")
+    assert group["requests"] == 4
+    assert (group["with_tools"], group["with_constrained"], group["with_reasoning"]) == (2, 2, 2)
+    assert UsageRow.of(rows[0]).features == "constrained,tools"
