@@ -16,6 +16,8 @@ from typing import Any
 
 from node_agent.types import Constraint, ConstraintKind, GenerateRequest, Tool, ToolChoiceMode
 
+# The one layout a constrained JSON document may take (a client's own "x-guidance" wins).
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 # Free text before a call, as llguidance's own tool-calling grammars write it (lazy: it ends
 # at the first trigger).
 _TEXT = r"(.|\n)*"
@@ -89,7 +91,7 @@ def constraint_grammar(constraint: Constraint) -> str:
     schema = (
         constraint.text if constraint.kind is ConstraintKind.JSON_SCHEMA else '{"type": "object"}'
     )
-    return f"start: %json {_compact(json.loads(schema))}\n"
+    return f"start: {_json(json.loads(schema))}\n"
 
 
 def call_schema(tools: tuple[Tool, ...]) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def _calls(tools: tuple[Tool, ...], markup: ToolMarkup, *, many: bool) -> str:
 def _call_body(schema: dict[str, Any], markup: ToolMarkup, *, opened: bool) -> str:
     opening = "" if opened else f"{markup.marker(markup.open)} "
     close = markup.marker(markup.close)
-    return f'{opening}"\\n" %json {_compact(schema)} "\\n" {close}'
+    return f'{opening}"\\n" {_json(schema)} "\\n" {close}'
 
 
 def _text_then_calls(tools: tuple[Tool, ...], markup: ToolMarkup, *, many: bool) -> str:
@@ -143,6 +145,14 @@ def _any_call(tools: tuple[Tool, ...]) -> dict[str, Any]:
 
 def _lit(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid Lark string literal
+
+
+def _json(schema: Any) -> str:
+    """A schema as a %json rule, written as json.dumps writes (and templates render) JSON: a
+    model free to put whitespace anywhere may fill its whole budget with newlines."""
+    if isinstance(schema, dict):
+        schema = {"x-guidance": JSON_LAYOUT, **schema}
+    return f"%json {_compact(schema)}"
 
 
 def _compact(value: Any) -> str:
