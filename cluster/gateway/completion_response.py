@@ -1,4 +1,8 @@
-"""A completion's HTTP response from its forwarder events: server-sent events or one JSON body."""
+"""A completion's HTTP response from its forwarder events: server-sent events or one JSON body.
+
+The events are one generation's (choice 0), or with `n` > 1 every choice's, each a `Sampled`
+that names its choice (cluster/gateway/choices.py).
+"""
 
 from __future__ import annotations
 
@@ -9,72 +13,76 @@ from starlette.responses import Response
 
 from cluster.errors import UpstreamFailed
 from cluster.gateway import front
-from cluster.gateway.forward import ForwardEvent, StreamFailed
-from cluster.gateway.openai_encode import (
-    ChatStreamEncoder,
-    CompletionStreamEncoder,
-    chat_completion,
-    dumps,
-    text_completion,
-)
+from cluster.gateway.choices import Sampled
+from cluster.gateway.forward import ForwardEvent, Routed, StreamFailed
+from cluster.gateway.openai_encode import Choice, chat_completion, dumps, text_completion
 from cluster.gateway.openai_parse import AnyRequest, ChatCompletionRequest
-from node_agent.types import Delta, Finished
+from cluster.gateway.openai_stream import ChatStreamEncoder, CompletionStreamEncoder
+from node_agent.types import Finished
 
 Answer = Response | front.EventStream  # a completion's answer: JSON, or a stream of events
+Events = AsyncGenerator[ForwardEvent, None] | AsyncGenerator[Sampled, None]
 
 
 async def sse_frames(
-    req: AnyRequest, request_id: str, created: int, events: AsyncGenerator[ForwardEvent, None]
+    req: AnyRequest, request_id: str, created: int, events: Events
 ) -> AsyncIterator[bytes]:
     """The request's events as server-sent event frames, in the OpenAI API's chunks."""
     kind = ChatStreamEncoder if isinstance(req, ChatCompletionRequest) else CompletionStreamEncoder
     encoder = kind(
-        request_id=request_id, model=req.model, created=created, include_usage=req.include_usage
+        request_id=request_id,
+        model=req.model,
+        created=created,
+        include_usage=req.include_usage,
+        choices=req.choices,
     )
     try:
-        async for event in events:
-            if isinstance(event, Delta):
-                if frame := encoder.delta(event):
-                    yield frame
-            elif isinstance(event, Finished):
-                yield encoder.finish(event)
-            elif isinstance(event, StreamFailed):
+        async for item in events:
+            index, event = (item.index, item.event) if isinstance(item, Sampled) else (0, item)
+            if isinstance(event, StreamFailed):  # one choice failing ends them all
+                usage = event.usage
                 yield encoder.fail(
-                    UpstreamFailed(event.message), prompt_tokens=event.usage.prompt_tokens
+                    UpstreamFailed(event.message),
+                    prompt_tokens=usage.prompt_tokens,
+                    cached_tokens=usage.cached_prompt_tokens,
                 )
+                return
+            if not isinstance(event, Routed) and (frame := encoder.event(event, index)):
+                yield frame
     finally:
-        await events.aclose()  # the client left: cancel the generation on the node
+        await events.aclose()  # the client left: cancel the generations on the nodes
 
 
 async def collect(
-    req: AnyRequest,
-    request_id: str,
-    created: int,
-    events: AsyncGenerator[ForwardEvent, None],
-    headers: dict[str, str],
+    req: AnyRequest, request_id: str, created: int, events: Events, headers: dict[str, str]
 ) -> Response:
     """The request's events gathered into one OpenAI completion (a non-streamed answer)."""
-    parts: list[str] = []
+    choices = [Choice() for _ in range(req.choices)]
+    left = len(choices)
     try:
-        async for event in events:
-            if isinstance(event, Delta):
-                parts.append(event.text)
+        async for item in events:
+            index, event = (item.index, item.event) if isinstance(item, Sampled) else (0, item)
+            choice = choices[index]
+            if isinstance(event, Finished):
+                if choice.finished is None:
+                    choice.finished, left = event, left - 1
+                if not left:
+                    return json_response(_body(req, request_id, created, choices), headers)
             elif isinstance(event, StreamFailed):
                 raise UpstreamFailed(event.message)
-            elif isinstance(event, Finished):
-                chat = isinstance(req, ChatCompletionRequest)
-                build = chat_completion if chat else text_completion
-                body = build(
-                    request_id=request_id,
-                    model=req.model,
-                    created=created,
-                    text="".join(parts),
-                    finished=event,
-                )
-                return json_response(body, headers)
+            elif not isinstance(event, Routed):
+                choice.add(event)
     finally:
         await events.aclose()
     raise UpstreamFailed("the node ended the generation without finishing it")
+
+
+def _body(req: AnyRequest, request_id: str, created: int, choices: list[Choice]) -> dict[str, Any]:
+    build = chat_completion if isinstance(req, ChatCompletionRequest) else text_completion
+    logprobs = req.logprob_alternatives is not None
+    return build(
+        request_id=request_id, model=req.model, created=created, choices=choices, logprobs=logprobs
+    )
 
 
 def json_response(body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -1,37 +1,46 @@
-"""The OpenAI wire format, responses: bodies, model cards and server-sent event streams.
+"""The OpenAI wire format, responses: whole bodies, their parts, and model cards.
 
 Pure: no I/O, no clock (callers pass `created`), no framework. The gateway re-shapes a node's
-Delta / Finished events with the builders here (`chat_completion`, `ChatStreamEncoder`, ...).
-
-Streams follow OpenAI frame for frame: a role chunk, content chunks, a final chunk with
-`finish_reason` and an empty delta, then (with `stream_options.include_usage`) a chunk with
-`choices: []` and `usage`, then `data: [DONE]`. A stream that fails after it has started ends
-with the usage so far (when asked for), one `data: {"error": {...}}` event, and `[DONE]`.
+events (Delta, ReasoningDelta, ToolCallDelta, Finished) with the builders here: `Choice` gathers
+one choice of a whole answer for `chat_completion` or `text_completion`. Streams are framed by
+cluster/gateway/openai_stream.py from the same parts (usage, logprobs, finish reasons).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from json.encoder import encode_basestring_ascii
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cluster.errors import ApiError
-from node_agent.types import Delta, Finished, Usage
+from node_agent.types import (
+    Delta,
+    Finished,
+    ReasoningDelta,
+    TokenEvent,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 
-_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 SSE_DONE = b"data: [DONE]\n\n"
 OWNED_BY = "meterless"
 
 
 def dumps(obj: Any) -> bytes:
     """Compact ASCII JSON, the one encoding every response body and SSE frame uses."""
-    return _JSON.encode(obj).encode("ascii")
+    return JSON.encode(obj).encode("ascii")
 
 
 # OpenAI has no "cancelled": the gateway cancels only streams whose client has gone, so no one
 # reads it; "stop" is the honest shape for output that ended early without hitting a limit.
-_FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "cancelled": "stop",
+}
 
 
 def finish_reason(reason: str) -> str:
@@ -39,69 +48,188 @@ def finish_reason(reason: str) -> str:
     return _FINISH_REASONS.get(reason, "stop")
 
 
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    """OpenAI's `usage` object for one finished generation."""
-    return _usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens)
+def usage_dict(usages: Sequence[Usage]) -> dict[str, Any]:
+    """OpenAI's `usage` for the generations of one answer, one per choice: the prompt counted
+    once, as OpenAI counts it (the first choice's counts), the generated tokens summed."""
+    first = usages[0]
+    completion = sum(u.completion_tokens for u in usages)
+    reasoning = sum(u.reasoning_tokens for u in usages)
+    return usage_so_far(first.prompt_tokens, completion, first.cached_prompt_tokens, reasoning)
 
 
-def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+def usage_so_far(prompt: int, completion: int, cached: int, reasoning: int) -> dict[str, Any]:
+    """OpenAI's `usage` from plain counts (a stream cut short has no Usage of its own)."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _bytes(token: TokenLogprob | TopLogprob) -> list[int]:
+    # A token that ends inside a character has no text of its own; the node sends its bytes.
+    return list(token.bytes or token.token.encode("utf-8", "surrogatepass"))
+
+
+def chat_logprobs(tokens: Iterable[TokenLogprob]) -> dict[str, Any]:
+    """A chat choice's `logprobs`: each token with its likeliest alternatives."""
+    content = [
+        {
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": _bytes(t),
+            "top_logprobs": [
+                {"token": a.token, "logprob": a.logprob, "bytes": _bytes(a)} for a in t.top
+            ],
+        }
+        for t in tokens
+    ]
+    return {"content": content, "refusal": None}
+
+
+def legacy_logprobs(tokens: Sequence[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """A text completion's `logprobs` (the legacy shape); `offset`: characters before these."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{a.token: a.logprob for a in t.top} for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+class Choice:
+    """One choice of a non-streamed answer, gathered from its events."""
+
+    __slots__ = ("calls", "finished", "logprobs", "reasoning", "text")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, list[str]] = {}  # call index -> [id, name, *argument fragments]
+        self.logprobs: list[TokenLogprob] = []
+        self.finished: Finished | None = None
+
+    def add(self, event: TokenEvent) -> None:
+        """Gather one event of the choice's generation."""
+        if isinstance(event, Delta):
+            self.text.append(event.text)
+            self.logprobs.extend(event.logprobs)
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning.append(event.text)
+        else:
+            call = self.calls.setdefault(event.index, ["", ""])
+            call[0], call[1] = event.id or call[0], event.name or call[1]
+            if event.arguments:
+                call.append(event.arguments)
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message: content (null when only calls), tool calls, reasoning."""
+        text = "".join(self.text)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if self.calls and not text else text,
+            "refusal": None,
+        }
+        if self.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call[0],
+                    "type": "function",
+                    "function": {"name": call[1], "arguments": "".join(call[2:])},
+                }
+                for _, call in sorted(self.calls.items())
+            ]
+        if self.reasoning:  # both names: vLLM's reasoning_content, and the newer reasoning
+            message["reasoning_content"] = message["reasoning"] = "".join(self.reasoning)
+        return message
+
+    def end(self) -> Finished:
+        """How the choice's generation finished."""
+        if self.finished is None:
+            raise ValueError("the choice has not finished")
+        return self.finished
+
+
+def _body(
+    kind: str, request_id: str, model: str, created: int, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{request_id}",
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": choices,
     }
 
 
 def chat_completion(
-    *, request_id: str, model: str, created: int, text: str, finished: Finished
+    *, request_id: str, model: str, created: int, choices: Sequence[Choice], logprobs: bool = False
 ) -> dict[str, Any]:
-    """A whole `chat.completion` response."""
-    message = {"role": "assistant", "content": text, "refusal": None}
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": None,
-        "finish_reason": finish_reason(finished.finish_reason),
-    }
-    return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage_dict(finished.usage),
-    }
+    """A whole `chat.completion` response; `logprobs`: whether the request asked for them."""
+    out = [
+        {
+            "index": i,
+            "message": c.message(),
+            "logprobs": chat_logprobs(c.logprobs) if logprobs else None,
+            "finish_reason": finish_reason(c.end().finish_reason),
+        }
+        for i, c in enumerate(choices)
+    ]
+    body = _body("chat.completion", request_id, model, created, out)
+    body["usage"] = usage_dict([c.end().usage for c in choices])
+    return body
 
 
 def text_completion(
-    *, request_id: str, model: str, created: int, text: str, finished: Finished
+    *, request_id: str, model: str, created: int, choices: Sequence[Choice], logprobs: bool = False
 ) -> dict[str, Any]:
-    """A whole `text_completion` response."""
-    choice = {
-        "text": text,
-        "index": 0,
-        "logprobs": None,
-        "finish_reason": finish_reason(finished.finish_reason),
-    }
-    return {
-        "id": f"cmpl-{request_id}",
-        "object": "text_completion",
+    """A whole `text_completion` response; `logprobs`: whether the request asked for them."""
+    out = [
+        {
+            "text": "".join(c.text),
+            "index": i,
+            "logprobs": legacy_logprobs(c.logprobs) if logprobs else None,
+            "finish_reason": finish_reason(c.end().finish_reason),
+        }
+        for i, c in enumerate(choices)
+    ]
+    body = _body("text_completion", request_id, model, created, out)
+    body["usage"] = usage_dict([c.end().usage for c in choices])
+    return body
+
+
+def model_card(
+    name: str,
+    *,
+    created: int,
+    capabilities: Iterable[str] = (),
+    engines: Iterable[str] = (),
+    context_length: int = 0,
+) -> dict[str, Any]:
+    """One entry of `GET /v1/models`, also the body of `GET /v1/models/{name}`: OpenAI's four
+    fields, then what the nodes serving it advertise (context_length only where known)."""
+    card: dict[str, Any] = {
+        "id": name,
+        "object": "model",
         "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage_dict(finished.usage),
+        "owned_by": OWNED_BY,
+        "capabilities": sorted(capabilities),
+        "engines": sorted(engines),
     }
+    if context_length > 0:
+        card["context_length"] = context_length
+    return card
 
 
-def model_card(name: str, *, created: int) -> dict[str, Any]:
-    """One entry of `GET /v1/models`, also the body of `GET /v1/models/{name}`."""
-    return {"id": name, "object": "model", "created": created, "owned_by": OWNED_BY}
-
-
-def model_list(names: Iterable[str], *, created: int) -> dict[str, Any]:
+def model_list(cards: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The `GET /v1/models` body."""
-    return {"object": "list", "data": [model_card(n, created=created) for n in names]}
+    return {"object": "list", "data": list(cards)}
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:
@@ -112,103 +240,3 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 def error_event(error: ApiError) -> bytes:
     """The in-stream error event OpenAI sends when a started stream fails."""
     return sse_event(error.body())
-
-
-class _StreamEncoder:
-    """SSE frames of one stream; the JSON around each delta is formatted once, up front."""
-
-    _object: ClassVar[str]
-    _id_prefix: ClassVar[str]
-    _delta_open: ClassVar[str]  # a content chunk's choice, up to its text
-    _delta_close: ClassVar[str]  # and after it
-
-    def __init__(self, *, request_id: str, model: str, created: int, include_usage: bool) -> None:
-        head = {
-            "id": f"{self._id_prefix}-{request_id}",
-            "object": self._object,
-            "created": created,
-            "model": model,
-        }
-        self._head = "data: " + _JSON.encode(head)[:-1] + ',"choices":['
-        # With include_usage OpenAI puts "usage": null on every chunk but the last.
-        self._tail = '],"usage":null}\n\n' if include_usage else "]}\n\n"
-        self._before = (self._head + self._delta_open).encode("ascii")
-        self._after = (self._delta_close + self._tail).encode("ascii")
-        self.include_usage = include_usage
-        self.completion_tokens = 0  # counted from the deltas, for the usage of a failed stream
-
-    def delta(self, delta: Delta) -> bytes:
-        """The frame for one delta; b"" when it carries no text."""
-        self.completion_tokens += delta.tokens
-        if not delta.text:
-            return b""
-        return self._before + encode_basestring_ascii(delta.text).encode("ascii") + self._after
-
-    def finish(self, finished: Finished) -> bytes:
-        """The closing frames: the finish_reason chunk, usage when asked for, and [DONE]."""
-        last = self._frame(self._last_choice(finish_reason(finished.finish_reason)))
-        if self.include_usage:
-            last += self._usage_frame(usage_dict(finished.usage))
-        return last + SSE_DONE
-
-    def fail(self, error: ApiError, *, prompt_tokens: int = 0) -> bytes:
-        """End a started stream with `error`: usage so far (when asked for), the error, [DONE]."""
-        frames = b""
-        if self.include_usage:
-            frames = self._usage_frame(_usage(prompt_tokens, self.completion_tokens, 0))
-        return frames + error_event(error) + SSE_DONE
-
-    def _frame(self, choice: dict[str, Any]) -> bytes:
-        return (self._head + _JSON.encode(choice) + self._tail).encode("ascii")
-
-    def _usage_frame(self, usage: dict[str, Any]) -> bytes:
-        return (self._head + '],"usage":' + _JSON.encode(usage) + "}\n\n").encode("ascii")
-
-    def _last_choice(self, reason: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class ChatStreamEncoder(_StreamEncoder):
-    """`chat.completion.chunk` frames for one streamed chat completion."""
-
-    _object = "chat.completion.chunk"
-    _id_prefix = "chatcmpl"
-    _delta_open = '{"index":0,"delta":{"content":'
-    _delta_close = '},"logprobs":null,"finish_reason":null}'
-    _role_sent = False
-
-    def delta(self, delta: Delta) -> bytes:
-        """The frame for one delta, after the role chunk the first time; b"" for no text."""
-        frame = super().delta(delta)
-        return self._role() + frame if frame and not self._role_sent else frame
-
-    def finish(self, finished: Finished) -> bytes:
-        """The closing frames, after the role chunk if no text was ever sent."""
-        frames = super().finish(finished)
-        return frames if self._role_sent else self._role() + frames
-
-    def _role(self) -> bytes:
-        self._role_sent = True
-        return self._frame(
-            {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-        )
-
-    def _last_choice(self, reason: str) -> dict[str, Any]:
-        return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
-
-
-class CompletionStreamEncoder(_StreamEncoder):
-    """`text_completion` frames for one streamed text completion."""
-
-    _object = "text_completion"
-    _id_prefix = "cmpl"
-    _delta_open = '{"text":'
-    _delta_close = ',"index":0,"logprobs":null,"finish_reason":null}'
-
-    def _last_choice(self, reason: str) -> dict[str, Any]:
-        return {"text": "", "index": 0, "logprobs": None, "finish_reason": reason}

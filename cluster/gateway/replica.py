@@ -18,13 +18,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from cluster.access.keys import visible_models
+from cluster.access.keys import Grant, visible_models
 from cluster.access.request_gate import RequestGate
 from cluster.errors import ApiError, InternalError
 from cluster.gateway import admin, front
-from cluster.gateway.completion_response import Answer, collect, json_response, sse_frames
+from cluster.gateway.choices import choice_events, started
+from cluster.gateway.completion_response import (
+    Answer,
+    Events,
+    collect,
+    json_response,
+    sse_frames,
+)
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
-from cluster.gateway.openai_encode import model_list
+from cluster.gateway.openai_encode import model_card, model_list
 from cluster.gateway.openai_parse import (
     AnyRequest,
     ChatCompletionRequest,
@@ -40,6 +47,7 @@ from cluster.ledger.metrics import CONTENT_TYPE, render
 from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
 from cluster.types import ModelName, NodeTable
 from node_agent.trust import ClusterSecret
+from node_agent.types import GenerateRequest
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +97,15 @@ class GatewaySettings:
 def router_knobs(settings: GatewaySettings) -> dict[str, object]:
     """Keyword arguments for the chosen policy: only `fastest` has prefix affinity to turn off."""
     return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
+
+
+def model_card_for(table: NodeTable, model: ModelName, created: int) -> dict[str, Any]:
+    """The model's `/v1/models` entry: what the ready nodes serving it advertise, together (a
+    request needing a capability goes to a node that has it)."""
+    nodes = [n for n in table.nodes if n.routable and model in n.models]
+    capabilities = set().union(*(n.model_capabilities(model) for n in nodes))
+    engines = {e for n in nodes for e in n.engines}
+    return model_card(model, created=created, capabilities=capabilities, engines=engines)
 
 
 # The ingress wrapping must happen where the class is defined, and after every helper it uses:
@@ -158,9 +175,11 @@ class Gateway:
     async def chat_completions(self, request: Request) -> Answer:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: front.Front)."""
         req = parse_request(ChatCompletionRequest, await request.body())
-        keys = prefix_keys_for_messages([(m.role, m.text) for m in req.messages])
-        chars = sum(len(m.text) for m in req.messages)
-        return await self._complete(req, keys, chars, request.headers.get("authorization"))
+        parts = req.key_parts()
+        chars = sum(len(text) for _, text in parts)
+        return await self._complete(
+            req, prefix_keys_for_messages(parts), chars, request.headers.get("authorization")
+        )
 
     async def completions(self, request: Request) -> Answer:
         """OpenAI text completions, streamed or not (POST /v1/completions: front.Front)."""
@@ -177,7 +196,8 @@ class Gateway:
         """Every model at least one ready node serves and the request's key may use."""
         grant = self.gate.identify(request.headers.get("authorization"))
         models = visible_models(grant, self.table.models())
-        return json_response(model_list(models, created=self.created))
+        cards = (model_card_for(self.table, ModelName(m), self.created) for m in models)
+        return json_response(model_list(cards))
 
     @api.get("/health")
     async def health(self) -> Response:
@@ -204,6 +224,7 @@ class Gateway:
             ModelName(req.model),
             expected_tokens(chars, req.output_limit, self.settings.default_max_tokens),
             keys,
+            generate.needs(),
         )
         chat = isinstance(req, ChatCompletionRequest)
         grant = self.gate.let_in(authorization, req.model)  # 401/403/429; holds a slot from here
@@ -214,13 +235,38 @@ class Gateway:
             endpoint="chat" if chat else "completions",
             key_id=grant.key_id,
         )
-        tap = self.meter.tap(info)
-        events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
-        routed = await anext(events)  # raises ApiError before anything is sent
-        assert isinstance(routed, Routed)
+        events, nodes = await self._start(generate, req.choices, route, info, grant)
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.
-        headers = {"x-meterless-node": routed.node_id, "x-meterless-request-id": request_id}
+        headers = {"x-meterless-node": nodes, "x-meterless-request-id": request_id}
         if req.stream:
             body = sse_frames(req, request_id, self.created, events)
             return front.EventStream(body, headers)
         return await collect(req, request_id, self.created, events, headers)
+
+    async def _start(
+        self,
+        generate: GenerateRequest,
+        n: int,
+        route: RouteRequest,
+        info: RequestInfo,
+        grant: Grant,
+    ) -> tuple[Events, str]:
+        """The request's events once each of its `n` choices has a node (an ApiError before
+        then is raised, nothing having been sent), and those nodes' ids."""
+        if n == 1:
+            tap = self.meter.tap(info)
+            events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
+            routed = await anext(events)
+            assert isinstance(routed, Routed)
+            return events, routed.node_id
+        # A tally, so a ledger row, per choice, under the choice's own request id.
+        choices = choice_events(
+            self.forwarder,
+            self.table,
+            generate,
+            n,
+            route,
+            lambda sample_id: self.meter.tap(info._replace(request_id=sample_id)),
+        )
+        sampled, merged = await started(self.gate.hold(grant, choices), n)
+        return merged, ",".join(dict.fromkeys(r.node_id for r in sampled))

@@ -26,8 +26,7 @@ from cluster.errors import (
 )
 from cluster.gateway.openai_encode import (
     SSE_DONE,
-    ChatStreamEncoder,
-    CompletionStreamEncoder,
+    Choice,
     chat_completion,
     dumps,
     finish_reason,
@@ -42,6 +41,7 @@ from cluster.gateway.openai_parse import (
     parse_request,
     to_generate_request,
 )
+from cluster.gateway.openai_stream import ChatStreamEncoder, CompletionStreamEncoder
 from node_agent.types import Delta, Finished, GenerateEvent, Usage
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -79,10 +79,15 @@ def frames(raw: bytes) -> list[str]:
 def encode(
     encoder: ChatStreamEncoder | CompletionStreamEncoder, events: list[GenerateEvent]
 ) -> bytes:
-    out = b""
-    for event in events:
-        out += encoder.delta(event) if isinstance(event, Delta) else encoder.finish(event)
-    return out
+    return b"".join(encoder.event(event) for event in events)
+
+
+def gathered(text: str, finished: Finished) -> list[Choice]:
+    """One choice that generated `text`, as the gateway gathers it."""
+    choice = Choice()
+    choice.add(Delta(text, 1))
+    choice.finished = finished
+    return [choice]
 
 
 def chat_stream(include_usage: bool, events: list[GenerateEvent] = EVENTS) -> bytes:
@@ -94,7 +99,7 @@ def chat_stream(include_usage: bool, events: list[GenerateEvent] = EVENTS) -> by
 
 def test_chat_completion_parses_as_the_clients_type() -> None:
     body = chat_completion(
-        request_id="r1", model="demo", created=1700000000, text=TEXT, finished=FINISHED
+        request_id="r1", model="demo", created=1700000000, choices=gathered(TEXT, FINISHED)
     )
     parsed = ChatCompletion.model_validate(json.loads(dumps(body)))
     assert parsed.id == "chatcmpl-r1" and parsed.object == "chat.completion"
@@ -108,7 +113,7 @@ def test_chat_completion_parses_as_the_clients_type() -> None:
 
 def test_text_completion_parses_as_the_clients_type() -> None:
     body = text_completion(
-        request_id="r1", model="demo", created=1, text="abc", finished=Finished("stop", USAGE)
+        request_id="r1", model="demo", created=1, choices=gathered("abc", Finished("stop", USAGE))
     )
     parsed = Completion.model_validate(json.loads(dumps(body)))
     assert (parsed.id, parsed.object, parsed.choices[0].text) == (
@@ -120,19 +125,24 @@ def test_text_completion_parses_as_the_clients_type() -> None:
 
 
 def test_model_list_parses_as_the_clients_type() -> None:
-    body = model_list(["demo", "qwen"], created=5)
+    body = model_list([model_card("demo", created=5), model_card("qwen", created=5)])
     assert body["object"] == "list"
     models = [Model.model_validate(m) for m in body["data"]]
     assert [(m.id, m.object, m.owned_by) for m in models] == [
         ("demo", "model", "meterless"),
         ("qwen", "model", "meterless"),
     ]
-    assert model_card("demo", created=5) == body["data"][0]
 
 
 @pytest.mark.parametrize(
     ("agent", "openai_reason"),
-    [("stop", "stop"), ("length", "length"), ("cancelled", "stop"), ("something-new", "stop")],
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_calls"),
+        ("cancelled", "stop"),
+        ("something-new", "stop"),
+    ],
 )
 def test_finish_reasons(agent: str, openai_reason: str) -> None:
     assert finish_reason(agent) == openai_reason
@@ -199,7 +209,7 @@ def fake_gateway(request: httpx2.Request, events: list[GenerateEvent]) -> httpx2
     """What the gateway does with these pieces, minus routing: parse, generate, shape."""
     try:
         if request.url.path == "/v1/models":
-            return httpx2.Response(200, content=dumps(model_list(["demo"], created=1)))
+            return httpx2.Response(200, content=dumps(model_list([model_card("demo", created=1)])))
         req: AnyRequest = (
             parse_request(ChatCompletionRequest, request.content)
             if "chat" in request.url.path
@@ -217,7 +227,9 @@ def fake_gateway(request: httpx2.Request, events: list[GenerateEvent]) -> httpx2
             )
         build = chat_completion if is_chat else text_completion
         assert isinstance(events[-1], Finished)
-        body = build(request_id="r1", model=req.model, created=1, text=TEXT, finished=events[-1])
+        body = build(
+            request_id="r1", model=req.model, created=1, choices=gathered(TEXT, events[-1])
+        )
         return httpx2.Response(200, content=dumps(body))
     except ApiError as error:
         return httpx2.Response(error.status, headers=error.headers(), content=dumps(error.body()))
@@ -331,7 +343,7 @@ def test_client_raises_the_matching_exception(
 
 def test_client_sees_validation_errors_with_param() -> None:
     with client(gateway()) as api, pytest.raises(openai.BadRequestError) as info:
-        api.chat.completions.create(model="demo", messages=USER, n=2)
+        api.chat.completions.create(model="demo", messages=USER, n=9)
     assert info.value.param == "n"
 
 

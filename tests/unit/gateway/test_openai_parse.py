@@ -21,7 +21,7 @@ from cluster.gateway.openai_parse import (
     to_generate_request,
     validation_error_to_api,
 )
-from node_agent.types import ChatMessage, Sampling
+from node_agent.types import TOOLS, ChatMessage, Sampling, ToolCall
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -81,8 +81,9 @@ CHAT_REJECTS = [
     (chat(temperature="0.5"), "temperature", "invalid_type"),
     (chat(top_p=0), "top_p", "invalid_value"),
     (chat(top_p=1.5), "top_p", "invalid_value"),
-    (chat(n=2), "n", "unsupported_value"),
-    (chat(n=0), "n", "unsupported_value"),
+    (chat(n=9), "n", "invalid_value"),
+    (chat(n=0), "n", "invalid_value"),
+    (chat(n="2"), "n", "invalid_type"),
     (chat(stop=["a", "b", "c", "d", "e"]), "stop", "invalid_value"),
     (chat(stop=5), "stop", "invalid_type"),
     (chat(stop=["a", 5]), "stop.1", "invalid_type"),
@@ -96,10 +97,16 @@ CHAT_REJECTS = [
     (chat(stream_options={"include_usage": "yes"}), "stream_options.include_usage", "invalid_type"),
     (chat(user=5), "user", "invalid_type"),
     (chat(presence_penalty=3), "presence_penalty", "invalid_value"),
-    (chat(logprobs=True), "logprobs", "unsupported_value"),
+    (chat(logprobs="yes"), "logprobs", "invalid_type"),
+    (chat(logprobs=True, top_logprobs=21), "top_logprobs", "invalid_value"),
+    (chat(logprobs=True, top_logprobs=-1), "top_logprobs", "invalid_value"),
+    (chat(top_logprobs=3), "top_logprobs", "invalid_value"),
+    (chat(logprobs=False, top_logprobs=3), "top_logprobs", "invalid_value"),
     (chat(logit_bias={"50256": -100}), "logit_bias", "unsupported_value"),
-    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools", "unsupported_value"),
-    (chat(response_format={"type": "json_object"}), "response_format.type", "unsupported_value"),
+    (chat(functions=[{"name": "f"}]), "functions", "unsupported_value"),
+    (chat(audio={"voice": "alloy", "format": "mp3"}), "audio", "unsupported_value"),
+    (chat(modalities=["text", "audio"]), "modalities.1", "invalid_value"),
+    (chat(chat_template_kwargs="thinking"), "chat_template_kwargs", "invalid_type"),
 ]
 
 
@@ -118,10 +125,13 @@ COMPLETION_REJECTS = [
     (completion(prompt=[]), "prompt", "unsupported_value"),
     (completion(prompt=5), "prompt", "invalid_type"),
     (completion(best_of=2), "best_of", "unsupported_value"),
+    (completion(n=2, best_of=3), "best_of", "unsupported_value"),
     (completion(echo=True), "echo", "unsupported_value"),
     (completion(suffix="end"), "suffix", "unsupported_value"),
-    (completion(logprobs=2), "logprobs", "unsupported_value"),
-    (completion(n=3), "n", "unsupported_value"),
+    (completion(logprobs=6), "logprobs", "invalid_value"),
+    (completion(logprobs=-1), "logprobs", "invalid_value"),
+    (completion(logprobs=True), "logprobs", "invalid_type"),
+    (completion(n=9), "n", "invalid_value"),
 ]
 
 
@@ -142,7 +152,12 @@ def test_unsupported_features_say_so() -> None:
             chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
         ).message
     )
-    assert rejected(ChatCompletionRequest, chat(n=2)).message == "n: only n=1 is supported"
+    assert rejected(ChatCompletionRequest, chat(n=9)).message == (
+        "n: Input should be less than or equal to 8"
+    )
+    assert rejected(ChatCompletionRequest, chat(top_logprobs=2)).message == (
+        "top_logprobs: 'logprobs' must be true to use 'top_logprobs'"
+    )
 
 
 def test_missing_parameter_message_is_openais() -> None:
@@ -178,6 +193,13 @@ def test_known_harmless_and_vendor_fields_are_accepted() -> None:
         metadata={"k": "v"},
         service_tier="auto",
         reasoning_effort="low",
+        prompt_cache_key="session-1",
+        safety_identifier="u1",
+        verbosity="low",
+        modalities=["text"],
+        audio=None,
+        prediction={"type": "content", "content": "x"},
+        chat_template_kwargs={},
         stream_options={"include_usage": True, "include_obfuscation": False},
         top_k=20,
         repetition_penalty=1.1,  # vendor fields (vLLM) pass through
@@ -254,3 +276,91 @@ def test_completion_conversion_sends_text() -> None:
     gen = to_generate_request(parse_request(CompletionRequest, json.dumps(body)), "r3")
     assert (gen.text, gen.messages) == ("Once upon", None)
     assert gen.sampling == Sampling(max_tokens=3, stop=("\n",))
+
+
+def test_tool_history_becomes_the_agents_messages() -> None:
+    messages = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "system", "content": [{"type": "text", "text": "use tools"}]},
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "I should look it up",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+                # Some clients send the arguments back as the object itself.
+                {"id": "call_2", "function": {"name": "get_time", "arguments": {"tz": "CET"}}},
+            ],
+        },
+        {"role": "tool", "content": "rain", "tool_call_id": "call_1"},
+        {"role": "tool", "content": "noon", "tool_call_id": "call_2", "name": "clock"},
+        {"role": "assistant", "content": "Rain at noon.", "reasoning": "done"},
+        {"role": "developer", "content": "later instructions stay in place"},
+    ]
+    gen = to_generate_request(
+        parse_request(ChatCompletionRequest, json.dumps(chat(messages=messages))), "r"
+    )
+    assert gen.messages == (
+        ChatMessage("system", "be brief\n\nuse tools"),  # the leading run merged, as one
+        ChatMessage("user", "weather?"),
+        ChatMessage(
+            "assistant",
+            "",
+            tool_calls=(
+                ToolCall(id="call_1", name="get_weather", arguments='{"city": "Oslo"}'),
+                ToolCall(id="call_2", name="get_time", arguments='{"tz": "CET"}'),
+            ),
+            reasoning="I should look it up",
+        ),
+        ChatMessage("tool", "rain", tool_call_id="call_1", name="get_weather"),
+        ChatMessage("tool", "noon", tool_call_id="call_2", name="clock"),
+        ChatMessage("assistant", "Rain at noon.", reasoning="done"),
+        ChatMessage("system", "later instructions stay in place"),
+    )
+    assert gen.needs() == {TOOLS}
+
+
+def test_logprobs_n_and_template_options_reach_the_agent() -> None:
+    body = chat(logprobs=True, top_logprobs=5, n=3, chat_template_kwargs={"enable_thinking": False})
+    req = parse_request(ChatCompletionRequest, json.dumps(body))
+    gen = to_generate_request(req, "r")
+    assert (req.choices, req.logprob_alternatives, gen.top_logprobs) == (3, 5, 5)
+    assert json.loads(gen.template_options) == {"enable_thinking": False}
+    plain = to_generate_request(parse_request(ChatCompletionRequest, json.dumps(chat())), "r")
+    assert (plain.top_logprobs, plain.template_options, plain.constraint) == (None, "", None)
+    bare = parse_request(ChatCompletionRequest, json.dumps(chat(logprobs=True)))
+    assert to_generate_request(bare, "r").top_logprobs == 0  # the tokens' own, no alternatives
+    assert bare.choices == 1 and bare.logprob_alternatives == 0
+
+
+def test_completion_logprobs_and_n() -> None:
+    req = parse_request(CompletionRequest, json.dumps(completion(logprobs=3, n=2, best_of=2)))
+    gen = to_generate_request(req, "r")
+    assert (req.choices, gen.top_logprobs) == (2, 3)
+    zero = parse_request(CompletionRequest, json.dumps(completion(logprobs=0)))
+    assert to_generate_request(zero, "r").top_logprobs == 0
+    assert (
+        to_generate_request(
+            parse_request(CompletionRequest, json.dumps(completion())), "r"
+        ).top_logprobs
+        is None
+    )
+
+
+def test_prefix_key_parts_cover_tools_and_calls() -> None:
+    call = {"id": "c", "function": {"name": "f", "arguments": "{}"}}
+    messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with_tools = parse_request(
+        ChatCompletionRequest, json.dumps(chat(messages=messages, tools=tools))
+    )
+    parts = with_tools.key_parts()
+    assert parts[0][0] == "tools" and '"f"' in parts[0][1]
+    assert parts[1:] == [("user", "hi"), ("assistant", "f{}")]
+    without = parse_request(ChatCompletionRequest, json.dumps(chat()))
+    assert without.key_parts() == [("user", "hi")]

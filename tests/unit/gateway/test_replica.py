@@ -1,9 +1,17 @@
-"""The gateway replica (gateway/replica.py): how its settings become a routing policy."""
+"""The gateway replica (gateway/replica.py): how its settings become a routing policy, and what
+/v1/models says of each model."""
 
 from __future__ import annotations
 
-from cluster.gateway.replica import GatewaySettings, router_knobs
+from openai.types import Model
+
+from cluster.gateway.openai_encode import model_card
+from cluster.gateway.replica import GatewaySettings, model_card_for, router_knobs
 from cluster.gateway.routing import FastestRouter, RoundRobinRouter, make_router
+from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
+from node_agent.types import CONSTRAINTS, LOGPROBS, REASONING, TOOLS
+
+DEMO = ModelName("demo")
 
 
 def test_affinity_can_be_turned_off_for_fastest_only() -> None:
@@ -16,3 +24,33 @@ def test_affinity_can_be_turned_off_for_fastest_only() -> None:
         "round-robin", **router_knobs(GatewaySettings(routing="round-robin", affinity=False))
     )
     assert isinstance(rr, RoundRobinRouter)
+
+
+def test_model_card_lists_what_the_ready_nodes_serving_it_advertise() -> None:
+    def view(node_id: str, engine: str, caps: frozenset[str], state: NodeState) -> NodeView:
+        return NodeView(
+            node_id=NodeId(node_id),
+            name=node_id,
+            address=node_id,
+            engines=(engine,),
+            state=state,
+            models=(DEMO, ModelName("other")),
+            capabilities=((DEMO, caps),),
+        )
+
+    table = NodeTable(
+        version=1,
+        nodes=(
+            view("mac", "mlx", frozenset({TOOLS, REASONING}), NodeState.READY),
+            view("gpu", "vllm", frozenset({TOOLS, CONSTRAINTS, LOGPROBS}), NodeState.READY),
+            view("old", "llama", frozenset({"vision"}), NodeState.DRAINING),
+        ),
+    )
+    card = model_card_for(table, DEMO, created=5)
+    assert Model.model_validate(card).id == "demo"
+    assert card["capabilities"] == ["constraints", "logprobs", "reasoning", "tools"]
+    assert card["engines"] == ["mlx", "vllm"]
+    assert "context_length" not in card  # not known to the gateway yet
+    other = model_card_for(table, ModelName("other"), created=5)
+    assert other["capabilities"] == [] and other["engines"] == ["mlx", "vllm"]
+    assert model_card("demo", created=5, context_length=4096)["context_length"] == 4096
