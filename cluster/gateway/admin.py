@@ -17,7 +17,7 @@ from cluster.access.key_store import parse_key_request
 from cluster.access.request_gate import RequestGate
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import ApiError, Forbidden, InvalidRequest, NotFound
-from cluster.gateway.completion_response import json_response
+from cluster.gateway.openai.response import json_response
 from cluster.ledger.reports import Window, parse_cost_changes
 from cluster.ledger.store import GROUPS
 from cluster.types import NodeTable, NodeView

@@ -23,22 +23,22 @@ from cluster.access.request_gate import RequestGate
 from cluster.errors import ApiError, InternalError
 from cluster.gateway import admin, front
 from cluster.gateway.choices import choice_events, started
-from cluster.gateway.completion_response import (
-    Answer,
-    Events,
-    collect,
-    json_response,
-    sse_frames,
-)
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
-from cluster.gateway.openai_encode import model_card, model_list
-from cluster.gateway.openai_parse import (
+from cluster.gateway.openai.encode import model_card, model_list
+from cluster.gateway.openai.parse import (
     AnyRequest,
     ChatCompletionRequest,
     CompletionRequest,
     parse_request,
     to_generate_request,
     validation_error_to_api,
+)
+from cluster.gateway.openai.response import (
+    Answer,
+    Events,
+    collect,
+    json_response,
+    sse_frames,
 )
 from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router

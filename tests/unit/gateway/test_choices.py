@@ -1,4 +1,4 @@
-"""Several choices of one request (gateway/choices.py, completion_response.py): a generation per
+"""Several choices of one request (gateway/choices.py, gateway/openai/response.py): a generation per
 choice, spread over the nodes or batched on one, interleaved into one answer; one failing ends
 it. The nodes are scripted stand-ins; the forwarder and router are real."""
 
@@ -13,9 +13,9 @@ import pytest
 
 from cluster.errors import ModelNotFound, UpstreamFailed
 from cluster.gateway.choices import Sampled, choice_events, interleave, samples, started
-from cluster.gateway.completion_response import collect, sse_frames
 from cluster.gateway.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
-from cluster.gateway.openai_parse import ChatCompletionRequest, CompletionRequest, parse_request
+from cluster.gateway.openai.parse import ChatCompletionRequest, CompletionRequest, parse_request
+from cluster.gateway.openai.response import collect, sse_frames
 from cluster.gateway.routing import RouteRequest, make_router
 from cluster.gateway.tally import RequestInfo, Tap
 from cluster.ledger.rows import UsageRow

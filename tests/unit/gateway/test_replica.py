@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from openai.types import Model
 
-from cluster.gateway.openai_encode import model_card
+from cluster.gateway.openai.encode import model_card
 from cluster.gateway.replica import GatewaySettings, model_card_for, router_knobs
 from cluster.gateway.routing import FastestRouter, RoundRobinRouter, make_router
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView

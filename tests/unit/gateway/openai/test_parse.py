@@ -1,4 +1,4 @@
-"""Requests in the OpenAI wire format (gateway/openai_parse.py): what is refused, with which
+"""Requests in the OpenAI wire format (gateway/openai/parse.py): what is refused, with which
 parameter named, and what an accepted one becomes for the agent."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionMessageParam
 
 from cluster.errors import InvalidRequest
-from cluster.gateway.openai_parse import (
+from cluster.gateway.openai.parse import (
     ChatCompletionRequest,
     CompletionRequest,
     parse_request,

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock (callers pass `created`), no framework. The gateway re-shapes a node's
 events (Delta, ReasoningDelta, ToolCallDelta, Finished) with the builders here: `Choice` gathers
 one choice of a whole answer for `chat_completion` or `text_completion`. Streams are framed by
-cluster/gateway/openai_stream.py from the same parts (usage, logprobs, finish reasons).
+cluster/gateway/openai/stream.py from the same parts (usage, logprobs, finish reasons).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from cluster.errors import UpstreamFailed
 from cluster.gateway import front
 from cluster.gateway.choices import Sampled
 from cluster.gateway.forward import ForwardEvent, Routed, StreamFailed
-from cluster.gateway.openai_encode import Choice, chat_completion, dumps, text_completion
-from cluster.gateway.openai_parse import AnyRequest, ChatCompletionRequest
-from cluster.gateway.openai_stream import ChatStreamEncoder, CompletionStreamEncoder
+from cluster.gateway.openai.encode import Choice, chat_completion, dumps, text_completion
+from cluster.gateway.openai.parse import AnyRequest, ChatCompletionRequest
+from cluster.gateway.openai.stream import ChatStreamEncoder, CompletionStreamEncoder
 from node_agent.types import Finished
 
 Answer = Response | front.EventStream  # a completion's answer: JSON, or a stream of events

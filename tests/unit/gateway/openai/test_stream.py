@@ -1,5 +1,5 @@
-"""Tool calls, reasoning, logprobs and several choices in OpenAI's shapes (gateway/openai_stream.py
-and openai_encode.py): the chunks as OpenAI documents them, and the whole stream put back together
+"""Tool calls, reasoning, logprobs and several choices in OpenAI's shapes (gateway/openai/stream.py
+and openai/encode.py): the chunks as OpenAI documents them, and the whole stream put back together
 by the official `openai` SDK's own accumulator (`chat.completions.stream`)."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionToolParam
 
 from cluster.errors import UpstreamFailed
-from cluster.gateway.openai_encode import (
+from cluster.gateway.openai.encode import (
     SSE_DONE,
     Choice,
     chat_completion,
     dumps,
     text_completion,
 )
-from cluster.gateway.openai_stream import ChatStreamEncoder, CompletionStreamEncoder
+from cluster.gateway.openai.stream import ChatStreamEncoder, CompletionStreamEncoder
 from node_agent.types import (
     Delta,
     Finished,

@@ -17,7 +17,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar
 
 from cluster.errors import ApiError
-from cluster.gateway.openai_encode import (
+from cluster.gateway.openai.encode import (
     JSON,
     SSE_DONE,
     chat_logprobs,

@@ -1,4 +1,4 @@
-"""Responses in the OpenAI wire format (gateway/openai_encode.py), checked against the official
+"""Responses in the OpenAI wire format (gateway/openai/encode.py), checked against the official
 `openai` client and its own types: shapes, streams, and the whole exchange through the client."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cluster.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from cluster.gateway.openai_encode import (
+from cluster.gateway.openai.encode import (
     SSE_DONE,
     Choice,
     chat_completion,
@@ -34,14 +34,14 @@ from cluster.gateway.openai_encode import (
     model_list,
     text_completion,
 )
-from cluster.gateway.openai_parse import (
+from cluster.gateway.openai.parse import (
     AnyRequest,
     ChatCompletionRequest,
     CompletionRequest,
     parse_request,
     to_generate_request,
 )
-from cluster.gateway.openai_stream import ChatStreamEncoder, CompletionStreamEncoder
+from cluster.gateway.openai.stream import ChatStreamEncoder, CompletionStreamEncoder
 from node_agent.types import Delta, Finished, GenerateEvent, Usage
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]

@@ -1,7 +1,7 @@
 """The OpenAI wire format, requests: the request models and their conversion for the agent.
 
 Pure: no I/O, no clock, no framework. The gateway parses a body with `parse_request` and hands
-`to_generate_request(...)` to a node; cluster/gateway/openai_encode.py shapes what comes back.
+`to_generate_request(...)` to a node; cluster/gateway/openai/encode.py shapes what comes back.
 Whatever a node would have to refuse (a broken JSON schema, a tool choice naming no tool) is
 refused here first, with the parameter named, as OpenAI does.
 """
@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from cluster.errors import InvalidRequest
-from cluster.gateway.openai_tools import (
+from cluster.gateway.openai.tools import (
     FunctionTool,
     Lenient,
     ResponseFormat,

@@ -1,6 +1,6 @@
 """The OpenAI wire format, tools and output formats: function tools, `tool_choice` and
 `response_format`, checked as OpenAI checks them and converted for the agent; and the
-validation helpers both request modules (this one and openai_parse.py) share.
+validation helpers both request modules (this one and parse.py) share.
 
 Pure: no I/O. A schema is checked with `jsonschema` against its own dialect's metaschema, so a
 broken one is a 400 naming it here rather than a failed generation on a node.

@@ -1,4 +1,4 @@
-"""Tools, tool choice and response formats in the OpenAI wire format (gateway/openai_tools.py):
+"""Tools, tool choice and response formats in the OpenAI wire format (gateway/openai/tools.py):
 what a node would have to refuse is a 400 naming the parameter, before any node is asked; what
 is accepted becomes the agent's tools, tool choice and output constraint."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cluster.errors import InvalidRequest
-from cluster.gateway.openai_parse import ChatCompletionRequest, parse_request, to_generate_request
+from cluster.gateway.openai.parse import ChatCompletionRequest, parse_request, to_generate_request
 from node_agent.types import (
     CONSTRAINTS,
     TOOLS,
