@@ -24,6 +24,18 @@ class NodeState(Enum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelTraits:
+    """What a node says of one model it serves: its capabilities, context and engine."""
+
+    capabilities: frozenset[str] = frozenset()  # node_agent.types TOOLS, CONSTRAINTS, ...
+    context_length: int = 0  # 0: not said (an older agent)
+    engine: str = ""
+
+
+_NO_TRAITS = ModelTraits()
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeView:
     """One node as the gateway sees it in a snapshot: enough to route, nothing to mutate."""
 
@@ -45,11 +57,15 @@ class NodeView:
     plaintext: bool = False  # reached without TLS (only where the admin allowed it)
     # What each model can serve beyond plain text (node_agent.types TOOLS, CONSTRAINTS, ...);
     # a model absent here serves plain requests only.
-    capabilities: tuple[tuple[ModelName, frozenset[str]], ...] = ()  # sorted by model
+    traits: tuple[tuple[ModelName, ModelTraits], ...] = ()  # sorted by model
+
+    def model_traits(self, model: ModelName) -> ModelTraits:
+        """What the node says of its `model` (empty traits from agents that say nothing)."""
+        return next((t for m, t in self.traits if m == model), _NO_TRAITS)
 
     def model_capabilities(self, model: ModelName) -> frozenset[str]:
         """What the node's `model` can serve beyond plain text."""
-        return next((c for m, c in self.capabilities if m == model), frozenset())
+        return self.model_traits(model).capabilities
 
     def can_serve(self, model: ModelName, needs: frozenset[str]) -> bool:
         """Whether the node's `model` has every capability in `needs`."""

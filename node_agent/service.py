@@ -37,7 +37,7 @@ from node_agent import errors, heap, loading, models
 from node_agent.engines.base import Engine
 from node_agent.node_facts import BusyMeter, NodeFacts, Probe, node_info, node_status, on_disk
 from node_agent.proto import pb, pb_grpc
-from node_agent.types import LoadProgress, LoadStage, ModelInfo
+from node_agent.types import LoadProgress, LoadStage, ModelInfo, ModelStatus
 from node_agent.wire import generate_request, generate_response, load_progress_pb, model_info_pb
 
 logger = logging.getLogger(__name__)
@@ -160,11 +160,8 @@ class AgentService(pb_grpc.AgentServicer):
     async def status(self) -> pb.NodeStatus:
         """The node's live status now."""
         probe = await asyncio.to_thread(self._probe)
-        capabilities = {m.name: m.capabilities for m in self._engine.models()}
-        statuses = [
-            dataclasses.replace(s, capabilities=capabilities.get(s.model, s.capabilities))
-            for s in self._engine.status()
-        ]
+        infos = {m.name: m for m in self._engine.models()}
+        statuses = [_with_info(s, infos.get(s.model)) for s in self._engine.status()]
         return node_status(
             self._facts.node_id,
             statuses,
@@ -259,3 +256,15 @@ class AgentService(pb_grpc.AgentServicer):
                 await events.aclose()  # type: ignore[attr-defined]
         finally:
             self._busy.leave()
+
+
+def _with_info(status: ModelStatus, info: ModelInfo | None) -> ModelStatus:
+    """A model's status with what its ModelInfo says of it (a model loaded after Describe)."""
+    if info is None:
+        return status
+    return dataclasses.replace(
+        status,
+        capabilities=info.capabilities,
+        context_length=info.context_length,
+        engine=info.engine,
+    )

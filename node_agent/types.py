@@ -263,6 +263,8 @@ class ModelStatus:
     busy_seconds: float
     kv_cache_usage: float = 0.0  # share of a fixed KV-cache pool in use; 0 without one
     capabilities: frozenset[str] = frozenset()  # as ModelInfo.capabilities
+    context_length: int = 0  # as ModelInfo.context_length (0: not said)
+    engine: str = ""  # as ModelInfo.engine
 
 
 class LoadStage(Enum):

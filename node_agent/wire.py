@@ -133,6 +133,8 @@ def model_status_pb(s: ModelStatus) -> pb.ModelStatus:
         busy_seconds=s.busy_seconds,
         kv_cache_usage=s.kv_cache_usage,
         capabilities=sorted(s.capabilities),
+        context_length=s.context_length,
+        engine=s.engine,
     )
 
 
@@ -151,6 +153,8 @@ def model_status(m: pb.ModelStatus) -> ModelStatus:
         busy_seconds=m.busy_seconds,
         kv_cache_usage=m.kv_cache_usage,
         capabilities=frozenset(m.capabilities),
+        context_length=m.context_length,
+        engine=m.engine,
     )
 
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from cluster.throughput import INITIAL_TPS, ThroughputWindow
-from cluster.types import CostProfile, ModelName, NodeId, NodeState, NodeTable, NodeView
+from cluster.types import (
+    CostProfile,
+    ModelName,
+    ModelTraits,
+    NodeId,
+    NodeState,
+    NodeTable,
+    NodeView,
+)
 
 if TYPE_CHECKING:  # only for the converters' annotations: node_client pulls in gRPC
     from cluster.node_client import NodeDescription, NodeStatusSample
@@ -78,7 +86,7 @@ class ModelCounters:
     waiting: int = 0
     generated_tokens: int = 0
     busy_seconds: float = 0.0
-    capabilities: frozenset[str] = frozenset()
+    traits: ModelTraits = field(default_factory=ModelTraits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +109,9 @@ class StatusReceived:
                 waiting=m.waiting,
                 generated_tokens=m.generated_tokens,
                 busy_seconds=m.busy_seconds,
-                capabilities=m.capabilities,
+                traits=ModelTraits(
+                    capabilities=m.capabilities, context_length=m.context_length, engine=m.engine
+                ),
             )
             for m in sample.models
         )
@@ -317,7 +327,7 @@ class Inventory:
             models=tuple(
                 sorted(m.model for m in models if (node.node_id, m.model) not in self._withdrawn)
             ),
-            capabilities=tuple(sorted((m.model, m.capabilities) for m in models if m.capabilities)),
+            traits=tuple(sorted(((m.model, m.traits) for m in models), key=lambda p: p[0])),
             memory_total_bytes=desc.memory_total_bytes if desc else 0,
             memory_used_bytes=status.memory_used_bytes if status else 0,
             running=sum(m.running for m in models),

@@ -102,10 +102,14 @@ def router_knobs(settings: GatewaySettings) -> dict[str, object]:
 def model_card_for(table: NodeTable, model: ModelName, created: int) -> dict[str, Any]:
     """The model's `/v1/models` entry: what the ready nodes serving it advertise, together (a
     request needing a capability goes to a node that has it)."""
-    nodes = [n for n in table.nodes if n.routable and model in n.models]
-    capabilities = set().union(*(n.model_capabilities(model) for n in nodes))
-    engines = {e for n in nodes for e in n.engines}
-    return model_card(model, created=created, capabilities=capabilities, engines=engines)
+    traits = [n.model_traits(model) for n in table.nodes if n.routable and model in n.models]
+    return model_card(
+        model,
+        created=created,
+        capabilities=set().union(*(t.capabilities for t in traits)),
+        engines={t.engine for t in traits if t.engine},
+        context_length=min((t.context_length for t in traits if t.context_length), default=0),
+    )
 
 
 # The ingress wrapping must happen where the class is defined, and after every helper it uses:

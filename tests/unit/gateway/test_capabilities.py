@@ -8,7 +8,7 @@ import pytest
 from cluster.errors import InvalidRequest, NoCapacity
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings
 from cluster.gateway.routing import LocalLoad, RouteRequest, candidates, make_router
-from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
+from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import CONSTRAINTS, TOOLS, ChatMessage, GenerateRequest, Tool
 
 DEMO = ModelName("demo")
@@ -24,7 +24,7 @@ def view(node_id: str, caps: frozenset[str] = frozenset(), **kw: object) -> Node
         "models": (DEMO,),
         "decode_tps": 50.0,
         "tps_measured": True,
-        "capabilities": ((DEMO, caps),) if caps else (),
+        "traits": ((DEMO, ModelTraits(capabilities=caps)),) if caps else (),
         **kw,
     }
     return NodeView(**fields)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from cluster.gateway.routing import RouteRequest, make_router
 from cluster.gateway.tally import RequestInfo, Tap
 from cluster.ledger.rows import Outcome, UsageRow
 from cluster.node_client import NodeUnavailable
-from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
+from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
 M = ModelName("demo")
@@ -192,8 +192,8 @@ async def test_a_tool_request_records_its_features_and_a_reasoning_node_adds_one
     )
     # A node that advertises tools and constraints, as capable agents do.
     node = table.nodes[0]
-    caps = ((M, frozenset({TOOLS, "constraints"})),)
-    table = NodeTable(version=2, nodes=(NodeView(**{**node.__dict__, "capabilities": caps}),))
+    traits = ((M, ModelTraits(capabilities=frozenset({TOOLS, "constraints"}))),)
+    table = NodeTable(version=2, nodes=(NodeView(**{**node.__dict__, "traits": traits}),))
     tap, rows = tapped()
     got = [e async for e in forwarder.stream(table, forced, ROUTE, tap)]
     assert [type(e).__name__ for e in got] == [

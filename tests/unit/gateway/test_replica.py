@@ -8,7 +8,7 @@ from openai.types import Model
 from cluster.gateway.openai.encode import model_card
 from cluster.gateway.replica import GatewaySettings, model_card_for, router_knobs
 from cluster.gateway.routing import FastestRouter, RoundRobinRouter, make_router
-from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
+from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import CONSTRAINTS, LOGPROBS, REASONING, TOOLS
 
 DEMO = ModelName("demo")
@@ -27,7 +27,9 @@ def test_affinity_can_be_turned_off_for_fastest_only() -> None:
 
 
 def test_model_card_lists_what_the_ready_nodes_serving_it_advertise() -> None:
-    def view(node_id: str, engine: str, caps: frozenset[str], state: NodeState) -> NodeView:
+    def view(
+        node_id: str, engine: str, caps: frozenset[str], state: NodeState, ctx: int = 32768
+    ) -> NodeView:
         return NodeView(
             node_id=NodeId(node_id),
             name=node_id,
@@ -35,14 +37,17 @@ def test_model_card_lists_what_the_ready_nodes_serving_it_advertise() -> None:
             engines=(engine,),
             state=state,
             models=(DEMO, ModelName("other")),
-            capabilities=((DEMO, caps),),
+            traits=(
+                (DEMO, ModelTraits(capabilities=caps, context_length=ctx, engine=engine)),
+                (ModelName("other"), ModelTraits(engine=engine)),
+            ),
         )
 
     table = NodeTable(
         version=1,
         nodes=(
             view("mac", "mlx", frozenset({TOOLS, REASONING}), NodeState.READY),
-            view("gpu", "vllm", frozenset({TOOLS, CONSTRAINTS, LOGPROBS}), NodeState.READY),
+            view("gpu", "vllm", frozenset({TOOLS, CONSTRAINTS, LOGPROBS}), NodeState.READY, 8192),
             view("old", "llama", frozenset({"vision"}), NodeState.DRAINING),
         ),
     )
@@ -50,7 +55,7 @@ def test_model_card_lists_what_the_ready_nodes_serving_it_advertise() -> None:
     assert Model.model_validate(card).id == "demo"
     assert card["capabilities"] == ["constraints", "logprobs", "reasoning", "tools"]
     assert card["engines"] == ["mlx", "vllm"]
-    assert "context_length" not in card  # not known to the gateway yet
+    assert card["context_length"] == 8192  # what every ready node can take
     other = model_card_for(table, ModelName("other"), created=5)
     assert other["capabilities"] == [] and other["engines"] == ["mlx", "vllm"]
     assert model_card("demo", created=5, context_length=4096)["context_length"] == 4096

@@ -104,7 +104,7 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("model", "running", "waiting", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "prompt_cache_hits", "requests_finished", "memory_bytes", "busy_seconds", "kv_cache_usage", "capabilities")
+    __slots__ = ("model", "running", "waiting", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "prompt_cache_hits", "requests_finished", "memory_bytes", "busy_seconds", "kv_cache_usage", "capabilities", "context_length", "engine")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,8 @@ class ModelStatus(_message.Message):
     BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_USAGE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     model: str
     running: int
     waiting: int
@@ -129,7 +131,9 @@ class ModelStatus(_message.Message):
     busy_seconds: float
     kv_cache_usage: float
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., prompt_cache_hits: _Optional[int] = ..., requests_finished: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., kv_cache_usage: _Optional[float] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    context_length: int
+    engine: str
+    def __init__(self, model: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., prompt_cache_hits: _Optional[int] = ..., requests_finished: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., kv_cache_usage: _Optional[float] = ..., capabilities: _Optional[_Iterable[str]] = ..., context_length: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("node_id", "unix_ms", "models", "memory_used_bytes", "memory_available_bytes", "power_watts", "power_measured", "uptime_seconds", "busy_seconds")
