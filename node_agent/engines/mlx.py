@@ -2,7 +2,9 @@
 
 Layers, each small: `MlxEngine` (here) is the asyncio face and validates requests; one
 `mlx_batch.Worker` thread owns MLX and every model; per model, `mlx_slot.ModelSlot` runs the
-batch and the prompt cache; per request, `mlx_stream.RequestStream` turns tokens into Deltas.
+batch and the prompt cache; per request, `mlx_stream.RequestStream` turns tokens into events
+(answer, reasoning, tool calls: `parsing.OutputParser`), and a grammar, compiled here before the
+request is submitted, masks its row of the batch (`mlx_grammar`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 from node_agent.engines.base import LoadSpec
 from node_agent.engines.common import available_memory_bytes, check_request
 from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
+from node_agent.engines.mlx_grammar import GrammarProcessor
 from node_agent.engines.mlx_options import batch_limits
 from node_agent.engines.mlx_slot import BatchLimits
 from node_agent.engines.mlx_stream import Sink
 from node_agent.errors import AgentError, InvalidRequest, ModelNotLoaded
 from node_agent.types import (
+    CONSTRAINTS,
     Delta,
     Finished,
     GenerateEvent,
@@ -30,6 +34,8 @@ from node_agent.types import (
     ModelInfo,
     ModelStatus,
 )
+
+MAX_TOP_LOGPROBS = 20
 
 
 class MlxEngine:
@@ -87,10 +93,12 @@ class MlxEngine:
         if info is None:
             raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
         check_request(request, info.context_length)
+        submitted_at = time.perf_counter()  # the grammar's compile time is part of TTFT
+        processor = await self._processor(request)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         events, ticket = _Events(queue), next(self._tickets)
         sink = Sink(asyncio.get_running_loop(), queue)
-        self._worker.send(Submit(ticket, request, sink, time.perf_counter()))
+        self._worker.send(Submit(ticket, request, sink, submitted_at, processor))
         finished = False
         try:
             while not finished:
@@ -110,6 +118,18 @@ class MlxEngine:
         self._worker.send(Shutdown(reply))
         await asyncio.wrap_future(reply)
         await asyncio.to_thread(self._worker.join)
+
+    async def _processor(self, request: GenerateRequest) -> GrammarProcessor | None:
+        """The request's grammar compiled for its row, in a thread: the worker only steps it."""
+        if request.top_logprobs is not None and not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+        grammars = self._worker.grammars(request.model)
+        if grammars is None:
+            if CONSTRAINTS in request.needs():
+                raise InvalidRequest("this model cannot be held to a grammar on this node")
+            return None  # strict tools in auto: parsed, not enforced
+        grammar = grammars.grammar(request)
+        return None if grammar is None else await asyncio.to_thread(grammars.compile, grammar)
 
     def _check_open(self) -> None:
         """Refuse work once closed: the worker no longer answers."""
@@ -140,5 +160,6 @@ class _Events:
                 event.tokens + following.tokens,
                 event.prompt_tokens,
                 event.cached_prompt_tokens,
+                event.logprobs + following.logprobs,
             )
         return event

@@ -23,11 +23,13 @@ import mlx.core as mx
 import mlx_lm
 
 from node_agent.engines.base import LoadSpec
+from node_agent.engines.mlx_grammar import GrammarProcessor, Grammars, logits_width
 from node_agent.engines.mlx_slot import BatchLimits, ModelSlot, weights_bytes
 from node_agent.engines.mlx_stream import Sink
+from node_agent.engines.parsing import Dialect, capabilities, dialect_of
 from node_agent.errors import AgentError, LoadFailed, ModelNotLoaded, OutOfMemory
 from node_agent.models import model_weights_bytes, read_context_length
-from node_agent.types import GenerateRequest, ModelInfo, ModelStatus
+from node_agent.types import CONSTRAINTS, LOGPROBS, GenerateRequest, ModelInfo, ModelStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Submit:
     request: GenerateRequest
     sink: Sink
     submitted_at: float
+    processor: GrammarProcessor | None = None  # compiled by the caller, off this thread
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,11 @@ class Worker:
         slot = self._slots.get(name)
         return slot.info if slot is not None else None
 
+    def grammars(self, name: str) -> Grammars | None:
+        """The grammar compiler of the model called `name`, if it has one; any thread."""
+        slot = self._slots.get(name)
+        return slot.grammars if slot is not None else None
+
     def infos(self) -> list[ModelInfo]:
         """Every loaded model; safe to call from any thread."""
         return [slot.info for slot in list(self._slots.values())]
@@ -156,6 +164,7 @@ class Worker:
                     command.sink,
                     command.submitted_at,
                     self._seed(command.request.sampling.seed),
+                    command.processor,
                 )
             elif isinstance(command, Cancel):
                 any(slot.cancel(command.ticket) for slot in self._slots.values())
@@ -207,15 +216,23 @@ class Worker:
             context = spec.context_length or read_context_length(spec.path)
         except Exception as exc:  # mlx-lm raises anything from OSError to KeyError on bad files
             raise LoadFailed(f"cannot load {spec.path}: {exc}") from exc
+        dialect = dialect_of(tokenizer)
+        grammars = _grammars(model, tokenizer, dialect)
         info = ModelInfo(
             name=spec.name,
             engine="mlx",
             source=spec.source,
             memory_bytes=weights_bytes(model),
             context_length=context,
+            capabilities=_capabilities(tokenizer, dialect, grammars),
         )
         self._slots[spec.name] = ModelSlot(
-            info=info, model=model, tokenizer=tokenizer, limits=self._limits
+            info=info,
+            model=model,
+            tokenizer=tokenizer,
+            limits=self._limits,
+            dialect=dialect,
+            grammars=grammars,
         )
         logger.info("mlx: loaded %s from %s (%d bytes)", spec.name, spec.path, info.memory_bytes)
         return info
@@ -245,6 +262,21 @@ class Worker:
         for name in list(self._slots):
             self._unload(name)
         _resolve(reply, None)
+
+
+def _grammars(model: Any, tokenizer: Any, dialect: Dialect) -> Grammars | None:
+    """The model's grammar compiler; None (and no CONSTRAINTS) where llguidance cannot serve it."""
+    try:
+        return Grammars(tokenizer, width=logits_width(model), dialect=dialect)
+    except Exception as exc:  # no llguidance, a slow tokenizer, a vocabulary it cannot read
+        logger.warning("mlx: no constrained decoding for this model: %s", exc)
+        return None
+
+
+def _capabilities(tokenizer: Any, dialect: Dialect, grammars: Grammars | None) -> frozenset[str]:
+    """What the loaded model can serve beyond plain text."""
+    extra = {LOGPROBS} | ({CONSTRAINTS} if grammars is not None else set())
+    return capabilities(tokenizer, dialect) | extra
 
 
 def _resolve(reply: Future[Any], result: Any = None, *, error: Exception | None = None) -> None:

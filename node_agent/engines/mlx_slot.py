@@ -8,6 +8,7 @@ conversation prefills only what is new.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,22 @@ from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from node_agent.engines.common import check_prompt_length, render_prompt
-from node_agent.engines.mlx_stream import IncrementalDecoder, RequestStream, Sink, make_sampler
+from node_agent.engines.mlx_grammar import Grammars
+from node_agent.engines.mlx_stream import (
+    IncrementalDecoder,
+    RequestStream,
+    Sink,
+    make_sampler,
+    token_logprob,
+)
+from node_agent.engines.parsing import Dialect, OutputParser, starts_in_reasoning
 from node_agent.errors import AgentError
-from node_agent.types import GenerateRequest, ModelInfo, ModelStatus
+from node_agent.types import GenerateRequest, ModelInfo, ModelStatus, TokenLogprob
 
 MEMORY_REFRESH_STEPS = 16  # how often the KV byte count in status is refreshed while decoding
+PROMPT_TAIL = 16  # tokens of the prompt that tell whether it opens a think block
+
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +73,19 @@ class Counters:
 class ModelSlot:
     """One loaded model with its batch, its prompt cache, its running streams and counters."""
 
-    def __init__(self, *, info: ModelInfo, model: Any, tokenizer: Any, limits: BatchLimits):
+    def __init__(
+        self,
+        *,
+        info: ModelInfo,
+        model: Any,
+        tokenizer: Any,
+        limits: BatchLimits,
+        dialect: Dialect | None = None,
+        grammars: Grammars | None = None,
+    ):
         self.info, self.model, self.tokenizer = info, model, tokenizer
+        self.dialect = dialect or Dialect()
+        self.grammars = grammars  # None: this model cannot be constrained
         self.prompt_cache = LRUPromptCache(limits.cache_entries, limits.cache_bytes)
         self._limits = limits
         self.batch: Any = self._new_batch()  # mlx-lm is untyped
@@ -73,10 +96,19 @@ class ModelSlot:
         self.steps = 0
 
     def submit(
-        self, ticket: int, request: GenerateRequest, sink: Sink, submitted_at: float, seed: int
+        self,
+        ticket: int,
+        request: GenerateRequest,
+        sink: Sink,
+        submitted_at: float,
+        seed: int,
+        processor: LogitsProcessor | None = None,
     ) -> None:
-        """Render and check the prompt, reuse the longest cached prefix, and join the batch."""
-        tokens = render_prompt(self.tokenizer, request)
+        """Render and check the prompt, reuse the longest cached prefix, and join the batch.
+
+        `processor`: the request's compiled grammar, if it has one; it masks this row only.
+        """
+        tokens = render_prompt(self.tokenizer, request, constrained=processor is not None)
         check_prompt_length(len(tokens), self.info.context_length)
         cache, rest = self._cached_prefix(tokens)
         cached = len(tokens) - len(rest)
@@ -87,6 +119,7 @@ class ModelSlot:
             caches=[cache],  # None: the batch makes a fresh one
             all_tokens=[tokens[:cached]],
             samplers=[make_sampler(request.sampling, seed)],
+            logits_processors=[[processor] if processor else []],
         )
         stream = RequestStream(
             ticket=ticket,
@@ -96,6 +129,8 @@ class ModelSlot:
             prompt_tokens=len(tokens),
             cached_tokens=cached,
             submitted_at=submitted_at,
+            parser=self._parser(request, tokens),
+            top_logprobs=request.top_logprobs,
         )
         self._add(uid, stream)
 
@@ -112,8 +147,8 @@ class ModelSlot:
         responses = sorted(responses, key=lambda r: streams[r.uid].first_token_at is not None)
         stopped = []
         for r in responses:
-            stream = self.streams[r.uid]
-            stream.push(r.token, eos=r.finish_reason == "stop")
+            stream, eos = self.streams[r.uid], r.finish_reason == "stop"
+            stream.push(r.token, eos=eos, logprob=self._logprob(stream, r, eos))
             self.counters.generated_tokens += 1
             if r.finish_reason is not None:
                 self._retire(r.uid, r.finish_reason, r.prompt_cache, r.all_tokens)
@@ -167,6 +202,26 @@ class ModelSlot:
             memory_bytes=self.info.memory_bytes + c.kv_bytes,
             busy_seconds=c.busy_seconds + (time.perf_counter() - since if since else 0.0),
         )
+
+    def _parser(self, request: GenerateRequest, prompt: list[int]) -> OutputParser:
+        """The request's output parser: chat in the model's dialect, raw text as plain text."""
+        if request.messages is None:
+            return OutputParser(Dialect())
+        tail = self.tokenizer.decode(prompt[-PROMPT_TAIL:])
+        reasoning = starts_in_reasoning(self.dialect, tail)
+        return OutputParser(self.dialect, tools=request.tools, reasoning=reasoning)
+
+    def _logprob(self, stream: RequestStream, r: Any, eos: bool) -> TokenLogprob | None:
+        """The token's logprobs if the request asked for them (none for the closing EOS)."""
+        if stream.top_logprobs is None or eos:
+            return None
+        return token_logprob(r.logprobs, r.token, stream.top_logprobs, self._token_bytes)
+
+    def _token_bytes(self, token: int) -> bytes:
+        """A token's bytes, exactly where llguidance knows them."""
+        if self.grammars is not None:
+            return self.grammars.token_bytes(token)
+        return str(self.tokenizer.decode([token])).encode()
 
     def _new_batch(self) -> Any:
         """A continuous batch that stops rows on the tokenizer's EOS tokens."""

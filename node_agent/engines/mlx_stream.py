@@ -1,4 +1,4 @@
-"""One request's side of the MLX engine: its prompt, sampler, text stream, and usage.
+"""One request's side of the MLX engine: its sampler, text stream, events, logprobs and usage.
 
 Everything here runs on the engine's worker thread except `Sink.put`'s far end, which lands on
 the caller's event loop.
@@ -7,6 +7,8 @@ the caller's event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +16,19 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_top_p, greedy_sampler
 
+from node_agent.engines.parsing import Dialect, OutputParser
 from node_agent.errors import AgentError
 from node_agent.stops import StopFilter
-from node_agent.types import Delta, Finished, GenerateEvent, Sampling, Usage
+from node_agent.types import (
+    Delta,
+    Finished,
+    GenerateEvent,
+    Sampling,
+    TokenEvent,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 
 Sampler = Callable[[mx.array], mx.array]
 MAX_HELD = 8  # tokens; a UTF-8 character has at most 4 bytes, so this is generous
@@ -88,7 +100,11 @@ class IncrementalDecoder:
 
 
 class RequestStream:
-    """The worker's record of one running request: text so far, stop strings, and timings."""
+    """The worker's record of one running request: its parser, stop strings, and timings.
+
+    Tokens go through the incremental decoder, then the output parser (reasoning, answer, tool
+    calls); stop strings and logprobs apply to the answer's Deltas only.
+    """
 
     def __init__(
         self,
@@ -100,36 +116,46 @@ class RequestStream:
         prompt_tokens: int,
         cached_tokens: int,
         submitted_at: float,
+        parser: OutputParser | None = None,
+        top_logprobs: int | None = None,
     ) -> None:
         self.ticket, self.sink = ticket, sink
         self.prompt_tokens, self.cached_tokens = prompt_tokens, cached_tokens
+        self.top_logprobs = top_logprobs
         self.completion_tokens = 0
         self.submitted_at = submitted_at
         self.first_token_at: float | None = None
         self._decoder = decoder
+        self._parser = parser or OutputParser(Dialect())
         self._stops = StopFilter(sampling.stop)
-        self._unsent_tokens = 0
+        self._logprobs: list[TokenLogprob] = []  # of tokens fed, not yet carried by an event
+        self._unsent_tokens = 0  # answer tokens whose text the stop filter still holds
+        self._unsent_logprobs: list[TokenLogprob] = []
+        self._sent = False
 
     @property
     def stopped(self) -> bool:
-        """Whether a stop string has appeared in the text."""
+        """Whether a stop string has appeared in the answer."""
         return self._stops.stopped
 
-    def push(self, token: int, *, eos: bool) -> None:
-        """Count one generated token and send the text it releases; EOS adds no text."""
+    def push(self, token: int, *, eos: bool, logprob: TokenLogprob | None = None) -> None:
+        """Count one generated token and send the events it releases; EOS adds no text."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.completion_tokens += 1
-        self._unsent_tokens += 1
-        if not eos:
-            self._send(self._stops.feed(self._decoder.add(token)))
+        if logprob is not None:
+            self._logprobs.append(logprob)
+        self._send(self._parser.feed("" if eos else self._decoder.add(token)))
 
     def finish(self, reason: str) -> None:
-        """Flush held text, send a last Delta for any unsent tokens, then Finished."""
+        """Flush held text and any unsent token count, then send Finished."""
         if reason != "cancelled":
-            text = self._stops.feed(self._decoder.flush())
-            self._send(text + self._stops.flush(), force=True)
-            reason = "stop" if self._stops.stopped else reason
+            self._send(self._parser.feed(self._decoder.flush(), 0) + self._parser.finish())
+            self._release(self._stops.flush())
+            if self._parser.made_calls:
+                reason = "tool_calls"
+            elif self._stops.stopped:
+                reason = "stop"
         self.sink.put(Finished(reason, self.usage()))
 
     def usage(self) -> Usage:
@@ -145,12 +171,63 @@ class RequestStream:
             ttft_seconds=first - self.submitted_at,
             decode_tokens_per_second=tps,
             duration_seconds=now - self.submitted_at,
+            reasoning_tokens=self._parser.reasoning_tokens,
         )
 
-    def _send(self, text: str, *, force: bool = False) -> None:
-        """Send text with the tokens generated since the last Delta; `force` sends a bare count."""
+    def _send(self, events: list[TokenEvent]) -> None:
+        """Send the parser's events: answer text through the stop filter, the rest as is."""
+        for event in events:
+            logprobs, self._logprobs = (
+                self._logprobs[: event.tokens],
+                self._logprobs[event.tokens :],
+            )
+            if self._stops.stopped:  # past a stop string nothing more is said; tokens still count
+                self._unsent_tokens += event.tokens
+            elif isinstance(event, Delta):
+                self._unsent_tokens += event.tokens
+                self._unsent_logprobs += logprobs
+                self._release(self._stops.feed(event.text), force=False)
+            else:  # answer text held for a stop string goes out before a call or reasoning
+                self._release(self._stops.flush(), force=False)
+                self._put(dataclasses.replace(event, tokens=event.tokens + self._unsent_tokens))
+                self._unsent_tokens = 0
+
+    def _release(self, text: str, *, force: bool = True) -> None:
+        """Send answer text with its unsent tokens; `force` sends a bare count too."""
         if text or (force and self._unsent_tokens):
-            first = self.completion_tokens == self._unsent_tokens  # nothing was sent before
-            prompt, cached = (self.prompt_tokens, self.cached_tokens) if first else (0, 0)
-            self.sink.put(Delta(text, self._unsent_tokens, prompt, cached))
-            self._unsent_tokens = 0
+            logprobs = tuple(self._unsent_logprobs)
+            self._put(Delta(text, self._unsent_tokens, logprobs=logprobs))
+            self._unsent_tokens, self._unsent_logprobs = 0, []
+
+    def _put(self, event: TokenEvent) -> None:
+        """Hand an event to the sink; the first one carries the prompt's counts."""
+        if not self._sent:
+            event = dataclasses.replace(
+                event, prompt_tokens=self.prompt_tokens, cached_prompt_tokens=self.cached_tokens
+            )
+            self._sent = True
+        self.sink.put(event)
+
+
+def token_logprob(
+    row: mx.array, token: int, k: int, token_bytes: Callable[[int], bytes]
+) -> TokenLogprob:
+    """The sampled token's log probability and the `k` likeliest tokens, from a step's row."""
+    picked = mx.array([token], dtype=mx.uint32)
+    if k:
+        picked = mx.concatenate([picked, mx.argpartition(-row, kth=k - 1)[:k].astype(mx.uint32)])
+    ids: list[int] = picked.tolist()  # type: ignore[assignment]
+    values: list[float] = row[picked].tolist()  # type: ignore[assignment]
+    top = sorted(zip(ids[1:], values[1:], strict=True), key=lambda p: -p[1])
+    data = token_bytes(token)
+    return TokenLogprob(
+        data.decode("utf-8", "replace"),
+        min(0.0, values[0]),
+        data,
+        tuple(_top(i, v, token_bytes) for i, v in top if v > -math.inf),
+    )
+
+
+def _top(token: int, logprob: float, token_bytes: Callable[[int], bytes]) -> TopLogprob:
+    data = token_bytes(token)
+    return TopLogprob(data.decode("utf-8", "replace"), min(0.0, logprob), data)

@@ -13,6 +13,7 @@ mlx_lm loads mlx, whose CPU build every node installs with the `mlx` extra):
         events.extend(parser.feed(text, n))
     events.extend(parser.finish())         # at the end, whatever the reason
     parser.made_calls; parser.reasoning_tokens
+    capabilities(tokenizer, dialect)       # TOOLS and REASONING, for ModelInfo.capabilities
 
 `feed` and `finish` return Delta (answer text), ReasoningDelta and ToolCallDelta events in
 order; their `tokens` add up to the tokens fed. A call streams as ToolCallDelta(i, id, name),
@@ -31,7 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node_agent.types import Delta, ReasoningDelta, TokenEvent, Tool, ToolCallDelta
+from node_agent.types import REASONING as REASONING_CAPABILITY
+from node_agent.types import TOOLS, Delta, ReasoningDelta, TokenEvent, Tool, ToolCallDelta
 
 ParseCall = Callable[[str, Any], Any]  # mlx-lm's parse_tool_call(text, tools) -> dict | [dict]
 NORMAL, REASONING, CALL = "normal", "reasoning", "call"
@@ -70,6 +72,30 @@ def dialect_for(family: str | None, *, think: tuple[str, str] | None = None) -> 
     module = importlib.import_module(f"mlx_lm.tool_parsers.{family}")
     calls = (module.tool_call_start, module.tool_call_end)
     return Dialect(think=think, calls=calls, parse_call=module.parse_tool_call, family=family)
+
+
+def capabilities(tokenizer: Any, dialect: Dialect) -> frozenset[str]:
+    """TOOLS if the chat template renders tools and the dialect parses calls; REASONING if the
+    dialect has think markers. (Grammars and logprobs are the engine's to add.)"""
+    out = {REASONING_CAPABILITY} if dialect.think else set()
+    if dialect.parse_call is not None and _renders_tools(tokenizer):
+        out.add(TOOLS)
+    return frozenset(out)
+
+
+def _renders_tools(tokenizer: Any) -> bool:
+    """Whether the chat template writes a tool it is given into the prompt."""
+    probe = {"type": "function", "function": {"name": "probe_tool_4f1c", "parameters": {}}}
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}],
+            tools=[probe],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    except Exception:  # no template, or one that refuses tools
+        return False
+    return isinstance(text, str) and "probe_tool_4f1c" in text
 
 
 def starts_in_reasoning(dialect: Dialect, prompt_tail: str) -> bool:
