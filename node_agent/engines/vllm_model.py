@@ -1,7 +1,9 @@
 """One model loaded in vLLM: its AsyncLLM, what vLLM reports of it, and its request streams.
 
 vLLM runs the model in its own engine-core process; this side holds the AsyncLLM client, renders
-and counts prompts with the model's tokenizer, and turns vLLM's delta outputs into our events.
+and counts prompts with the model's tokenizer (tools and template options included), holds a
+request to its grammar through vLLM's `guidance` structured outputs (vllm_grammar), and turns
+vLLM's delta outputs into our events (vllm_stream: answer, reasoning, tool calls, logprobs).
 Running and waiting counts and KV-cache usage are vLLM's own, from a stat logger it feeds every
 scheduler step; the token counters are kept here, per request, so they add up to the usages.
 """
@@ -16,8 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from vllm.config import StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
-from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.exceptions import VLLMValidationError
+from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -25,15 +29,33 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 
 from node_agent.engines.base import LoadSpec
 from node_agent.engines.common import check_prompt_length, render_prompt
+from node_agent.engines.parsing import (
+    Dialect,
+    OutputParser,
+    capabilities,
+    dialect_of,
+    starts_in_reasoning,
+)
+from node_agent.engines.vllm_grammar import Grammars
 from node_agent.engines.vllm_options import Plan
-from node_agent.engines.vllm_stream import Tally
+from node_agent.engines.vllm_stream import Tally, token_logprobs
 from node_agent.errors import AgentError, InvalidRequest, LoadFailed
-from node_agent.types import Finished, GenerateEvent, GenerateRequest, ModelInfo, ModelStatus
+from node_agent.types import (
+    CONSTRAINTS,
+    LOGPROBS,
+    Finished,
+    GenerateEvent,
+    GenerateRequest,
+    ModelInfo,
+    ModelStatus,
+)
 
 logger = logging.getLogger(__name__)
 
 _request_ids = itertools.count()
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "cancelled"}
+MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
+PROMPT_TAIL = 16  # tokens of the prompt that tell whether it opens a think block
 
 
 class SchedulerView(StatLoggerBase):  # type: ignore[misc,unused-ignore]  # Any without vLLM
@@ -79,9 +101,20 @@ class Counters:
 class VllmModel:
     """One AsyncLLM serving one model under one name."""
 
-    def __init__(self, *, info: ModelInfo, llm: AsyncLLM, view: SchedulerView, pace: float):
+    def __init__(
+        self,
+        *,
+        info: ModelInfo,
+        llm: AsyncLLM,
+        view: SchedulerView,
+        pace: float,
+        dialect: Dialect | None = None,
+        grammars: Grammars | None = None,
+    ):
         self.info, self.llm, self.view = info, llm, view
         self.tokenizer = llm.get_tokenizer()
+        self.dialect = dialect or Dialect()
+        self.grammars = grammars  # None: this model cannot be held to a grammar
         self.counters = Counters()
         self._pace = pace  # tokens per second per request; 0: as fast as vLLM goes
         self._inflight: set[str] = set()
@@ -93,7 +126,12 @@ class VllmModel:
         view = SchedulerView()
 
         def build() -> AsyncLLM:
-            args = AsyncEngineArgs(**plan.args, served_model_name=spec.name)
+            args = AsyncEngineArgs(
+                **plan.args,
+                served_model_name=spec.name,
+                # llguidance, as on MLX: it reads the Lark grammars engines/grammar.py writes.
+                structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
+            )
             config = args.create_engine_config(UsageContext.ENGINE_CONTEXT)
             return AsyncLLM.from_vllm_config(
                 config, stat_loggers=[view.factory], disable_log_stats=True
@@ -103,22 +141,39 @@ class VllmModel:
             llm = await asyncio.to_thread(build)
         except Exception as exc:  # vLLM raises anything from ValueError to RuntimeError
             raise LoadFailed(f"vLLM cannot load {spec.path}: {_reason(exc)}") from exc
+        tokenizer = llm.get_tokenizer()
+        dialect = _dialect(tokenizer)
+        grammars = _grammars(tokenizer, int(llm.model_config.get_vocab_size()), dialect)
         info = ModelInfo(
             name=spec.name,
             engine="vllm",
             source=spec.source,
             memory_bytes=plan.weights_bytes + kv_pool_bytes(llm, plan),
             context_length=int(llm.model_config.max_model_len),
+            capabilities=_capabilities(tokenizer, dialect, grammars),
         )
-        return cls(info=info, llm=llm, view=view, pace=pace)
+        return cls(info=info, llm=llm, view=view, pace=pace, dialect=dialect, grammars=grammars)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
-        """Deltas then one Finished; leaving early aborts the request in vLLM."""
-        ids = render_prompt(self.tokenizer, request)
+        """Answer, reasoning and call events then one Finished; leaving early aborts in vLLM."""
+        submitted_at = time.perf_counter()  # compiling the grammar is part of the TTFT
+        structured = await self._structured(request)
+        ids = render_prompt(self.tokenizer, request, constrained=structured is not None)
         check_prompt_length(len(ids), self.info.context_length)
-        params = self._params(request, room=self.info.context_length - len(ids))
+        parser = self._parser(request, ids)
+        params = self._params(
+            request,
+            room=self.info.context_length - len(ids),
+            structured=structured,
+            markers=parser is not None,
+        )
         rid = f"{request.request_id or 'request'}-{next(_request_ids)}"
-        tally = Tally(prompt_tokens=len(ids), submitted_at=time.perf_counter())
+        tally = Tally(
+            prompt_tokens=len(ids),
+            submitted_at=submitted_at,
+            parser=parser,
+            stops=request.sampling.stop,
+        )
         # Rendered by vLLM's renderer, as its v1 API asks: raw prompts are deprecated there.
         (prompt,) = self.llm.renderer.render_cmpl([{"prompt_token_ids": ids}])
         outputs = self.llm.generate(prompt, params, request_id=rid)
@@ -126,7 +181,7 @@ class VllmModel:
         try:
             async for out in outputs:
                 await self._keep_pace(tally, len(out.outputs[0].token_ids))
-                for event in self._events(tally, out):
+                for event in self._events(tally, out, request.top_logprobs):
                     yield event
                     if isinstance(event, Finished):
                         return
@@ -135,7 +190,7 @@ class VllmModel:
             raise
         except EngineDeadError as exc:
             raise AgentError(f"the vLLM engine of {self.info.name} died: {exc}") from exc
-        except ValueError as exc:  # vLLM's own request validation
+        except (ValueError, VLLMValidationError) as exc:  # vLLM's own request validation
             raise InvalidRequest(f"vLLM refused the request: {exc}") from exc
         except Exception as exc:
             raise AgentError(f"generation failed: {_reason(exc)}") from exc
@@ -168,37 +223,80 @@ class VllmModel:
             memory_bytes=self.info.memory_bytes,
             busy_seconds=c.busy_seconds + (time.perf_counter() - since if since else 0.0),
             kv_cache_usage=self.view.kv_cache_usage,
+            capabilities=self.info.capabilities,
         )
 
-    def _params(self, request: GenerateRequest, *, room: int) -> SamplingParams:
-        """vLLM's sampling parameters for one request, streaming deltas."""
-        s = request.sampling
+    async def _structured(self, request: GenerateRequest) -> StructuredOutputsParams | None:
+        """The request's grammar as vLLM's structured output, compiled off the event loop."""
+        if self.grammars is None:
+            if CONSTRAINTS in request.needs():
+                raise InvalidRequest("this model cannot be held to a grammar on this node")
+            return None  # strict tools in auto: parsed, not enforced
+        grammar = self.grammars.grammar(request)
+        return None if grammar is None else await asyncio.to_thread(self.grammars.check, grammar)
+
+    def _parser(self, request: GenerateRequest, prompt: list[int]) -> OutputParser | None:
+        """A chat's output parser in the model's dialect; None for raw text or a plain model."""
+        d = self.dialect
+        if request.messages is None or not (d.think or d.calls):
+            return None
+        tail = self.tokenizer.decode(prompt[-PROMPT_TAIL:])
+        reasoning = starts_in_reasoning(d, tail)
+        return OutputParser(d, tools=request.tools, reasoning=reasoning)
+
+    def _params(
+        self,
+        request: GenerateRequest,
+        *,
+        room: int,
+        structured: StructuredOutputsParams | None = None,
+        markers: bool = False,
+    ) -> SamplingParams:
+        """vLLM's sampling parameters for one request, streaming deltas.
+
+        `markers`: the output is parsed for think and call markers, which some vocabularies make
+        special tokens; vLLM must then keep special tokens in the text.
+        """
+        s, k = request.sampling, request.top_logprobs
+        if k is not None and not 0 <= k <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
         try:
             return SamplingParams(
                 max_tokens=min(s.max_tokens, room),
                 temperature=s.temperature,
                 top_p=s.top_p,
-                stop=list(s.stop) or None,
                 seed=s.seed,
+                logprobs=k,
+                structured_outputs=structured,
+                skip_special_tokens=not markers,
                 output_kind=RequestOutputKind.DELTA,
             )
-        except ValueError as exc:
+        except (ValueError, VLLMValidationError) as exc:
             raise InvalidRequest(f"vLLM refused the sampling values: {exc}") from exc
 
-    def _events(self, tally: Tally, out: Any) -> list[GenerateEvent]:
-        """What one of vLLM's outputs adds to the stream: a Delta, and Finished at the end."""
+    def _events(self, tally: Tally, out: Any, top_logprobs: int | None) -> list[GenerateEvent]:
+        """What one of vLLM's outputs adds to the stream; Finished at its end or at a stop."""
         if tally.outputs == 0:
             tally.cached_tokens = int(out.num_cached_tokens or 0)
         completion = out.outputs[0]
-        self.counters.generated_tokens += len(completion.token_ids)
-        events: list[GenerateEvent] = []
-        delta = tally.push(completion.text, len(completion.token_ids))
-        if delta is not None:
-            events.append(delta)
-        if out.finished:
+        new = list(completion.token_ids)
+        self.counters.generated_tokens += len(new)
+        logprobs = (
+            token_logprobs(new, completion.logprobs or (), top_logprobs, self._token_bytes)
+            if top_logprobs is not None
+            else []
+        )
+        events: list[GenerateEvent] = list(tally.push(completion.text, len(new), logprobs))
+        if out.finished or tally.stopped:  # at a stop string: closing the stream aborts it
             events.extend(tally.flush())
             events.append(tally.finish(FINISH_REASONS.get(completion.finish_reason, "stop")))
         return events
+
+    def _token_bytes(self, token: int) -> bytes:
+        """A token's bytes, for logprobs: as the vocabulary holds them, or as it decodes."""
+        if self.grammars is not None:
+            return self.grammars.token_bytes(token)
+        return str(self.tokenizer.decode([token])).encode()
 
     async def _keep_pace(self, tally: Tally, new_tokens: int) -> None:
         """With a pace set, hold new tokens back until that pace would have made them (testing)."""
@@ -242,6 +340,30 @@ def kv_pool_bytes(llm: AsyncLLM, plan: Plan) -> int:
     except Exception:  # a model without a plain KV cache: fall back to what was asked for
         logger.warning("cannot size the KV-cache pool of %s", plan.args["model"], exc_info=True)
         return int(plan.kv_cache_bytes or 0)
+
+
+def _dialect(tokenizer: Any) -> Dialect:
+    """How the model marks reasoning and tool calls; plain text where that cannot be read."""
+    try:
+        return dialect_of(tokenizer)
+    except Exception as exc:  # parsing.py reads the families with mlx-lm: ImportError without
+        logger.warning("vllm: no tool or reasoning parsing for this model: %s", exc)
+        return Dialect()
+
+
+def _grammars(tokenizer: Any, width: int, dialect: Dialect) -> Grammars | None:
+    """The model's grammars; None (and no CONSTRAINTS) where llguidance cannot serve it."""
+    try:
+        return Grammars(tokenizer, width=width, dialect=dialect)
+    except Exception as exc:  # a slow tokenizer, a vocabulary llguidance cannot read
+        logger.warning("vllm: no constrained decoding for this model: %s", exc)
+        return None
+
+
+def _capabilities(tokenizer: Any, dialect: Dialect, grammars: Grammars | None) -> frozenset[str]:
+    """What the loaded model can serve beyond plain text."""
+    extra = {LOGPROBS} | ({CONSTRAINTS} if grammars is not None else set())
+    return capabilities(tokenizer, dialect) | extra
 
 
 def _reason(exc: BaseException) -> str:

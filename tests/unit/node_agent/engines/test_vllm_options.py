@@ -1,4 +1,4 @@
-"""The vLLM engine's pure parts: its options, what a load reserves, and a request's tally."""
+"""The vLLM engine's pure parts: its options and what a load reserves."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from node_agent.engines.vllm_options import (
     plan,
     size_bytes,
 )
-from node_agent.engines.vllm_stream import Tally
 from node_agent.errors import InvalidRequest, OutOfMemory
 from node_agent.hardware import Memory
-from node_agent.types import Delta, Hardware
+from node_agent.types import Hardware
 
 GIB = 1 << 30
 
@@ -109,18 +108,6 @@ def test_gpu_fit_needs_vllms_share_free_and_the_weights_inside_it() -> None:
     split = Plan(args={"tensor_parallel_size": 2}, weights_bytes=10 * GIB)
     with pytest.raises(InvalidRequest, match="1 GPUs"):
         check_gpu_fit(split, name="m", gpus=(Memory(total=80 * GIB, available=80 * GIB),))
-
-
-def test_tokens_without_text_ride_on_the_next_delta() -> None:
-    tally = Tally(prompt_tokens=7, submitted_at=0.0)
-    tally.cached_tokens = 4
-    assert tally.push("", 1) is None  # text held back while a stop string may be forming
-    assert tally.push("Hello", 1) == Delta("Hello", 2, 7, 4)
-    assert tally.push(" there", 1) == Delta(" there", 1, 0, 0)
-    assert tally.push("", 1) is None
-    assert tally.flush() == [Delta("", 1, 0, 0)]
-    usage = tally.finish("stop").usage
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens) == (7, 4, 4)
 
 
 def hardware(kind: str) -> Hardware:
