@@ -10,7 +10,9 @@ share one batch.
 mlx-lm calls a row's processor once per decode step as `proc(tokens, logits)`: `tokens` is the
 row's context with the token sampled at the previous step last, `logits` its (1, width) row.
 The batch runs one step ahead, so the processor may see the row's final token (EOS) before the
-row is dropped; a finished or failed matcher then allows only EOS.
+row is dropped; a finished or failed matcher then allows only EOS. Knowing the last token
+means waiting for the previous step's sample, so the processor first starts this step's
+forward pass, and computes the mask while it runs.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class GrammarProcessor:
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         """The row's logits with every token the grammar forbids at -inf."""
+        # The forward pass runs while the mask is made.
+        mx.async_eval(logits)  # type: ignore[no-untyped-call]
         if self._started:
             self.matcher.consume_token(tokens[-1].item())  # waits for the previous step's sample
         self._started = True
