@@ -71,7 +71,7 @@ def agents(
 
 def cluster_of(root: Path, *members: AgentProcess) -> ClusterProcess:
     """A cluster whose nodes are exactly `members` (as --peer), ready."""
-    cluster = ClusterProcess(root)
+    cluster = ClusterProcess(root / "head")
     cluster.data_dir.mkdir()
     cluster.args = (
         "--no-local-agent",
