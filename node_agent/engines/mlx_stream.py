@@ -190,7 +190,7 @@ class RequestStream:
             else:  # answer text held for a stop string goes out before a call or reasoning
                 self._release(self._stops.flush(), force=False)
                 self._put(dataclasses.replace(event, tokens=event.tokens + self._unsent_tokens))
-                self._unsent_tokens = 0
+                self._unsent_tokens, self._unsent_logprobs = 0, []  # they went with this event
 
     def _release(self, text: str, *, force: bool = True) -> None:
         """Send answer text with its unsent tokens; `force` sends a bare count too."""
