@@ -9,6 +9,12 @@ the embedded prose and word list; the weights hold a bigram language model of th
 fitted in float64 by a few dozen full-batch Adam steps and written into the token embeddings and
 the output head. The attention and MLP blocks get small seeded random weights, so every kernel
 of a real llama runs but the residual stream is dominated by the bigram path.
+
+It talks like an agent model: a Qwen3-style chat template renders tools, tool calls, tool results
+and thinking, and the tool and think tags are tokens of their own. Every turn it was fitted on is
+a short thought, `</think>`, then an answer; one hand-set circuit in layer 0 knows whether a
+thought is open (attention finds the think tags, the MLP thresholds), so thoughts end with
+`</think>` and never the turn, and answers end the turn and never with `</think>`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEMO_VERSION = "2"
+DEMO_VERSION = "3"
 DEMO_NAME = "demo"
 
 VOCAB_SIZE = 4096
@@ -40,28 +46,46 @@ HEADS = 4
 KV_HEADS = 2
 HEAD_DIM = HIDDEN // HEADS
 INTERMEDIATE = 768
-CONTEXT = 2048
+CONTEXT = 32768
+ROPE_THETA = 1_000_000.0  # Qwen2.5's base for 32k positions: its slowest pair barely turns in 32k
 SEED = 20240611
 
+# The residual stream: the bigram's dimensions, then six with one job each. BIAS is 1 in every
+# embedding and carries the bigram's bias; FILL gives every embedding RMS 1; TAG and SIGN mark the
+# think tags (1 on both; +1 on <think>, -1 on </think>); OPEN and ANSWER are written by layer 0.
+FIT_RANK = HIDDEN - 6
+BIAS, FILL, TAG, SIGN, OPEN, ANSWER = range(FIT_RANK, HIDDEN)
+
 FIT_STEPS = 60
-FIT_LEARNING_RATE = 0.05
-FIT_RANK = HIDDEN - 2  # two residual dimensions are left for the bias and the norm filler
+FIT_LEARNING_RATE = 0.1
 BIAS_UNSEEN = -30.0  # the logit of tokens the prose never uses: never sampled in practice
-# Ending the turn is made rarer than any common sentence opening, so greedy decoding always
-# runs to max_tokens (tests and benchmarks want predictable lengths), while sampled answers
-# still end, after a few hundred tokens.
-END_OF_TURN_WEIGHT = 0.1
+# After a sentence end, ending the turn gets this share of the most common sentence opening:
+# greedy decoding then never ends it (tests and benchmarks want predictable lengths), while a
+# sampled answer ends after a sentence or a few. Openings are sharpened to leave it room.
+END_OF_TURN_SHARE = 0.7
+OPENING_SHARPNESS = 1.5
+END_OF_THOUGHT_SHARE = 1.5  # of all openings: a sampled thought is a sentence or two
+# Right after <think>, closing it gets this share of the most common thought opening: greedy
+# decoding thinks nothing (its answer starts at once), a sample almost always thinks first.
+EMPTY_THOUGHT_SHARE = 1.5
 BLOCK_STD = 0.02
 BLOCK_OUT_STD = 0.001  # keeps each block's write to the residual stream near 1% of it
+# Layer 0's circuit. Attention puts TAG_SCORE on each think tag (e^24 outweighs 32k other
+# positions) and averages SIGN: 1/(2k+1) while a thought is open after k closed ones, 0 when
+# none is. The MLP turns that into ANSWER = (silu(14 - 270 s) - silu(6 - 270 s)) / 8: 1, or 0
+# while thinking. The head subtracts SUPPRESS from </think> when answering, from the end of
+# turn when thinking.
+TAG_SCORE = 24.0
+OPEN_GAIN = 270.0
+ANSWER_RAMP = (14.0, 6.0)
+SUPPRESS = 10.0
 
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2, in this order
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+THINK, END_THINK = "<think>", "</think>"
+TOOL_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+AGENT_TOKENS = (*TOOL_TAGS, THINK, END_THINK)  # added, not special: they show, as in Qwen's vocab
+SENTENCE_ENDS = (".", "?", "!")
 
 
 @dataclass(frozen=True)
@@ -107,55 +131,107 @@ def write_demo_model(out: Path) -> None:
     tokenizer.save(str(out / "tokenizer.json"))
     _write_json(out / "config.json", model_config())
     _write_json(out / "generation_config.json", generation_config())
-    _write_json(out / "tokenizer_config.json", tokenizer_config())
+    _write_json(out / "tokenizer_config.json", tokenizer_config(tokenizer))
     _write_json(out / "special_tokens_map.json", special_tokens_map())
-    bigram = fit_bigram(bigram_counts(tokenizer))
-    write_safetensors(out / "model.safetensors", init_weights(bigram))
+    ids = TokenIds.of(tokenizer)
+    bigram = fit_bigram(bigram_counts(tokenizer, ids))
+    write_safetensors(out / "model.safetensors", init_weights(bigram, ids))
 
 
-def _corpus(name: str) -> str:
-    """One of the texts the tokenizer and the bigram are fitted on, shipped beside this module."""
-    return (resources.files("node_agent") / f"demo_{name}.txt").read_text(encoding="utf-8")
+def _data(name: str) -> str:
+    """One of the data files shipped beside this module."""
+    return (resources.files("node_agent") / name).read_text(encoding="utf-8")
 
 
-PROSE, WORDS, CODE = _corpus("prose"), _corpus("words"), _corpus("code")
+PROSE, WORDS, CODE, THOUGHTS = (
+    _data(f"demo_{name}.txt") for name in ("prose", "words", "code", "thoughts")
+)
+CHAT_TEMPLATE = _data("demo_chat_template.jinja").rstrip("\n")
 
 
-def paragraphs() -> list[str]:
-    """The embedded prose, one unwrapped paragraph per item."""
-    return [" ".join(p.split()) for p in PROSE.split("\n\n") if p.strip()]
+def paragraphs(text: str = PROSE) -> list[str]:
+    """The paragraphs of an embedded text (the prose by default), each unwrapped."""
+    return [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The ids that shape a turn: its newlines, its ends, the think tags, the sentence ends."""
+
+    newline: int
+    blank_line: int
+    eos: int
+    think: int
+    end_think: int
+    sentence_ends: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> TokenIds:
+        """Look the ids up in `tokenizer`."""
+
+        def find(token: str) -> int:
+            found = tokenizer.token_to_id(token)
+            if found is None:
+                raise LookupError(f"the demo tokenizer has no {token!r}")
+            return found
+
+        return cls(
+            newline=find("Ċ"),
+            blank_line=find("ĊĊ"),
+            eos=find(EOS),
+            think=find(THINK),
+            end_think=find(END_THINK),
+            sentence_ends=tuple(find(t) for t in SENTENCE_ENDS),
+        )
 
 
 def train_tokenizer() -> Tokenizer:
     """Train the byte-level BPE tokenizer on the embedded texts; deterministic."""
     # Imported here so that importing this module (and models.py) needs no engine's packages.
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=VOCAB_SIZE - len(AGENT_TOKENS),
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     # The word list and the code widen the vocabulary, so token counts of arbitrary prompts
-    # come out near those of real tokenizers; only the prose shapes what the model writes.
-    texts = [*paragraphs(), " ".join(WORDS.split()), CODE]
+    # come out near those of real tokenizers; only the prose and thoughts shape what it writes.
+    texts = [*paragraphs(), *paragraphs(THOUGHTS), " ".join(WORDS.split()), CODE]
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in AGENT_TOKENS])
     return tokenizer
 
 
-def bigram_counts(tokenizer: Tokenizer) -> np.ndarray:
-    """Counts of (token, next token) over the prose, each paragraph one assistant answer."""
-    newline, end = tokenizer.token_to_id("Ċ"), SPECIAL_TOKENS.index(EOS)
+def turns(tokenizer: Tokenizer, ids: TokenIds) -> list[list[int]]:
+    """The fitted turns, as the template leaves them after `<think>`: thought, answer, end."""
+    thoughts = paragraphs(THOUGHTS)
+    out = []
+    for i, answer in enumerate(paragraphs()):
+        thought = tokenizer.encode(thoughts[i % len(thoughts)]).ids
+        answer_ids = tokenizer.encode(answer).ids
+        out.append([ids.newline, *thought, ids.end_think, ids.blank_line, *answer_ids, ids.eos])
+    return out
+
+
+def bigram_counts(tokenizer: Tokenizer, ids: TokenIds) -> np.ndarray:
+    """Counts of (token, next token) over the fitted turns, sentence ends reweighted."""
     counts = np.zeros((VOCAB_SIZE, VOCAB_SIZE), np.float64)
-    for paragraph in paragraphs():
-        # An answer follows the generation prompt's final newline and ends the turn.
-        ids = np.array([newline, *tokenizer.encode(paragraph).ids, end])
-        np.add.at(counts, (ids[:-1], ids[1:]), 1.0)
-    counts[:, end] *= END_OF_TURN_WEIGHT
+    for turn in turns(tokenizer, ids):
+        np.add.at(counts, (turn[:-1], turn[1:]), 1.0)
+    counts[ids.newline, ids.end_think] = EMPTY_THOUGHT_SHARE * counts[ids.newline].max()
+    for end in ids.sentence_ends:
+        row = counts[end]
+        row[[ids.eos, ids.end_think]] = 0.0
+        row **= OPENING_SHARPNESS
+        row[ids.eos], row[ids.end_think] = (
+            END_OF_TURN_SHARE * row.max(),
+            END_OF_THOUGHT_SHARE * row.sum(),
+        )
     return counts
 
 
@@ -213,7 +289,7 @@ def model_config() -> dict[str, object]:
         "hidden_act": "silu",
         "max_position_embeddings": CONTEXT,
         "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
+        "rope_theta": ROPE_THETA,
         "attention_bias": False,
         "mlp_bias": False,
         "tie_word_embeddings": False,
@@ -238,18 +314,12 @@ def special_tokens_map() -> dict[str, str]:
     return {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
 
 
-def tokenizer_config() -> dict[str, object]:
+def tokenizer_config(tokenizer: Tokenizer) -> dict[str, object]:
     """The `tokenizer_config.json`, with the chat template; no BOS is prepended to prompts."""
+    plain = dict.fromkeys(("lstrip", "normalized", "rstrip", "single_word"), False)
     added = {
-        str(i): {
-            "content": tok,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, tok in enumerate(SPECIAL_TOKENS)
+        str(i): {"content": token.content, "special": token.special, **plain}
+        for i, token in sorted(tokenizer.get_added_tokens_decoder().items())
     }
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -265,33 +335,58 @@ def tokenizer_config() -> dict[str, object]:
     }
 
 
-def init_weights(bigram: Bigram) -> dict[str, np.ndarray]:
+def init_weights(bigram: Bigram, ids: TokenIds) -> dict[str, np.ndarray]:
     """All tensors, under Hugging Face llama names: the bigram path plus seeded small blocks."""
     rng = np.random.default_rng(SEED)
-    embed, head = _bigram_embeddings(bigram)
+    embed, head = _bigram_embeddings(bigram, ids)
     weights = {"model.embed_tokens.weight": embed}
     for i in range(LAYERS):
         weights |= _block_weights(f"model.layers.{i}.", rng)
+    _wire_thinking(weights)
     weights["model.norm.weight"] = np.ones(HIDDEN, np.float32)
     weights["lm_head.weight"] = head
     return weights
 
 
-def _bigram_embeddings(bigram: Bigram) -> tuple[np.ndarray, np.ndarray]:
+def _bigram_embeddings(bigram: Bigram, ids: TokenIds) -> tuple[np.ndarray, np.ndarray]:
     """Embedding and output head whose product through the final RMSNorm is the bigram's logits."""
-    # Each embedding row is [x * scale, 1, filler], the filler chosen so that every row has
-    # RMS 1: the final norm then passes it unchanged, and the constant 1 carries the bias.
-    scale = np.sqrt(HIDDEN - 2) / np.linalg.norm(bigram.x, axis=1).max()
+    # Each embedding row is [x * scale, 1, filler, tag, sign, 0, 0], the filler chosen so that
+    # every row has RMS 1: the final norm then passes it unchanged, and the 1 carries the bias.
+    scale = np.sqrt(HIDDEN - 3) / np.linalg.norm(bigram.x, axis=1).max()
     embed = np.zeros((VOCAB_SIZE, HIDDEN))
     embed[bigram.contexts, :FIT_RANK] = bigram.x * scale
-    embed[:, FIT_RANK] = 1.0
-    filler = HIDDEN - 1.0 - (embed[:, :FIT_RANK] ** 2).sum(axis=1)
-    embed[:, FIT_RANK + 1] = np.sqrt(np.maximum(filler, 0.0))
+    embed[:, BIAS] = 1.0
+    embed[[ids.think, ids.end_think], TAG] = 1.0
+    embed[[ids.think, ids.end_think], SIGN] = [1.0, -1.0]
+    embed[:, FILL] = np.sqrt(np.maximum(HIDDEN - (embed**2).sum(axis=1), 0.0))
     head = np.zeros((VOCAB_SIZE, HIDDEN))
     head[bigram.outputs, :FIT_RANK] = bigram.y / scale
-    head[:, FIT_RANK] = BIAS_UNSEEN
-    head[bigram.outputs, FIT_RANK] = bigram.bias
+    head[:, BIAS] = BIAS_UNSEEN
+    head[bigram.outputs, BIAS] = bigram.bias
+    head[ids.end_think, ANSWER] = -SUPPRESS
+    head[ids.eos, BIAS] -= SUPPRESS
+    head[ids.eos, ANSWER] = SUPPRESS
     return embed.astype(np.float32), head.astype(np.float32)
+
+
+def _wire_thinking(weights: dict[str, np.ndarray]) -> None:
+    """Set layer 0's head 0 and two MLP units to write OPEN and ANSWER (see TAG_SCORE)."""
+    for name, w in weights.items():  # only the circuit writes OPEN and ANSWER
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            w[[OPEN, ANSWER]] = 0.0
+    layer = "model.layers.0."
+    q, k, v, o = (weights[f"{layer}self_attn.{n}_proj.weight"] for n in "qkvo")
+    head_rows = slice(0, HEAD_DIM)  # query head 0 and the key-value head it reads
+    slowest = HEAD_DIM // 2 - 1  # the rotary pair that turns slowest (rotate-half layout)
+    gain = np.sqrt(TAG_SCORE * np.sqrt(HEAD_DIM))
+    q[head_rows], k[head_rows], v[head_rows], o[:, head_rows] = 0.0, 0.0, 0.0, 0.0
+    q[slowest, BIAS], k[slowest, TAG], v[0, SIGN], o[OPEN, 0] = gain, gain, 1.0, 1.0
+    gate, up, down = (weights[f"{layer}mlp.{n}_proj.weight"] for n in ("gate", "up", "down"))
+    gate[:2], up[:2], down[:, :2] = 0.0, 0.0, 0.0
+    gate[:2, OPEN] = -OPEN_GAIN
+    gate[:2, BIAS] = ANSWER_RAMP
+    up[:2, BIAS] = [1.0, -1.0]
+    down[ANSWER, :2] = 1.0 / (ANSWER_RAMP[0] - ANSWER_RAMP[1])
 
 
 def _block_weights(prefix: str, rng: np.random.Generator) -> dict[str, np.ndarray]:

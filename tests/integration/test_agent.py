@@ -18,6 +18,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from node_agent.demo_model import CONTEXT
 from node_agent.proto import PROTOCOL_VERSION, pb, pb_grpc
 from tests.integration.engines import require_vllm
 from tests.integration.running_agent import RunningAgent, data_dir_sharing_models
@@ -307,7 +308,11 @@ async def test_generate_after_unload_is_failed_precondition(stub: Stub) -> None:
         (text_request("x", max_tokens=10**7), grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
         (text_request("x", stop=[""]), grpc.StatusCode.INVALID_ARGUMENT, "stop"),
         (pb.GenerateRequest(model="demo"), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
-        (text_request("word " * 5000), grpc.StatusCode.INVALID_ARGUMENT, "context length"),
+        (
+            text_request("word " * (CONTEXT + 100)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "context length",
+        ),
         (
             text_request("x", model="no-such-model"),
             grpc.StatusCode.FAILED_PRECONDITION,

@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from node_agent.demo_model import CONTEXT
 from tests.harness import (
     AgentProcess,
     ClusterProcess,
@@ -135,7 +136,7 @@ def test_bad_requests_are_openai_shaped_400s(
 
 def test_prompt_too_long_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.completions.create(model="demo", prompt="word " * 5000, max_tokens=4)
+        client.completions.create(model="demo", prompt="word " * (CONTEXT + 100), max_tokens=4)
     assert "context" in err.value.message or "long" in err.value.message
 
 

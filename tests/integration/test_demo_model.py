@@ -1,10 +1,12 @@
-"""The generated demo model: deterministic, and loadable by mlx-lm and transformers."""
+"""The generated demo model: deterministic, loadable by mlx-lm, transformers and vLLM's parsers,
+and an agent model on the engine: it thinks, then answers, then ends its turn."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from node_agent import demo_model
 from node_agent.demo_model import DEMO_VERSION, EOS, ensure_demo_model
+from tests.integration.engines import require_vllm
 
 MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -88,28 +91,121 @@ def test_greedy_output_is_english_and_runs_to_max_tokens(
     """Greedy decoding never ends the turn, so callers can rely on max_tokens being reached."""
     steps = _stream(mlx_demo, max_tokens=48)
     assert (len(steps), steps[-1].finish_reason) == (48, "length")
-    words = "".join(s.text for s in steps).split()
-    prose_words = set(" ".join(demo_model.paragraphs()).split())
+    text = "".join(s.text for s in steps)
+    assert text.startswith("</think>\n\n")  # greedy thinks nothing: its answer starts at once
+    words = text.removeprefix("</think>").split()
+    texts = [*demo_model.paragraphs(), *demo_model.paragraphs(demo_model.THOUGHTS)]
+    prose_words = set(" ".join(texts).split())
     assert sum(w in prose_words for w in words) >= 0.9 * len(words)
+    assert "</think>" not in text[len("</think>") :]
 
 
-def test_sampled_answers_end_the_turn(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+def _sampled(model: Any, tokenizer: Any, n: int, **template: Any) -> list[tuple[str, str]]:
+    """n sampled answers (temperature 1) to one chat, each as (text, finish_reason)."""
     import mlx.core as mx
+    import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
     mx.random.seed(0)
-    sampler = make_sampler(temp=1.0)
-    reasons = [
-        _stream(mlx_demo, max_tokens=400, sampler=sampler)[-1].finish_reason for _ in range(4)
+    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, **template)
+    out = []
+    for _ in range(n):
+        steps = list(
+            mlx_lm.stream_generate(
+                model, tokenizer, prompt, max_tokens=256, sampler=make_sampler(temp=1.0)
+            )
+        )
+        out.append(("".join(s.text for s in steps), steps[-1].finish_reason))
+    return out
+
+
+def test_sampled_answers_end_the_turn(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+    model, tokenizer, _ = mlx_demo
+    answers = _sampled(model, tokenizer, 6, enable_thinking=False)
+    assert sum(reason == "stop" for _, reason in answers) >= 4
+    assert not any("</think>" in text for text, _ in answers)
+
+
+def test_a_sampled_thought_closes_before_the_answer(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+    model, tokenizer, _ = mlx_demo
+    answers = _sampled(model, tokenizer, 6)
+    ended = [text for text, reason in answers if reason == "stop"]
+    assert len(ended) >= 4
+    assert all(text.count("</think>") == 1 for text in ended)  # the turn never ends in a thought
+    thought = [text.split("</think>")[0] for text in ended]
+    assert sum(bool(t.strip()) for t in thought) >= 3
+
+
+def _next_token(mlx_demo: tuple[Any, Any, list[int]], ids: list[int]) -> dict[str, float]:
+    """P(next token) after `ids`, for the end of turn and the end of a thought."""
+    import mlx_lm
+
+    model, tokenizer, _ = mlx_demo
+    step = next(mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=1))
+    logprobs = step.logprobs.tolist()
+    return {t: math.exp(logprobs[tokenizer.convert_tokens_to_ids(t)]) for t in (EOS, "</think>")}
+
+
+@pytest.mark.parametrize("earlier", [0, 3])
+def test_thinking_holds_until_its_tag_after_earlier_thoughts(
+    mlx_demo: tuple[Any, Any, list[int]], earlier: int
+) -> None:
+    """Layer 0 knows a thought is open, however many tool steps the turn already thought through."""
+    _, tokenizer, _ = mlx_demo
+    step = [
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "I will look it up.",
+            "tool_calls": [{"function": {"name": "look_up", "arguments": {"q": "weather"}}}],
+        },
+        {"role": "tool", "content": "Sunny."},
     ]
-    assert "stop" in reasons
+    messages = MESSAGES + step * earlier
+    sentence = tokenizer.encode(" The office is quiet.", add_special_tokens=False)
+    for thinking in (True, False):
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, enable_thinking=thinking
+        )
+        p = _next_token(mlx_demo, prompt + sentence)
+        if thinking:
+            assert p["</think>"] > 0.4 and p[EOS] < 1e-3
+        else:
+            assert p[EOS] > 0.1 and p["</think>"] < 1e-3
+
+
+def test_mlx_lm_finds_tool_calls_and_thinking(mlx_demo: tuple[Any, Any, list[int]]) -> None:
+    _, tokenizer, _ = mlx_demo
+    assert tokenizer.has_tool_calling and tokenizer.tool_parser.__module__.endswith("json_tools")
+    assert (tokenizer.tool_call_start, tokenizer.tool_call_end) == ("<tool_call>", "</tool_call>")
+    assert tokenizer.has_thinking and (tokenizer.think_start, tokenizer.think_end) == (
+        "<think>",
+        "</think>",
+    )
+    assert tokenizer.think_end_id == tokenizer.convert_tokens_to_ids("</think>")
+
+
+def test_vllm_parsers_find_the_tags(demo_model_dir: Path) -> None:
+    """vLLM's hermes tool parser and qwen3 reasoning parser look the tags up in the vocabulary."""
+    require_vllm()
+    transformers = pytest.importorskip("transformers")
+    from vllm.reasoning.qwen3_engine_reasoning_parser import Qwen3ParserReasoningAdapter
+    from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
+    hermes = Hermes2ProToolParser(tokenizer)
+    assert {hermes.tool_call_start_token, hermes.tool_call_end_token} <= set(hermes.vocab)
+    reasoning = Qwen3ParserReasoningAdapter(tokenizer)
+    assert tokenizer.convert_tokens_to_ids("</think>") in reasoning.reasoning_end_token_ids
 
 
 def test_chat_template_ends_with_generation_prompt(demo_model_dir: Path) -> None:
     transformers = pytest.importorskip("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(demo_model_dir)
     text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    assert text == "<|im_start|>user\nHello, how are you?<|im_end|>\n<|im_start|>assistant\n"
+    assert text == (
+        "<|im_start|>user\nHello, how are you?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    )
     ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=False)
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert tokenizer.decode(ids) == text

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from node_agent.demo_model import CONTEXT
 from node_agent.engines.base import Engine, LoadSpec
 from node_agent.engines.common import available_memory_bytes
 from node_agent.errors import (
@@ -278,7 +279,7 @@ async def test_status_counters(engine: Engine) -> None:
 
 BAD_SAMPLING = [
     Sampling(max_tokens=0),
-    Sampling(max_tokens=4097),
+    Sampling(max_tokens=CONTEXT + 1),
     Sampling(temperature=-0.1),
     Sampling(temperature=2.5),
     Sampling(top_p=0.0),
@@ -301,8 +302,8 @@ async def test_bad_requests_are_refused(engine: Engine, req: GenerateRequest) ->
 
 
 async def test_errors_leave_the_engine_serving(engine: Engine, demo_model_dir: Path) -> None:
-    with pytest.raises(PromptTooLong, match="2048"):
-        await run(engine, request("word " * 3000))
+    with pytest.raises(PromptTooLong, match=str(CONTEXT)):
+        await run(engine, request("word " * (CONTEXT + 100)))
     with pytest.raises(ModelNotLoaded):
         await run(engine, replace(request(), model="nope"))
     with pytest.raises(ModelNotLoaded):

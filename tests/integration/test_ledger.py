@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from node_agent.demo_model import CONTEXT
 from tests.harness import AgentProcess, ClusterProcess, peered_office, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -116,13 +117,14 @@ def workload(cluster: ClusterProcess) -> dict[str, Any]:
         ]
         done.append(served(http, "/v1/completions", text))
         done.append(served(http, "/v1/completions", {**text, **usage}))
-        long = {**chat, "max_tokens": 400, "stream": True}
+        # Greedy: a sampled answer may end on its own before the client leaves.
+        long = {**chat, "max_tokens": 400, "temperature": 0, "stream": True}
         with http.stream("POST", "/v1/chat/completions", json=long) as r:
             first = next(
                 json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")
             )
             left = {"id": first["id"], "node": r.headers["x-meterless-node"]}
-        too_long = http.post("/v1/completions", json={**text, "prompt": "word " * 5000})
+        too_long = http.post("/v1/completions", json={**text, "prompt": "word " * (CONTEXT + 100)})
         assert too_long.status_code == 400
         bad = http.post("/v1/chat/completions", json={**chat, "temperature": 5})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"

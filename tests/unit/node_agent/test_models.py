@@ -186,7 +186,7 @@ def test_missing_context_length_fails_to_load(tmp_path: Path) -> None:
 
 
 def test_demo_context_length(demo_model_dir: Path) -> None:
-    assert read_context_length(demo_model_dir) == 2048
+    assert read_context_length(demo_model_dir) == demo_model.CONTEXT
 
 
 def test_generating_the_demo_model_is_reported(
