@@ -168,6 +168,10 @@ def node_json(n: NodeView) -> dict[str, Any]:
     out = dataclasses.asdict(n)
     out["state"] = n.state.value
     out["engines"], out["models"] = list(n.engines), list(n.models)
+    out["traits"] = {
+        model: {**dataclasses.asdict(t), "capabilities": sorted(t.capabilities)}
+        for model, t in n.traits
+    }
     return out
 
 

@@ -26,3 +26,25 @@ def test_a_node_is_found_by_exact_name_before_an_id_prefix() -> None:
     assert find_node(t, "9b10ee00").name == "a3"
     with pytest.raises(NotFound, match="unknown node 'zz'"):
         find_node(t, "zz")
+
+
+def test_a_node_with_model_traits_is_plain_json() -> None:
+    import json
+
+    from cluster.gateway.admin import node_json
+    from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeView
+
+    traits = ModelTraits(capabilities=frozenset({"tools", "constraints"}), context_length=32768)
+    node = NodeView(
+        node_id=NodeId("n1"),
+        name="n1",
+        address="n1:1",
+        engines=("mlx",),
+        state=NodeState.READY,
+        models=(ModelName("demo"),),
+        traits=((ModelName("demo"), traits),),
+    )
+    out = json.loads(json.dumps(node_json(node)))
+    assert out["traits"] == {
+        "demo": {"capabilities": ["constraints", "tools"], "context_length": 32768, "engine": ""}
+    }
