@@ -52,6 +52,7 @@ def test_streaming_through_the_proxy(office: tuple[ClusterProcess, list[AgentPro
             model="demo",
             messages=[{"role": "user", "content": "Count to five."}],
             max_tokens=8,
+            temperature=0,  # greedy: the demo model closes its thought at once and answers
             stream=True,
             stream_options={"include_usage": True},
         )
