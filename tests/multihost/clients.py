@@ -63,7 +63,6 @@ def stream_chat(
             max_tokens=max_tokens,
             stream=True,
             seed=i,
-            temperature=0,  # greedy: the demo model answers at once and runs to max_tokens
             stream_options={"include_usage": True},
             messages=[{"role": "user", "content": f"Tell me about the office, {tag} part {i}."}],
         )
