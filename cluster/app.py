@@ -18,12 +18,14 @@ from cluster.control import admin_ops
 from cluster.control.config import ControllerConfig
 from cluster.control.controller import Controller
 from cluster.gateway.replica import Gateway, GatewaySettings
+from cluster.ledger.reports import Window
 from cluster.ledger.rows import UsageAck, UsageBatch
 from cluster.types import NodeTable
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "meterless"
+PRICE_WINDOW = Window.parse("7d")  # what a model's $/Mtok in /v1/models is measured over
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +82,11 @@ class ControllerDeployment:
         """For /metrics: the cluster's request counts, and per-node live and cost figures."""
         await self._started
         return await self._controller.ledger.metrics()
+
+    async def model_prices(self) -> dict[str, float]:
+        """Each model's measured $/Mtok over the last week, for `/v1/models`."""
+        await self._started
+        return await self._controller.ledger.model_prices(PRICE_WINDOW)
 
     async def prepare_shutdown(self, token: str, timeout_s: float) -> dict[str, Any] | None:
         """Refuse new requests and wait until the gateways have sent every usage row.

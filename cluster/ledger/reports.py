@@ -158,6 +158,23 @@ def cost_report(inputs: CostInputs) -> dict[str, Any]:
     }
 
 
+def model_usd_per_mtok(inputs: CostInputs) -> dict[str, float]:
+    """Each model's measured $/Mtok over the window: the $/Mtok of the nodes that served it,
+    weighted by the tokens each served of it (a node's cost falls on all its tokens alike)."""
+    rates = {
+        n: c.usd_per_mtok for n, (c, _) in node_costs(inputs, inputs.window, inputs.since).items()
+    }
+    usd: dict[str, Fraction] = {}
+    tokens: dict[str, int] = {}
+    for s in inputs.window.served:
+        rate = rates.get(s.node_id)
+        if rate is None or not s.tokens.total:
+            continue
+        usd[s.model] = usd.get(s.model, Fraction(0)) + rate * s.tokens.total
+        tokens[s.model] = tokens.get(s.model, 0) + s.tokens.total
+    return {m: float(usd[m] / tokens[m]) for m in sorted(usd)}
+
+
 def figures(
     c: NodeCost, requests: int, price_usd: Fraction, recovered_usd: Fraction, now: datetime
 ) -> dict[str, Any]:

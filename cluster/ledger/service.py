@@ -209,20 +209,31 @@ class LedgerService:
             )
         return {"nodes": nodes, "requests": self.requests}
 
+    async def model_prices(self, window: reports.Window) -> dict[str, float]:
+        """Each model's measured $/Mtok over a window (for `/v1/models`)."""
+        return await self._db(self._model_prices, window, self._clock())
+
     def _cost(self, conn: sqlite3.Connection, span: reports.Window, now: float) -> dict[str, Any]:
+        return reports.cost_report(self._inputs(conn, span, now))
+
+    def _model_prices(
+        self, conn: sqlite3.Connection, span: reports.Window, now: float
+    ) -> dict[str, float]:
+        return reports.model_usd_per_mtok(self._inputs(conn, span, now, ever=False))
+
+    def _inputs(
+        self, conn: sqlite3.Connection, span: reports.Window, now: float, *, ever: bool = True
+    ) -> reports.CostInputs:
         start = span.start(now)
         window = _snapshot(conn, start)
-        ever = window if start is None else _snapshot(conn, None)
-        return reports.cost_report(
-            reports.CostInputs(
-                label=span.label,
-                since=start,
-                now=now,
-                nodes=store.nodes(conn),
-                window=window,
-                ever=ever,
-                prices=self.prices,
-            )
+        return reports.CostInputs(
+            label=span.label,
+            since=start,
+            now=now,
+            nodes=store.nodes(conn),
+            window=window,
+            ever=window if start is None or not ever else _snapshot(conn, None),
+            prices=self.prices,
         )
 
     # -- the ledger's thread -----------------------------------------------------------------

@@ -211,9 +211,11 @@ def model_card(
     capabilities: Iterable[str] = (),
     engines: Iterable[str] = (),
     context_length: int = 0,
+    usd_per_mtok: float | None = None,
 ) -> dict[str, Any]:
     """One entry of `GET /v1/models`, also the body of `GET /v1/models/{name}`: OpenAI's four
-    fields, then what the nodes serving it advertise (context_length only where known)."""
+    fields, then what the nodes serving it advertise (context_length only where known) and
+    what its tokens cost to own, as the ledger measured it (only once it served some)."""
     card: dict[str, Any] = {
         "id": name,
         "object": "model",
@@ -224,6 +226,8 @@ def model_card(
     }
     if context_length > 0:
         card["context_length"] = context_length
+    if usd_per_mtok is not None:
+        card["usd_per_mtok"] = round(usd_per_mtok, 6)
     return card
 
 

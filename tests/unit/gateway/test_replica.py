@@ -59,3 +59,5 @@ def test_model_card_lists_what_the_ready_nodes_serving_it_advertise() -> None:
     other = model_card_for(table, ModelName("other"), created=5)
     assert other["capabilities"] == [] and other["engines"] == ["mlx", "vllm"]
     assert model_card("demo", created=5, context_length=4096)["context_length"] == 4096
+    assert "usd_per_mtok" not in card  # nothing served yet: no figure rather than a made-up one
+    assert model_card_for(table, DEMO, created=5, usd_per_mtok=0.0123)["usd_per_mtok"] == 0.0123

@@ -228,3 +228,20 @@ async def test_request_metrics_count_each_committed_row_once(
     assert 'meterless:requests_total{model="demo",node="n1",outcome="ok"} 4.0' in text
     assert 'meterless:generation_tokens_total{model="demo",node="n1"} 800000.0' in text
     assert await b._db(store.count) == 4
+
+
+async def test_a_models_price_weighs_each_nodes_rate_by_the_tokens_it_served(
+    service: tuple[LedgerService, Clock],
+) -> None:
+    b, clock = service
+    b.node_described(describe("n1"))
+    b.node_described(describe("n2", CostProfile(price_usd=0.0, kwh_usd=0.0)))  # costs nothing
+    clock.now = T0 + DAY
+    rows = (row(1, T0 + 10, "n1"), row(2, T0 + 20, "n2"), row(3, T0 + 30, "n2"))
+    await b.record(UsageBatch(replica="g", rows=rows, inflight=0, pending=0, closing=False))
+    report = await b.cost(Window.parse("all"))
+    n1 = next(n for n in report["nodes"] if n["node_id"] == "n1")
+    prices = await b.model_prices(Window.parse("all"))
+    # n1 served a third of demo's tokens, at its own rate; n2's are free.
+    assert prices == {"demo": pytest.approx(n1["usd_per_mtok"] / 3)}
+    assert await b.model_prices(Window.parse("1m")) == {}  # nothing served in the last minute
