@@ -139,6 +139,7 @@ class NodeDescription:
     cost: CostProfile
     models: tuple[ModelInfo, ...]
     disk_models: tuple[DiskModel, ...] = ()
+    capabilities: frozenset[str] = frozenset()  # node_agent.types AGENT_CAPABILITIES; old: none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +219,18 @@ class NodeClient:
         finally:
             call.cancel()
 
+    async def count_tokens(self, request: GenerateRequest, timeout: float = 30.0) -> int:
+        """The prompt's length in tokens on this node (its tokenizer and chat template)."""
+        try:
+            reply = await self._stub.CountTokens(
+                wire.generate_request_pb(request),
+                timeout=timeout,
+                metadata=self._signed("CountTokens"),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, self.address) from None
+        return int(reply.prompt_tokens)
+
     async def load_model(
         self,
         model: str,
@@ -293,6 +306,7 @@ def _description(info: pb.NodeInfo) -> NodeDescription:
         cost=wire.cost(info.cost),
         models=tuple(wire.model_info(m) for m in info.models),
         disk_models=tuple(wire.disk_model(d) for d in info.disk_models),
+        capabilities=frozenset(info.capabilities),
     )
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 from node_agent import models
 from node_agent.hardware import Memory
 from node_agent.proto import pb
-from node_agent.types import CostProfile, DiskModel, Hardware, ModelInfo, ModelStatus
+from node_agent.types import (
+    AGENT_CAPABILITIES,
+    CostProfile,
+    DiskModel,
+    Hardware,
+    ModelInfo,
+    ModelStatus,
+)
 from node_agent.wire import cost_pb, disk_model_pb, model_info_pb, model_status_pb
 
 
@@ -101,6 +108,7 @@ def node_info(
         os=hw.os,
         arch=hw.arch,
         disk_models=[disk_model_pb(d) for d in disk or ()],
+        capabilities=sorted(AGENT_CAPABILITIES),
     )
 
 

@@ -257,6 +257,14 @@ class AgentService(pb_grpc.AgentServicer):
         finally:
             self._busy.leave()
 
+    @_unary
+    async def CountTokens(
+        self, request: pb.GenerateRequest, context: Any
+    ) -> pb.CountTokensResponse:
+        """The prompt's length in tokens, as Generate would render it; nothing is generated."""
+        tokens = await self._engine.count_tokens(generate_request(request))
+        return pb.CountTokensResponse(prompt_tokens=tokens)
+
 
 def _with_info(status: ModelStatus, info: ModelInfo | None) -> ModelStatus:
     """A model's status with what its ModelInfo says of it (a model loaded after Describe)."""

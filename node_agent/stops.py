@@ -17,13 +17,15 @@ class Scan:
     emit: str
     hold: str
     stopped: bool
+    matched: str = ""  # the stop string that hit, "" when none
 
 
 def scan(pending: str, stops: Sequence[str]) -> Scan:
     """Split pending text at the earliest stop string, or hold back a possible stop prefix."""
-    hits = [i for i in (pending.find(s) for s in stops if s) if i >= 0]
+    hits = [(i, s) for s in stops if s and (i := pending.find(s)) >= 0]
     if hits:
-        return Scan(pending[: min(hits)], "", True)
+        at, stop = min(hits)
+        return Scan(pending[:at], "", True, stop)
     keep = _partial_stop_length(pending, stops)
     return Scan(pending[: len(pending) - keep], pending[len(pending) - keep :], False)
 
@@ -46,6 +48,7 @@ class StopFilter:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string that hit
 
     def feed(self, text: str) -> str:
         """Take newly decoded text; return what is safe to emit (nothing once stopped)."""
@@ -54,7 +57,7 @@ class StopFilter:
         if not self._stops:
             return text
         result = scan(self._held + text, self._stops)
-        self._held, self.stopped = result.hold, result.stopped
+        self._held, self.stopped, self.matched = result.hold, result.stopped, result.matched
         return result.emit
 
     def flush(self) -> str:

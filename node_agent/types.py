@@ -11,6 +11,9 @@ TOOLS = "tools"  # tools rendered by its chat template, calls parsed into ToolCa
 REASONING = "reasoning"  # reasoning split into ReasoningDelta events
 CONSTRAINTS = "constraints"  # grammar-constrained decoding (schemas, forced tool calls)
 LOGPROBS = "logprobs"
+COUNT_TOKENS = "count_tokens"  # the agent answers CountTokens (NodeInfo.capabilities only)
+# What this agent's code can do for a model whose template and engine allow it (NodeInfo).
+AGENT_CAPABILITIES = frozenset({TOOLS, REASONING, CONSTRAINTS, LOGPROBS, COUNT_TOKENS})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +222,7 @@ class Finished:
 
     finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     usage: Usage
+    stop_sequence: str = ""  # the stop string that ended it, "" when none
 
 
 TokenEvent = Delta | ReasoningDelta | ToolCallDelta  # what a generation streams before Finished

@@ -339,7 +339,11 @@ def generate_response(event: GenerateEvent) -> pb.GenerateResponse:
         )
     if isinstance(event, Finished):
         return pb.GenerateResponse(
-            finished=pb.Finished(finish_reason=event.finish_reason, usage=usage_pb(event.usage))
+            finished=pb.Finished(
+                finish_reason=event.finish_reason,
+                usage=usage_pb(event.usage),
+                stop_sequence=event.stop_sequence,
+            )
         )
     if isinstance(event, ReasoningDelta):
         return pb.GenerateResponse(
@@ -372,7 +376,8 @@ def generate_event(response: pb.GenerateResponse) -> GenerateEvent | None:
         logprobs = tuple(_logprob(lp) for lp in d.logprobs)
         return Delta(d.text, d.tokens, d.prompt_tokens, d.cached_prompt_tokens, logprobs)
     if kind == "finished":
-        return Finished(response.finished.finish_reason, usage(response.finished.usage))
+        f = response.finished
+        return Finished(f.finish_reason, usage(f.usage), f.stop_sequence)
     if kind == "reasoning":
         r = response.reasoning
         return ReasoningDelta(r.text, r.tokens, r.prompt_tokens, r.cached_prompt_tokens)

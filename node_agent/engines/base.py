@@ -51,6 +51,10 @@ class Engine(Protocol):
         """Stream Deltas then one Finished; raises ModelNotLoaded, InvalidRequest, PromptTooLong."""
         ...
 
+    async def count_tokens(self, request: GenerateRequest) -> int:
+        """The prompt's length in tokens, rendered as `generate` renders it; ModelNotLoaded."""
+        ...
+
     async def close(self) -> None:
         """Stop the engine's worker and free every model."""
         ...

@@ -156,7 +156,8 @@ class RequestStream:
                 reason = "tool_calls"
             elif self._stops.stopped:
                 reason = "stop"
-        self.sink.put(Finished(reason, self.usage()))
+        matched = self._stops.matched if reason == "stop" else ""
+        self.sink.put(Finished(reason, self.usage(), matched))
 
     def usage(self) -> Usage:
         """Token counts and timings as of now."""

@@ -80,7 +80,7 @@ class Tally:
                 reason = "tool_calls"
             elif self._stops.stopped:
                 reason = "stop"
-        return Finished(reason, self.usage())
+        return Finished(reason, self.usage(), self._stops.matched if reason == "stop" else "")
 
     def usage(self) -> Usage:
         """Token counts and timings as of now."""

@@ -20,6 +20,7 @@ import pytest
 
 from node_agent.demo_model import CONTEXT
 from node_agent.proto import PROTOCOL_VERSION, pb, pb_grpc
+from node_agent.types import AGENT_CAPABILITIES
 from tests.integration.engines import require_vllm
 from tests.integration.running_agent import RunningAgent, data_dir_sharing_models
 
@@ -166,6 +167,7 @@ async def test_describe(agent: RunningAgent, stub: Stub) -> None:
     [disk] = [d for d in info.disk_models if d.source == "demo"]  # what placement sizes it by
     assert disk.weights_bytes > 0 and disk.kv_bytes_per_token > 0
     assert disk.context_length == model.context_length
+    assert set(info.capabilities) == AGENT_CAPABILITIES
 
 
 async def test_list_models(stub: Stub) -> None:
@@ -206,6 +208,18 @@ async def test_generate_chat(stub: Stub) -> None:
     deltas, finished = await collect(stub, chat_request(("user", "Tell me about the market.")))
     assert finished.usage.prompt_tokens > 10  # the chat template wraps the turns
     assert finished.usage.completion_tokens == sum(d.tokens for d in deltas)
+
+
+async def test_count_tokens_is_the_prompt_generate_would_see(stub: Stub) -> None:
+    chat = chat_request(("user", "Tell me about the market."))
+    counted = await stub.CountTokens(chat, timeout=10)
+    _, finished = await collect(stub, chat)
+    assert counted.prompt_tokens == finished.usage.prompt_tokens > 10
+    absent = chat_request(("user", "hi"))
+    absent.model = "absent"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CountTokens(absent, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_eight_concurrent_requests_are_batched(stub: Stub) -> None:

@@ -16,7 +16,7 @@ def stream(pieces: list[str], stops: tuple[str, ...]) -> tuple[list[str], bool]:
 
 
 def test_scan_cuts_at_the_earliest_stop() -> None:
-    assert scan("abc END def STOP", ["STOP", "END"]) == Scan("abc ", "", True)
+    assert scan("abc END def STOP", ["STOP", "END"]) == Scan("abc ", "", True, "END")
 
 
 def test_scan_holds_a_possible_stop_prefix() -> None:

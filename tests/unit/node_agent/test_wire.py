@@ -76,7 +76,12 @@ def test_generate_requests_round_trip_text_and_chat() -> None:
 
 
 def test_generate_events_round_trip() -> None:
-    for event in (Delta("a", 1, 7, 5), Delta("b", 2), Finished("stop", USAGE)):
+    for event in (
+        Delta("a", 1, 7, 5),
+        Delta("b", 2),
+        Finished("stop", USAGE),
+        Finished("stop", USAGE, stop_sequence="\n\nHuman:"),
+    ):
         assert wire.generate_event(wire.generate_response(event)) == event
 
 

@@ -96,7 +96,8 @@ def test_a_stop_string_cuts_the_answer_and_ends_the_generation() -> None:
     events = tally.push("ND two", 1)
     assert tally.stopped and events == []
     assert tally.flush() == [Delta("", 1, 0, 0)]
-    assert tally.finish("length").finish_reason == "stop"
+    finished = tally.finish("length")
+    assert (finished.finish_reason, finished.stop_sequence) == ("stop", "END")
 
 
 def test_a_stop_string_in_a_thought_or_a_call_cuts_nothing() -> None:

@@ -64,6 +64,11 @@ class AgentStub:
                 request_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/meterless.agent.v1.Agent/CountTokens',
+                request_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -109,6 +114,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """How many tokens the request's prompt is, rendered as Generate would render it (tools and
+        template options included); nothing is generated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +154,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.FromString,
                     response_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.FromString,
+                    response_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +323,33 @@ class Agent:
             '/meterless.agent.v1.Agent/Generate',
             meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
             meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meterless.agent.v1.Agent/CountTokens',
+            meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
+            meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,
