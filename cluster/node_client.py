@@ -73,6 +73,10 @@ class NodeRejected(NodeError):
     """The node rejected the request's content (bad sampling, prompt too long)."""
 
 
+class NodePromptTooLong(NodeRejected):
+    """The prompt does not fit the model's context on the node."""
+
+
 class NodeUnauthenticated(NodeError):
     """The node failed to prove it holds the cluster secret, or refused ours."""
 
@@ -88,7 +92,7 @@ _CODE_TO_ERROR: dict[grpc.StatusCode, type[NodeError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: NodeModelMissing,
     grpc.StatusCode.NOT_FOUND: NodeModelMissing,
     grpc.StatusCode.INVALID_ARGUMENT: NodeRejected,
-    grpc.StatusCode.OUT_OF_RANGE: NodeRejected,
+    grpc.StatusCode.OUT_OF_RANGE: NodePromptTooLong,  # INVALID_ARGUMENT from older agents
     grpc.StatusCode.UNAUTHENTICATED: NodeUnauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: NodeUnauthenticated,
 }

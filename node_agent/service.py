@@ -4,7 +4,8 @@ Error mapping (`_status_of`, the only place that picks status codes):
 
     UnknownModel                  NOT_FOUND
     ModelNotLoaded                FAILED_PRECONDITION
-    InvalidRequest, PromptTooLong INVALID_ARGUMENT
+    PromptTooLong                 OUT_OF_RANGE
+    InvalidRequest                INVALID_ARGUMENT
     OutOfMemory                   RESOURCE_EXHAUSTED
     EngineUnavailable             UNAVAILABLE
     LoadFailed                    INTERNAL, with the engine's message
@@ -60,6 +61,7 @@ SERVER_OPTIONS = (
 _CODES: tuple[tuple[type[errors.AgentError], grpc.StatusCode], ...] = (
     (errors.UnknownModel, grpc.StatusCode.NOT_FOUND),
     (errors.ModelNotLoaded, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PromptTooLong, grpc.StatusCode.OUT_OF_RANGE),  # before its base class
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.OutOfMemory, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.EngineUnavailable, grpc.StatusCode.UNAVAILABLE),

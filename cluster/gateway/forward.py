@@ -28,6 +28,7 @@ from cluster.node_client import (
     NodeClient,
     NodeError,
     NodeModelMissing,
+    NodePromptTooLong,
     NodeRejected,
     NodeTimeout,
     NodeUnauthenticated,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 # A node that stops proving the secret (restarted with another token) is not serving this
 # cluster any more: like one that went away, the request may still go elsewhere.
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the error code OpenAI's APIs give it
 RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
 
 
@@ -275,6 +277,8 @@ class Forwarder:
                     if tally is not None:
                         tally.final = event
                 yield event
+        except NodePromptTooLong as exc:
+            raise InvalidRequest(_node_message(exc), code=CONTEXT_LENGTH_EXCEEDED) from None
         except NodeRejected as exc:
             raise InvalidRequest(_node_message(exc)) from None
         except NodeError as exc:

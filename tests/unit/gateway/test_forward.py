@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from cluster.errors import ModelNotFound
+from cluster.errors import InvalidRequest, ModelNotFound
 from cluster.gateway.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
 from cluster.gateway.routing import RouteRequest, make_router
 from cluster.gateway.tally import RequestInfo, Tap
 from cluster.ledger.rows import Outcome, UsageRow
-from cluster.node_client import NodeUnavailable
+from cluster.node_client import NodePromptTooLong, NodeUnavailable
 from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
@@ -206,3 +206,11 @@ async def test_a_tool_request_records_its_features_and_a_reasoning_node_adds_one
     [row] = rows
     assert row.features == "constrained,reasoning,tools"
     assert row.prompt_tokens == 5 and row.ttft_s is not None  # the first event was reasoning
+
+
+async def test_a_prompt_too_long_for_the_node_is_a_400_that_says_so() -> None:
+    forwarder, table = office({"n1": [NodePromptTooLong("n1: the prompt has 9000 tokens")]})
+    with pytest.raises(InvalidRequest) as caught:
+        [e async for e in forwarder.stream(table, REQUEST, ROUTE)]
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.message == "the prompt has 9000 tokens"

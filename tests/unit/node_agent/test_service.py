@@ -68,7 +68,7 @@ def test_events_become_responses() -> None:
         (errors.UnknownModel("x"), grpc.StatusCode.NOT_FOUND),
         (errors.ModelNotLoaded("x"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.InvalidRequest("x"), grpc.StatusCode.INVALID_ARGUMENT),
-        (errors.PromptTooLong("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.PromptTooLong("x"), grpc.StatusCode.OUT_OF_RANGE),
         (errors.OutOfMemory("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.EngineUnavailable("x"), grpc.StatusCode.UNAVAILABLE),
         (errors.LoadFailed("x"), grpc.StatusCode.INTERNAL),
