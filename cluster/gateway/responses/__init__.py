@@ -1,0 +1,1 @@
+"""The OpenAI Responses API wire dialect, stateless: parse.py, tools.py, encode.py, stream.py."""
