@@ -214,7 +214,8 @@ _OPTIONS = (
         "vllm: gpu_memory_utilization, kv_cache_memory_bytes, max_model_len, "
         "tensor_parallel_size, dtype, enforce_eager, block_size, max_num_seqs, "
         "enable_prefix_caching, quantization; mlx: max_batch, prompt_cache_entries, "
-        "prompt_cache_bytes",
+        "prompt_cache_bytes; both: tool_parser (a tool-call parser family such as json_tools "
+        "or qwen3_coder, or none; default: inferred from the model)",
         many=True,
         metavar="KEY=VALUE",
     ),

@@ -20,6 +20,7 @@ from rich.table import Table
 from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
 from cluster.cli.tables import show
 from cluster.deployments.placement import human
+from node_agent.engines.parsing import tool_parser_families
 
 POLL_S = 0.5
 STUCK_S = 10.0  # a drain whose replica has had no node for this long is reported, not awaited
@@ -60,6 +61,15 @@ def add_commands(sub: Any) -> None:
         default=1,
         metavar="N",
         help="requests expected at once per replica; sizes the KV cache (default 1)",
+    )
+    p.add_argument(
+        "--tool-parser",
+        default="",
+        metavar="NAME",
+        help="how the model's tool calls are parsed: a family ("
+        + (", ".join(tool_parser_families()) or "mlx-lm's tool_parsers")
+        + "; hermes is json_tools), none (no tool calls: clients cannot send tools), or "
+        "empty for the family the model's tokenizer implies (default)",
     )
     p.add_argument("--dry-run", action="store_true", help="show the placement, change nothing")
     _common(p, wait=True)
@@ -122,6 +132,7 @@ def _deploy(args: argparse.Namespace) -> int:
         "engine": args.engine or "",
         "context_length": args.context,
         "concurrency": args.concurrency,
+        "tool_parser": args.tool_parser,
         "dry_run": args.dry_run,
     }
     answer = admin_get(args.url, "/admin/deployments", body)

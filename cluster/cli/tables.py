@@ -96,8 +96,9 @@ def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = 
             f"{c['node']}: stopped after {c['failures']} failed loads: {c['reason']}"
             for c in m.get("crash_loops", [])
         ]
+        parser = (m.get("spec") or {}).get("tool_parser")
         table.add_row(
-            m["model"],
+            m["model"] + (f"\ntool parser: {parser}" if parser else ""),
             desired,
             ", ".join(m["ready_nodes"]) or "-",
             ", ".join(m["nodes"]) or "-",

@@ -236,4 +236,5 @@ def _spec_json(spec: DeploymentSpec) -> dict[str, Any]:
         "nodes": list(spec.nodes),
         "context_length": spec.context_length,
         "concurrency": spec.concurrency,
+        "tool_parser": spec.tool_parser,
     }

@@ -42,6 +42,11 @@ class DeployerSettings:
     reconcile: reconcile.ReconcileSettings = field(default_factory=reconcile.ReconcileSettings)
 
 
+def load_options(spec: DeploymentSpec) -> dict[str, str]:
+    """The engine options a spec's loads carry: the tool parser, when it chooses one."""
+    return {"tool_parser": spec.tool_parser} if spec.tool_parser else {}
+
+
 class DeployLoop:
     """Owns the desired state and the loop that makes it so."""
 
@@ -196,7 +201,11 @@ class DeployLoop:
         client = self._client_factory(node.address)
         try:
             async for event in client.load_model(
-                spec.model, name=spec.name, engine=spec.engine, context_length=spec.context_length
+                spec.model,
+                name=spec.name,
+                engine=spec.engine,
+                context_length=spec.context_length,
+                options=load_options(spec),
             ):
                 self._progress[pair] = Progress(
                     stage=event.stage.value,

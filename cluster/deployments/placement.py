@@ -37,6 +37,10 @@ class DeploymentSpec:
     nodes: tuple[NodeId, ...] = ()  # pinned node ids; () for any node
     context_length: int = 0  # 0: the model's own
     concurrency: int = 1  # requests expected at once per replica: sizes the KV cache
+    # The tool-call parser: "" infers it from the model, "none" parses no calls (no TOOLS), else
+    # an mlx-lm family (parsing.tool_parser_families). Sent with each load; a change to it (or
+    # to any field but replicas and nodes) applies at the replica's next load, not at once.
+    tool_parser: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

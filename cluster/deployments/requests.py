@@ -12,6 +12,7 @@ from typing import Any
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import InvalidRequest
 from cluster.types import ModelName, NodeId
+from node_agent.engines.parsing import normalize_tool_parser
 
 _INTS = {"replicas": 1, "context_length": 0, "concurrency": 1}
 
@@ -43,9 +44,20 @@ def parse_deploy(body: bytes, node_id: Callable[[str], NodeId]) -> tuple[Deploym
         model=data["model"],
         engine=str(engine),
         nodes=tuple(node_id(n) for n in nodes),
+        tool_parser=_tool_parser(data.get("tool_parser")),
         **ints,
     )
     return spec, bool(data.get("dry_run", False))
+
+
+def _tool_parser(value: Any) -> str:
+    """The request's tool parser, normalized: "" (infer), "none", or a known family."""
+    if not isinstance(value, str | None):
+        raise InvalidRequest("tool_parser must be a string", param="tool_parser")
+    try:
+        return normalize_tool_parser(value or "")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="tool_parser") from None
 
 
 def merged_models(

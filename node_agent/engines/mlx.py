@@ -24,6 +24,7 @@ from node_agent.engines.mlx_grammar import GrammarProcessor
 from node_agent.engines.mlx_options import batch_limits
 from node_agent.engines.mlx_slot import BatchLimits
 from node_agent.engines.mlx_stream import Sink
+from node_agent.engines.parsing import tool_parser_option
 from node_agent.errors import AgentError, InvalidRequest, ModelNotLoaded
 from node_agent.types import (
     CONSTRAINTS,
@@ -51,7 +52,9 @@ class MlxEngine:
         max_steps_per_s: float = 0.0,
         **options: str,
     ) -> None:
-        limits = batch_limits(options, limits)  # bad options fail before the worker starts
+        # `tool_parser` is also a load option; the others are the batch's, fixed at start.
+        self._tool_parser, batch_options = tool_parser_option(options)
+        limits = batch_limits(batch_options, limits)  # bad options fail before the worker starts
         if max_steps_per_s > 0:
             limits = dataclasses.replace(limits, step_interval_s=1.0 / max_steps_per_s)
         self._worker = Worker(
@@ -67,6 +70,8 @@ class MlxEngine:
         self._check_open()
         if spec.context_length < 0:
             raise InvalidRequest(f"context_length must be >= 0, got {spec.context_length}")
+        tool_parser = tool_parser_option(spec.options)[0] or self._tool_parser
+        spec = dataclasses.replace(spec, options={**spec.options, "tool_parser": tool_parser})
         reply: Future[ModelInfo] = Future()
         self._worker.send(Load(spec, reply))
         return await asyncio.wrap_future(reply)

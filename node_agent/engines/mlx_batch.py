@@ -216,7 +216,7 @@ class Worker:
             context = spec.context_length or read_context_length(spec.path)
         except Exception as exc:  # mlx-lm raises anything from OSError to KeyError on bad files
             raise LoadFailed(f"cannot load {spec.path}: {exc}") from exc
-        dialect = dialect_of(tokenizer)
+        dialect = dialect_of(tokenizer, tool_parser=spec.options.get("tool_parser", ""))
         grammars = _grammars(model, tokenizer, dialect)
         info = ModelInfo(
             name=spec.name,

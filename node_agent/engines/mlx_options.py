@@ -1,7 +1,8 @@
 """The MLX engine's knobs: how many streams one model batches and how much prompt cache it keeps.
 
-Options come as strings from `--engine-option KEY=VALUE`. The prompt cache matters most on a
-small machine: each entry holds a conversation's KV cache (half a GiB for 4k tokens of a 7B
+Options come as strings from `--engine-option KEY=VALUE` (`tool_parser`, which a load may also
+give, is split off before these: parsing.tool_parser_option). The prompt cache matters most on
+a small machine: each entry holds a conversation's KV cache (half a GiB for 4k tokens of a 7B
 model), so a Mac mini may want fewer bytes than the default, and a big one more entries.
 """
 

@@ -7,6 +7,7 @@ engine-agnostic interface (it uses mlx-lm's pure-Python parsers, never MLX array
 mlx_lm loads mlx, whose CPU build every node installs with the `mlx` extra):
 
     dialect = dialect_of(tokenizer)        # once per loaded model (mlx-lm wrapper or HF tokenizer)
+    dialect_of(tokenizer, tool_parser="qwen3_coder")  # a deployment's override ("none": no calls)
     parser = OutputParser(dialect, tools=request.tools,
                           reasoning=starts_in_reasoning(dialect, prompt_tail_text))
     for text, n in pieces:                 # decoded text, special tokens kept; n tokens it covers
@@ -25,18 +26,24 @@ A call whose text does not parse is passed on as answer text, markers and all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import importlib.util
 import json
+import pkgutil
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from node_agent.errors import InvalidRequest
 from node_agent.types import REASONING as REASONING_CAPABILITY
 from node_agent.types import TOOLS, Delta, ReasoningDelta, TokenEvent, Tool, ToolCallDelta
 
 ParseCall = Callable[[str, Any], Any]  # mlx-lm's parse_tool_call(text, tools) -> dict | [dict]
 NORMAL, REASONING, CALL = "normal", "reasoning", "call"
+NO_TOOL_PARSER = "none"  # a deployment's choice: parse no tool calls (the model gets no TOOLS)
+TOOL_PARSER_ALIASES = {"hermes": "json_tools"}  # vLLM's names for mlx-lm's families
 
 
 @dataclass(frozen=True)
@@ -49,20 +56,65 @@ class Dialect:
     family: str = ""  # mlx-lm's tool-parser module name ("json_tools", "qwen3_coder", ...)
 
 
-def dialect_of(tokenizer: Any) -> Dialect:
+def dialect_of(tokenizer: Any, tool_parser: str = "") -> Dialect:
     """A model's dialect from its tokenizer: mlx-lm's TokenizerWrapper or a Hugging Face one.
 
-    The family comes from tokenizer_config's `tool_parser_type`, else from the chat template,
-    inferred as mlx-lm infers it; the think markers from the vocabulary.
+    The family is `tool_parser` when given (a family, an alias, or "none" for no calls), else
+    tokenizer_config's `tool_parser_type`, else the chat template's, inferred as mlx-lm infers
+    it; the think markers come from the vocabulary. ValueError for an unknown `tool_parser`.
     """
     from mlx_lm import tokenizer_utils  # the inference rules live there, as private helpers
 
+    chosen = normalize_tool_parser(tool_parser)
     wrapped = isinstance(tokenizer, tokenizer_utils.TokenizerWrapper)
     hf = tokenizer._tokenizer if wrapped else tokenizer
     infer: Any = tokenizer_utils  # untyped
-    family = hf.init_kwargs.get("tool_parser_type") or infer._infer_tool_parser(hf)
+    family = chosen or hf.init_kwargs.get("tool_parser_type") or infer._infer_tool_parser(hf)
     start, end = infer._infer_thinking(hf)[:2]
-    return dialect_for(family, think=(start, end) if start and end else None)
+    think = (start, end) if start and end else None
+    return dialect_for(None if family == NO_TOOL_PARSER else family, think=think)
+
+
+@functools.cache
+def tool_parser_families() -> tuple[str, ...]:
+    """mlx-lm's tool-parser families, its `tool_parsers` modules by name; () without mlx-lm.
+
+    Found on disk, not imported: importing mlx_lm loads mlx, which the controller does not need.
+    """
+    spec = importlib.util.find_spec("mlx_lm")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    paths = [f"{p}/tool_parsers" for p in spec.submodule_search_locations]
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(paths) if not m.name.startswith("_")))
+
+
+def normalize_tool_parser(name: str) -> str:
+    """A tool-parser choice as stored and sent: "" (infer), "none", or an mlx-lm family.
+
+    vLLM's names become mlx-lm's ("hermes" is "json_tools"). ValueError names the known ones
+    for any other name; where mlx-lm is not installed the name is kept, for the node to judge.
+    """
+    name = name.strip().lower()
+    name = TOOL_PARSER_ALIASES.get(name, name)
+    families = tool_parser_families()
+    if name in ("", NO_TOOL_PARSER) or name in families or not families:
+        return name
+    raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(known_tool_parsers())}")
+
+
+def known_tool_parsers() -> tuple[str, ...]:
+    """Every name a deployment may give as its tool parser: none, the families, their aliases."""
+    return (NO_TOOL_PARSER, *sorted({*tool_parser_families(), *TOOL_PARSER_ALIASES}))
+
+
+def tool_parser_option(options: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """An engine's `tool_parser` option, normalized, and its other options apart from it;
+    InvalidRequest for an unknown parser."""
+    rest = {k: v for k, v in options.items() if k != "tool_parser"}
+    try:
+        return normalize_tool_parser(options.get("tool_parser", "")), rest
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def dialect_for(family: str | None, *, think: tuple[str, str] | None = None) -> Dialect:

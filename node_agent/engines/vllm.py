@@ -22,6 +22,7 @@ from vllm.platforms import current_platform
 from node_agent import hardware
 from node_agent.engines.base import LoadSpec
 from node_agent.engines.common import available_memory_bytes, check_request
+from node_agent.engines.parsing import tool_parser_option
 from node_agent.engines.vllm_model import VllmModel
 from node_agent.engines.vllm_options import (
     Plan,
@@ -55,7 +56,8 @@ class VllmEngine:
     ) -> None:
         self._available_memory = available_memory or available_memory_bytes
         self._pace = max_steps_per_s
-        self._options = parse_options(options)  # refused now, not at the first load
+        self._tool_parser, vllm_options = tool_parser_option(options)  # ours, not vLLM's
+        self._options = parse_options(vllm_options)  # refused now, not at the first load
         self._models: dict[str, VllmModel] = {}
         self._loading = asyncio.Lock()
         self._on_cpu = bool(current_platform.is_cpu())
@@ -71,8 +73,14 @@ class VllmEngine:
                 return self._models[spec.name].info
             if not spec.path.is_dir():
                 raise LoadFailed(f"{spec.path} is not a model directory")
-            options = self._options | parse_options(spec.options)
-            model = await VllmModel.start(spec, self._plan(spec, options), pace=self._pace)
+            tool_parser, load_options = tool_parser_option(spec.options)
+            options = self._options | parse_options(load_options)
+            model = await VllmModel.start(
+                spec,
+                self._plan(spec, options),
+                pace=self._pace,
+                tool_parser=tool_parser or self._tool_parser,
+            )
             if self._closed:  # closed while vLLM was starting: do not leak its processes
                 await model.shutdown()
                 raise AgentError("the vLLM engine is closed")

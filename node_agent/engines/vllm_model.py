@@ -121,8 +121,11 @@ class VllmModel:
         self._busy_since: float | None = None
 
     @classmethod
-    async def start(cls, spec: LoadSpec, plan: Plan, *, pace: float = 0.0) -> VllmModel:
-        """Start vLLM's engine on the model (off the event loop: it takes seconds)."""
+    async def start(
+        cls, spec: LoadSpec, plan: Plan, *, pace: float = 0.0, tool_parser: str = ""
+    ) -> VllmModel:
+        """Start vLLM's engine on the model (off the event loop: it takes seconds);
+        `tool_parser` overrides the family the tokenizer implies ("none": no calls)."""
         view = SchedulerView()
 
         def build() -> AsyncLLM:
@@ -142,7 +145,7 @@ class VllmModel:
         except Exception as exc:  # vLLM raises anything from ValueError to RuntimeError
             raise LoadFailed(f"vLLM cannot load {spec.path}: {_reason(exc)}") from exc
         tokenizer = llm.get_tokenizer()
-        dialect = _dialect(tokenizer)
+        dialect = _dialect(tokenizer, tool_parser)
         grammars = _grammars(tokenizer, int(llm.model_config.get_vocab_size()), dialect)
         info = ModelInfo(
             name=spec.name,
@@ -342,10 +345,10 @@ def kv_pool_bytes(llm: AsyncLLM, plan: Plan) -> int:
         return int(plan.kv_cache_bytes or 0)
 
 
-def _dialect(tokenizer: Any) -> Dialect:
+def _dialect(tokenizer: Any, tool_parser: str = "") -> Dialect:
     """How the model marks reasoning and tool calls; plain text where that cannot be read."""
     try:
-        return dialect_of(tokenizer)
+        return dialect_of(tokenizer, tool_parser)
     except Exception as exc:  # parsing.py reads the families with mlx-lm: ImportError without
         logger.warning("vllm: no tool or reasoning parsing for this model: %s", exc)
         return Dialect()

@@ -2,7 +2,8 @@
 
 Options come as strings (`--engine-option KEY=VALUE` at start, `LoadModelRequest.options` per
 load); a load's options override the agent's. Names are vLLM's own engine arguments, so its
-documentation applies. Nothing here imports vLLM: bad options fail before any engine starts.
+documentation applies; the one of ours, `tool_parser`, is split off before these (see
+parsing.tool_parser_option). Nothing here imports vLLM: bad options fail before any engine starts.
 """
 
 from __future__ import annotations

@@ -173,6 +173,20 @@ def test_the_demo_model_has_every_capability(engine: MlxEngine) -> None:
     assert info.capabilities == {TOOLS, REASONING, CONSTRAINTS, LOGPROBS}
 
 
+async def test_a_load_without_a_tool_parser_offers_no_tools(
+    engine: MlxEngine, demo_model_dir: Path
+) -> None:
+    spec = LoadSpec(
+        name="plain", source="demo", path=demo_model_dir, options={"tool_parser": "none"}
+    )
+    info = await engine.load(spec)
+    await engine.unload("plain")
+    assert TOOLS not in info.capabilities and REASONING in info.capabilities
+    assert TOOLS in {m.name: m for m in engine.models()}["demo"].capabilities
+    with pytest.raises(InvalidRequest, match="json_tools"):
+        await engine.load(replace(spec, options={"tool_parser": "toolish"}))
+
+
 async def test_a_required_call_is_a_valid_call(engine: MlxEngine) -> None:
     req = chat(tools=(WEATHER, CLOCK), tool_choice=ToolChoice(ToolChoiceMode.REQUIRED))
     events = await events_of(engine, replace(req, parallel_tool_calls=False))

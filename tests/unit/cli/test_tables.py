@@ -43,3 +43,11 @@ def test_a_piped_models_table_keeps_every_cell(capsys: pytest.CaptureFixture[str
     models_table([{"model": LONG_MODEL, "nodes": ["n" * 40], "ready_nodes": ["n" * 40]}])
     out = capsys.readouterr().out
     assert "…" not in out and LONG_MODEL in out and "n" * 40 in out
+
+
+def test_a_chosen_tool_parser_shows_under_the_model(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {"tool_parser": "qwen3_coder"}
+    models_table([{"model": "coder", "nodes": [], "ready_nodes": [], "spec": spec}])
+    models_table([{"model": "plain", "nodes": [], "ready_nodes": [], "spec": {"tool_parser": ""}}])
+    out = capsys.readouterr().out
+    assert out.count("tool parser") == 1 and "tool parser: qwen3_coder" in out

@@ -26,6 +26,7 @@ class Agents:
     def __init__(self, fail: bool = False) -> None:
         self.loaded: dict[str, set[str]] = {}
         self.calls: list[tuple[str, str, str]] = []
+        self.options: dict[str, dict[str, str]] = {}  # the last load's options, by address
         self.fail = fail
 
     def client(self, address: str) -> FakeClient:
@@ -40,9 +41,16 @@ class FakeClient:
         """Nothing to close."""
 
     async def load_model(
-        self, model: str, *, name: str = "", engine: str = "", context_length: int = 0
+        self,
+        model: str,
+        *,
+        name: str = "",
+        engine: str = "",
+        context_length: int = 0,
+        options: dict[str, str] | None = None,
     ) -> AsyncIterator[LoadProgress]:
         self.agents.calls.append(("load", self.address, name))
+        self.agents.options[self.address] = dict(options or {})
         yield LoadProgress(stage=LoadStage.LOADING, message="loading", bytes_done=1, bytes_total=2)
         if self.agents.fail:
             raise NodeFailed(f"{self.address}: out of memory")
@@ -171,6 +179,29 @@ async def test_deploy_loads_each_replica_once_and_a_restart_loads_nothing(tmp_pa
     assert len([c for c in agents.calls if c[0] == "load"]) == 2
     assert sorted(f"{n}:1" for n in d2.assignments["demo"]) == holders
     await d2.close()
+
+
+async def test_a_chosen_tool_parser_goes_with_the_load_and_the_report() -> None:
+    agents = Agents()
+    d = Deployer(DeployStore(":memory:"), client_factory=agents.client)  # type: ignore[arg-type]
+    await d.open()
+    for n in ("a", "b"):
+        describe(d, n)
+    table = NodeTable(version=1, nodes=(view("a"), view("b")))
+    await d.deploy(DeploymentSpec(name="plain", model="demo", nodes=(NodeId("a"),)), table)
+    answer = await d.deploy(
+        DeploymentSpec(name="coder", model="demo", nodes=(NodeId("b"),), tool_parser="none"),
+        table,
+    )
+    assert answer["spec"]["tool_parser"] == "none"
+    await d.tick(table)
+    await settle(d)
+    assert agents.options == {"a:1": {}, "b:1": {"tool_parser": "none"}}
+    assert {r["model"]: r["spec"]["tool_parser"] for r in d.report(table)} == {
+        "coder": "none",
+        "plain": "",
+    }
+    await d.close()
 
 
 async def test_failed_loads_back_off_then_stop_with_the_reason(tmp_path: Path) -> None:

@@ -57,6 +57,23 @@ def test_bad_bodies_are_invalid_requests(body: bytes) -> None:
         parse_deploy(body, ids)
 
 
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("", ""), ("none", "none"), ("qwen3_coder", "qwen3_coder"), ("hermes", "json_tools")],
+)
+def test_a_tool_parser_is_stored_by_its_mlx_lm_name(given: str, stored: str) -> None:
+    spec, _ = parse_deploy(json.dumps({"model": "m", "tool_parser": given}).encode(), ids)
+    assert spec.tool_parser == stored
+
+
+def test_an_unknown_tool_parser_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(InvalidRequest, match=r"json_tools.*qwen3_coder") as caught:
+        parse_deploy(b'{"model": "m", "tool_parser": "toolish"}', ids)
+    assert caught.value.param == "tool_parser"
+    with pytest.raises(InvalidRequest):
+        parse_deploy(b'{"model": "m", "tool_parser": 3}', ids)
+
+
 def test_an_unknown_pinned_node_is_not_found() -> None:
     with pytest.raises(NotFound):
         parse_deploy(b'{"model": "m", "nodes": ["ghost"]}', ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cluster.deployments.placement import DeploymentSpec
-from cluster.deployments.store import DeployStore, spec_from_json
+from cluster.deployments.store import DeployStore, spec_from_json, spec_to_json
 
 
 async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -> None:
@@ -18,6 +18,7 @@ async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -
         nodes=("id-a",),
         context_length=8192,
         concurrency=4,
+        tool_parser="qwen3_coder",
     )
     store = DeployStore(path)
     await store.open()
@@ -43,3 +44,11 @@ async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -
 def test_a_stored_spec_from_a_newer_version_still_reads() -> None:
     text = '{"name": "m", "model": "demo", "replicas": 3, "nodes": ["x"], "future_knob": 1}'
     assert spec_from_json(text) == DeploymentSpec(name="m", model="demo", replicas=3, nodes=("x",))
+
+
+def test_a_stored_spec_from_before_tool_parsers_infers_the_parser() -> None:
+    text = '{"name": "m", "model": "demo", "engine": "", "replicas": 1, "nodes": [], '
+    text += '"context_length": 0, "concurrency": 1}'
+    assert spec_from_json(text).tool_parser == ""
+    spec = DeploymentSpec(name="m", model="demo", tool_parser="none")
+    assert spec_from_json(spec_to_json(spec)) == spec

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
 
 from node_agent.engines.parsing import (
     Dialect,
     OutputParser,
+    capabilities,
     dialect_for,
+    dialect_of,
+    normalize_tool_parser,
     starts_in_reasoning,
+    tool_parser_families,
+    tool_parser_option,
 )
-from node_agent.types import Delta, ReasoningDelta, TokenEvent, Tool, ToolCallDelta
+from node_agent.errors import InvalidRequest
+from node_agent.types import (
+    REASONING,
+    TOOLS,
+    Delta,
+    ReasoningDelta,
+    TokenEvent,
+    Tool,
+    ToolCallDelta,
+)
 
 HERMES = dialect_for("json_tools", think=("<think>", "</think>"))
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
@@ -128,3 +147,42 @@ def test_any_family_parser_plugs_in() -> None:
     events = parser.feed("x [[search:cats]] y", 5) + parser.finish()
     assert [c.name for c in calls(events) if c.name] == ["search"]
     assert answer(events) == "x y"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(demo_model_dir: Path) -> Any:
+    """The demo model's tokenizer: Hermes-style calls, <think> markers."""
+    return AutoTokenizer.from_pretrained(demo_model_dir)
+
+
+def test_the_tool_parser_families_are_mlx_lms_modules() -> None:
+    families = tool_parser_families()
+    assert {"json_tools", "qwen3_coder", "mistral"} <= set(families)
+    assert "__init__" not in families and list(families) == sorted(families)
+
+
+def test_a_tool_parser_override_picks_the_family(tokenizer: Any) -> None:
+    assert dialect_of(tokenizer).family == "json_tools"  # inferred from the chat template
+    coder = dialect_of(tokenizer, tool_parser="qwen3_coder")
+    assert coder.family == "qwen3_coder" and coder.calls == ("<tool_call>", "</tool_call>")
+    assert dialect_of(tokenizer, tool_parser="hermes").family == "json_tools"
+    assert coder.think == ("<think>", "</think>")
+
+
+def test_none_parses_no_calls_and_takes_tools_away(tokenizer: Any) -> None:
+    plain = dialect_of(tokenizer, tool_parser="none")
+    assert plain.parse_call is None and plain.think == ("<think>", "</think>")
+    assert capabilities(tokenizer, plain) == {REASONING}
+    assert capabilities(tokenizer, dialect_of(tokenizer)) == {REASONING, TOOLS}
+
+
+def test_an_unknown_tool_parser_is_refused_naming_the_known_ones() -> None:
+    assert normalize_tool_parser(" Hermes ") == "json_tools"
+    with pytest.raises(ValueError, match=r"none, .*hermes, json_tools"):
+        normalize_tool_parser("toolish")
+    with pytest.raises(InvalidRequest, match="qwen3_coder"):
+        tool_parser_option({"tool_parser": "toolish"})
+    assert tool_parser_option({"tool_parser": "none", "max_batch": "4"}) == (
+        "none",
+        {"max_batch": "4"},
+    )
