@@ -389,3 +389,25 @@ def load(
     for t in threads:
         t.start()
     return threads
+
+
+def cluster_of(root: Path, *members: AgentProcess) -> ClusterProcess:
+    """A cluster whose nodes are exactly `members` (as --peer), ready."""
+    cluster = ClusterProcess(root / "head")
+    cluster.data_dir.mkdir()
+    cluster.args = (
+        "--no-local-agent",
+        "--no-mdns",
+        *(x for a in members for x in ("--peer", a.address)),
+    )
+    try:
+        cluster.start()
+        wait_for(
+            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(members),
+            60,
+            "every node ready",
+        )
+    except BaseException:
+        cluster.stop()  # a head that never got ready must not outlive the test
+        raise
+    return cluster

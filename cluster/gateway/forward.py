@@ -169,6 +169,30 @@ class Forwarder:
         if not any(n.routable for n in able):
             raise NoCapacity(f"No node can serve `{model}` right now.", retry_after=2)
 
+    async def count_tokens(
+        self, table: NodeTable, request: GenerateRequest, route: RouteRequest
+    ) -> int:
+        """The request's prompt in tokens, counted by a node that serves its model (the one the
+        router would choose); a node that fails is replaced by the next, as for a stream."""
+        self.check_model(table, request.model, request.needs())
+        tried: set[NodeId] = set()
+        last_error: NodeError | None = None
+        while len(tried) < self.settings.max_attempts:
+            node_id = self.router.choose(table, route, self.load, frozenset(tried))
+            node = None if node_id is None else table.get(node_id)
+            if node_id is None or node is None:
+                break
+            tried.add(node_id)
+            client = self.clients.get(node.address, plaintext=node.plaintext)
+            try:
+                return await client.count_tokens(request)
+            except NodeRejected as exc:
+                raise InvalidRequest(_node_message(exc)) from None
+            except NodeError as exc:  # down, or an agent too old to count
+                logger.info("node %s could not count tokens: %s", node_id, exc)
+                last_error = exc
+        raise _exhausted(last_error, request.model)
+
     async def stream(
         self,
         table: NodeTable,

@@ -17,7 +17,13 @@ from starlette.responses import Response
 
 from cluster.errors import ApiError, MethodNotAllowed
 
-ROUTES = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
+ROUTES = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/completions": "completions",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",
+}
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 
 

@@ -22,6 +22,10 @@ from cluster.access.keys import Grant, visible_models
 from cluster.access.request_gate import RequestGate
 from cluster.errors import ApiError, InternalError
 from cluster.gateway import admin, front
+from cluster.gateway.anthropic import encode as anthropic_encode
+from cluster.gateway.anthropic import parse as anthropic_parse
+from cluster.gateway.anthropic import response as anthropic_response
+from cluster.gateway.anthropic.stream import MessagesStreamEncoder
 from cluster.gateway.choices import choice_events, started
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.openai.encode import model_card, model_list
@@ -40,7 +44,12 @@ from cluster.gateway.openai.response import (
     json_response,
     sse_frames,
 )
+from cluster.gateway.opening import Opening
 from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
+from cluster.gateway.responses import encode as responses_encode
+from cluster.gateway.responses import parse as responses_parse
+from cluster.gateway.responses import response as responses_response
+from cluster.gateway.responses.stream import ResponsesStreamEncoder
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.ledger.metrics import CONTENT_TYPE, render
@@ -65,7 +74,25 @@ api.include_router(admin.router)
 
 @api.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+    body = anthropic_encode.error_body(exc) if speaks_anthropic(request) else exc.body()
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers())
+
+
+def speaks_anthropic(request: Request) -> bool:
+    """Whether the request is Anthropic's (its answers and errors take Anthropic's shapes): on
+    its routes, or carrying its version header (`GET /v1/models` serves both)."""
+    return front.route_path(request.scope).startswith("/v1/messages") or (
+        "anthropic-version" in request.headers
+    )
+
+
+def credentials(request: Request) -> str | None:
+    """The request's API key as an Authorization header: OpenAI's clients send that, Anthropic's
+    an `x-api-key` (Claude Code sends either, as configured)."""
+    authorization = request.headers.get("authorization")
+    if authorization is None and (key := request.headers.get("x-api-key")):
+        return f"Bearer {key}"
+    return authorization
 
 
 @api.exception_handler(RequestValidationError)
@@ -187,7 +214,7 @@ class Gateway:
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)
         return await self._complete(
-            req, prefix_keys_for_messages(parts), chars, request.headers.get("authorization")
+            req, prefix_keys_for_messages(parts), chars, credentials(request)
         )
 
     async def completions(self, request: Request) -> Answer:
@@ -197,14 +224,105 @@ class Gateway:
             req,
             prefix_keys_for_text(req.prompt),
             len(req.prompt),
-            request.headers.get("authorization"),
+            credentials(request),
         )
+
+    async def messages(self, request: Request) -> Answer:
+        """Anthropic Messages, streamed or not (POST /v1/messages: front.Front)."""
+        req = anthropic_parse.parse_messages(await request.body())
+        request_id = new_request_id()
+        generate = anthropic_parse.to_generate_request(req, request_id)
+        parts = req.key_parts()
+        route = RouteRequest(
+            ModelName(req.model),
+            expected_tokens(sum(len(t) for _, t in parts), req.max_tokens),
+            prefix_keys_for_messages(parts),
+            generate.needs(),
+        )
+        info = RequestInfo(request_id, req.model, "messages", bool(req.stream))
+        opening = self._open(generate, route, info, credentials(request))
+        headers = {"x-meterless-request-id": request_id}
+        try:
+            routed = await opening.routed(anthropic_response.OPEN_WITHIN_S if req.stream else None)
+            if routed is not None:
+                headers["x-meterless-node"] = routed.node_id
+            if req.stream:
+                encoder = MessagesStreamEncoder(request_id=request_id, model=req.model)
+                frames = anthropic_response.sse_frames(opening, encoder, routed)
+                return front.EventStream(frames, headers)
+            body = await anthropic_response.collect(opening, request_id, req.model)
+            return json_response(body, headers)
+        except BaseException:
+            await opening.close()
+            raise
+
+    async def responses(self, request: Request) -> Answer:
+        """The Responses API, stateless, streamed or not (POST /v1/responses: front.Front)."""
+        req = responses_parse.parse_response_request(await request.body())
+        request_id = new_request_id()
+        generate = responses_parse.to_generate_request(req, request_id)
+        parts = req.key_parts()
+        route = RouteRequest(
+            ModelName(req.model),
+            expected_tokens(sum(len(t) for _, t in parts), req.max_output_tokens),
+            prefix_keys_for_messages(parts),
+            generate.needs(),
+        )
+        info = RequestInfo(request_id, req.model, "responses", bool(req.stream))
+        opening = self._open(generate, route, info, credentials(request))
+        headers = {"x-meterless-request-id": request_id}
+        created = int(time.time())
+        try:
+            if not req.stream:
+                await opening.routed()
+                output = responses_encode.Output(request_id, req.custom_tools)
+                whole = {"request_id": request_id, "model": req.model, "created": created}
+                body = await responses_response.collect(
+                    opening, output, {**whole, "echo": req.echo()}
+                )
+                return json_response(body, headers)
+            encoder = ResponsesStreamEncoder(
+                request_id=request_id,
+                model=req.model,
+                created=created,
+                echo=req.echo(),
+                custom_tools=req.custom_tools,
+            )
+            early: ApiError | None = None
+            try:
+                routed = await opening.routed(responses_response.OPEN_WITHIN_S)
+            except ApiError as exc:
+                if not responses_response.fails_in_stream(exc):
+                    raise
+                routed, early = None, exc
+            if routed is not None:
+                headers["x-meterless-node"] = routed.node_id
+            frames = responses_response.sse_frames(opening, encoder, routed, early)
+            return front.EventStream(frames, headers)
+        except BaseException:
+            await opening.close()
+            raise
+
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's token count, by a node serving the model (POST /v1/messages/count_tokens)."""
+        req = anthropic_parse.parse_count_tokens(await request.body())
+        generate = anthropic_parse.to_generate_request(req, new_request_id())
+        route = RouteRequest(ModelName(req.model), 1, (), generate.needs())
+        grant = self.gate.let_in(credentials(request), req.model)
+        try:
+            tokens = await self.forwarder.count_tokens(self.table, generate, route)
+        finally:
+            self.gate.release(grant)
+        return json_response(anthropic_encode.count_tokens_body(tokens))
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
-        """Every model at least one ready node serves and the request's key may use."""
-        grant = self.gate.identify(request.headers.get("authorization"))
+        """Every model at least one ready node serves and the request's key may use, in
+        Anthropic's list shape for Anthropic's clients."""
+        grant = self.gate.identify(credentials(request))
         models = visible_models(grant, self.table.models())
+        if speaks_anthropic(request):
+            return json_response(anthropic_encode.model_list(models, self.created))
         prices = await self._model_prices()
         cards = (
             model_card_for(self.table, ModelName(m), self.created, prices.get(m)) for m in models
@@ -264,6 +382,20 @@ class Gateway:
             body = sse_frames(req, request_id, self.created, events)
             return front.EventStream(body, headers)
         return await collect(req, request_id, self.created, events, headers)
+
+    def _open(
+        self,
+        generate: GenerateRequest,
+        route: RouteRequest,
+        info: RequestInfo,
+        authorization: str | None,
+    ) -> Opening:
+        """Let the request in (401/403/429) and start forwarding it, tallied for the ledger."""
+        self.meter.check_open()
+        grant = self.gate.let_in(authorization, generate.model)  # holds a slot from here
+        info = info._replace(key_id=grant.key_id)
+        events = self.forwarder.stream(self.table, generate, route, self.meter.tap(info))
+        return Opening(self.gate.hold(grant, events))
 
     async def _start(
         self,

@@ -17,18 +17,17 @@ from node_agent.types import ChatMessage, GenerateRequest, Tool
 MAX_STOP_STRINGS = 4
 
 
-def check_request(request: GenerateRequest, context_length: int) -> None:
+def check_request(request: GenerateRequest) -> None:
     """Raise InvalidRequest unless the prompt is present and the sampling values are in range."""
     if request.text is not None and request.messages is not None:
         raise InvalidRequest("give either text or messages, not both")
     if not request.text and not request.messages:
         raise InvalidRequest("the prompt is empty")
     s = request.sampling
-    if not 1 <= s.max_tokens <= context_length:
-        raise InvalidRequest(
-            f"max_tokens must be between 1 and the context length {context_length}, "
-            f"got {s.max_tokens}"
-        )
+    # A budget beyond the context is capped by the room the prompt leaves (the engines do):
+    # agent clients ask for their model's whole output budget whatever the model serving them.
+    if s.max_tokens < 1:
+        raise InvalidRequest(f"max_tokens must be at least 1, got {s.max_tokens}")
     if not 0 <= s.temperature <= 2:
         raise InvalidRequest(f"temperature must be between 0 and 2, got {s.temperature}")
     if not 0 < s.top_p <= 1:

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from node_agent.engines.base import LoadSpec
-from node_agent.engines.common import available_memory_bytes, check_request
+from node_agent.engines.common import available_memory_bytes, check_request, render_prompt
 from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
 from node_agent.engines.mlx_grammar import GrammarProcessor
 from node_agent.engines.mlx_options import batch_limits
@@ -97,7 +97,7 @@ class MlxEngine:
         info = self._worker.info(request.model)
         if info is None:
             raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
-        check_request(request, info.context_length)
+        check_request(request)
         submitted_at = time.perf_counter()  # the grammar's compile time is part of TTFT
         processor = await self._processor(request)
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -113,6 +113,14 @@ class MlxEngine:
         finally:
             if not finished:  # the reader left early, or the worker reported an error
                 self._worker.send(Cancel(ticket))
+
+    async def count_tokens(self, request: GenerateRequest) -> int:
+        """The prompt's length in tokens, rendered off the worker thread as a Submit would be."""
+        self._check_open()
+        tokenizer = self._worker.tokenizer(request.model)
+        if tokenizer is None:
+            raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
+        return len(await asyncio.to_thread(render_prompt, tokenizer, request))
 
     async def close(self) -> None:
         """Cancel everything, free every model and stop the worker thread."""

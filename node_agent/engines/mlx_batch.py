@@ -112,6 +112,11 @@ class Worker:
         slot = self._slots.get(name)
         return slot.grammars if slot is not None else None
 
+    def tokenizer(self, name: str) -> Any:
+        """The tokenizer of the model called `name`, None if not loaded; any thread."""
+        slot = self._slots.get(name)
+        return slot.tokenizer if slot is not None else None
+
     def infos(self) -> list[ModelInfo]:
         """Every loaded model; safe to call from any thread."""
         return [slot.info for slot in list(self._slots.values())]

@@ -21,7 +21,7 @@ from vllm.platforms import current_platform
 
 from node_agent import hardware
 from node_agent.engines.base import LoadSpec
-from node_agent.engines.common import available_memory_bytes, check_request
+from node_agent.engines.common import available_memory_bytes, check_request, render_prompt
 from node_agent.engines.parsing import tool_parser_option
 from node_agent.engines.vllm_model import VllmModel
 from node_agent.engines.vllm_options import (
@@ -115,9 +115,17 @@ class VllmEngine:
         model = self._models.get(request.model)
         if model is None:
             raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
-        check_request(request, model.info.context_length)
+        check_request(request)
         async for event in model.generate(request):
             yield event
+
+    async def count_tokens(self, request: GenerateRequest) -> int:
+        """The prompt's length in tokens, rendered as `generate` renders it."""
+        self._check_open()
+        model = self._models.get(request.model)
+        if model is None:
+            raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
+        return len(await asyncio.to_thread(render_prompt, model.tokenizer, request))
 
     async def close(self) -> None:
         """Cancel everything and stop every model's vLLM processes."""

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import openai
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
-from tests.integration.engines import require_vllm
+from tests.harness import AgentProcess, cluster_of
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -51,49 +49,9 @@ NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 
 
 @pytest.fixture(scope="module")
-def agents(
-    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
-) -> Iterator[dict[str, AgentProcess]]:
-    """`demo` on one MLX agent and one vLLM agent, shared by every cluster of this module."""
-    require_vllm()
-    root = tmp_path_factory.mktemp("agentic")
-    started = {
-        engine: AgentProcess(
-            share_models(root / engine, demo_model_dir.parent),
-            name=f"{engine}-node",
-            args=("--model", "demo", "--engine", engine, "--no-mdns"),
-        )
-        for engine in ("mlx", "vllm")
-    }
-    try:
-        for agent in started.values():
-            agent.start(timeout=300)  # vLLM's start on a small CPU takes a while
-        yield started
-    finally:
-        for agent in started.values():
-            agent.stop()
-
-
-def cluster_of(root: Path, *members: AgentProcess) -> ClusterProcess:
-    """A cluster whose nodes are exactly `members` (as --peer), ready."""
-    cluster = ClusterProcess(root / "head")
-    cluster.data_dir.mkdir()
-    cluster.args = (
-        "--no-local-agent",
-        "--no-mdns",
-        *(x for a in members for x in ("--peer", a.address)),
-    )
-    try:
-        cluster.start()
-        wait_for(
-            lambda: sum(n["state"] == "ready" for n in cluster.nodes()) == len(members),
-            60,
-            "every node ready",
-        )
-    except BaseException:
-        cluster.stop()  # a head that never got ready must not outlive the test
-        raise
-    return cluster
+def agents(engine_agents: dict[str, AgentProcess]) -> dict[str, AgentProcess]:
+    """The package's MLX and vLLM agents (conftest.py)."""
+    return engine_agents
 
 
 @pytest.fixture(scope="module", params=["mlx", "vllm"])

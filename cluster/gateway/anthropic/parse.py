@@ -218,6 +218,10 @@ def parse_count_tokens(body: bytes | str) -> CountTokensRequest:
     return _parse(CountTokensRequest, body)
 
 
+# Anthropic's models think only when asked to; so do the templates that can be told.
+NO_THINKING = ThinkingParam(type="disabled")
+
+
 def to_generate_request(
     req: MessagesRequest | CountTokensRequest, request_id: str
 ) -> GenerateRequest:
@@ -231,7 +235,7 @@ def to_generate_request(
         tools=tuple(t.to_tool() for t in req.tools or ()),
         tool_choice=req.tool_choice.to_tool_choice() if req.tool_choice else ToolChoice(),
         parallel_tool_calls=not (req.tool_choice and req.tool_choice.disable_parallel_tool_use),
-        template_options=req.thinking.template_options() if req.thinking else "",
+        template_options=(req.thinking or NO_THINKING).template_options(),
         constraint=req.output_config.constraint() if req.output_config else None,
     )
 

@@ -27,6 +27,15 @@ class Replica:
     async def completions(self, request: Request) -> Response:
         return await self._answer("completions", request)
 
+    async def messages(self, request: Request) -> Response:
+        return await self._answer("messages", request)
+
+    async def count_tokens(self, request: Request) -> Response:
+        return await self._answer("count_tokens", request)
+
+    async def responses(self, request: Request) -> Response:
+        return await self._answer("responses", request)
+
     async def _answer(self, name: str, request: Request) -> Response:
         self.seen.append((name, await request.body()))
         if self.fail is not None:

@@ -221,7 +221,8 @@ def test_a_plain_request_keeps_the_agents_defaults() -> None:
     assert request.messages == (ChatMessage("user", "hi"),)
     assert request.sampling == Sampling(max_tokens=64)
     assert request.tools == () and request.tool_choice == ToolChoice()
-    assert request.parallel_tool_calls and request.template_options == ""
+    assert request.parallel_tool_calls
+    assert request.template_options == '{"enable_thinking": false}'  # thoughts only when asked
     assert request.constraint is None and request.top_logprobs is None
     assert request.needs() == frozenset()
 
@@ -352,7 +353,7 @@ def test_disable_parallel_tool_use_asks_for_one_call() -> None:
         ({"type": "enabled", "budget_tokens": 2048}, '{"enable_thinking": true}'),
         ({"type": "adaptive"}, '{"enable_thinking": true}'),
         ({"type": "disabled"}, '{"enable_thinking": false}'),
-        (None, ""),
+        (None, '{"enable_thinking": false}'),
     ],
 )
 def test_thinking_switches_the_template(thinking: dict[str, Any] | None, options: str) -> None:

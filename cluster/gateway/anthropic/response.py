@@ -1,0 +1,62 @@
+"""An Anthropic `/v1/messages` answer from its forwarded events: a stream, or one JSON body.
+
+A stream whose node has not answered within OPEN_WITHIN_S starts anyway, with `message_start`,
+and sends `ping` every PING_EVERY_S until the node does (a long prompt prefilling): clients
+that give up on a silent connection stay, and a failure from then on is an `error` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cluster.errors import ApiError, UpstreamFailed
+from cluster.gateway.anthropic.encode import Message, message_body
+from cluster.gateway.anthropic.stream import MessagesStreamEncoder
+from cluster.gateway.forward import Routed, StreamFailed
+from cluster.gateway.opening import Opening
+from node_agent.types import Finished
+
+OPEN_WITHIN_S = 1.0
+PING_EVERY_S = 5.0
+
+
+async def sse_frames(
+    opening: Opening, encoder: MessagesStreamEncoder, routed: Routed | None
+) -> AsyncIterator[bytes]:
+    """The message's events as Anthropic's server-sent events; `routed`: None while the node
+    has not answered yet (the stream starts now, and pings until it does)."""
+    try:
+        if routed is None:
+            yield encoder.start()
+            try:
+                while await opening.routed(PING_EVERY_S) is None:
+                    yield encoder.ping()
+            except ApiError as exc:
+                yield encoder.fail(exc)
+                return
+        async for event in opening.events:
+            if isinstance(event, StreamFailed):
+                yield encoder.fail(UpstreamFailed(event.message))
+                return
+            if not isinstance(event, Routed) and (frames := encoder.event(event)):
+                yield frames
+    finally:
+        await opening.close()  # the client left: cancel the generation on the node
+
+
+async def collect(opening: Opening, request_id: str, model: str) -> dict[str, Any]:
+    """The whole message, once its node has finished it (a non-streamed answer)."""
+    message = Message()
+    try:
+        async for event in opening.events:
+            if isinstance(event, StreamFailed):
+                raise UpstreamFailed(event.message)
+            if isinstance(event, Finished):
+                message.finished = event
+                return message_body(request_id, model, message)
+            if not isinstance(event, Routed):
+                message.add(event)
+    finally:
+        await opening.close()
+    raise UpstreamFailed("the node ended the generation without finishing it")

@@ -1,0 +1,77 @@
+"""A `/v1/responses` answer from its forwarded events: a stream, or one JSON body.
+
+A stream whose node has not answered within OPEN_WITHIN_S starts anyway (`response.created`,
+`response.in_progress`) and sends an SSE comment every KEEPALIVE_EVERY_S until the node does:
+Codex gives up on a stream that stays silent. A prompt too long for the model fails a stream
+as Codex reads it, with `response.failed` and `context_length_exceeded`; other errors before
+the first token are HTTP errors while nothing has been sent, `response.failed` after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cluster.errors import ApiError, UpstreamFailed
+from cluster.gateway.forward import CONTEXT_LENGTH_EXCEEDED, Routed, StreamFailed
+from cluster.gateway.opening import Opening
+from cluster.gateway.responses.encode import Output, response_body
+from cluster.gateway.responses.stream import ResponsesStreamEncoder
+from node_agent.types import Finished
+
+OPEN_WITHIN_S = 1.0
+KEEPALIVE_EVERY_S = 5.0
+KEEPALIVE = b": keepalive\n\n"  # a comment line: every SSE reader skips it
+
+
+def fails_in_stream(error: ApiError) -> bool:
+    """Whether a streamed response reports `error` as `response.failed` rather than as an
+    HTTP error (what Codex expects of a prompt that does not fit)."""
+    return error.code == CONTEXT_LENGTH_EXCEEDED
+
+
+async def sse_frames(
+    opening: Opening,
+    encoder: ResponsesStreamEncoder,
+    routed: Routed | None,
+    early: ApiError | None = None,
+) -> AsyncIterator[bytes]:
+    """The response's events as server-sent events; `routed`: None while the node has not
+    answered (the stream starts now, with keepalives until it does); `early`: an error that
+    ended the request before any node took it, to report in the stream."""
+    try:
+        yield encoder.start()
+        if early is not None:
+            yield encoder.fail(early)
+            return
+        try:
+            while routed is None:
+                if (routed := await opening.routed(KEEPALIVE_EVERY_S)) is None:
+                    yield KEEPALIVE
+        except ApiError as exc:
+            yield encoder.fail(exc)
+            return
+        async for event in opening.events:
+            if isinstance(event, StreamFailed):
+                yield encoder.fail(UpstreamFailed(event.message))
+                return
+            if not isinstance(event, Routed) and (frames := encoder.event(event)):
+                yield frames
+    finally:
+        await opening.close()  # the client left: cancel the generation on the node
+
+
+async def collect(opening: Opening, output: Output, body: dict[str, Any]) -> dict[str, Any]:
+    """The whole response once its node has finished it; `body`: response_body's arguments
+    but the output."""
+    try:
+        async for event in opening.events:
+            if isinstance(event, StreamFailed):
+                raise UpstreamFailed(event.message)
+            if not isinstance(event, Routed):
+                output.add(event)
+            if isinstance(event, Finished):
+                return response_body(output=output, **body)
+    finally:
+        await opening.close()
+    raise UpstreamFailed("the node ended the generation without finishing it")
