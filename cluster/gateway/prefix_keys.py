@@ -8,7 +8,7 @@ PrefixAffinity (gateway/routing.py) maps them to the node whose prompt cache hol
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 _MESSAGE_PERSON = b"meterless.msg.v1"  # blake2b personalisation: keeps the two key families apart
 _TEXT_PERSON = b"meterless.txt.v1"
@@ -46,3 +46,27 @@ def prefix_keys_for_text(text: str, block: int = 256) -> tuple[int, ...]:
         previous = _chain(previous, _encode(text[start : start + block]), _TEXT_PERSON)
         keys.append(int.from_bytes(previous, "big"))
     return tuple(keys)
+
+
+_SESSION_PERSON = b"meterless.ses.v1"
+# Headers agent clients send with every request of one session: Claude Code's, then Codex's.
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id")
+
+
+def session_id(headers: Mapping[str, str], *fallbacks: object) -> str | None:
+    """A request's session: the first session header a client sent, else the first of
+    `fallbacks` (body fields such as `prompt_cache_key` or `user`) that is a non-empty string."""
+    for name in SESSION_HEADERS:
+        if value := headers.get(name):
+            return value
+    return next((f for f in fallbacks if isinstance(f, str) and f), None)
+
+
+def with_session(keys: tuple[int, ...], session: str | None) -> tuple[int, ...]:
+    """`keys` led by the session's own key: routing matches the longest prefix it knows first,
+    and the session's node when no prefix is known (the conversation was edited, a volatile
+    line changed the first message), so an agent's turns keep going where its cache is."""
+    if not session:
+        return keys
+    digest = hashlib.blake2b(_encode(session), digest_size=8, person=_SESSION_PERSON).digest()
+    return (int.from_bytes(digest, "big"), *keys)

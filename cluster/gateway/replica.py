@@ -45,7 +45,12 @@ from cluster.gateway.openai.response import (
     sse_frames,
 )
 from cluster.gateway.opening import Opening
-from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
+from cluster.gateway.prefix_keys import (
+    prefix_keys_for_messages,
+    prefix_keys_for_text,
+    session_id,
+    with_session,
+)
 from cluster.gateway.responses import encode as responses_encode
 from cluster.gateway.responses import parse as responses_parse
 from cluster.gateway.responses import response as responses_response
@@ -213,9 +218,10 @@ class Gateway:
         req = parse_request(ChatCompletionRequest, await request.body())
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)
-        return await self._complete(
-            req, prefix_keys_for_messages(parts), chars, credentials(request)
-        )
+        extra = req.model_extra or {}
+        session = session_id(request.headers, extra.get("prompt_cache_key"), req.user)
+        keys = with_session(prefix_keys_for_messages(parts), session)
+        return await self._complete(req, keys, chars, credentials(request))
 
     async def completions(self, request: Request) -> Answer:
         """OpenAI text completions, streamed or not (POST /v1/completions: front.Front)."""
@@ -236,7 +242,10 @@ class Gateway:
         route = RouteRequest(
             ModelName(req.model),
             expected_tokens(sum(len(t) for _, t in parts), req.max_tokens),
-            prefix_keys_for_messages(parts),
+            with_session(
+                prefix_keys_for_messages(parts),
+                session_id(request.headers, (req.metadata or {}).get("user_id")),
+            ),
             generate.needs(),
         )
         info = RequestInfo(request_id, req.model, "messages", bool(req.stream))
@@ -265,7 +274,10 @@ class Gateway:
         route = RouteRequest(
             ModelName(req.model),
             expected_tokens(sum(len(t) for _, t in parts), req.max_output_tokens),
-            prefix_keys_for_messages(parts),
+            with_session(
+                prefix_keys_for_messages(parts),
+                session_id(request.headers, req.prompt_cache_key, req.user),
+            ),
             generate.needs(),
         )
         info = RequestInfo(request_id, req.model, "responses", bool(req.stream))

@@ -6,7 +6,12 @@ from collections import Counter
 
 import pytest
 
-from cluster.gateway.prefix_keys import prefix_keys_for_messages, prefix_keys_for_text
+from cluster.gateway.prefix_keys import (
+    prefix_keys_for_messages,
+    prefix_keys_for_text,
+    session_id,
+    with_session,
+)
 from cluster.gateway.routing import (
     DECODE_CAP,
     STATUS_LAG_S,
@@ -386,3 +391,27 @@ def test_exploring_takes_the_node_left_alone_longest() -> None:
 def test_probing_can_be_turned_off() -> None:
     t = table(node(A, 500.0), node(B, 20.0, tps_measured=False))
     assert FastestRouter(probe_unmeasured=False).choose(t, req(), LocalLoad()) == A
+
+
+def test_a_session_keeps_its_node_when_its_prefix_changes() -> None:
+    router, t = FastestRouter(), table(node(A), node(B))
+    turn1 = prefix_keys_for_messages([("system", "billing: 1"), ("user", "fix the bug")])
+    router.record(req(keys=with_session(turn1, "s-1")), B)
+    # The next turn's first message changed (a volatile line): no prefix of it is known.
+    turn2 = prefix_keys_for_messages([("system", "billing: 2"), ("user", "fix the bug")])
+    load = LocalLoad()
+    load.start(B, 40)
+    assert router.choose(t, req(keys=with_session(turn2, "s-1")), load) == B
+    assert router.choose(t, req(keys=with_session(turn2, "s-2")), load) == A  # another session
+    assert router.choose(t, req(keys=turn2), load) == A
+
+
+def test_a_session_comes_from_a_header_or_else_from_the_body() -> None:
+    assert session_id({"x-claude-code-session-id": "cc", "session-id": "codex"}, "key") == "cc"
+    assert session_id({"session-id": "codex"}, "key") == "codex"
+    assert session_id({}, None, "", "prompt-cache-key", "user") == "prompt-cache-key"
+    assert session_id({}, None, 3) is None
+    assert with_session((1, 2), None) == (1, 2)
+    assert with_session((1, 2), "s")[1:] == (1, 2) and with_session((), "s") != with_session(
+        (), "t"
+    )
