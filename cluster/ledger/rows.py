@@ -49,7 +49,7 @@ class UsageRow(NamedTuple):
     key_id: str | None
     model: str
     node_id: str | None  # the node that served it (the last one tried); None if none did
-    endpoint: str  # "chat" or "completions"
+    endpoint: str  # "chat", "completions", "messages" (Anthropic), "responses", "embeddings"
     stream: bool
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -67,6 +67,9 @@ class UsageRow(NamedTuple):
     # output: a schema, or a forced or strict tool call), "reasoning" (the node returned some),
     # "tools" (it offered tools). Which workloads are agents, for `cluster usage`.
     features: str = ""
+    # The name the client asked for, where an alias made it another model (`model` is the one
+    # served); None when it asked for the model by its own name, and in rows from before aliases.
+    requested_model: str | None = None
 
     def values(self) -> Values:
         """The row as the ledger stores it: a plain tuple, in column order, of values of the
