@@ -77,12 +77,22 @@ class NodeView:
         return self.state is NodeState.READY
 
 
+@dataclass(frozen=True)
+class ModelAlias:
+    """Another name for a served model: `name` is exact or an fnmatch glob (`gpt-*`)."""
+
+    name: str
+    target: ModelName
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeTable:
-    """A versioned snapshot of every known node; pushed from the controller to gateways."""
+    """A versioned snapshot of every known node, and the model aliases; pushed from the
+    controller to gateways."""
 
     version: int = 0
     nodes: tuple[NodeView, ...] = ()
+    aliases: tuple[ModelAlias, ...] = ()  # in resolution order (cluster/deployments/aliases.py)
 
     def get(self, node_id: NodeId) -> NodeView | None:
         """The node with this id, if known."""

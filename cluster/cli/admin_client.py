@@ -17,17 +17,15 @@ class CliError(Exception):
     """An error worth one line on stderr and exit code 1."""
 
 
-def admin_get(url: str, path: str, body: Any = None) -> Any:
-    """GET (POST with `body`) an admin API path; raises CliError with one line on any failure."""
+def admin_get(url: str, path: str, body: Any = None, *, method: str | None = None) -> Any:
+    """GET (POST with `body`, or `method`) an admin API path; raises CliError with one line on
+    any failure."""
     token = admin_token.for_cli()
     headers = {"authorization": f"Bearer {token}"} if token else {}
+    method = method or ("GET" if body is None else "POST")
     try:
         full = f"{url.rstrip('/')}{path}"
-        r = (
-            httpx.get(full, headers=headers, timeout=30)
-            if body is None
-            else httpx.post(full, json=body, headers=headers, timeout=30)
-        )
+        r = httpx.request(method, full, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
     if r.status_code == 401 and path.startswith("/admin/"):

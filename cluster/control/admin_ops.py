@@ -11,12 +11,12 @@ from typing import Any
 
 from cluster.access.key_store import KeyRegistry
 from cluster.control.controller import Controller
-from cluster.deployments import rebalance
+from cluster.deployments import aliases, rebalance
 from cluster.deployments.deployer import DeployError
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import ApiError, InvalidRequest, NotFound
 from cluster.ledger.reports import Window
-from cluster.types import ModelName, NodeId, NodeTable
+from cluster.types import ModelAlias, ModelName, NodeId, NodeTable
 
 
 class AdminOps:
@@ -92,6 +92,28 @@ class AdminOps:
     async def revoke_key(self, name: str) -> dict[str, Any]:
         """Revoke the live key called `name`."""
         return (await self._keys.revoke(name)).public()
+
+    async def list_aliases(self) -> list[dict[str, Any]]:
+        """Every model alias, in the order a gateway tries them."""
+        return [aliases.alias_json(a) for a in aliases.ordered(self._controller.aliases())]
+
+    async def set_alias(self, name: str, model: ModelName) -> dict[str, Any]:
+        """Make `name` (or every name its glob matches) another name for `model`."""
+        c = self._controller
+        known = {*c.deployer.specs, *(m for n in c.table().nodes for m in n.models)}
+        aliases.check(name, model, c.aliases(), known)
+        await c.set_alias(name, model)
+        return {**aliases.alias_json(ModelAlias(name, model)), "served": model in known}
+
+    async def remove_alias(self, name: str) -> dict[str, Any]:
+        """Forget the alias called `name` (its exact text, globs included)."""
+        c = self._controller
+        model = c.aliases().get(name)
+        if model is None:
+            known = ", ".join(sorted(c.aliases())) or "none"
+            raise NotFound(f"no alias named {name!r}; aliases: {known}", param="name")
+        await c.set_alias(name, None)
+        return {**aliases.alias_json(ModelAlias(name, model)), "removed": True}
 
 
 OPERATIONS = frozenset(

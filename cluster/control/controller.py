@@ -20,8 +20,15 @@ from pathlib import Path
 
 from cluster.control.config import ControllerConfig
 from cluster.control.discovery import MdnsBrowser, peer_sightings
-from cluster.control.inventory import DrainSet, Inventory, ModelWithdrawn, only_measured
+from cluster.control.inventory import (
+    AliasesSet,
+    DrainSet,
+    Inventory,
+    ModelWithdrawn,
+    only_measured,
+)
 from cluster.control.node_sessions import Dialer, NodeSessions
+from cluster.deployments import aliases as model_aliases
 from cluster.deployments import store as deploy_store
 from cluster.deployments.deployer import Deployer
 from cluster.ledger import prices
@@ -85,12 +92,15 @@ class Controller:
             clock=clock,
         )
         self._reconciler: asyncio.Task[None] | None = None
+        self._aliases: dict[str, ModelName] = {}
 
     async def start(self) -> None:
         """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""
         self._started_at = self._clock()
         await self.ledger.open()
         await self.deployer.open()
+        self._aliases = await self.deployer.store.aliases()
+        self.inventory.apply(AliasesSet(aliases=model_aliases.ordered(self._aliases)))
         for sighting in peer_sightings(self.config.peers):
             self.node_sessions.seen(sighting)
         if self.config.mdns:
@@ -148,6 +158,22 @@ class Controller:
         self.inventory.apply(
             ModelWithdrawn(node_id=NodeId(node_id), model=ModelName(model), withdrawn=withdrawn)
         )
+        self._refresh()
+
+    def aliases(self) -> dict[str, ModelName]:
+        """Every model alias: its name (or glob) and the model it names."""
+        return dict(self._aliases)
+
+    async def set_alias(self, name: str, model: ModelName | None) -> None:
+        """Store an alias (None: forget it) and push it to the gateways with the table."""
+        store = self.deployer.store
+        if model is None:
+            await store.delete_alias(name)
+            self._aliases.pop(name, None)
+        else:
+            await store.put_alias(name, model, time.time())
+            self._aliases[name] = model
+        self.inventory.apply(AliasesSet(aliases=model_aliases.ordered(self._aliases)))
         self._refresh()
 
     def sessions(self) -> list[dict[str, object]]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cluster.throughput import INITIAL_TPS, ThroughputWindow
 from cluster.types import (
     CostProfile,
+    ModelAlias,
     ModelName,
     ModelTraits,
     NodeId,
@@ -167,6 +168,13 @@ class ModelWithdrawn:
     withdrawn: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class AliasesSet:
+    """The admin changed the model aliases; the table carries them, in resolution order."""
+
+    aliases: tuple[ModelAlias, ...]
+
+
 Observation = (
     NodeSeen
     | NodeDescribed
@@ -177,6 +185,7 @@ Observation = (
     | DrainSet
     | NodeRefused
     | ModelWithdrawn
+    | AliasesSet
 )
 
 
@@ -211,6 +220,7 @@ class Inventory:
         self._nodes: dict[NodeId, _Node] = {}
         self._draining: set[NodeId] = set()  # kept for nodes not (yet) seen: drains outlive them
         self._withdrawn: set[tuple[NodeId, ModelName]] = set()
+        self._aliases: tuple[ModelAlias, ...] = ()
         self._table = NodeTable()
 
     def apply(self, obs: Observation) -> None:
@@ -224,6 +234,8 @@ class Inventory:
                 self._withdrawn.add((obs.node_id, obs.model))
             case ModelWithdrawn(withdrawn=False):
                 self._withdrawn.discard((obs.node_id, obs.model))
+            case AliasesSet():
+                self._aliases = obs.aliases
             case NodeSeen():
                 node = self._node(obs.node_id)
                 node.seen[obs.address] = max(obs.at, node.seen.get(obs.address, -math.inf))
@@ -247,13 +259,16 @@ class Inventory:
                 node.gone_at = _later(node.gone_at, obs.at)
 
     def table(self, now: float) -> NodeTable:
-        """The node table at `now`; a new version only when some node's view changed.
+        """The node table at `now`; a new version only when some node's view (or an alias)
+        changed.
 
         Under load that is every status sample of every node (its load and rate move), which is
         why the controller holds back versions that differ only in those (`only_measured`)."""
         views = tuple(self._view(self._nodes[i], now) for i in sorted(self._nodes))
-        if views != self._table.nodes:
-            self._table = NodeTable(version=self._table.version + 1, nodes=views)
+        if views != self._table.nodes or self._aliases != self._table.aliases:
+            self._table = NodeTable(
+                version=self._table.version + 1, nodes=views, aliases=self._aliases
+            )
         return self._table
 
     def addresses(self, node_id: NodeId) -> tuple[str, ...]:
@@ -413,8 +428,12 @@ _SHAPE = tuple(f.name for f in fields(NodeView) if f.name not in MEASURED)
 
 def only_measured(old: NodeTable, new: NodeTable) -> bool:
     """Whether `new` differs from `old` in nothing but what its nodes measured: the same nodes,
-    in the same states, with the same models, addresses and costs."""
-    return len(old.nodes) == len(new.nodes) and all(
-        all(getattr(a, f) == getattr(b, f) for f in _SHAPE)
-        for a, b in zip(old.nodes, new.nodes, strict=True)
+    in the same states, with the same models, addresses and costs, and the same aliases."""
+    return (
+        old.aliases == new.aliases
+        and len(old.nodes) == len(new.nodes)
+        and all(
+            all(getattr(a, f) == getattr(b, f) for f in _SHAPE)
+            for a, b in zip(old.nodes, new.nodes, strict=True)
+        )
     )

@@ -1,4 +1,5 @@
-"""The desired state on disk: deployment specs, the last placement, cordoned nodes (SQLite).
+"""The desired state on disk: deployment specs, the last placement, cordoned nodes and model
+aliases (SQLite).
 
 It lives beside the ledger (`deployments.sqlite3` in the data dir), so a controller restart
 knows what should run and where it last put it, and reloads nothing that is already there.
@@ -32,6 +33,11 @@ CREATE TABLE IF NOT EXISTS assignments (
 CREATE TABLE IF NOT EXISTS cordons (
     node_id TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -50,7 +56,7 @@ def spec_from_json(text: str) -> DeploymentSpec:
 
 
 class DeployStore:
-    """Specs, assignments and cordons in one SQLite file (or in memory for `:memory:`)."""
+    """Specs, assignments, cordons and aliases in one SQLite file (or in memory for `:memory:`)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
@@ -118,6 +124,26 @@ class DeployStore:
             await self._run("INSERT OR IGNORE INTO cordons (node_id) VALUES (?)", [(node_id,)])
         else:
             await self._run("DELETE FROM cordons WHERE node_id = ?", [(node_id,)])
+
+    async def aliases(self) -> dict[str, ModelName]:
+        """Every alias: its name (or glob) and the model it names."""
+        conn = self._need()
+        async with self._lock:
+            rows = await asyncio.to_thread(
+                lambda: conn.execute("SELECT name, model FROM aliases ORDER BY name").fetchall()
+            )
+        return {name: ModelName(model) for name, model in rows}
+
+    async def put_alias(self, name: str, model: ModelName, at: float) -> None:
+        """Insert or replace an alias."""
+        await self._run(
+            "INSERT OR REPLACE INTO aliases (name, model, updated_at) VALUES (?, ?, ?)",
+            [(name, model, at)],
+        )
+
+    async def delete_alias(self, name: str) -> None:
+        """Forget an alias."""
+        await self._run("DELETE FROM aliases WHERE name = ?", [(name,)])
 
     async def _run(self, sql: str, rows: list[tuple[object, ...]]) -> None:
         conn = self._need()

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from cluster.access.key_store import parse_key_request
 from cluster.access.request_gate import RequestGate
+from cluster.deployments.aliases import parse_target
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import ApiError, Forbidden, InvalidRequest, NotFound
 from cluster.gateway.openai.response import json_response
@@ -138,6 +139,25 @@ async def create_key(host: Admin, request: Request) -> Response:
 async def revoke_key(host: Admin, name: str) -> Response:
     """Revoke a key; every gateway refuses it once the controller's push arrives."""
     return json_response(await host.admin("revoke_key", name))
+
+
+@router.get("/aliases")
+async def aliases(host: Admin) -> Response:
+    """Every model alias (exact names and globs), in the order a gateway tries them."""
+    return json_response({"aliases": await host.admin("list_aliases")})
+
+
+@router.put("/aliases/{name:path}")
+async def set_alias(host: Admin, name: str, request: Request) -> Response:
+    """Create or replace an alias: requests for `name` (or names its glob matches) go to `model`."""
+    model = parse_target(await request.body())
+    return json_response(await host.admin("set_alias", name, model))
+
+
+@router.delete("/aliases/{name:path}")
+async def remove_alias(host: Admin, name: str) -> Response:
+    """Forget an alias; gateways stop resolving it once the controller's push arrives."""
+    return json_response(await host.admin("remove_alias", name))
 
 
 @router.post("/ledger/flush")

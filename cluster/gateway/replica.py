@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +20,8 @@ from ray import serve
 
 from cluster.access.keys import Grant, visible_models
 from cluster.access.request_gate import RequestGate
-from cluster.errors import ApiError, InternalError
+from cluster.deployments.aliases import listed_aliases, resolve_in
+from cluster.errors import ApiError, InternalError, ModelNotFound
 from cluster.gateway import admin, front
 from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
@@ -238,9 +239,10 @@ class Gateway:
         req = anthropic_parse.parse_messages(await request.body())
         request_id = new_request_id()
         generate = anthropic_parse.to_generate_request(req, request_id)
+        generate = self._resolved(generate, credentials(request))
         parts = req.key_parts()
         route = RouteRequest(
-            ModelName(req.model),
+            ModelName(generate.model),
             expected_tokens(sum(len(t) for _, t in parts), req.max_tokens),
             with_session(
                 prefix_keys_for_messages(parts),
@@ -248,7 +250,9 @@ class Gateway:
             ),
             generate.needs(),
         )
-        info = RequestInfo(request_id, req.model, "messages", bool(req.stream))
+        info = RequestInfo(
+            request_id, generate.model, "messages", bool(req.stream), None, req.model
+        )
         opening = self._open(generate, route, info, credentials(request))
         headers = {"x-meterless-request-id": request_id}
         try:
@@ -270,9 +274,10 @@ class Gateway:
         req = responses_parse.parse_response_request(await request.body())
         request_id = new_request_id()
         generate = responses_parse.to_generate_request(req, request_id)
+        generate = self._resolved(generate, credentials(request))
         parts = req.key_parts()
         route = RouteRequest(
-            ModelName(req.model),
+            ModelName(generate.model),
             expected_tokens(sum(len(t) for _, t in parts), req.max_output_tokens),
             with_session(
                 prefix_keys_for_messages(parts),
@@ -280,7 +285,9 @@ class Gateway:
             ),
             generate.needs(),
         )
-        info = RequestInfo(request_id, req.model, "responses", bool(req.stream))
+        info = RequestInfo(
+            request_id, generate.model, "responses", bool(req.stream), None, req.model
+        )
         opening = self._open(generate, route, info, credentials(request))
         headers = {"x-meterless-request-id": request_id}
         created = int(time.time())
@@ -319,8 +326,9 @@ class Gateway:
         """Anthropic's token count, by a node serving the model (POST /v1/messages/count_tokens)."""
         req = anthropic_parse.parse_count_tokens(await request.body())
         generate = anthropic_parse.to_generate_request(req, new_request_id())
-        route = RouteRequest(ModelName(req.model), 1, (), generate.needs())
-        grant = self.gate.let_in(credentials(request), req.model)
+        generate = self._resolved(generate, credentials(request))
+        route = RouteRequest(ModelName(generate.model), 1, (), generate.needs())
+        grant = self.gate.let_in(credentials(request), generate.model)
         try:
             tokens = await self.forwarder.count_tokens(self.table, generate, route)
         finally:
@@ -329,16 +337,21 @@ class Gateway:
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
-        """Every model at least one ready node serves and the request's key may use, in
-        Anthropic's list shape for Anthropic's clients."""
+        """Every model at least one ready node serves and the request's key may use, then the
+        exact aliases of those, in Anthropic's list shape for Anthropic's clients."""
         grant = self.gate.identify(credentials(request))
         models = visible_models(grant, self.table.models())
+        aliases = listed_aliases(self.table, models)
         if speaks_anthropic(request):
-            return json_response(anthropic_encode.model_list(models, self.created))
+            ids = [*models, *(a.name for a in aliases)]
+            return json_response(anthropic_encode.model_list(ids, self.created))
         prices = await self._model_prices()
-        cards = (
+        cards = [
             model_card_for(self.table, ModelName(m), self.created, prices.get(m)) for m in models
-        )
+        ]
+        for a in aliases:  # the target's card under the alias's name
+            card = model_card_for(self.table, a.target, self.created, prices.get(a.target))
+            cards.append({**card, "id": a.name, "alias_of": a.target})
         return json_response(model_list(cards))
 
     @api.get("/health")
@@ -371,18 +384,19 @@ class Gateway:
     ) -> Answer:
         self.meter.check_open()
         request_id = new_request_id()
-        generate = to_generate_request(req, request_id)
+        generate = self._resolved(to_generate_request(req, request_id), authorization)
         route = RouteRequest(
-            ModelName(req.model),
+            ModelName(generate.model),
             expected_tokens(chars, req.output_limit, self.settings.default_max_tokens),
             keys,
             generate.needs(),
         )
         chat = isinstance(req, ChatCompletionRequest)
-        grant = self.gate.let_in(authorization, req.model)  # 401/403/429; holds a slot from here
+        grant = self.gate.let_in(authorization, generate.model)  # 401/403/429; holds a slot
         info = RequestInfo(
             request_id=request_id,
-            model=req.model,
+            model=generate.model,
+            requested_model=req.model,
             stream=bool(req.stream),
             endpoint="chat" if chat else "completions",
             key_id=grant.key_id,
@@ -394,6 +408,17 @@ class Gateway:
             body = sse_frames(req, request_id, self.created, events)
             return front.EventStream(body, headers)
         return await collect(req, request_id, self.created, events, headers)
+
+    def _resolved(self, generate: GenerateRequest, authorization: str | None) -> GenerateRequest:
+        """`generate` for the model its name resolves to (cluster/deployments/aliases.py); the
+        answer still carries the name asked for, as clients expect. A key's model limits apply
+        to the model served."""
+        try:
+            model = resolve_in(self.table, generate.model)
+        except ModelNotFound:
+            self.gate.identify(authorization)  # a stranger gets its 401, not the alias's target
+            raise
+        return generate if model == generate.model else replace(generate, model=model)
 
     def _open(
         self,

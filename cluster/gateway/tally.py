@@ -56,10 +56,11 @@ class RequestInfo(NamedTuple):
     request, and built in half the time of a frozen dataclass)."""
 
     request_id: str
-    model: str
+    model: str  # the model served: the one asked for, or what its alias names
     endpoint: str
     stream: bool
     key_id: str | None = None
+    requested_model: str | None = None  # the name the client asked for, where it differs
 
 
 class Tap:
@@ -152,6 +153,7 @@ class Tap:
             self.attempts,
             node_ttft,
             ",".join(sorted(self.features)),
+            None if i.requested_model == i.model else i.requested_model,
         )
 
 

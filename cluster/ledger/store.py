@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS requests (
     outcome TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     node_ttft_s REAL,
-    features TEXT NOT NULL DEFAULT ''
+    features TEXT NOT NULL DEFAULT '',
+    requested_model TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 CREATE TABLE IF NOT EXISTS node_samples (
@@ -125,9 +126,14 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Bring a ledger made by an older version up to the requests table's columns: a column
-    added since is NULL (node_ttft_s) or empty (features) in the rows written before it."""
+    added since is NULL (node_ttft_s, requested_model) or empty (features) in the rows written
+    before it."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-    for column, kind in (("node_ttft_s", "REAL"), ("features", "TEXT NOT NULL DEFAULT ''")):
+    for column, kind in (
+        ("node_ttft_s", "REAL"),
+        ("features", "TEXT NOT NULL DEFAULT ''"),
+        ("requested_model", "TEXT"),
+    ):
         if column not in have:
             conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
 
@@ -245,7 +251,8 @@ def power(conn: sqlite3.Connection, since: float | None) -> dict[str, Power]:
 
 
 def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[str, Any]]:
-    """Requests, outcomes, tokens and mean latencies per model, node or key since `since`."""
+    """Requests, outcomes, tokens and mean latencies per model, node or key since `since`, and
+    the other names (aliases) clients asked for them by (`requested_as`)."""
     col = GROUPS[by]
     outcomes = ", ".join(
         f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error")
@@ -253,7 +260,7 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
     rows = conn.execute(
         f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
         "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s), "
-        f"{_FEATURE_SUMS} FROM requests "
+        f"{_FEATURE_SUMS}, GROUP_CONCAT(DISTINCT requested_model) FROM requests "
         "WHERE at >= ? "
         f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
         [_since(since)],
@@ -272,7 +279,10 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
         "mean_duration_s",
         *(f"with_{f}" for f in FEATURES),
     )
-    return [{by: group, **dict(zip(names, values, strict=True))} for group, *values in rows]
+    return [
+        {by: group, **dict(zip(names, values, strict=True)), "requested_as": _names(asked)}
+        for group, *values, asked in rows
+    ]
 
 
 def count(conn: sqlite3.Connection) -> int:
@@ -290,6 +300,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _names(concatenated: str | None) -> list[str]:
+    """GROUP_CONCAT's names as a sorted list (model names hold no commas)."""
+    return sorted(concatenated.split(",")) if concatenated else []
 
 
 def _since(since: float | None) -> float:

@@ -1,11 +1,13 @@
-"""The desired state survives a restart: specs, assignments and cordons in SQLite."""
+"""The desired state survives a restart: specs, assignments, cordons and aliases in SQLite."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cluster.deployments.placement import DeploymentSpec
-from cluster.deployments.store import DeployStore, spec_from_json, spec_to_json
+from cluster.deployments.store import SCHEMA, DeployStore, spec_from_json, spec_to_json
+from cluster.types import ModelName
 
 
 async def test_specs_assignments_and_cordons_survive_reopening(tmp_path: Path) -> None:
@@ -52,3 +54,39 @@ def test_a_stored_spec_from_before_tool_parsers_infers_the_parser() -> None:
     assert spec_from_json(text).tool_parser == ""
     spec = DeploymentSpec(name="m", model="demo", tool_parser="none")
     assert spec_from_json(spec_to_json(spec)) == spec
+
+
+async def test_aliases_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "deployments.sqlite3"
+    store = DeployStore(path)
+    await store.open()
+    await store.put_alias("gpt-*", ModelName("demo"), at=1.0)
+    await store.put_alias("claude-haiku", ModelName("demo"), at=1.0)
+    await store.put_alias("claude-haiku", ModelName("qwen"), at=2.0)  # replaced
+    await store.put_alias("old", ModelName("demo"), at=1.0)
+    await store.delete_alias("old")
+    await store.close()
+
+    again = DeployStore(path)
+    await again.open()
+    assert await again.aliases() == {"claude-haiku": "qwen", "gpt-*": "demo"}
+    await again.close()
+
+
+async def test_a_file_from_before_aliases_opens_with_none(tmp_path: Path) -> None:
+    path = tmp_path / "deployments.sqlite3"
+    with sqlite3.connect(path) as conn:  # the schema as it was, with a spec in it
+        conn.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS aliases")[0])
+        conn.execute(
+            "INSERT INTO specs VALUES (?, ?, ?)",
+            ("demo", spec_to_json(DeploymentSpec(name="demo", model="demo")), 1.0),
+        )
+    conn.close()
+    store = DeployStore(path)
+    await store.open()
+    assert await store.aliases() == {}
+    specs, _, _ = await store.load()
+    assert [s.name for s in specs] == ["demo"]
+    await store.put_alias("gpt-*", ModelName("demo"), at=1.0)
+    assert await store.aliases() == {"gpt-*": "demo"}
+    await store.close()

@@ -167,3 +167,11 @@ def test_no_tap_with_the_ledger_off() -> None:
     meter = GatewayMeter(None)
     assert meter.recorder is None
     assert meter.tap(INFO) is None
+
+
+def test_a_row_keeps_the_name_asked_for_only_where_an_alias_changed_it() -> None:
+    asked = INFO._replace(requested_model="gpt-5-codex")
+    row = UsageRow.of(Tap(asked).row())
+    assert (row.model, row.requested_model) == ("demo", "gpt-5-codex")
+    for info in (INFO, INFO._replace(requested_model="demo")):
+        assert UsageRow.of(Tap(info).row()).requested_model is None

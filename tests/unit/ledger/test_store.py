@@ -207,3 +207,34 @@ def test_usage_counts_the_requests_that_used_tools_a_grammar_or_reasoning(path: 
     assert group["requests"] == 4
     assert (group["with_tools"], group["with_constrained"], group["with_reasoning"]) == (2, 2, 2)
     assert UsageRow.of(rows[0]).features == "constrained,tools"
+
+
+def test_a_ledger_from_before_aliases_gains_requested_model_and_usage_names_them(
+    path: Path,
+) -> None:
+    old = sqlite3.connect(str(path))
+    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT", ""))
+    old.execute(
+        "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
+        "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
+        "VALUES ('old', 1000.0, 'demo', 'chat', 1, 5, 0, 2, 1.0, 'ok', 1)"
+    )
+    old.commit()
+    old.close()
+    conn = store.connect(path)
+    asked = [
+        UsageRow.of(row(i, at=1001.0))._replace(requested_model=name).values()
+        for i, name in ((1, "gpt-5-codex"), (2, "claude-haiku"), (3, "gpt-5-codex"), (4, None))
+    ]
+    assert store.insert_requests(conn, asked) == 4
+    [group] = store.usage(conn, None, "model")  # grouped by the model served
+    assert group["model"] == "demo" and group["requests"] == 5
+    assert group["requested_as"] == ["claude-haiku", "gpt-5-codex"]
+    got = dict(conn.execute("SELECT request_id, requested_model FROM requests"))
+    assert got == {
+        "old": None,
+        "r1": "gpt-5-codex",
+        "r2": "claude-haiku",
+        "r3": "gpt-5-codex",
+        "r4": None,
+    }
