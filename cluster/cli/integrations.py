@@ -178,7 +178,7 @@ def _quote(value: str) -> str:
 
 
 def served_models(url: str, key: str) -> list[str]:
-    """The models the endpoint lists to this key; CliError in one line on failure."""
+    """The models the endpoint serves to this key (aliases left out); CliError in one line."""
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         r = httpx.get(f"{url.rstrip('/')}/v1/models", headers=headers, timeout=30)
@@ -186,7 +186,7 @@ def served_models(url: str, key: str) -> list[str]:
         raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
     if r.status_code != 200:
         raise CliError(f"{url}/v1/models: {r.status_code} (give a key with --key?)")
-    return [m["id"] for m in r.json()["data"]]
+    return [m["id"] for m in r.json()["data"] if "alias_of" not in m]  # models, not aliases
 
 
 def _integrations(args: argparse.Namespace) -> int:
