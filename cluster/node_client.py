@@ -32,6 +32,7 @@ from node_agent.proto import pb, pb_grpc
 from node_agent.trust import SIGNATURE_HEADER, TLS_NAME, ClusterSecret
 from node_agent.types import (
     DiskModel,
+    Embeddings,
     GenerateEvent,
     GenerateRequest,
     LoadProgress,
@@ -234,6 +235,18 @@ class NodeClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, self.address) from None
         return int(reply.prompt_tokens)
+
+    async def embed(self, model: str, inputs: list[str], timeout: float = 120.0) -> Embeddings:
+        """One embedding per input from the node's `model`, in order."""
+        try:
+            reply = await self._stub.Embed(
+                pb.EmbedRequest(model=model, inputs=inputs),
+                timeout=timeout,
+                metadata=self._signed("Embed"),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, self.address) from None
+        return wire.embeddings(reply)
 
     async def load_model(
         self,

@@ -97,6 +97,12 @@ def read_context_length(path: Path) -> int:
     raise LoadFailed(f"{path}/config.json states no context length (one of {CONTEXT_KEYS})")
 
 
+def is_decoder(path: Path) -> bool:
+    """Whether config.json names a text generation architecture (`...ForCausalLM`)."""
+    architectures = _read_config(Path(path)).get("architectures") or []
+    return any(str(a).endswith("ForCausalLM") for a in architectures)
+
+
 def kv_bytes_per_token(path: Path) -> int:
     """KV cache bytes per token of context: keys and values, every layer, every KV head."""
     config = _read_config(Path(path))

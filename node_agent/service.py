@@ -38,8 +38,14 @@ from node_agent import errors, heap, loading, models
 from node_agent.engines.base import Engine
 from node_agent.node_facts import BusyMeter, NodeFacts, Probe, node_info, node_status, on_disk
 from node_agent.proto import pb, pb_grpc
-from node_agent.types import LoadProgress, LoadStage, ModelInfo, ModelStatus
-from node_agent.wire import generate_request, generate_response, load_progress_pb, model_info_pb
+from node_agent.types import Embeddings, LoadProgress, LoadStage, ModelInfo, ModelStatus
+from node_agent.wire import (
+    embeddings_pb,
+    generate_request,
+    generate_response,
+    load_progress_pb,
+    model_info_pb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +272,16 @@ class AgentService(pb_grpc.AgentServicer):
         """The prompt's length in tokens, as Generate would render it; nothing is generated."""
         tokens = await self._engine.count_tokens(generate_request(request))
         return pb.CountTokensResponse(prompt_tokens=tokens)
+
+    @_unary
+    async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
+        """One unit-length embedding per input, from a model that makes them."""
+        self._busy.enter()
+        try:
+            vectors, tokens = await self._engine.embed(request.model, list(request.inputs))
+        finally:
+            self._busy.leave()
+        return embeddings_pb(Embeddings(vectors=vectors, prompt_tokens=tokens))
 
 
 def _with_info(status: ModelStatus, info: ModelInfo | None) -> ModelStatus:

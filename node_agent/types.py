@@ -12,8 +12,9 @@ REASONING = "reasoning"  # reasoning split into ReasoningDelta events
 CONSTRAINTS = "constraints"  # grammar-constrained decoding (schemas, forced tool calls)
 LOGPROBS = "logprobs"
 COUNT_TOKENS = "count_tokens"  # the agent answers CountTokens (NodeInfo.capabilities only)
+EMBEDDINGS = "embeddings"  # the model answers Embed (on vLLM: only a model loaded to pool)
 # What this agent's code can do for a model whose template and engine allow it (NodeInfo).
-AGENT_CAPABILITIES = frozenset({TOOLS, REASONING, CONSTRAINTS, LOGPROBS, COUNT_TOKENS})
+AGENT_CAPABILITIES = frozenset({TOOLS, REASONING, CONSTRAINTS, LOGPROBS, COUNT_TOKENS, EMBEDDINGS})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,6 +215,14 @@ class Usage:
     decode_tokens_per_second: float
     duration_seconds: float
     reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Embeddings:
+    """An Embed's answer: one unit-length vector per input, in order, and their tokens."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 @dataclass(frozen=True)

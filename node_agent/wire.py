@@ -16,6 +16,7 @@ from node_agent.types import (
     CostProfile,
     Delta,
     DiskModel,
+    Embeddings,
     Finished,
     GenerateEvent,
     GenerateRequest,
@@ -404,3 +405,15 @@ def _logprob_pb(lp: TokenLogprob) -> pb.TokenLogprob:
 def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
     top = tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top)
     return TokenLogprob(lp.token, lp.logprob, lp.bytes, top)
+
+
+def embeddings_pb(e: Embeddings) -> pb.EmbedResponse:
+    """An Embed's answer for the wire."""
+    vectors = [pb.Embedding(values=v) for v in e.vectors]
+    return pb.EmbedResponse(embeddings=vectors, prompt_tokens=e.prompt_tokens)
+
+
+def embeddings(r: pb.EmbedResponse) -> Embeddings:
+    """An Embed's answer off the wire."""
+    vectors = [list(e.values) for e in r.embeddings]
+    return Embeddings(vectors=vectors, prompt_tokens=r.prompt_tokens)

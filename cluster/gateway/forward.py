@@ -11,9 +11,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cluster.errors import (
     ApiError,
@@ -38,6 +38,8 @@ from cluster.types import ModelName, NodeId, NodeState, NodeTable
 from node_agent.trust import ClusterSecret
 from node_agent.types import (
     CONSTRAINTS,
+    EMBEDDINGS,
+    Embeddings,
     Finished,
     GenerateRequest,
     ReasoningDelta,
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 # cluster any more: like one that went away, the request may still go elsewhere.
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the error code OpenAI's APIs give it
 RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,56 @@ class Forwarder:
         """The request's prompt in tokens, counted by a node that serves its model (the one the
         router would choose); a node that fails is replaced by the next, as for a stream."""
         self.check_model(table, request.model, request.needs())
+        return (await self._call(table, route, lambda client: client.count_tokens(request)))[1]
+
+    async def embed(
+        self,
+        table: NodeTable,
+        model: str,
+        inputs: list[str],
+        route: RouteRequest,
+        tally: Tally | None = None,
+    ) -> tuple[NodeId, Embeddings]:
+        """One embedding per input, by a node whose `model` makes them (failed over as
+        `count_tokens` is), and that node; `tally` is filled in and ended as a stream's is."""
+        error: BaseException | None = None
+        route = dataclasses.replace(route, needs=route.needs | {EMBEDDINGS})
+        try:
+            self._check_embeds(table, model)
+            node_id, got = await self._call(
+                table, route, lambda client: client.embed(model, inputs), tally
+            )
+            if tally is not None:
+                tally.prompt = got.prompt_tokens
+                tally.final = Finished("stop", _prompt_only(got.prompt_tokens))
+            return node_id, got
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if tally is not None:
+                tally.end(error)
+
+    def _check_embeds(self, table: NodeTable, model: str) -> None:
+        """check_model for embeddings, with their own reason when no node makes them."""
+        try:
+            self.check_model(table, model, frozenset({EMBEDDINGS}))
+        except InvalidRequest:
+            raise InvalidRequest(
+                f"No node serves embeddings of `{model}` (on vLLM a model makes them only when "
+                "loaded with the option runner=pooling; agents older than embeddings make none).",
+                param="model",
+            ) from None
+
+    async def _call(
+        self,
+        table: NodeTable,
+        route: RouteRequest,
+        call: Callable[[NodeClient], Awaitable[_T]],
+        tally: Tally | None = None,
+    ) -> tuple[NodeId, _T]:
+        """One unary call on the node the router chooses, and that node; a node that fails is
+        replaced by the next, as for a stream, and one that rejects the request makes it a 400."""
         tried: set[NodeId] = set()
         last_error: NodeError | None = None
         while len(tried) < self.settings.max_attempts:
@@ -183,15 +236,19 @@ class Forwarder:
             if node_id is None or node is None:
                 break
             tried.add(node_id)
+            if tally is not None:
+                tally.node_id, tally.attempts = node_id, len(tried)
             client = self.clients.get(node.address, plaintext=node.plaintext)
             try:
-                return await client.count_tokens(request)
+                return node_id, await call(client)
+            except NodePromptTooLong as exc:
+                raise InvalidRequest(_node_message(exc), code=CONTEXT_LENGTH_EXCEEDED) from None
             except NodeRejected as exc:
                 raise InvalidRequest(_node_message(exc)) from None
-            except NodeError as exc:  # down, or an agent too old to count
-                logger.info("node %s could not count tokens: %s", node_id, exc)
+            except NodeError as exc:  # down, or an agent too old for the call
+                logger.info("node %s failed a call for %s: %s", node_id, route.model, exc)
                 last_error = exc
-        raise _exhausted(last_error, request.model)
+        raise _exhausted(last_error, route.model)
 
     async def stream(
         self,
@@ -337,6 +394,18 @@ def _exhausted(last: NodeError | None, model: str) -> ApiError:
         return UpstreamTimeout(f"No node answered `{model}` in time.")
     detail = f" (last error: {_node_message(last)})" if last else ""
     return NoCapacity(f"No node can serve `{model}` right now{detail}.", retry_after=2)
+
+
+def _prompt_only(tokens: int) -> Usage:
+    """The usage of a request that only read its prompt (an embedding)."""
+    return Usage(
+        prompt_tokens=tokens,
+        completion_tokens=0,
+        cached_prompt_tokens=0,
+        ttft_seconds=0.0,
+        decode_tokens_per_second=0.0,
+        duration_seconds=0.0,
+    )
 
 
 def _features(request: GenerateRequest) -> set[str]:

@@ -23,6 +23,7 @@ ROUTES = {
     "/v1/messages": "messages",
     "/v1/messages/count_tokens": "count_tokens",
     "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
 }
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 

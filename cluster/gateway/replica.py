@@ -29,6 +29,7 @@ from cluster.gateway.anthropic import response as anthropic_response
 from cluster.gateway.anthropic.stream import MessagesStreamEncoder
 from cluster.gateway.choices import choice_events, started
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
+from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request
 from cluster.gateway.openai.encode import model_card, model_list
 from cluster.gateway.openai.parse import (
     AnyRequest,
@@ -335,6 +336,34 @@ class Gateway:
             self.gate.release(grant)
         return json_response(anthropic_encode.count_tokens_body(tokens))
 
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI embeddings, by a node whose model makes them (POST /v1/embeddings)."""
+        req = parse_embedding_request(await request.body())
+        self.meter.check_open()
+        request_id = new_request_id()
+        model = self._served(req.model, credentials(request))
+        route = RouteRequest(model, expected_tokens(sum(map(len, req.input)), 1))
+        grant = self.gate.let_in(credentials(request), model)
+        info = RequestInfo(
+            request_id=request_id,
+            model=model,
+            endpoint="embeddings",
+            stream=False,
+            key_id=grant.key_id,
+            requested_model=req.model,
+        )
+        try:
+            node_id, got = await self.forwarder.embed(
+                self.table, model, req.input, route, self.meter.tap(info)
+            )
+        finally:
+            self.gate.release(grant)
+        req.check_dimensions(got.vectors)
+        body = embedding_list(req.model, got.vectors, got.prompt_tokens, req.encoding_format)
+        return json_response(
+            body, {"x-meterless-node": node_id, "x-meterless-request-id": request_id}
+        )
+
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         """Every model at least one ready node serves and the request's key may use, then the
@@ -413,12 +442,16 @@ class Gateway:
         """`generate` for the model its name resolves to (cluster/deployments/aliases.py); the
         answer still carries the name asked for, as clients expect. A key's model limits apply
         to the model served."""
+        model = self._served(generate.model, authorization)
+        return generate if model == generate.model else replace(generate, model=model)
+
+    def _served(self, name: str, authorization: str | None) -> ModelName:
+        """The model `name` resolves to, aliases applied (see `_resolved`)."""
         try:
-            model = resolve_in(self.table, generate.model)
+            return resolve_in(self.table, name)
         except ModelNotFound:
             self.gate.identify(authorization)  # a stranger gets its 401, not the alias's target
             raise
-        return generate if model == generate.model else replace(generate, model=model)
 
     def _open(
         self,

@@ -7,7 +7,7 @@ one decode step.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +53,11 @@ class Engine(Protocol):
 
     async def count_tokens(self, request: GenerateRequest) -> int:
         """The prompt's length in tokens, rendered as `generate` renders it; ModelNotLoaded."""
+        ...
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> tuple[list[list[float]], int]:
+        """One unit-length vector per input, in order, and the tokens they took together;
+        ModelNotLoaded, InvalidRequest (the model does not embed), PromptTooLong."""
         ...
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ means a request refused by one node is refused by every node, with the same erro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from node_agent import hardware
@@ -15,6 +15,7 @@ from node_agent.errors import InvalidRequest, PromptTooLong
 from node_agent.types import ChatMessage, GenerateRequest, Tool
 
 MAX_STOP_STRINGS = 4
+MAX_EMBED_INPUTS = 2048  # the gateway sends at most its own batch limit; this guards the node
 
 
 def check_request(request: GenerateRequest) -> None:
@@ -113,6 +114,22 @@ def tool_json(tool: Tool) -> dict[str, Any]:
         raise InvalidRequest(f"tool {tool.name!r}: its parameters are not JSON: {exc}") from None
     function = {"name": tool.name, "description": tool.description, "parameters": parameters}
     return {"type": "function", "function": function}
+
+
+def embedding_ids(tokenizer: Any, inputs: Sequence[str], context_length: int) -> list[list[int]]:
+    """Each input's token ids, as the tokenizer encodes plain text; InvalidRequest for no inputs
+    or an empty one, PromptTooLong for one beyond the context (nothing is generated)."""
+    if not 0 < len(inputs) <= MAX_EMBED_INPUTS:
+        raise InvalidRequest(f"give between 1 and {MAX_EMBED_INPUTS} inputs, got {len(inputs)}")
+    out = [list(tokenizer.encode(text)) for text in inputs]
+    for i, ids in enumerate(out):
+        if not ids:
+            raise InvalidRequest(f"input {i} is empty")
+        if len(ids) > context_length:
+            raise PromptTooLong(
+                f"input {i} has {len(ids)} tokens, beyond the context length of {context_length}"
+            )
+    return out
 
 
 def check_prompt_length(n: int, context_length: int) -> None:

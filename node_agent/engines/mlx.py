@@ -4,7 +4,8 @@ Layers, each small: `MlxEngine` (here) is the asyncio face and validates request
 `mlx_batch.Worker` thread owns MLX and every model; per model, `mlx_slot.ModelSlot` runs the
 batch and the prompt cache; per request, `mlx_stream.RequestStream` turns tokens into events
 (answer, reasoning, tool calls: `parsing.OutputParser`), and a grammar, compiled here before the
-request is submitted, masks its row of the batch (`mlx_grammar`).
+request is submitted, masks its row of the batch (`mlx_grammar`). Embeddings are the model's
+mean-pooled hidden states, computed on the worker between decode steps (`mlx_embed`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from node_agent.engines.base import LoadSpec
-from node_agent.engines.common import available_memory_bytes, check_request, render_prompt
-from node_agent.engines.mlx_batch import Cancel, Load, Shutdown, Submit, Unload, Worker
+from node_agent.engines.common import (
+    available_memory_bytes,
+    check_request,
+    embedding_ids,
+    render_prompt,
+)
+from node_agent.engines.mlx_batch import Cancel, Embed, Load, Shutdown, Submit, Unload, Worker
 from node_agent.engines.mlx_grammar import GrammarProcessor
 from node_agent.engines.mlx_options import batch_limits
 from node_agent.engines.mlx_slot import BatchLimits
@@ -28,6 +34,7 @@ from node_agent.engines.parsing import tool_parser_option
 from node_agent.errors import AgentError, InvalidRequest, ModelNotLoaded
 from node_agent.types import (
     CONSTRAINTS,
+    EMBEDDINGS,
     Delta,
     Finished,
     GenerateEvent,
@@ -121,6 +128,19 @@ class MlxEngine:
         if tokenizer is None:
             raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
         return len(await asyncio.to_thread(render_prompt, tokenizer, request))
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, unit-length hidden states, tokenised here and run on the worker."""
+        self._check_open()
+        info, tokenizer = self._worker.info(model), self._worker.tokenizer(model)
+        if info is None or tokenizer is None:
+            raise ModelNotLoaded(f"model {model!r} is not loaded on this node")
+        if EMBEDDINGS not in info.capabilities:
+            raise InvalidRequest(f"model {model!r} cannot make embeddings on this node")
+        ids = await asyncio.to_thread(embedding_ids, tokenizer, inputs, info.context_length)
+        reply: Future[list[list[float]]] = Future()
+        self._worker.send(Embed(model, ids, reply))
+        return await asyncio.wrap_future(reply), sum(map(len, ids))
 
     async def close(self) -> None:
         """Cancel everything, free every model and stop the worker thread."""

@@ -3,7 +3,8 @@
 The asyncio side enqueues commands; the worker answers loads and unloads through futures and
 streams each request's events to its Sink. With no request running it blocks on the command
 queue; otherwise it takes whatever commands are waiting between decode steps, so new requests
-join the running batches without waiting for them to drain.
+join the running batches without waiting for them to drain. Embeddings run there too, a prefill
+chunk's worth of tokens per turn (mlx_embed), so they never race the batches for the model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +25,21 @@ import mlx.core as mx
 import mlx_lm
 
 from node_agent.engines.base import LoadSpec
+from node_agent.engines.mlx_embed import Embedding, body_of
 from node_agent.engines.mlx_grammar import GrammarProcessor, Grammars, logits_width
 from node_agent.engines.mlx_slot import BatchLimits, ModelSlot, weights_bytes
 from node_agent.engines.mlx_stream import Sink
 from node_agent.engines.parsing import Dialect, capabilities, dialect_of
 from node_agent.errors import AgentError, LoadFailed, ModelNotLoaded, OutOfMemory
 from node_agent.models import model_weights_bytes, read_context_length
-from node_agent.types import CONSTRAINTS, LOGPROBS, GenerateRequest, ModelInfo, ModelStatus
+from node_agent.types import (
+    CONSTRAINTS,
+    EMBEDDINGS,
+    LOGPROBS,
+    GenerateRequest,
+    ModelInfo,
+    ModelStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +81,22 @@ class Unload:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """Embed token-id inputs with a model's body; the vectors, in order, land in `reply`."""
+
+    model: str
+    inputs: Sequence[Sequence[int]]
+    reply: Future[list[list[float]]]
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Unload everything and end the worker thread."""
 
     reply: Future[None]
 
 
-Command = Submit | Cancel | Load | Unload | Shutdown
+Command = Submit | Cancel | Load | Unload | Embed | Shutdown
 
 
 class Worker:
@@ -87,6 +106,8 @@ class Worker:
         self._limits, self._available_memory = limits, available_memory
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._slots: dict[str, ModelSlot] = {}
+        # Embeddings in order of arrival, each with the slot whose model it runs on.
+        self._embeddings: deque[tuple[Embed, ModelSlot, Embedding]] = deque()
         self._seeds = random.Random()
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
 
@@ -135,13 +156,16 @@ class Worker:
                 logger.exception("mlx worker: unexpected error; carrying on")
 
     def _turn(self) -> bool:
-        """Take commands, then step every busy model once; block when nothing is running."""
+        """Take commands, run a chunk of embeddings, then step every busy model once; block
+        when nothing is running."""
         busy = [slot for slot in self._slots.values() if slot.streams]
-        for command in self._take(block=not busy):
+        for command in self._take(block=not busy and not self._embeddings):
             if isinstance(command, Shutdown):
                 self._shutdown(command.reply)
                 return False
             self._handle(command)
+        if self._embeddings:
+            self._embed()
         started = time.perf_counter()
         for slot in busy:
             if slot.streams:  # a command may have just cancelled or unloaded it
@@ -178,6 +202,10 @@ class Worker:
             elif isinstance(command, Unload):
                 self._unload(command.name)
                 _resolve(command.reply, None)
+            elif isinstance(command, Embed):
+                slot = self._slot(command.model)
+                job = Embedding(slot.model, command.inputs, chunk=self._chunk)
+                self._embeddings.append((command, slot, job))
         except Exception as exc:
             self._report(command, exc)
 
@@ -187,7 +215,7 @@ class Worker:
             logger.exception("mlx worker: %s failed", type(command).__name__)
         if isinstance(command, Submit):
             command.sink.put(exc if isinstance(exc, AgentError) else AgentError(str(exc)))
-        elif isinstance(command, Load | Unload):
+        elif isinstance(command, Load | Unload | Embed):
             _resolve(command.reply, error=exc)
 
     def _step(self, slot: ModelSlot) -> None:
@@ -197,6 +225,29 @@ class Worker:
         except Exception as exc:
             logger.exception("mlx worker: decode step of %s failed", slot.info.name)
             slot.fail(AgentError(f"generation failed: {exc}"))
+
+    @property
+    def _chunk(self) -> int:
+        """Tokens of embeddings per turn: a prefill chunk, what a joining request costs too."""
+        return self._limits.prefill_step
+
+    def _embed(self) -> None:
+        """Advance the oldest embedding by a chunk; answer it once its last input has run."""
+        command, slot, job = self._embeddings[0]
+        if command.reply.cancelled():  # its caller went away
+            self._embeddings.popleft()
+            return
+        try:
+            if self._slots.get(command.model) is not slot:  # unloaded since it was sent
+                raise ModelNotLoaded(f"model {command.model!r} is not loaded on this node")
+            job.step(self._chunk)
+        except Exception as exc:
+            self._embeddings.popleft()
+            self._report(command, exc)
+            return
+        if job.done:
+            self._embeddings.popleft()
+            _resolve(command.reply, job.vectors)
 
     def _slot(self, name: str) -> ModelSlot:
         """The loaded model called `name`."""
@@ -229,7 +280,7 @@ class Worker:
             source=spec.source,
             memory_bytes=weights_bytes(model),
             context_length=context,
-            capabilities=_capabilities(tokenizer, dialect, grammars),
+            capabilities=_capabilities(model, tokenizer, dialect, grammars),
         )
         self._slots[spec.name] = ModelSlot(
             info=info,
@@ -266,6 +317,8 @@ class Worker:
         """Unload every model, then answer."""
         for name in list(self._slots):
             self._unload(name)
+        while self._embeddings:
+            _resolve(self._embeddings.popleft()[0].reply, error=AgentError("the engine stopped"))
         _resolve(reply, None)
 
 
@@ -278,9 +331,13 @@ def _grammars(model: Any, tokenizer: Any, dialect: Dialect) -> Grammars | None:
         return None
 
 
-def _capabilities(tokenizer: Any, dialect: Dialect, grammars: Grammars | None) -> frozenset[str]:
-    """What the loaded model can serve beyond plain text."""
+def _capabilities(
+    model: Any, tokenizer: Any, dialect: Dialect, grammars: Grammars | None
+) -> frozenset[str]:
+    """What the loaded model can serve beyond plain text: embeddings wherever its decoder
+    is reachable without its lm_head (every mlx-lm text model)."""
     extra = {LOGPROBS} | ({CONSTRAINTS} if grammars is not None else set())
+    extra |= {EMBEDDINGS} if body_of(model) is not None else set()
     return capabilities(tokenizer, dialect) | extra
 
 

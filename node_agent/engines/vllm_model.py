@@ -4,6 +4,8 @@ vLLM runs the model in its own engine-core process; this side holds the AsyncLLM
 and counts prompts with the model's tokenizer (tools and template options included), holds a
 request to its grammar through vLLM's `guidance` structured outputs (vllm_grammar), and turns
 vLLM's delta outputs into our events (vllm_stream: answer, reasoning, tool calls, logprobs).
+A model started on vLLM's pooling runner (the load option `runner=pooling`) makes embeddings
+instead, with a mean pooler that normalises, as MLX makes them; it generates nothing.
 Running and waiting counts and KV-cache usage are vLLM's own, from a stat logger it feeds every
 scheduler step; the token counters are kept here, per request, so they add up to the usages.
 """
@@ -18,9 +20,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from vllm.config import StructuredOutputsConfig
+from vllm.config import PoolerConfig, StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMValidationError
+from vllm.pooling_params import PoolingParams
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -42,6 +45,7 @@ from node_agent.engines.vllm_stream import Tally, token_logprobs
 from node_agent.errors import AgentError, InvalidRequest, LoadFailed
 from node_agent.types import (
     CONSTRAINTS,
+    EMBEDDINGS,
     LOGPROBS,
     Finished,
     GenerateEvent,
@@ -128,9 +132,13 @@ class VllmModel:
         `tool_parser` overrides the family the tokenizer implies ("none": no calls)."""
         view = SchedulerView()
 
+        # Normalised either way (use_activation's default); a decoder mean-pooled, as on MLX.
+        pooler = PoolerConfig(pooling_type="MEAN") if plan.mean_pooled else None
+
         def build() -> AsyncLLM:
             args = AsyncEngineArgs(
                 **plan.args,
+                pooler_config=pooler,
                 served_model_name=spec.name,
                 # llguidance, as on MLX: it reads the Lark grammars engines/grammar.py writes.
                 structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
@@ -153,7 +161,11 @@ class VllmModel:
             source=spec.source,
             memory_bytes=plan.weights_bytes + kv_pool_bytes(llm, plan),
             context_length=int(llm.model_config.max_model_len),
-            capabilities=_capabilities(tokenizer, dialect, grammars),
+            capabilities=(
+                frozenset({EMBEDDINGS})
+                if plan.pooling
+                else _capabilities(tokenizer, dialect, grammars)
+            ),
         )
         return cls(info=info, llm=llm, view=view, pace=pace, dialect=dialect, grammars=grammars)
 
@@ -199,7 +211,40 @@ class VllmModel:
             raise AgentError(f"generation failed: {_reason(exc)}") from exc
         finally:
             await outputs.aclose()  # vLLM aborts a request whose stream is closed unfinished
-            self._leave(rid, tally)
+            self._leave(rid, tally.prompt_tokens, tally.cached_tokens)
+
+    @property
+    def pooling(self) -> bool:
+        """Whether this model makes embeddings (vLLM's pooling runner) rather than text."""
+        return EMBEDDINGS in self.info.capabilities
+
+    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        """One embedding per tokenised input, all sent at once so vLLM batches them."""
+        base = f"embed-{next(_request_ids)}"
+        rids = [f"{base}-{i}" for i in range(len(inputs))]
+        for rid in rids:
+            self._enter(rid)
+        try:
+            return list(await asyncio.gather(*map(self._pool, rids, inputs)))
+        except (AgentError, asyncio.CancelledError):
+            raise
+        except EngineDeadError as exc:
+            raise AgentError(f"the vLLM engine of {self.info.name} died: {exc}") from exc
+        except (ValueError, VLLMValidationError) as exc:
+            raise InvalidRequest(f"vLLM refused the inputs: {exc}") from exc
+        except Exception as exc:
+            raise AgentError(f"embedding failed: {_reason(exc)}") from exc
+        finally:
+            for rid, ids in zip(rids, inputs, strict=True):
+                self._leave(rid, prompt_tokens=len(ids))
+
+    async def _pool(self, rid: str, ids: list[int]) -> list[float]:
+        """The embedding of one input; vLLM aborts it if this is cancelled."""
+        (prompt,) = self.llm.renderer.render_cmpl([{"prompt_token_ids": ids}])
+        async for out in self.llm.encode(prompt, PoolingParams(task="embed"), request_id=rid):
+            if out.finished:
+                return [float(x) for x in out.outputs.data.tolist()]
+        raise AgentError("the embedding was cancelled")  # aborted by an unload
 
     async def abort_all(self) -> None:
         """End every running request; each stream then finishes as cancelled."""
@@ -316,14 +361,14 @@ class VllmModel:
             self._busy_since = time.perf_counter()
         self._inflight.add(rid)
 
-    def _leave(self, rid: str, tally: Tally) -> None:
+    def _leave(self, rid: str, prompt_tokens: int, cached_tokens: int = 0) -> None:
         """Count a request out, with its prompt numbers; idle again after the last one."""
         self._inflight.discard(rid)
         c = self.counters
         c.requests_finished += 1
-        c.prompt_tokens += tally.prompt_tokens
-        c.cached_prompt_tokens += tally.cached_tokens
-        c.prompt_cache_hits += 1 if tally.cached_tokens else 0
+        c.prompt_tokens += prompt_tokens
+        c.cached_prompt_tokens += cached_tokens
+        c.prompt_cache_hits += 1 if cached_tokens else 0
         if not self._inflight and self._busy_since is not None:
             c.busy_seconds += time.perf_counter() - self._busy_since
             self._busy_since = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from node_agent.errors import InvalidRequest, OutOfMemory
 from node_agent.hardware import Memory
-from node_agent.models import model_weights_bytes
+from node_agent.models import is_decoder, model_weights_bytes
 
 # On the CPU backend vLLM otherwise reserves 92% of the memory node for its KV cache, which no
 # machine that also runs anything else has free.
@@ -24,6 +24,10 @@ CPU_KV_CACHE_BYTES = 512 << 20
 WEIGHTS_OVERHEAD = 1.2  # activations and allocator slack on top of the weights
 VLLM_GPU_MEMORY_UTILIZATION = 0.92  # vLLM's default share of each GPU it takes
 DTYPES = ("auto", "bfloat16", "float16", "float32", "half", "float")
+# `pooling` starts the model to make embeddings (normalised; see Plan.mean_pooled) and nothing
+# else: vLLM pools only on a pooling runner, and a second load of the same weights to generate
+# too would double their memory. So a node that should do both loads the model twice, by choice.
+RUNNERS = ("generate", "pooling")
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?)?\s*$", re.IGNORECASE)
 
 
@@ -78,6 +82,13 @@ def dtype(text: str) -> str:
     return text
 
 
+def runner(text: str) -> str:
+    """One of the vLLM runners a model may be started on."""
+    if text not in RUNNERS:
+        raise ValueError(f"{text!r} is not one of {', '.join(RUNNERS)}")
+    return text
+
+
 OPTIONS: dict[str, Callable[[str], Any]] = {
     "gpu_memory_utilization": fraction,
     "kv_cache_memory_bytes": size_bytes,
@@ -89,6 +100,7 @@ OPTIONS: dict[str, Callable[[str], Any]] = {
     "max_num_seqs": positive_int,
     "enable_prefix_caching": boolean,
     "quantization": str,
+    "runner": runner,
 }
 
 
@@ -114,6 +126,14 @@ class Plan:
 
     args: dict[str, Any]
     weights_bytes: int
+    # A decoder started to pool is mean-pooled, as MLX pools; an embedding model (bge's CLS,
+    # say) keeps the pooler its files name.
+    mean_pooled: bool = False
+
+    @property
+    def pooling(self) -> bool:
+        """Whether the model is started to make embeddings instead of text."""
+        return bool(self.args.get("runner") == "pooling")
 
     @property
     def kv_cache_bytes(self) -> int | None:
@@ -135,7 +155,12 @@ def plan(path: Path, context_length: int, options: Mapping[str, Any], *, on_cpu:
     if context_length:  # the load's own context length wins over the agent's max_model_len
         args["max_model_len"] = context_length
     args |= {"model": str(path), "tokenizer": str(path), "disable_log_stats": True}
-    return Plan(args=args, weights_bytes=model_weights_bytes(path))
+    pooled = args.get("runner") == "pooling"
+    return Plan(
+        args=args,
+        weights_bytes=model_weights_bytes(path),
+        mean_pooled=pooled and is_decoder(path),
+    )
 
 
 def check_cpu_fit(plan: Plan, *, name: str, memory: Memory) -> None:

@@ -26,6 +26,7 @@ from node_agent.engines.mlx_stream import IncrementalDecoder
 from node_agent.errors import InvalidRequest
 from node_agent.types import (
     CONSTRAINTS,
+    EMBEDDINGS,
     LOGPROBS,
     REASONING,
     TOOLS,
@@ -170,7 +171,7 @@ def text_of(events: list[GenerateEvent], kind: type[Delta | ReasoningDelta] = De
 
 def test_the_demo_model_has_every_capability(engine: MlxEngine) -> None:
     (info,) = engine.models()
-    assert info.capabilities == {TOOLS, REASONING, CONSTRAINTS, LOGPROBS}
+    assert info.capabilities == {TOOLS, REASONING, CONSTRAINTS, LOGPROBS, EMBEDDINGS}
 
 
 async def test_a_load_without_a_tool_parser_offers_no_tools(

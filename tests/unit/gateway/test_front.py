@@ -36,6 +36,9 @@ class Replica:
     async def responses(self, request: Request) -> Response:
         return await self._answer("responses", request)
 
+    async def embeddings(self, request: Request) -> Response:
+        return await self._answer("embeddings", request)
+
     async def _answer(self, name: str, request: Request) -> Response:
         self.seen.append((name, await request.body()))
         if self.fail is not None:

@@ -7,6 +7,7 @@ from node_agent.types import (
     ChatMessage,
     CostProfile,
     Delta,
+    Embeddings,
     Finished,
     GenerateRequest,
     LoadProgress,
@@ -160,3 +161,8 @@ def test_agent_events_round_trip() -> None:
     ]
     for event in events:
         assert wire.generate_event(wire.generate_response(event)) == event
+
+
+def test_embeddings_round_trip() -> None:
+    sent = Embeddings(vectors=[[0.5, -0.25], [1.0, 0.0]], prompt_tokens=7)
+    assert wire.embeddings(wire.embeddings_pb(sent)) == sent

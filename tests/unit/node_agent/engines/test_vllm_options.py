@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ def test_options_are_typed() -> None:
         ({"dtype": "int3"}, "'int3' is not one of"),
         ({"kv_cache_memory_bytes": "lots"}, "is not a size"),
         ({"swap_space": "4"}, "unknown vLLM option 'swap_space'"),
+        ({"runner": "draft"}, "'draft' is not one of generate, pooling"),
     ],
 )
 def test_bad_options_are_refused_by_name(raw: dict[str, str], needle: str) -> None:
@@ -83,6 +85,20 @@ def test_a_cpu_plan_is_eager_with_a_bounded_kv_cache(tmp_path: Path) -> None:
     assert p.weights_bytes == 1000 and p.args["model"] == str(tmp_path)
     given = plan(tmp_path, 512, {"gpu_memory_utilization": 0.3, "max_model_len": 99}, on_cpu=True)
     assert given.kv_cache_bytes is None and given.args["max_model_len"] == 512
+
+
+@pytest.mark.parametrize(
+    ("architecture", "mean_pooled"), [("LlamaForCausalLM", True), ("BertModel", False)]
+)
+def test_runner_pooling_plans_a_model_that_makes_embeddings(
+    tmp_path: Path, architecture: str, mean_pooled: bool
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+    pooled = plan(weights(tmp_path, 10), 0, parse_options({"runner": "pooling"}), on_cpu=True)
+    assert pooled.pooling and pooled.mean_pooled is mean_pooled
+    for options in ({"runner": "generate"}, {}):
+        generating = plan(tmp_path, 0, parse_options(options), on_cpu=True)
+        assert not generating.pooling and not generating.mean_pooled
 
 
 def test_a_gpu_plan_leaves_vllms_defaults_unless_told(tmp_path: Path) -> None:

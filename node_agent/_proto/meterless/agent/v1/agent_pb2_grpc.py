@@ -69,6 +69,11 @@ class AgentStub:
                 request_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/meterless.agent.v1.Agent/Embed',
+                request_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -122,6 +127,13 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """One embedding per input, in order, from a model with the "embeddings" capability.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.FromString,
                     response_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedRequest.FromString,
+                    response_serializer=meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class Agent:
             '/meterless.agent.v1.Agent/CountTokens',
             meterless_dot_agent_dot_v1_dot_agent__pb2.GenerateRequest.SerializeToString,
             meterless_dot_agent_dot_v1_dot_agent__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meterless.agent.v1.Agent/Embed',
+            meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedRequest.SerializeToString,
+            meterless_dot_agent_dot_v1_dot_agent__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
