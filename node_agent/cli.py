@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import NoReturn
 
 from node_agent import agent, settings
@@ -14,7 +16,7 @@ from node_agent import agent, settings
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The `node-agent` command: exit 0 on a clean stop, 2 on bad settings, 1 if it cannot start."""
     config = settings.load(argv)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_file)
     try:
         code = agent.main(config)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
@@ -22,11 +24,17 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     exit_now(code)
 
 
-def configure_logging(level: str) -> None:
-    """Timestamped log lines on stderr; stdout carries only the listening line."""
+def configure_logging(level: str, log_file: Path | None = None) -> None:
+    """Timestamped log lines on stderr, or a bounded rotating file; stdout: the listening line."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            log_file, maxBytes=settings.LOG_FILE_BYTES, backupCount=settings.LOG_FILE_BACKUPS
+        )
     logging.basicConfig(
         level=level.upper(),
-        stream=sys.stderr,
+        handlers=[handler],
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
 

@@ -25,6 +25,8 @@ from node_agent.types import CostProfile
 DEFAULT_PORT = 50151
 ENGINES = ("auto", "mlx", "vllm")
 MEMORY_LIMIT_ENV = "METERLESS_MEMORY_LIMIT_BYTES"
+LOG_FILE_BYTES = 10 * 2**20
+LOG_FILE_BACKUPS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,7 @@ class Settings:
     cost: CostProfile = field(default_factory=CostProfile)
     memory_limit_bytes: int | None = None
     log_level: str = "info"
+    log_file: Path | None = None  # rotated at LOG_FILE_BYTES, LOG_FILE_BACKUPS kept; else stderr
     cluster_secret: ClusterSecret | None = None  # from --join-token; None: plaintext, no auth
 
 
@@ -318,6 +321,24 @@ _OPTIONS = (
         metavar="TOKEN",
     ),
     _Option(
+        "--join-token-file",
+        "join_token_file",
+        "METERLESS_JOIN_TOKEN_FILE",
+        Path,
+        "read the join token from this file (keep it 0600): how a service manager hands it "
+        "over; systemd's LoadCredential= puts it in $CREDENTIALS_DIRECTORY",
+        metavar="PATH",
+    ),
+    _Option(
+        "--log-file",
+        "log_file",
+        "METERLESS_LOG_FILE",
+        Path,
+        f"log to this file instead of stderr, rotated at {LOG_FILE_BYTES // 2**20} MiB with "
+        f"{LOG_FILE_BACKUPS} old files kept (for launchd, which keeps no log of its own)",
+        metavar="PATH",
+    ),
+    _Option(
         "--log-level",
         "log_level",
         "METERLESS_LOG_LEVEL",
@@ -382,8 +403,21 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     values["log_level"] = values.get("log_level", "info").lower()
     if values["log_level"] not in _LOG_LEVELS:
         parser.error(f"--log-level: {values['log_level']!r} is not one of {', '.join(_LOG_LEVELS)}")
+    token_file = values.pop("join_token_file", None)
+    if token_file is not None and "cluster_secret" not in values:
+        values["cluster_secret"] = _token_from_file(token_file, parser)
     cost = {k: values.pop(k) for k in _COST_FIELDS if k in values}
     return Settings(cost=CostProfile(**cost), **values)
+
+
+def _token_from_file(path: Path, parser: argparse.ArgumentParser) -> ClusterSecret:
+    """The secret in a join-token file; one line and exit 2 when it cannot be read."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        parser.error(f"--join-token-file: cannot read {path}: {exc.strerror or exc}")
+    secret: ClusterSecret = _checked(f"--join-token-file {path}", decode_token, text, parser)
+    return secret
 
 
 def _from_env(opt: _Option, env: Mapping[str, str], parser: argparse.ArgumentParser) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node_agent.settings import build_parser, load
@@ -51,3 +53,21 @@ def test_a_bad_token_is_one_line_exit_2_without_echoing_it(
 def test_help_names_the_flag_and_its_variable() -> None:
     text = build_parser().format_help()
     assert "--join-token" in text and "METERLESS_JOIN_TOKEN" in text
+
+
+def test_the_token_comes_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "join-token"
+    path.write_text(TOKEN + "\n")
+    assert load(["--join-token-file", str(path)], {}).cluster_secret == SECRET
+    env = {"METERLESS_JOIN_TOKEN_FILE": str(path)}
+    assert load([], env).cluster_secret == SECRET
+
+
+def test_a_missing_token_file_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load(["--join-token-file", str(tmp_path / "nope")], {})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err

@@ -1,0 +1,1 @@
+"""Running the agent and the head as services: systemd units, launchd jobs, and their install."""
