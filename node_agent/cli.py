@@ -15,6 +15,11 @@ from node_agent import agent, settings
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The `node-agent` command: exit 0 on a clean stop, 2 on bad settings, 1 if it cannot start."""
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv[:1]) == ["service"]:  # `node-agent service install|uninstall|status`
+        from node_agent.install.cli import agent_main
+
+        sys.exit(agent_main(argv))
     config = settings.load(argv)
     configure_logging(config.log_level, config.log_file)
     try:

@@ -360,6 +360,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+OneLineParser = _Parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `node-agent` argument parser; every flag also reads its METERLESS_* variable."""
     parser = _Parser(
@@ -385,6 +388,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def add_service_flags(parser: argparse.ArgumentParser, skip: Sequence[str]) -> None:
+    """The agent's flags on another parser (`node-agent service install`), kept as their text."""
+    for opt in _OPTIONS:
+        if opt.dest not in skip:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                type=_as_argparse_type(_validated_text(opt.parse)),
+                action="append" if opt.many else "store",
+                metavar=opt.metavar,
+                help=opt.help,
+            )
+    parser.add_argument("--no-mdns", action="store_true", help="do not advertise over mDNS")
+
+
+def service_environment(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The METERLESS_* variables that set what `add_service_flags` parsed, for a service file."""
+    pairs = [
+        (opt.env, ",".join(value) if opt.many else value)
+        for opt in _OPTIONS
+        if (value := getattr(args, opt.dest, None)) is not None
+    ]
+    return (*pairs, *([(_NO_MDNS_ENV, "1")] if getattr(args, "no_mdns", False) else []))
+
+
+def _validated_text(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    check.__name__ = parse.__name__
+    return check
 
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
