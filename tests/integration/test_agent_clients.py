@@ -124,17 +124,15 @@ def test_codex_completes_a_turn(cluster: ClusterProcess, client_bin: Path, tmp_p
     codex_home = tmp_path / "codex"
     codex_home.mkdir()
     (codex_home / "instructions.md").write_text(TERSE + "\n")
-    # Off: multi_agent sends a `namespace` tool and web_search a hosted `web_search` tool,
-    # which the gateway refuses (400 unsupported_value). Goals and skills only lengthen it.
+    # Codex's defaults otherwise, its namespace and hosted tools included; goals and skills
+    # only lengthen the prompt this small CPU has to prefill.
     (codex_home / "config.toml").write_text(
         f"""
 model = "demo"
 model_provider = "meterless"
 model_instructions_file = "{codex_home / "instructions.md"}"
-web_search = "disabled"
 
 [features]
-multi_agent = false
 goals = false
 
 [skills]

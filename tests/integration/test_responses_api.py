@@ -161,7 +161,7 @@ def test_a_json_schema_text_format_validates(client: openai.OpenAI) -> None:
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"store": True}, "store"),
-        ({"tools": [{"type": "web_search"}]}, "tools.0"),
+        ({"tools": [{"type": "teleport"}]}, "tools.0"),
         ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": 5}}}}, None),
     ],
 )

@@ -110,6 +110,7 @@ _BLOCKS: dict[str, type[Block]] = {
 _TURN_BLOCKS = {
     "user": ("text", "tool_result"),
     "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+    "system": ("text",),
 }
 
 
@@ -137,7 +138,8 @@ def joined(blocks: Sequence[Block]) -> str:
 class Message(Lenient):
     """One turn: a string, or blocks of the kinds its role may hold."""
 
-    role: Literal["user", "assistant"]
+    # "system": a note between turns (Claude Code's environment block), as its beta allows.
+    role: Literal["user", "assistant", "system"]
     content: Annotated[
         list[Annotated[Block, BeforeValidator(_as_block)]], BeforeValidator(_as_text_blocks)
     ]
@@ -275,6 +277,8 @@ def chat_messages(req: CountTokensRequest) -> tuple[ChatMessage, ...]:
         if m.role == "assistant":
             out.append(_assistant(m.content))
             names.update((c.id, c.name) for c in out[-1].tool_calls)
+        elif m.role == "system":
+            out.append(_reminder(joined(m.content)))
         else:
             out.extend(_user(m.content, names.get))
     return tuple(out)
@@ -289,6 +293,12 @@ def _assistant(blocks: list[Block]) -> ChatMessage:
     )
     reasoning = "\n".join(b.thinking for b in blocks if isinstance(b, ThinkingBlock))
     return ChatMessage("assistant", joined(blocks), tool_calls=calls, reasoning=reasoning)
+
+
+def _reminder(text: str) -> ChatMessage:
+    """A system note between turns, as a user turn: chat templates take a system message only
+    first, and this is how Claude Code itself sends it to servers that refuse the role."""
+    return ChatMessage("user", f"<system-reminder>\n{text}\n</system-reminder>")
 
 
 def _user(blocks: list[Block], name_of: Callable[[str], str | None]) -> list[ChatMessage]:

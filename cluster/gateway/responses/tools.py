@@ -35,7 +35,21 @@ from node_agent.types import Constraint, ConstraintKind, Tool, ToolChoice, ToolC
 CUSTOM_PARAMETERS = (
     '{"type":"object","properties":{"input":{"type":"string"}},"required":["input"]}'
 )
-TOOL_TYPES = ("function", "custom")  # the hosted tools (web_search, file_search, ...) need OpenAI
+TOOL_TYPES = ("function", "custom")
+# Tools only OpenAI's servers can run: left out, so that the model is not offered what no one
+# here would carry out (Codex offers web_search by default).
+HOSTED_TOOLS = frozenset(
+    {
+        "web_search",
+        "web_search_preview",
+        "file_search",
+        "code_interpreter",
+        "computer_use_preview",
+        "image_generation",
+        "local_shell",
+        "mcp",
+    }
+)
 
 
 class FunctionTool(FunctionDefinition):
@@ -103,10 +117,25 @@ def unique_names(tools: list[Any] | None) -> list[Any] | None:
     return tools
 
 
+def offered(value: Any) -> Any:
+    """`tools` as the model is offered them: a namespace's tools in its place (Codex groups its
+    sub-agent tools in one), and the hosted tools left out."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for tool in value:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "namespace" and isinstance(tool.get("tools"), list):
+            out.extend(tool["tools"])
+        elif kind not in HOSTED_TOOLS:
+            out.append(tool)
+    return out
+
+
 AnyTool = Annotated[
     FunctionTool | CustomTool, Field(discriminator="type"), BeforeValidator(_known_tool)
 ]
-Tools = Annotated[list[AnyTool] | None, AfterValidator(unique_names)]
+Tools = Annotated[list[AnyTool] | None, BeforeValidator(offered), AfterValidator(unique_names)]
 
 
 def tool_choice(value: Any) -> ToolChoice | None:

@@ -81,7 +81,7 @@ REJECTS = [
     (body(max_tokens=0), "max_tokens", "invalid_value"),
     ({"max_tokens": 5, "messages": USER}, "model", "missing_required_parameter"),
     (body(messages=[]), "messages", "invalid_value"),
-    (body(messages=[{"role": "system", "content": "x"}]), "messages.0.role", "invalid_value"),
+    (body(messages=[{"role": "tool", "content": "x"}]), "messages.0.role", "invalid_value"),
     (body(messages=[user(5)]), "messages.0.content", "invalid_type"),
     (
         body(messages=[user([{"type": "image", "source": {"type": "base64", "data": "x"}}])]),
@@ -416,3 +416,16 @@ def test_a_token_count_is_checked_like_a_message() -> None:
     with pytest.raises(InvalidRequest) as info:
         parse_count_tokens(json.dumps({"model": "demo", "messages": [user([{"type": "image"}])]}))
     assert info.value.param == "messages.0.content.0"
+
+
+def test_a_system_turn_between_turns_is_a_reminder_in_a_user_turn() -> None:
+    request = converted(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+        ]
+    )
+    assert request.messages == (
+        ChatMessage("user", "hi"),
+        ChatMessage("user", "<system-reminder>\n# Environment\n</system-reminder>"),
+    )

@@ -230,10 +230,20 @@ def test_a_tool_choice_naming_no_tool_is_a_400(choice: Any, tools: Any, says: st
     assert error.param == "tool_choice" and says in error.message
 
 
-def test_hosted_tools_are_refused_by_type() -> None:
-    error = refused(input="Hi", tools=[WEATHER, {"type": "web_search"}])
+def test_unknown_tools_are_refused_by_type() -> None:
+    error = refused(input="Hi", tools=[WEATHER, {"type": "teleport"}])
     assert error.param == "tools.1" and error.code == "unsupported_value"
-    assert "'web_search'" in error.message
+    assert "'teleport'" in error.message
+
+
+def test_hosted_tools_are_left_out_and_a_namespace_offers_its_tools() -> None:
+    child = {"type": "function", "name": "close_agent", "parameters": {"type": "object"}}
+    namespace = {"type": "namespace", "name": "multi_agent_v1", "tools": [child]}
+    tools = [WEATHER, {"type": "web_search", "external_web_access": False}, namespace]
+    request = to_generate_request(
+        parse_response_request(json.dumps({"model": "demo", "input": "Hi", "tools": tools})), "r1"
+    )
+    assert [t.name for t in request.tools] == ["get_weather", "close_agent"]
 
 
 def test_tool_names_must_differ() -> None:
