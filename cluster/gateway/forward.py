@@ -23,7 +23,7 @@ from cluster.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from cluster.gateway.routing import LocalLoad, Router, RouteRequest
+from cluster.gateway.routing import CHARS_PER_TOKEN, LocalLoad, Router, RouteRequest
 from cluster.node_client import (
     NodeClient,
     NodeError,
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 # A node that stops proving the secret (restarted with another token) is not serving this
 # cluster any more: like one that went away, the request may still go elsewhere.
+SLOWEST_PREFILL_TPS = 100.0  # prompt tokens a second: a small CPU node on a long prompt
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the error code OpenAI's APIs give it
 RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
 _T = TypeVar("_T")
@@ -284,7 +285,7 @@ class Forwarder:
                 client = self.clients.get(node.address, plaintext=node.plaintext)
                 events = self._attempt(client, node_id, request, route, tally)
                 try:
-                    first = await self._first(events)
+                    first = await self._first(events, self.first_token_deadline_s(route))
                 except RETRYABLE as exc:
                     logger.info("node %s failed before the first token: %s", node_id, exc)
                     await events.aclose()
@@ -313,11 +314,18 @@ class Forwarder:
             if tally is not None:
                 tally.end(error)
 
+    def first_token_deadline_s(self, route: RouteRequest) -> float:
+        """How long a node may take to its first token: the setting, plus the prompt's prefill
+        at the slowest rate a node could still be serving at (a coding agent's 20k-token prompt
+        on a small Mac), so that a long prompt is not failed over as if the node had hung."""
+        prefill_tokens = route.prompt_chars / CHARS_PER_TOKEN
+        return self.settings.first_token_timeout_s + prefill_tokens / SLOWEST_PREFILL_TPS
+
     async def _first(
-        self, events: AsyncIterator[TokenEvent | Finished | StreamFailed]
+        self, events: AsyncIterator[TokenEvent | Finished | StreamFailed], deadline_s: float
     ) -> TokenEvent | Finished | StreamFailed:
         try:
-            async with asyncio.timeout(self.settings.first_token_timeout_s):
+            async with asyncio.timeout(deadline_s):
                 return await anext(events)
         except TimeoutError:
             raise NodeTimeout("no first token in time") from None

@@ -244,12 +244,13 @@ class Gateway:
         parts = req.key_parts()
         route = RouteRequest(
             ModelName(generate.model),
-            expected_tokens(sum(len(t) for _, t in parts), req.max_tokens),
+            expected_tokens(chars := sum(len(t) for _, t in parts), req.max_tokens),
             with_session(
                 prefix_keys_for_messages(parts),
                 session_id(request.headers, (req.metadata or {}).get("user_id")),
             ),
             generate.needs(),
+            chars,
         )
         info = RequestInfo(
             request_id, generate.model, "messages", bool(req.stream), None, req.model
@@ -279,12 +280,13 @@ class Gateway:
         parts = req.key_parts()
         route = RouteRequest(
             ModelName(generate.model),
-            expected_tokens(sum(len(t) for _, t in parts), req.max_output_tokens),
+            expected_tokens(chars := sum(len(t) for _, t in parts), req.max_output_tokens),
             with_session(
                 prefix_keys_for_messages(parts),
                 session_id(request.headers, req.prompt_cache_key, req.user),
             ),
             generate.needs(),
+            chars,
         )
         info = RequestInfo(
             request_id, generate.model, "responses", bool(req.stream), None, req.model
@@ -419,6 +421,7 @@ class Gateway:
             expected_tokens(chars, req.output_limit, self.settings.default_max_tokens),
             keys,
             generate.needs(),
+            chars,
         )
         chat = isinstance(req, ChatCompletionRequest)
         grant = self.gate.let_in(authorization, generate.model)  # 401/403/429; holds a slot

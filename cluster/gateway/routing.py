@@ -50,6 +50,7 @@ class RouteRequest:
     expected_tokens: int
     prefix_keys: tuple[int, ...] = ()
     needs: frozenset[str] = frozenset()  # capabilities the node's model must have (tools, ...)
+    prompt_chars: int = 0  # the prompt's length, for how long its prefill may take
 
 
 @dataclass(slots=True)

@@ -214,3 +214,11 @@ async def test_a_prompt_too_long_for_the_node_is_a_400_that_says_so() -> None:
         [e async for e in forwarder.stream(table, REQUEST, ROUTE)]
     assert caught.value.code == "context_length_exceeded"
     assert caught.value.message == "the prompt has 9000 tokens"
+
+
+def test_a_long_prompt_gets_time_to_prefill_before_its_first_token() -> None:
+    forwarder, _ = office({"n1": []})
+    short = forwarder.first_token_deadline_s(ROUTE)
+    assert short == forwarder.settings.first_token_timeout_s
+    long = RouteRequest(M, 16, prompt_chars=80_000)  # some 20k tokens: a coding agent's prompt
+    assert forwarder.first_token_deadline_s(long) == short + 200.0
