@@ -26,7 +26,6 @@ from cluster.gateway import admin, front
 from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
 from cluster.gateway.anthropic import response as anthropic_response
-from cluster.gateway.anthropic.stream import MessagesStreamEncoder
 from cluster.gateway.choices import choice_events, started
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request
@@ -53,10 +52,8 @@ from cluster.gateway.prefix_keys import (
     session_id,
     with_session,
 )
-from cluster.gateway.responses import encode as responses_encode
 from cluster.gateway.responses import parse as responses_parse
 from cluster.gateway.responses import response as responses_response
-from cluster.gateway.responses.stream import ResponsesStreamEncoder
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.ledger.metrics import CONTENT_TYPE, render
@@ -147,6 +144,25 @@ def model_card_for(
         engines={t.engine for t in traits if t.engine},
         context_length=min((t.context_length for t in traits if t.context_length), default=0),
         usd_per_mtok=usd_per_mtok,
+    )
+
+
+def _route(
+    generate: GenerateRequest,
+    parts: list[tuple[str, str]],
+    output_limit: int | None,
+    session: str | None,
+) -> RouteRequest:
+    """What routing needs of a chat-like request: its size, its prefix keys (led by its
+    session's), and what its node must be able to do."""
+    chars = sum(len(text) for _, text in parts)
+    keys = with_session(prefix_keys_for_messages(parts), session)
+    return RouteRequest(
+        ModelName(generate.model),
+        expected_tokens(chars, output_limit),
+        keys,
+        generate.needs(),
+        chars,
     )
 
 
@@ -241,35 +257,12 @@ class Gateway:
         request_id = new_request_id()
         generate = anthropic_parse.to_generate_request(req, request_id)
         generate = self._resolved(generate, credentials(request))
-        parts = req.key_parts()
-        route = RouteRequest(
-            ModelName(generate.model),
-            expected_tokens(chars := sum(len(t) for _, t in parts), req.max_tokens),
-            with_session(
-                prefix_keys_for_messages(parts),
-                session_id(request.headers, (req.metadata or {}).get("user_id")),
-            ),
-            generate.needs(),
-            chars,
-        )
-        info = RequestInfo(
-            request_id, generate.model, "messages", bool(req.stream), None, req.model
-        )
+        session = session_id(request.headers, (req.metadata or {}).get("user_id"))
+        route = _route(generate, req.key_parts(), req.max_tokens, session)
+        info = RequestInfo(request_id, generate.model, "messages", bool(req.stream))
+        info = info._replace(requested_model=req.model)
         opening = self._open(generate, route, info, credentials(request))
-        headers = {"x-meterless-request-id": request_id}
-        try:
-            routed = await opening.routed(anthropic_response.OPEN_WITHIN_S if req.stream else None)
-            if routed is not None:
-                headers["x-meterless-node"] = routed.node_id
-            if req.stream:
-                encoder = MessagesStreamEncoder(request_id=request_id, model=req.model)
-                frames = anthropic_response.sse_frames(opening, encoder, routed)
-                return front.EventStream(frames, headers)
-            body = await anthropic_response.collect(opening, request_id, req.model)
-            return json_response(body, headers)
-        except BaseException:
-            await opening.close()
-            raise
+        return await anthropic_response.answer(opening, request_id, req.model, bool(req.stream))
 
     async def responses(self, request: Request) -> Answer:
         """The Responses API, stateless, streamed or not (POST /v1/responses: front.Front)."""
@@ -277,53 +270,12 @@ class Gateway:
         request_id = new_request_id()
         generate = responses_parse.to_generate_request(req, request_id)
         generate = self._resolved(generate, credentials(request))
-        parts = req.key_parts()
-        route = RouteRequest(
-            ModelName(generate.model),
-            expected_tokens(chars := sum(len(t) for _, t in parts), req.max_output_tokens),
-            with_session(
-                prefix_keys_for_messages(parts),
-                session_id(request.headers, req.prompt_cache_key, req.user),
-            ),
-            generate.needs(),
-            chars,
-        )
-        info = RequestInfo(
-            request_id, generate.model, "responses", bool(req.stream), None, req.model
-        )
+        session = session_id(request.headers, req.prompt_cache_key, req.user)
+        route = _route(generate, req.key_parts(), req.max_output_tokens, session)
+        info = RequestInfo(request_id, generate.model, "responses", bool(req.stream))
+        info = info._replace(requested_model=req.model)
         opening = self._open(generate, route, info, credentials(request))
-        headers = {"x-meterless-request-id": request_id}
-        created = int(time.time())
-        try:
-            if not req.stream:
-                await opening.routed()
-                output = responses_encode.Output(request_id, req.custom_tools)
-                whole = {"request_id": request_id, "model": req.model, "created": created}
-                body = await responses_response.collect(
-                    opening, output, {**whole, "echo": req.echo()}
-                )
-                return json_response(body, headers)
-            encoder = ResponsesStreamEncoder(
-                request_id=request_id,
-                model=req.model,
-                created=created,
-                echo=req.echo(),
-                custom_tools=req.custom_tools,
-            )
-            early: ApiError | None = None
-            try:
-                routed = await opening.routed(responses_response.OPEN_WITHIN_S)
-            except ApiError as exc:
-                if not responses_response.fails_in_stream(exc):
-                    raise
-                routed, early = None, exc
-            if routed is not None:
-                headers["x-meterless-node"] = routed.node_id
-            frames = responses_response.sse_frames(opening, encoder, routed, early)
-            return front.EventStream(frames, headers)
-        except BaseException:
-            await opening.close()
-            raise
+        return await responses_response.answer(opening, req, request_id, int(time.time()))
 
     async def count_tokens(self, request: Request) -> Response:
         """Anthropic's token count, by a node serving the model (POST /v1/messages/count_tokens)."""

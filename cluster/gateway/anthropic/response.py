@@ -14,11 +14,30 @@ from cluster.errors import ApiError, UpstreamFailed
 from cluster.gateway.anthropic.encode import Message, message_body
 from cluster.gateway.anthropic.stream import MessagesStreamEncoder
 from cluster.gateway.forward import Routed, StreamFailed
+from cluster.gateway.front import EventStream
+from cluster.gateway.openai.response import Answer, json_response
 from cluster.gateway.opening import Opening
 from node_agent.types import Finished
 
 OPEN_WITHIN_S = 1.0
 PING_EVERY_S = 5.0
+
+
+async def answer(opening: Opening, request_id: str, model: str, stream: bool) -> Answer:
+    """The message as a stream (started once a node answers, or after OPEN_WITHIN_S) or as one
+    JSON body; an ApiError before anything was sent is raised, for the HTTP error."""
+    headers = {"x-meterless-request-id": request_id}
+    try:
+        routed = await opening.routed(OPEN_WITHIN_S if stream else None)
+        if routed is not None:
+            headers["x-meterless-node"] = routed.node_id
+        if stream:
+            encoder = MessagesStreamEncoder(request_id=request_id, model=model)
+            return EventStream(sse_frames(opening, encoder, routed), headers)
+        return json_response(await collect(opening, request_id, model), headers)
+    except BaseException:
+        await opening.close()
+        raise
 
 
 async def sse_frames(

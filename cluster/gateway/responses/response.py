@@ -14,8 +14,11 @@ from typing import Any
 
 from cluster.errors import ApiError, UpstreamFailed
 from cluster.gateway.forward import CONTEXT_LENGTH_EXCEEDED, Routed, StreamFailed
+from cluster.gateway.front import EventStream
+from cluster.gateway.openai.response import Answer, json_response
 from cluster.gateway.opening import Opening
 from cluster.gateway.responses.encode import Output, response_body
+from cluster.gateway.responses.parse import ResponsesRequest
 from cluster.gateway.responses.stream import ResponsesStreamEncoder
 from node_agent.types import Finished
 
@@ -28,6 +31,38 @@ def fails_in_stream(error: ApiError) -> bool:
     """Whether a streamed response reports `error` as `response.failed` rather than as an
     HTTP error (what Codex expects of a prompt that does not fit)."""
     return error.code == CONTEXT_LENGTH_EXCEEDED
+
+
+async def answer(opening: Opening, req: ResponsesRequest, request_id: str, created: int) -> Answer:
+    """The response as a stream (started once a node answers, or after OPEN_WITHIN_S) or as
+    one JSON body; an ApiError before anything was sent is raised, for the HTTP error, except
+    a prompt too long for a stream (fails_in_stream)."""
+    headers = {"x-meterless-request-id": request_id}
+    whole: dict[str, Any] = {
+        "request_id": request_id,
+        "model": req.model,
+        "created": created,
+        "echo": req.echo(),
+    }
+    try:
+        if not req.stream:
+            await opening.routed()
+            output = Output(request_id, req.custom_tools)
+            return json_response(await collect(opening, output, whole), headers)
+        early: ApiError | None = None
+        try:
+            routed = await opening.routed(OPEN_WITHIN_S)
+        except ApiError as exc:
+            if not fails_in_stream(exc):
+                raise
+            routed, early = None, exc
+        if routed is not None:
+            headers["x-meterless-node"] = routed.node_id
+        encoder = ResponsesStreamEncoder(**whole, custom_tools=req.custom_tools)
+        return EventStream(sse_frames(opening, encoder, routed, early), headers)
+    except BaseException:
+        await opening.close()
+        raise
 
 
 async def sse_frames(
