@@ -20,16 +20,16 @@ from ray import serve
 
 from cluster.access.keys import Grant, visible_models
 from cluster.access.request_gate import RequestGate
-from cluster.deployments.aliases import listed_aliases, resolve_in
+from cluster.deployments.aliases import resolve_in
 from cluster.errors import ApiError, InternalError, ModelNotFound
-from cluster.gateway import admin, front
+from cluster.gateway import admin, catalog, front
 from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
 from cluster.gateway.anthropic import response as anthropic_response
 from cluster.gateway.choices import choice_events, started
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
+from cluster.gateway.intake import chat_route, credentials, speaks_anthropic
 from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request
-from cluster.gateway.openai.encode import model_card, model_list
 from cluster.gateway.openai.parse import (
     AnyRequest,
     ChatCompletionRequest,
@@ -82,23 +82,6 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
 
-def speaks_anthropic(request: Request) -> bool:
-    """Whether the request is Anthropic's (its answers and errors take Anthropic's shapes): on
-    its routes, or carrying its version header (`GET /v1/models` serves both)."""
-    return front.route_path(request.scope).startswith("/v1/messages") or (
-        "anthropic-version" in request.headers
-    )
-
-
-def credentials(request: Request) -> str | None:
-    """The request's API key as an Authorization header: OpenAI's clients send that, Anthropic's
-    an `x-api-key` (Claude Code sends either, as configured)."""
-    authorization = request.headers.get("authorization")
-    if authorization is None and (key := request.headers.get("x-api-key")):
-        return f"Bearer {key}"
-    return authorization
-
-
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     return await _api_error(request, validation_error_to_api(exc))
@@ -129,41 +112,6 @@ class GatewaySettings:
 def router_knobs(settings: GatewaySettings) -> dict[str, object]:
     """Keyword arguments for the chosen policy: only `fastest` has prefix affinity to turn off."""
     return {"affinity": settings.affinity} if settings.routing == "fastest" else {}
-
-
-def model_card_for(
-    table: NodeTable, model: ModelName, created: int, usd_per_mtok: float | None = None
-) -> dict[str, Any]:
-    """The model's `/v1/models` entry: what the ready nodes serving it advertise, together (a
-    request needing a capability goes to a node that has it), and its measured $/Mtok."""
-    traits = [n.model_traits(model) for n in table.nodes if n.routable and model in n.models]
-    return model_card(
-        model,
-        created=created,
-        capabilities=set().union(*(t.capabilities for t in traits)),
-        engines={t.engine for t in traits if t.engine},
-        context_length=min((t.context_length for t in traits if t.context_length), default=0),
-        usd_per_mtok=usd_per_mtok,
-    )
-
-
-def _route(
-    generate: GenerateRequest,
-    parts: list[tuple[str, str]],
-    output_limit: int | None,
-    session: str | None,
-) -> RouteRequest:
-    """What routing needs of a chat-like request: its size, its prefix keys (led by its
-    session's), and what its node must be able to do."""
-    chars = sum(len(text) for _, text in parts)
-    keys = with_session(prefix_keys_for_messages(parts), session)
-    return RouteRequest(
-        ModelName(generate.model),
-        expected_tokens(chars, output_limit),
-        keys,
-        generate.needs(),
-        chars,
-    )
 
 
 # The ingress wrapping must happen where the class is defined, and after every helper it uses:
@@ -258,7 +206,7 @@ class Gateway:
         generate = anthropic_parse.to_generate_request(req, request_id)
         generate = self._resolved(generate, credentials(request))
         session = session_id(request.headers, (req.metadata or {}).get("user_id"))
-        route = _route(generate, req.key_parts(), req.max_tokens, session)
+        route = chat_route(generate, req.key_parts(), req.max_tokens, session)
         info = RequestInfo(request_id, generate.model, "messages", bool(req.stream))
         info = info._replace(requested_model=req.model)
         opening = self._open(generate, route, info, credentials(request))
@@ -271,7 +219,7 @@ class Gateway:
         generate = responses_parse.to_generate_request(req, request_id)
         generate = self._resolved(generate, credentials(request))
         session = session_id(request.headers, req.prompt_cache_key, req.user)
-        route = _route(generate, req.key_parts(), req.max_output_tokens, session)
+        route = chat_route(generate, req.key_parts(), req.max_output_tokens, session)
         info = RequestInfo(request_id, generate.model, "responses", bool(req.stream))
         info = info._replace(requested_model=req.model)
         opening = self._open(generate, route, info, credentials(request))
@@ -324,18 +272,10 @@ class Gateway:
         exact aliases of those, in Anthropic's list shape for Anthropic's clients."""
         grant = self.gate.identify(credentials(request))
         models = visible_models(grant, self.table.models())
-        aliases = listed_aliases(self.table, models)
         if speaks_anthropic(request):
-            ids = [*models, *(a.name for a in aliases)]
-            return json_response(anthropic_encode.model_list(ids, self.created))
+            return json_response(catalog.anthropic_list(self.table, models, self.created))
         prices = await self._model_prices()
-        cards = [
-            model_card_for(self.table, ModelName(m), self.created, prices.get(m)) for m in models
-        ]
-        for a in aliases:  # the target's card under the alias's name
-            card = model_card_for(self.table, a.target, self.created, prices.get(a.target))
-            cards.append({**card, "id": a.name, "alias_of": a.target})
-        return json_response(model_list(cards))
+        return json_response(catalog.openai_list(self.table, models, self.created, prices))
 
     @api.get("/health")
     async def health(self) -> Response:

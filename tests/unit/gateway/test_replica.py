@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from openai.types import Model
 
+from cluster.gateway.catalog import model_card_for
 from cluster.gateway.openai.encode import model_card
-from cluster.gateway.replica import GatewaySettings, model_card_for, router_knobs
+from cluster.gateway.replica import GatewaySettings, router_knobs
 from cluster.gateway.routing import FastestRouter, RoundRobinRouter, make_router
 from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import CONSTRAINTS, LOGPROBS, REASONING, TOOLS
