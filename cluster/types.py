@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NewType
 
-# One cost profile, from the agent's flags to the ledger.
+# One cost profile, from the agent's flags to the ledger; one protocol version, the agent's.
+from node_agent.types import PROTOCOL_VERSION as PROTOCOL_VERSION
 from node_agent.types import CostProfile as CostProfile
 
 NodeId = NewType("NodeId", str)
@@ -21,6 +22,12 @@ class NodeState(Enum):
     DRAINING = "draining"  # alive, takes no new requests (admin asked)
     LOST = "lost"  # status stream broken for longer than the grace period
     REJECTED = "rejected"  # answered, but could not prove it holds the cluster secret
+    INCOMPATIBLE = "incompatible"  # speaks another major version of the agent protocol
+
+
+def protocol_compatible(version: str) -> bool:
+    """Whether an agent of protocol `version` speaks this head's major ("": it did not say)."""
+    return not version or version.split(".")[0] == PROTOCOL_VERSION.split(".")[0]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +60,9 @@ class NodeView:
     tps_measured: bool = False  # False: decode_tps is the conservative starting estimate
     accelerator: str = ""
     cost: CostProfile = field(default_factory=CostProfile)
-    reason: str = ""  # why the node is rejected; empty otherwise
+    reason: str = ""  # why the node is rejected or incompatible; empty otherwise
+    agent_version: str = ""  # as its Describe said ("": not described yet)
+    protocol_version: str = ""
     plaintext: bool = False  # reached without TLS (only where the admin allowed it)
     # What each model can serve beyond plain text (node_agent.types TOOLS, CONSTRAINTS, ...);
     # a model absent here serves plain requests only.

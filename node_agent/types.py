@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+# The agent protocol (meterless.agent.v1): a minor grows by additions, a new major breaks it.
+PROTOCOL_VERSION = "1.0"
+
 # What a model on an agent can serve beyond plain text (ModelInfo.capabilities).
 TOOLS = "tools"  # tools rendered by its chat template, calls parsed into ToolCallDelta events
 REASONING = "reasoning"  # reasoning split into ReasoningDelta events

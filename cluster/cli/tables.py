@@ -34,6 +34,7 @@ _STATE_STYLE = {
     "draining": "cyan",
     "lost": "red",
     "rejected": "bold red",
+    "incompatible": "bold magenta",
 }
 
 
@@ -50,6 +51,7 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
         "name",
         "address",
         "engine",
+        "version",
         "state",
         "mem GiB used/total",
         "models",
@@ -65,6 +67,7 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
             n["name"],
             n["address"],
             ",".join(n["engines"]),
+            n.get("agent_version") or "-",  # absent from an older head's JSON
             f"[{style}]{n['state']}[/{style}]" if style else n["state"],
             f"{gib(n['memory_used_bytes'])}/{gib(n['memory_total_bytes'])}",
             ", ".join(n["models"]) or "-",
@@ -75,9 +78,9 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
     if any(not n["tps_measured"] for n in nodes):
         (console or cli_console()).print("* not measured yet: the starting estimate")
     for n in nodes:
-        if n.get("reason"):  # a rejected node: say why, it is never sent a request
+        if n.get("reason"):  # rejected or incompatible: say why, it is never sent a request
             (console or cli_console()).print(
-                f"rejected {n['name']} ({n['address']}): {n['reason']}",
+                f"{n['state']} {n['name']} ({n['address']}): {n['reason']}",
                 markup=False,
                 soft_wrap=True,
             )

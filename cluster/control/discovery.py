@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from cluster.types import protocol_compatible
+
 logger = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_meterless._tcp.local."
-SUPPORTED_PROTOCOL_MAJOR = "1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +49,19 @@ def peer_sightings(peers: Sequence[str]) -> list[Sighting]:
 
 
 def sighting_from_info(info: AsyncServiceInfo) -> Sighting | None:
-    """A sighting from a resolved service, or None if it speaks a protocol we do not."""
+    """A sighting from a resolved service, or None if it says no protocol (not an agent).
+
+    One of another protocol major is still a sighting: once Describe proves who it is, its
+    session lists it as incompatible, so that an upgrade gone wrong is seen, not silent.
+    """
     txt = {k.decode(): (v or b"").decode() for k, v in (info.properties or {}).items()}
-    if txt.get("proto", "").split(".")[0] != SUPPORTED_PROTOCOL_MAJOR:
-        logger.warning("ignoring %s: protocol %r", info.name, txt.get("proto"))
+    if not txt.get("proto"):
+        logger.warning("ignoring %s: it says no protocol", info.name)
         return None
+    if not protocol_compatible(txt["proto"]):
+        logger.info(
+            "%s advertises protocol %s: describing it all the same", info.name, txt["proto"]
+        )
     hosts = info.parsed_scoped_addresses(IPVersion.All)
     addresses = tuple(
         f"[{h}]:{info.port}" if ":" in h else f"{h}:{info.port}"

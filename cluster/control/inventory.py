@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cluster.throughput import INITIAL_TPS, ThroughputWindow
 from cluster.types import (
+    PROTOCOL_VERSION,
     CostProfile,
     ModelAlias,
     ModelName,
@@ -24,6 +25,7 @@ from cluster.types import (
     NodeState,
     NodeTable,
     NodeView,
+    protocol_compatible,
 )
 
 if TYPE_CHECKING:  # only for the converters' annotations: node_client pulls in gRPC
@@ -54,10 +56,12 @@ class NodeRefused:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeDescribed:
-    """The node said who it is."""
+    """The node said who it is, and which versions of the agent and its protocol it runs."""
 
     node_id: NodeId
     name: str
+    agent_version: str = ""
+    protocol_version: str = ""  # "": not said (taken as this head's)
     engines: tuple[str, ...] = ()
     accelerator: str = ""
     memory_total_bytes: int = 0
@@ -70,6 +74,8 @@ class NodeDescribed:
         return cls(
             node_id=NodeId(desc.node_id),
             name=desc.name,
+            agent_version=desc.agent_version,
+            protocol_version=desc.protocol_version,
             engines=desc.engines,
             accelerator=desc.accelerator_name or desc.accelerator_kind,
             memory_total_bytes=desc.memory_total_bytes,
@@ -331,6 +337,9 @@ class Inventory:
         models = status.models if status else ()
         tps, measured = _decode_tps(node.windows.values())
         refused = node.refused if state is NodeState.REJECTED else None
+        reason = refused.reason if refused else ""
+        if state is NodeState.INCOMPATIBLE and desc:
+            reason = _incompatibility(desc)
         address = node.address or _latest(node.seen) or (refused.address if refused else "")
         name = desc.name if desc and desc.name else (refused.name if refused else "")
         return NodeView(
@@ -351,8 +360,10 @@ class Inventory:
             tps_measured=measured,
             accelerator=desc.accelerator if desc else "",
             cost=desc.cost if desc else CostProfile(),
-            reason=refused.reason if refused else "",
+            reason=reason,
             plaintext=address in node.plaintext,
+            agent_version=desc.agent_version if desc else "",
+            protocol_version=desc.protocol_version if desc else "",
         )
 
 
@@ -368,6 +379,9 @@ def _state(
     # Refused after its last status (or before ever sending one): no request may go there.
     if node.refused is not None and refused_at >= last:
         return NodeState.REJECTED
+    # What it said last counts: upgraded to another major, it is not routed to any more.
+    if node.described is not None and not protocol_compatible(node.described.protocol_version):
+        return NodeState.INCOMPATIBLE
     broken_at = node.broken_at if node.broken_at is not None and node.broken_at >= last else None
     if broken_at is not None and now - broken_at >= lost_after_s:
         return NodeState.LOST
@@ -380,6 +394,14 @@ def _state(
     if now - last >= silent_after_s:
         return NodeState.LOST
     return NodeState.DRAINING if draining else NodeState.READY
+
+
+def _incompatibility(desc: NodeDescribed) -> str:
+    """Why a node is incompatible: both sides' versions."""
+    return (
+        f"agent {desc.agent_version or '?'} speaks protocol {desc.protocol_version}, "
+        f"this head speaks {PROTOCOL_VERSION}"
+    )
 
 
 def _update_windows(

@@ -4,7 +4,8 @@ A session never dies of its node's trouble: it catches, logs, backs off and retr
 whatever a node does is only ever an observation, applied to the controller's inventory (and
 told to the ledger and the deployer). Admission is decided here too: `Dialer` tries TLS first
 and plaintext only where the admin allows it, and a node that cannot prove the cluster secret
-is listed as rejected under a stand-in id, never under one it claims.
+is listed as rejected under a stand-in id, never under one it claims. One that proves it but
+speaks another major version of the protocol is listed (as incompatible) and left alone.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from cluster.node_client import (
     NodeTimeout,
     NodeUnauthenticated,
 )
-from cluster.types import NodeId
+from cluster.types import PROTOCOL_VERSION, NodeId, protocol_compatible
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class _Session:
     tried: bool = False  # every address was tried once (reached or not)
     refused: str = ""  # why the node was last rejected (to log each new reason once)
     refused_at: str = ""  # the address that answered and was rejected
+    incompatible: str = ""  # the other protocol version it last said (to log it once)
 
 
 class NodeSessions:
@@ -153,6 +155,7 @@ class NodeSessions:
                 "address": s.address,
                 "errors": dict(s.reached),
                 "rejected": s.refused,
+                "incompatible": s.incompatible,
             }
             for s in self._sessions.values()
         ]
@@ -201,7 +204,8 @@ class NodeSessions:
         client = await self._reach(session)
         session.tried = True
         if client is None:
-            if session.node_id:  # known, and now unreachable everywhere: no reason to wait
+            # Known, and now unreachable everywhere: no reason to wait (incompatible: it answered).
+            if session.node_id and not session.incompatible:
                 self.inventory.apply(
                     NodeUnreachable(node_id=NodeId(session.node_id), at=self._clock())
                 )
@@ -261,6 +265,11 @@ class NodeSessions:
                 continue
             session.reached.pop(address, None)
             self._withdraw_refusal(session)
+            if not protocol_compatible(desc.protocol_version):
+                await client.close()
+                self._incompatible(session, address, desc, plaintext)
+                return None
+            session.incompatible = ""
             if session.address != address:
                 logger.info(
                     "node %s (%s) reached at %s via %s%s",
@@ -270,25 +279,54 @@ class NodeSessions:
                     session.sighting.via,
                     " IN PLAINTEXT" if plaintext else "",
                 )
-            session.node_id, session.address, session.description = desc.node_id, address, desc
             self.dialer.admitted(address, plaintext)
-            now = self._clock()
-            self.inventory.apply(
-                NodeSeen(
-                    node_id=NodeId(desc.node_id),
-                    address=address,
-                    via=session.sighting.via,
-                    at=now,
-                    plaintext=plaintext,
-                )
-            )
-            self.inventory.apply(NodeDescribed.from_description(desc, at=now))
+            self._described(session, address, desc, plaintext)
             self.ledger.node_described(desc)
             self.deployer.described(desc, address)
             self._refresh()
             return client
         self._withdraw_refusal(session)  # nothing answers there any more
+        session.incompatible = ""
         return None
+
+    def _incompatible(
+        self, session: _Session, address: str, desc: NodeDescription, plaintext: bool
+    ) -> None:
+        """List a node of another protocol major as incompatible: seen and described, no more.
+
+        No status stream, no deployments, no ledger: nothing but Describe is asked of it, and
+        its session keeps describing it (at the slowest retry) until it speaks our major.
+        """
+        if session.incompatible != desc.protocol_version:
+            logger.warning(
+                "node %s (%s) at %s is incompatible: agent %s speaks protocol %s, this head %s",
+                desc.name,
+                desc.node_id,
+                address,
+                desc.agent_version,
+                desc.protocol_version,
+                PROTOCOL_VERSION,
+            )
+        session.incompatible = desc.protocol_version
+        self._described(session, address, desc, plaintext)
+        self._refresh()
+
+    def _described(
+        self, session: _Session, address: str, desc: NodeDescription, plaintext: bool
+    ) -> None:
+        """The node answered Describe at `address`: it is seen there and said who it is."""
+        session.node_id, session.address, session.description = desc.node_id, address, desc
+        now = self._clock()
+        self.inventory.apply(
+            NodeSeen(
+                node_id=NodeId(desc.node_id),
+                address=address,
+                via=session.sighting.via,
+                at=now,
+                plaintext=plaintext,
+            )
+        )
+        self.inventory.apply(NodeDescribed.from_description(desc, at=now))
 
     def _withdraw_refusal(self, session: _Session) -> None:
         """What was rejected at this source is gone (or now proved the secret): not rejected."""

@@ -51,3 +51,31 @@ def test_a_chosen_tool_parser_shows_under_the_model(capsys: pytest.CaptureFixtur
     models_table([{"model": "plain", "nodes": [], "ready_nodes": [], "spec": {"tool_parser": ""}}])
     out = capsys.readouterr().out
     assert out.count("tool parser") == 1 and "tool parser: qwen3_coder" in out
+
+
+def test_each_node_shows_its_agent_version_and_an_incompatible_one_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reason = "agent 9.0.0 speaks protocol 2.0, this head speaks 1.0"
+    nodes_table(
+        [
+            _node(name="old", agent_version="0.3.1", protocol_version="1.0"),
+            _node(
+                name="future",
+                address="10.0.0.9:1",
+                state="incompatible",
+                agent_version="9.0.0",
+                protocol_version="2.0",
+                models=[],
+                reason=reason,
+            ),
+            _node(name="from-an-older-head"),  # its JSON has no versions
+        ]
+    )
+    out = capsys.readouterr().out
+    rows = {
+        name: line for line in out.splitlines() for name in ("old", "future") if f" {name} " in line
+    }
+    assert "0.3.1" in rows["old"] and "ready" in rows["old"]
+    assert "9.0.0" in rows["future"] and "incompatible" in rows["future"]
+    assert f"incompatible future (10.0.0.9:1): {reason}" in out

@@ -1,29 +1,41 @@
-"""Admission: handshake failures become rejections, rejected nodes are never routable."""
+"""Admission: handshake failures become rejections, another protocol major is incompatible;
+neither is ever routable."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from zeroconf.asyncio import AsyncServiceInfo
 
 from cluster.access import secret_store
 from cluster.control.config import ControllerConfig
 from cluster.control.controller import Controller
-from cluster.control.discovery import Sighting
-from cluster.control.inventory import Inventory, NodeGone, NodeRefused, NodeSeen, StatusReceived
+from cluster.control.discovery import SERVICE_TYPE, Sighting, sighting_from_info
+from cluster.control.inventory import (
+    Inventory,
+    NodeDescribed,
+    NodeGone,
+    NodeRefused,
+    NodeSeen,
+    StatusReceived,
+)
 from cluster.gateway.forward import RETRYABLE, ClientPool
 from cluster.node_client import (
     PLAINTEXT_REASON,
     WRONG_SECRET_REASON,
     NodeDescription,
+    NodeStatusSample,
     NodeUnauthenticated,
     NodeUnavailable,
     handshake_failure,
 )
-from cluster.types import NodeId, NodeState
+from cluster.types import PROTOCOL_VERSION, NodeId, NodeState
 from node_agent.trust import ClusterSecret
 from tests.fakes import FakeClient, FakeNode
 
@@ -274,3 +286,88 @@ async def test_the_gateway_pool_dials_plaintext_only_for_nodes_admitted_so() -> 
 
 def test_a_node_that_stops_proving_the_secret_is_failed_over() -> None:
     assert issubclass(NodeUnauthenticated, RETRYABLE)
+
+
+# -- version skew: an agent of another protocol major is listed, never routed to --------------
+
+
+def test_a_node_of_another_protocol_major_is_incompatible_with_both_versions() -> None:
+    inv = Inventory()
+    node = NodeId("future")
+    inv.apply(NodeSeen(node_id=node, address="10.0.0.9:1", via="peer", at=0.0))
+    inv.apply(
+        NodeDescribed(
+            node_id=node, name="future", agent_version="9.0.0", protocol_version="2.0", at=1.0
+        )
+    )
+    view = inv.table(2.0).nodes[0]
+    assert (view.state, view.routable, view.agent_version, view.protocol_version) == (
+        NodeState.INCOMPATIBLE,
+        False,
+        "9.0.0",
+        "2.0",
+    )
+    assert view.reason == f"agent 9.0.0 speaks protocol 2.0, this head speaks {PROTOCOL_VERSION}"
+
+
+def test_a_node_downgraded_to_our_major_serves_again_and_a_newer_minor_is_fine() -> None:
+    inv = Inventory()
+    node = NodeId("n")
+    inv.apply(NodeDescribed(node_id=node, name="n", protocol_version="2.0", at=1.0))
+    inv.apply(StatusReceived(node_id=node, at=2.0, address="a:1"))
+    assert inv.table(2.0).nodes[0].state is NodeState.INCOMPATIBLE  # what it said last counts
+    inv.apply(
+        NodeDescribed(node_id=node, name="n", agent_version="1.9", protocol_version="1.7", at=3.0)
+    )
+    view = inv.table(3.0).nodes[0]
+    assert (view.state, view.reason, view.agent_version) == (NodeState.READY, "", "1.9")
+
+
+class FutureClient(FakeClient):
+    """A client to an agent that proves the secret but speaks protocol 2.0."""
+
+    streams = 0
+
+    async def describe(self, timeout: float = 5.0) -> NodeDescription:
+        """What a newer agent says of itself."""
+        desc = await super().describe(timeout)
+        return dataclasses.replace(desc, agent_version="9.0.0", protocol_version="2.0")
+
+    async def watch_status(self, interval_ms: int = 0) -> AsyncIterator[NodeStatusSample]:
+        """Count the streams opened: an incompatible node must get none."""
+        FutureClient.streams += 1
+        async for sample in super().watch_status(interval_ms):
+            yield sample
+
+
+@pytest.mark.timeout(10)
+async def test_a_peer_of_another_protocol_major_is_listed_as_incompatible_and_not_watched() -> None:
+    node = FakeNode("future")
+    config = ControllerConfig(
+        peers=("10.0.0.9:1",), mdns=False, retry_min_s=0.05, retry_max_s=0.1, tick_s=0.02
+    )
+    c = Controller(
+        config,
+        client_factory=lambda a: FutureClient(node, a),  # type: ignore[arg-type, return-value]
+        plaintext_factory=lambda a: FutureClient(node, a),  # type: ignore[arg-type, return-value]
+    )
+    FutureClient.streams = 0
+    reason = f"agent 9.0.0 speaks protocol 2.0, this head speaks {PROTOCOL_VERSION}"
+    assert await settled(c) == [("future", NodeState.INCOMPATIBLE, reason, False)]
+    assert FutureClient.streams == 0
+    assert c.sessions()[0]["incompatible"] == "2.0"
+
+
+def test_mdns_passes_on_an_agent_of_another_major_for_its_session_to_describe() -> None:
+    def info(txt: dict[str, str]) -> AsyncServiceInfo:
+        return AsyncServiceInfo(
+            SERVICE_TYPE,
+            f"n.{SERVICE_TYPE}",
+            port=50151,
+            properties=txt,
+            parsed_addresses=["10.0.0.9"],
+        )
+
+    seen = sighting_from_info(info({"proto": "2.0", "node_id": "n"}))
+    assert seen is not None and seen.addresses == ("10.0.0.9:50151",)
+    assert sighting_from_info(info({"node_id": "n"})) is None  # says no protocol: not an agent

@@ -67,3 +67,17 @@ def test_a_request_no_node_can_serve_is_a_400_naming_the_capability() -> None:
     with pytest.raises(NoCapacity):
         forwarder.check_model(table(view("old"), lost), "demo", needs)
     assert forwarder.check_model(table(view("old")), "demo", frozenset()) is None  # plain: fine
+
+
+@pytest.mark.parametrize("policy", ["fastest", "round-robin", "least-outstanding"])
+def test_an_older_agent_gets_plain_requests_only_and_an_incompatible_one_none(policy: str) -> None:
+    # An older agent says no capabilities in Describe nor for its model: traits are empty.
+    old = view("old", decode_tps=500.0, agent_version="0.1", protocol_version="1.0")
+    new = view("new", frozenset({TOOLS}), agent_version="0.2", protocol_version="1.1")
+    future = view("future", frozenset({TOOLS}), state=NodeState.INCOMPATIBLE, decode_tps=900.0)
+    t, router = table(old, new, future), make_router(policy)
+    tools = RouteRequest(DEMO, 64, needs=frozenset({TOOLS}))
+    assert {router.choose(t, tools, LocalLoad()) for _ in range(6)} == {"new"}
+    plain = {router.choose(t, RouteRequest(DEMO, 64), LocalLoad()) for _ in range(6)}
+    assert "future" not in plain and plain <= {"old", "new"}
+    assert [n.name for n in candidates(t, DEMO)] == ["old", "new"]
