@@ -33,7 +33,7 @@ class Seen:
 
     node: str = ""
     request_id: str = ""
-    chunks: int = 0  # chunks with content
+    chunks: int = 0  # chunks with content or reasoning: what says the stream had started
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str = ""
@@ -46,6 +46,12 @@ class Seen:
         if not self.error:
             return "ok"
         return "broken" if self.chunks else "failed"
+
+
+def _said(delta: Any) -> bool:
+    """Whether a delta carries what the model generated: answer text, or (the demo model thinks
+    when it samples) reasoning."""
+    return bool(delta.content or (delta.model_extra or {}).get("reasoning_content"))
 
 
 def stream_chat(
@@ -69,7 +75,7 @@ def stream_chat(
         seen.node = raw.headers.get("x-meterless-node", "")
         seen.request_id = raw.headers.get("x-meterless-request-id", "")
         for chunk in raw.parse():
-            seen.chunks += any(c.delta.content for c in chunk.choices)
+            seen.chunks += any(_said(c.delta) for c in chunk.choices)
             if chunk.usage is not None:
                 seen.prompt_tokens = chunk.usage.prompt_tokens
                 seen.completion_tokens = chunk.usage.completion_tokens
