@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Protocol
 
-from cluster.gateway.forward import ForwardEvent, Routed
+from cluster.errors import ApiError, UpstreamFailed
+from cluster.gateway.forward import ForwardEvent, Routed, StreamFailed
+from node_agent.types import Finished, TokenEvent
 
 
 class Opening:
@@ -40,3 +43,46 @@ class Opening:
         with contextlib.suppress(BaseException):
             await self._first
         await self.events.aclose()
+
+
+class Encoder(Protocol):
+    """A dialect's stream encoder: frames for each of a node's events, and for a failure."""
+
+    def event(self, event: TokenEvent | Finished) -> bytes:
+        """The frames for one event; b"" when it shows nothing."""
+        ...
+
+    def fail(self, error: ApiError) -> bytes:
+        """The frames that end a started stream with `error`."""
+        ...
+
+
+async def relay(
+    opening: Opening,
+    encoder: Encoder,
+    *,
+    preamble: bytes,
+    keepalive: Callable[[], bytes],
+    every_s: float,
+) -> AsyncIterator[bytes]:
+    """A dialect's stream: `preamble` (what the dialect sends before its node answers), a
+    `keepalive()` every `every_s` while the node has not (it may have already), then the
+    node's events; an ApiError or a failed node ends it with the encoder's failure frames.
+    Closing it closes the forwarded stream, which cancels the generation on the node."""
+    try:
+        if preamble:
+            yield preamble
+        try:
+            while await opening.routed(every_s) is None:
+                yield keepalive()
+        except ApiError as exc:
+            yield encoder.fail(exc)
+            return
+        async for event in opening.events:
+            if isinstance(event, StreamFailed):
+                yield encoder.fail(UpstreamFailed(event.message))
+                return
+            if not isinstance(event, Routed) and (frames := encoder.event(event)):
+                yield frames
+    finally:
+        await opening.close()  # the client left: cancel the generation on the node

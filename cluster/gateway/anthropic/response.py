@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cluster.errors import ApiError, UpstreamFailed
+from cluster.errors import UpstreamFailed
 from cluster.gateway.anthropic.encode import Message, message_body
 from cluster.gateway.anthropic.stream import MessagesStreamEncoder
 from cluster.gateway.forward import Routed, StreamFailed
 from cluster.gateway.front import EventStream
 from cluster.gateway.openai.response import Answer, json_response
-from cluster.gateway.opening import Opening
+from cluster.gateway.opening import Opening, relay
 from node_agent.types import Finished
 
 OPEN_WITHIN_S = 1.0
@@ -40,28 +40,13 @@ async def answer(opening: Opening, request_id: str, model: str, stream: bool) ->
         raise
 
 
-async def sse_frames(
+def sse_frames(
     opening: Opening, encoder: MessagesStreamEncoder, routed: Routed | None
 ) -> AsyncIterator[bytes]:
     """The message's events as Anthropic's server-sent events; `routed`: None while the node
     has not answered yet (the stream starts now, and pings until it does)."""
-    try:
-        if routed is None:
-            yield encoder.start()
-            try:
-                while await opening.routed(PING_EVERY_S) is None:
-                    yield encoder.ping()
-            except ApiError as exc:
-                yield encoder.fail(exc)
-                return
-        async for event in opening.events:
-            if isinstance(event, StreamFailed):
-                yield encoder.fail(UpstreamFailed(event.message))
-                return
-            if not isinstance(event, Routed) and (frames := encoder.event(event)):
-                yield frames
-    finally:
-        await opening.close()  # the client left: cancel the generation on the node
+    started = encoder.start() if routed is None else b""
+    return relay(opening, encoder, preamble=started, keepalive=encoder.ping, every_s=PING_EVERY_S)
 
 
 async def collect(opening: Opening, request_id: str, model: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from cluster.errors import ApiError, UpstreamFailed
 from cluster.gateway.forward import CONTEXT_LENGTH_EXCEEDED, Routed, StreamFailed
 from cluster.gateway.front import EventStream
 from cluster.gateway.openai.response import Answer, json_response
-from cluster.gateway.opening import Opening
+from cluster.gateway.opening import Opening, relay
 from cluster.gateway.responses.encode import Output, response_body
 from cluster.gateway.responses.parse import ResponsesRequest
 from cluster.gateway.responses.stream import ResponsesStreamEncoder
@@ -49,51 +49,32 @@ async def answer(opening: Opening, req: ResponsesRequest, request_id: str, creat
             await opening.routed()
             output = Output(request_id, req.custom_tools)
             return json_response(await collect(opening, output, whole), headers)
-        early: ApiError | None = None
         try:
             routed = await opening.routed(OPEN_WITHIN_S)
         except ApiError as exc:
             if not fails_in_stream(exc):
                 raise
-            routed, early = None, exc
+            routed = None  # the stream reports it: the wait raises it again
         if routed is not None:
             headers["x-meterless-node"] = routed.node_id
         encoder = ResponsesStreamEncoder(**whole, custom_tools=req.custom_tools)
-        return EventStream(sse_frames(opening, encoder, routed, early), headers)
+        return EventStream(sse_frames(opening, encoder), headers)
     except BaseException:
         await opening.close()
         raise
 
 
-async def sse_frames(
-    opening: Opening,
-    encoder: ResponsesStreamEncoder,
-    routed: Routed | None,
-    early: ApiError | None = None,
-) -> AsyncIterator[bytes]:
-    """The response's events as server-sent events; `routed`: None while the node has not
-    answered (the stream starts now, with keepalives until it does); `early`: an error that
-    ended the request before any node took it, to report in the stream."""
-    try:
-        yield encoder.start()
-        if early is not None:
-            yield encoder.fail(early)
-            return
-        try:
-            while routed is None:
-                if (routed := await opening.routed(KEEPALIVE_EVERY_S)) is None:
-                    yield KEEPALIVE
-        except ApiError as exc:
-            yield encoder.fail(exc)
-            return
-        async for event in opening.events:
-            if isinstance(event, StreamFailed):
-                yield encoder.fail(UpstreamFailed(event.message))
-                return
-            if not isinstance(event, Routed) and (frames := encoder.event(event)):
-                yield frames
-    finally:
-        await opening.close()  # the client left: cancel the generation on the node
+def sse_frames(opening: Opening, encoder: ResponsesStreamEncoder) -> AsyncIterator[bytes]:
+    """The response's events as server-sent events, started now (`response.created`), with
+    keepalives until the node answers; an error that ended the request before any node took
+    it (the wait raises it again) is reported in the stream, as `response.failed`."""
+    return relay(
+        opening,
+        encoder,
+        preamble=encoder.start(),
+        keepalive=lambda: KEEPALIVE,
+        every_s=KEEPALIVE_EVERY_S,
+    )
 
 
 async def collect(opening: Opening, output: Output, body: dict[str, Any]) -> dict[str, Any]:

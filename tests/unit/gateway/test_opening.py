@@ -112,7 +112,7 @@ async def test_responses_keep_a_silent_stream_alive_with_comments(
     monkeypatch.setattr(responses_response, "KEEPALIVE_EVERY_S", 0.02)
     opening = Opening(node(0.1))
     encoder = ResponsesStreamEncoder(request_id="r", model="demo", created=1)
-    frames = [f async for f in responses_response.sse_frames(opening, encoder, None)]
+    frames = [f async for f in responses_response.sse_frames(opening, encoder)]
     seen = kinds(frames)
     assert seen[:3] == ["response.created", "response.in_progress", ":"]
     assert seen[-1] == "response.completed"
@@ -122,9 +122,11 @@ async def test_a_prompt_too_long_fails_a_response_stream_as_codex_reads_it() -> 
     too_long = InvalidRequest("the prompt has 40000 tokens", code=CONTEXT_LENGTH_EXCEEDED)
     assert responses_response.fails_in_stream(too_long)
     assert not responses_response.fails_in_stream(InvalidRequest("bad"))
-    opening = Opening(node(0.0))
+    opening = Opening(node(0.0, too_long))
+    with pytest.raises(InvalidRequest):  # what the handler sees first, and reports in the stream
+        await opening.routed(1.0)
     encoder = ResponsesStreamEncoder(request_id="r", model="demo", created=1)
-    frames = [f async for f in responses_response.sse_frames(opening, encoder, None, too_long)]
+    frames = [f async for f in responses_response.sse_frames(opening, encoder)]
     assert kinds(frames) == ["response.created", "response.in_progress", "response.failed"]
     failed = events(frames)[-1][1]
     assert failed["response"]["error"]["code"] == CONTEXT_LENGTH_EXCEEDED
