@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AgentProcess, share_models
+from tests.harness import AgentProcess, ClusterProcess, cluster_of, share_models
 from tests.integration.engines import require_vllm
 
 
@@ -35,3 +35,20 @@ def engine_agents(
     finally:
         for agent in started.values():
             agent.stop()
+
+
+@pytest.fixture(scope="module", params=["mlx", "vllm"])
+def engine_cluster(
+    request: pytest.FixtureRequest,
+    engine_agents: dict[str, AgentProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ClusterProcess]:
+    """A cluster whose one node is the package's agent of this parameter's engine, for each
+    module that asks (the module's tests run once per engine)."""
+    head = cluster_of(
+        tmp_path_factory.mktemp(f"head-{request.param}"), engine_agents[request.param]
+    )
+    try:
+        yield head
+    finally:
+        head.stop()

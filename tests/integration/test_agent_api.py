@@ -6,14 +6,13 @@ model's own choices are poor; the grammar is what makes its calls and documents 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import openai
 import pytest
 
-from tests.harness import AgentProcess, cluster_of
+from tests.harness import AgentProcess, ClusterProcess, cluster_of
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -54,18 +53,10 @@ def agents(engine_agents: dict[str, AgentProcess]) -> dict[str, AgentProcess]:
     return engine_agents
 
 
-@pytest.fixture(scope="module", params=["mlx", "vllm"])
-def client(
-    request: pytest.FixtureRequest,
-    agents: dict[str, AgentProcess],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[openai.OpenAI]:
-    """An OpenAI client of a cluster whose one node runs the engine of this parameter."""
-    cluster = cluster_of(tmp_path_factory.mktemp(f"head-{request.param}"), agents[request.param])
-    try:
-        yield openai.OpenAI(base_url=f"{cluster.url}/v1", api_key="unused", max_retries=0)
-    finally:
-        cluster.stop()
+@pytest.fixture(scope="module")
+def client(engine_cluster: ClusterProcess) -> openai.OpenAI:
+    """An OpenAI client of a cluster whose one node runs one engine (conftest.py)."""
+    return openai.OpenAI(base_url=f"{engine_cluster.url}/v1", api_key="unused", max_retries=0)
 
 
 def calls_of(message: Any) -> list[tuple[str, dict[str, Any]]]:

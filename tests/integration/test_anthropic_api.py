@@ -5,7 +5,6 @@ the demo model. Streams are checked event by event; tool inputs against their sc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -13,7 +12,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, cluster_of
+from tests.harness import ClusterProcess
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -50,25 +49,10 @@ SYSTEM = [
 ]
 
 
-@pytest.fixture(scope="module", params=["mlx", "vllm"])
-def cluster(
-    request: pytest.FixtureRequest,
-    engine_agents: dict[str, AgentProcess],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ClusterProcess]:
-    """A cluster whose one node runs the engine of this parameter."""
-    root = tmp_path_factory.mktemp(f"anthropic-{request.param}")
-    head = cluster_of(root, engine_agents[request.param])
-    try:
-        yield head
-    finally:
-        head.stop()
-
-
 @pytest.fixture
-def client(cluster: ClusterProcess) -> anthropic.Anthropic:
+def client(engine_cluster: ClusterProcess) -> anthropic.Anthropic:
     """The official client, pointed at the cluster as Claude Code points it (base URL only)."""
-    return anthropic.Anthropic(base_url=cluster.url, api_key="unused", max_retries=0)
+    return anthropic.Anthropic(base_url=engine_cluster.url, api_key="unused", max_retries=0)
 
 
 def test_a_message_is_created_with_usage(client: anthropic.Anthropic) -> None:
@@ -231,11 +215,11 @@ def test_models_are_listed_in_anthropics_shape(client: anthropic.Anthropic) -> N
     ],
 )
 def test_bad_requests_get_anthropics_error_shape(
-    cluster: ClusterProcess, body: Any, status: int, kind: str
+    engine_cluster: ClusterProcess, body: Any, status: int, kind: str
 ) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
     headers = {"x-api-key": "unused", "anthropic-version": "2023-06-01"}
-    r = httpx.post(f"{cluster.url}/v1/messages?beta=true", content=content, headers=headers)
+    r = httpx.post(f"{engine_cluster.url}/v1/messages?beta=true", content=content, headers=headers)
     assert r.status_code == status, r.text
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == kind
     assert r.json()["error"]["message"]

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, cluster_of
+from tests.harness import ClusterProcess
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -39,25 +38,10 @@ ASK = "What is the weather in Oslo this week?"
 NO_REASONING: dict[str, Any] = {"effort": "minimal"}
 
 
-@pytest.fixture(scope="module", params=["mlx", "vllm"])
-def cluster(
-    request: pytest.FixtureRequest,
-    engine_agents: dict[str, AgentProcess],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ClusterProcess]:
-    """A cluster whose one node runs the engine of this parameter."""
-    root = tmp_path_factory.mktemp(f"responses-{request.param}")
-    head = cluster_of(root, engine_agents[request.param])
-    try:
-        yield head
-    finally:
-        head.stop()
-
-
 @pytest.fixture
-def client(cluster: ClusterProcess) -> openai.OpenAI:
+def client(engine_cluster: ClusterProcess) -> openai.OpenAI:
     """The official client of the cluster."""
-    return openai.OpenAI(base_url=f"{cluster.url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{engine_cluster.url}/v1", api_key="unused", max_retries=0)
 
 
 def test_a_response_is_created_with_usage(client: openai.OpenAI) -> None:
@@ -166,11 +150,10 @@ def test_a_json_schema_text_format_validates(client: openai.OpenAI) -> None:
     ],
 )
 def test_bad_requests_are_400s_in_openais_shape(
-    cluster: ClusterProcess, body: dict[str, Any], param: str | None
+    engine_cluster: ClusterProcess, body: dict[str, Any], param: str | None
 ) -> None:
-    r = httpx.post(
-        f"{cluster.url}/v1/responses", json={"model": "demo", "input": "hi", **body}, timeout=30
-    )
+    body = {"model": "demo", "input": "hi", **body}
+    r = httpx.post(f"{engine_cluster.url}/v1/responses", json=body, timeout=30)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error"
@@ -178,10 +161,10 @@ def test_bad_requests_are_400s_in_openais_shape(
 
 
 def test_a_prompt_over_the_context_fails_the_stream_as_codex_reads_it(
-    cluster: ClusterProcess,
+    engine_cluster: ClusterProcess,
 ) -> None:
     body = {"model": "demo", "input": "word " * 40_000, "stream": True}
-    with httpx.stream("POST", f"{cluster.url}/v1/responses", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{engine_cluster.url}/v1/responses", json=body, timeout=60) as r:
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert r.status_code == 200
     last = json.loads(lines[-1][6:])
