@@ -79,12 +79,17 @@ class ChatMessage:
 
 @dataclass(frozen=True, kw_only=True)
 class Tool:
-    """A function the model may call; `parameters` is its arguments' JSON schema as JSON text."""
+    """A function the model may call; `parameters` is its arguments' JSON schema as JSON text.
+
+    `grammar` (LARK or REGEX) makes it a freeform tool: one string argument, `input`, that the
+    model writes raw inside its call, held to the grammar (engines/grammar.py).
+    """
 
     name: str
     description: str = ""
     parameters: str = '{"type": "object", "properties": {}}'
     strict: bool = False
+    grammar: Constraint | None = None
 
 
 class ToolChoiceMode(Enum):

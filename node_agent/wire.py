@@ -209,18 +209,30 @@ def _chat_pb(request: GenerateRequest) -> pb.Chat:
     choice = request.tool_choice
     return pb.Chat(
         messages=[_message_pb(m) for m in request.messages or ()],
-        tools=[
-            pb.Tool(
-                name=t.name,
-                description=t.description,
-                parameters_json=t.parameters,
-                strict=t.strict,
-            )
-            for t in request.tools
-        ],
+        tools=[_tool_pb(t) for t in request.tools],
         tool_choice=pb.ToolChoice(mode=_MODES[choice.mode], name=choice.name),
         parallel_tool_calls=request.parallel_tool_calls,
         template_options_json=request.template_options,
+    )
+
+
+def _tool_pb(t: Tool) -> pb.Tool:
+    out = pb.Tool(
+        name=t.name, description=t.description, parameters_json=t.parameters, strict=t.strict
+    )
+    if t.grammar is not None:
+        out.input_grammar.CopyFrom(_constraint_pb(t.grammar))
+    return out
+
+
+def _tool(t: pb.Tool) -> Tool:
+    grammar = _constraint(t.input_grammar) if t.HasField("input_grammar") else None
+    return Tool(
+        name=t.name,
+        description=t.description,
+        parameters=t.parameters_json,
+        strict=t.strict,
+        grammar=grammar,
     )
 
 
@@ -271,15 +283,7 @@ def generate_request(r: pb.GenerateRequest) -> GenerateRequest:
         text=r.text if prompt == "text" else None,
         messages=tuple(_message(m) for m in chat.messages) if prompt == "chat" else None,
         sampling=sampling(r.sampling),
-        tools=tuple(
-            Tool(
-                name=t.name,
-                description=t.description,
-                parameters=t.parameters_json,
-                strict=t.strict,
-            )
-            for t in chat.tools
-        ),
+        tools=tuple(_tool(t) for t in chat.tools),
         tool_choice=choice,
         parallel_tool_calls=chat.parallel_tool_calls if prompt == "chat" else True,
         template_options=chat.template_options_json,

@@ -14,10 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from node_agent.engines.lark_embed import Embedded, embed_lark, embed_regex
 from node_agent.types import Constraint, ConstraintKind, GenerateRequest, Tool, ToolChoiceMode
 
 # The one layout a constrained JSON document may take (a client's own "x-guidance" wins).
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# A freeform call's first line; its raw input follows (parsing.py reads the same header).
+FREEFORM_HEADER = '{{"name": {name}}}\n'
+NEWLINE = '"\\n"'  # a newline as a Lark literal
 # Free text before a call, as llguidance's own tool-calling grammars write it (lazy: it ends
 # at the first trigger).
 _TEXT = r"(.|\n)*"
@@ -58,15 +62,21 @@ class GrammarUnsupported(ValueError):
 
 
 def grammar_for(request: GenerateRequest, markup: ToolMarkup | None) -> str | None:
-    """The Lark grammar the request's output must match; None when it is free."""
+    """The Lark grammar the request's output must match; None when it is free.
+
+    A freeform tool's grammar is held where the markup is known, and otherwise only shown to
+    the model in the tool's description (its input is then a JSON string like any argument).
+    """
     if request.constraint is not None:
         return constraint_grammar(request.constraint)
     forced = forced_tools(request)
-    strict = tuple(t for t in request.tools if t.strict)
-    if not forced and not strict:
+    held = tuple(t for t in request.tools if t.strict or (t.grammar and markup))
+    if not forced and not held:
         return None
     if markup is None:
         raise GrammarUnsupported("this model's chat template has no tool-call markup we know")
+    if any(t.grammar for t in request.tools):
+        return freeform_calls(request, forced, markup)
     if forced:
         return _calls(forced, markup, many=request.parallel_tool_calls)
     return _text_then_calls(request.tools, markup, many=request.parallel_tool_calls)
@@ -132,6 +142,59 @@ def _text_then_calls(tools: tuple[Tool, ...], markup: ToolMarkup, *, many: bool)
     else:
         rules = f"call: opening {body}\nopening[lazy]: TEXT {_lit(markup.open)}\n"
     return f"start: call{'*' if many else '?'} TEXT\n{rules}TEXT: /{_TEXT}/\n"
+
+
+def freeform_calls(request: GenerateRequest, forced: tuple[Tool, ...], markup: ToolMarkup) -> str:
+    """Calls among tools some of which are freeform: each call is one alternative of its own.
+
+    A function call is written `{"name": "f", "arguments": {...}}`; a freeform one is a header,
+    `{"name": "t"}`, a newline, and the input raw up to the closing marker (parsing.py reads it
+    back as the argument `input`). Each alternative opens with its whole name as one literal:
+    llguidance's lexer is greedy, so a shared opening with a choice after it would not lex.
+    """
+    tools = forced or request.tools
+    embedded = _embedded(tools)
+    bodies = " | ".join(_alternative(i, t, embedded, loose=not forced) for i, t in enumerate(tools))
+    opened = f"{NEWLINE} body {markup.marker(markup.close)}"
+    repeat = "*" if request.parallel_tool_calls else "?"
+    if forced:
+        more = f" ({_lit(markup.separator)} call)*" if request.parallel_tool_calls else ""
+        head = f"start: call{more}\ncall: {markup.marker(markup.open)} {opened}\n"
+    elif markup.tokens:
+        head = f"start: call{repeat} TEXT\ncall: TEXT {markup.marker(markup.open)} {opened}\n"
+    else:
+        head = f"start: call{repeat} TEXT\ncall: opening {opened}\n"
+        head += f"opening[lazy]: TEXT {_lit(markup.open)}\n"
+    text = "" if forced else f"TEXT: /{_TEXT}/\n"
+    return f"{head}{text}body: {bodies}\n{_nested(embedded)}"
+
+
+def _embedded(tools: tuple[Tool, ...]) -> dict[int, Embedded]:
+    """Each freeform tool's grammar, renamed for nesting, by the tool's index."""
+    out = {}
+    for i, tool in enumerate(tools):
+        if tool.grammar is not None and tool.grammar.kind is ConstraintKind.REGEX:
+            out[i] = embed_regex(tool.grammar.text, i)
+        elif tool.grammar is not None:
+            out[i] = embed_lark(tool.grammar.text, i)
+    return out
+
+
+def _alternative(i: int, tool: Tool, embedded: dict[int, Embedded], *, loose: bool) -> str:
+    """One tool's call: its opening literal, then its arguments or its raw input."""
+    name = _compact(tool.name)
+    if i in embedded:
+        return f"{_lit(FREEFORM_HEADER.format(name=name))} {embedded[i].entry}"
+    schema = {"type": "object"} if loose and not tool.strict else json.loads(tool.parameters)
+    opening = _lit('{"name": ' + name + ', "arguments": ')
+    return f'{opening} {_json(schema)} "}}" {NEWLINE}'
+
+
+def _nested(embedded: dict[int, Embedded]) -> str:
+    """The freeform tools' renamed rules, then their imports, each once."""
+    rules = "".join(e.rules.rstrip("\n") + "\n" for e in embedded.values())
+    imports = dict.fromkeys(line for e in embedded.values() for line in e.imports)
+    return rules + "".join(f"{line}\n" for line in imports)
 
 
 def _any_call(tools: tuple[Tool, ...]) -> dict[str, Any]:

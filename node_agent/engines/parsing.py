@@ -170,6 +170,7 @@ class OutputParser:
         self, dialect: Dialect, *, tools: Sequence[Tool] = (), reasoning: bool = False
     ) -> None:
         self._dialect, self._tools = dialect, [_tool_dict(t) for t in tools]
+        self._freeform = frozenset(t.name for t in tools if t.grammar is not None)
         self._state = REASONING if reasoning and dialect.think else NORMAL
         self._held = ""  # text that may be the start of a marker
         self._call = ""  # the open call's text
@@ -279,12 +280,30 @@ class OutputParser:
     def _parse(self, text: str) -> list[tuple[str, str]] | None:
         """The calls in a call's text as (name, arguments JSON), or None if it does not parse."""
         assert self._dialect.parse_call is not None  # no call state without a parser
+        if freeform := self._freeform_call(text):
+            return [freeform]
         try:
             parsed = self._dialect.parse_call(text, self._tools or None)
             items = parsed if isinstance(parsed, list) else [parsed]
             return [_call(item) for item in items] or None
         except Exception:  # each family's parser raises what it likes on bad text
             return None
+
+    def _freeform_call(self, text: str) -> tuple[str, str] | None:
+        """A freeform tool's call, `{"name": ...}` then its raw input (see engines/grammar.py),
+        as (name, arguments with the input); None for any other text."""
+        if not self._freeform:
+            return None
+        header, newline, raw = text.removeprefix("\n").partition("\n")
+        try:
+            head = json.loads(header)
+        except ValueError:
+            return None
+        if not newline or not isinstance(head, dict) or set(head) != {"name"}:
+            return None
+        if head["name"] not in self._freeform:
+            return None
+        return head["name"], json.dumps({"input": raw}, ensure_ascii=False)
 
     def _carry(self, out: list[TokenEvent]) -> list[TokenEvent]:
         """Give the tokens fed so far to the first event released."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -140,12 +141,65 @@ def test_a_json_schema_text_format_validates(client: openai.OpenAI) -> None:
     jsonschema.validate(json.loads(response.output_text), DOC)
 
 
+SUM = {  # a freeform tool whose input must match a Lark grammar
+    "type": "custom",
+    "name": "add",
+    "description": "Adds two numbers.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: "add " NUMBER " to " NUMBER\nNUMBER: /[0-9]{1,3}/\n',
+    },
+}
+CODE = {
+    "type": "custom",
+    "name": "code",
+    "format": {"type": "grammar", "syntax": "regex", "definition": "[A-Z]{3}-[0-9]{2}"},
+}
+
+
+def test_a_custom_tools_input_matches_its_grammar(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model="demo",
+        input="What is 2 and 3?",
+        tools=[SUM, *TOOLS],
+        tool_choice={"type": "custom", "name": "add"},
+        max_output_tokens=48,
+    )
+    [call] = [item for item in response.output if item.type == "custom_tool_call"]
+    assert call.name == "add" and re.fullmatch(r"add [0-9]{1,3} to [0-9]{1,3}", call.input)
+    with client.responses.stream(
+        model="demo",
+        input="Which code?",
+        tools=[CODE, SUM],
+        tool_choice="required",
+        max_output_tokens=48,
+    ) as stream:
+        kinds = {e.type for e in stream}
+        final = stream.get_final_response()
+    assert "response.custom_tool_call_input.delta" in kinds
+    calls = [item for item in final.output if item.type == "custom_tool_call"]
+    assert calls and all(
+        re.fullmatch(r"[A-Z]{3}-[0-9]{2}", c.input)
+        if c.name == "code"
+        else re.fullmatch(r"add [0-9]{1,3} to [0-9]{1,3}", c.input)
+        for c in calls
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"store": True}, "store"),
         ({"tools": [{"type": "teleport"}]}, "tools.0"),
+        (  # a grammar that does not compile, refused by the node that would hold to it
+            {
+                "tools": [{**SUM, "format": {**SUM["format"], "definition": "start: nothing"}}],
+                "tool_choice": "required",
+            },
+            None,
+        ),
         ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": 5}}}}, None),
     ],
 )

@@ -2,7 +2,8 @@
 tools, `tool_choice` and `text.format`, checked as OpenAI checks them and converted for the agent.
 
 Pure: no I/O. A custom tool reaches the model as a function tool taking one string, `input`
-(as the working Codex bridges do); encode.py turns the model's call back into a
+(as the working Codex bridges do), and its grammar reaches the node, which has the model write
+the input raw and holds it to the grammar; encode.py turns the call back into a
 `custom_tool_call`. Schemas are checked by cluster/gateway/openai/tools.py's helpers.
 """
 
@@ -90,14 +91,18 @@ class CustomTool(Lenient):
     format: CustomFormat | None = None
 
     def to_tool(self) -> Tool:
-        """The function tool the model sees: one string argument, `input`. The grammar is shown
-        in the description but not enforced while decoding yet (a Lark constraint on a JSON
-        string's contents needs the grammar library's JSON-embedding support)."""
+        """The function tool the model sees: one string argument, `input`, with the grammar
+        shown in its description and given to the node, which holds the input to it."""
         description = self.description or ""
-        if self.format is not None and self.format.type == "grammar":
-            grammar = f"The input must match this {self.format.syntax} grammar:\n"
-            description = f"{description}\n\n{grammar}{self.format.definition}".lstrip()
-        return Tool(name=self.name, description=description, parameters=CUSTOM_PARAMETERS)
+        tool = Tool(name=self.name, description=description, parameters=CUSTOM_PARAMETERS)
+        if self.format is None or self.format.type != "grammar" or not self.format.definition:
+            return tool
+        grammar = f"The input must match this {self.format.syntax} grammar:\n"
+        description = f"{description}\n\n{grammar}{self.format.definition}".lstrip()
+        kind = ConstraintKind.LARK if self.format.syntax == "lark" else ConstraintKind.REGEX
+        return replace(
+            tool, description=description, grammar=Constraint(kind, self.format.definition)
+        )
 
 
 def _known_tool(value: Any) -> Any:

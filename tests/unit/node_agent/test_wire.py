@@ -119,7 +119,10 @@ def test_an_agent_request_round_trips_tools_history_constraint_and_logprobs() ->
             ChatMessage("assistant", "", (call,), reasoning="The user wants weather."),
             ChatMessage("tool", "12 C", tool_call_id="call_1", name="get_weather"),
         ),
-        tools=(Tool(name="get_weather", parameters='{"type": "object"}', strict=True),),
+        tools=(
+            Tool(name="get_weather", parameters='{"type": "object"}', strict=True),
+            Tool(name="apply_patch", grammar=Constraint(ConstraintKind.LARK, 'start: "x"')),
+        ),
         tool_choice=ToolChoice(ToolChoiceMode.NAMED, "get_weather"),
         parallel_tool_calls=False,
         template_options='{"enable_thinking": false}',

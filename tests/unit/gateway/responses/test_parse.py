@@ -181,6 +181,7 @@ def test_custom_tools_become_functions_taking_their_input() -> None:
     patch = gen.tools[1]
     assert patch.name == "apply_patch" and patch.parameters == CUSTOM_PARAMETERS
     assert patch.description.startswith("Edit files.\n\nThe input must match this lark grammar")
+    assert patch.grammar == Constraint(ConstraintKind.LARK, PATCH["format"]["definition"])
     assert gen.tools[2] == Tool(name="free", parameters=CUSTOM_PARAMETERS)
     assert gen.messages == (
         ChatMessage(

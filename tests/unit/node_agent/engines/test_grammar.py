@@ -40,6 +40,8 @@ WEATHER = Tool(
 )
 TOKENS = markup_for("hermes", {"<tool_call>": 288, "</tool_call>": 289})
 TIME = Tool(name="get_time", parameters='{"type": "object", "properties": {}}')
+REQUIRED = ToolChoice(ToolChoiceMode.REQUIRED)
+NAMED = ToolChoiceMode.NAMED
 
 
 @functools.cache
@@ -157,3 +159,74 @@ def test_markers_that_are_not_tokens_are_matched_as_text() -> None:
     assert auto is not None
     assert accepts(auto, "Sure.\n" + call("get_weather", {"city": "Oslo"}), markers=False)
     assert not accepts(auto, "Sure.\n" + call("get_weather", {"town": "Oslo"}), markers=False)
+
+
+# The grammar Codex gives its `apply_patch` tool (a custom tool of the Responses API).
+APPLY_PATCH = r"""start: begin_patch hunk+ end_patch
+begin_patch: "*** Begin Patch" LF
+end_patch: "*** End Patch" LF?
+hunk: add_hunk | delete_hunk | update_hunk
+add_hunk: "*** Add File: " filename LF add_line+
+delete_hunk: "*** Delete File: " filename LF
+update_hunk: "*** Update File: " filename LF change_move? change?
+filename: /(.+)/
+add_line: "+" /(.*)/ LF -> line
+change_move: "*** Move to: " filename LF
+change: (change_context | change_line)+ eof_line?
+change_context: ("@@" | "@@ " /(.+)/) LF
+change_line: ("+" | "-" | " ") /(.*)/ LF
+eof_line: "*** End of File" LF
+%import common.LF
+"""
+PATCH = Tool(name="apply_patch", grammar=Constraint(ConstraintKind.LARK, APPLY_PATCH))
+CODE = Tool(name="code", grammar=Constraint(ConstraintKind.REGEX, "[a-z]{3}/[0-9]{2}"))
+GOOD = (
+    "*** Begin Patch\n*** Update File: a.py\n@@ def f():\n-    return 1\n+    return 2\n"
+    "*** End Patch\n"
+)
+BAD = "*** Begin Patch\nreturn 2\n*** End Patch\n"
+
+
+def freeform(name: str, raw: str) -> str:
+    return f'<tool_call>\n{{"name": "{name}"}}\n{raw}</tool_call>'
+
+
+def test_a_forced_freeform_call_holds_its_raw_input_to_the_grammar() -> None:
+    named = ToolChoice(NAMED, "apply_patch")
+    g = grammar_for(request(tools=(PATCH, WEATHER), tool_choice=named), TOKENS)
+    assert g is not None and accepts(g, freeform("apply_patch", GOOD))
+    assert not accepts(g, freeform("apply_patch", BAD))
+    assert not accepts(g, call("apply_patch", {"input": GOOD}))  # not as a JSON argument
+    regex = grammar_for(request(tools=(CODE,), tool_choice=ToolChoice(NAMED, "code")), TOKENS)
+    assert regex is not None and accepts(regex, freeform("code", "abc/12"))
+    assert not accepts(regex, freeform("code", "abc/1x"))
+
+
+def test_required_offers_freeform_and_function_calls_side_by_side() -> None:
+    g = grammar_for(request(tools=(PATCH, WEATHER, TIME, CODE), tool_choice=REQUIRED), TOKENS)
+    assert g is not None
+    assert accepts(g, freeform("apply_patch", GOOD)) and accepts(g, freeform("code", "xyz/00"))
+    assert accepts(g, call("get_weather", {"city": "Oslo"})) and accepts(g, call("get_time", {}))
+    assert not accepts(g, call("get_weather", {"city": 3}))
+    assert accepts(g, freeform("code", "abc/12") + "\n" + call("get_time", {}))
+
+
+def test_in_auto_text_is_free_and_an_opened_freeform_call_is_held() -> None:
+    for markers, markup in ((True, TOKENS), (False, HERMES)):
+        g = grammar_for(request(tools=(PATCH, WEATHER, TIME)), markup)
+        assert g is not None and accepts(g, "No edit needed.", markers)
+        assert accepts(g, "Editing.\n" + freeform("apply_patch", GOOD), markers)
+        assert not accepts(g, "Editing.\n" + freeform("apply_patch", BAD), markers)
+        assert accepts(g, "Time?\n" + call("get_time", {"tz": "UTC"}), markers)  # loose: any object
+
+
+def test_without_known_markup_a_freeform_grammar_is_only_described() -> None:
+    assert grammar_for(request(tools=(PATCH,)), None) is None
+    with pytest.raises(GrammarUnsupported):
+        grammar_for(request(tools=(PATCH,), tool_choice=REQUIRED), None)
+
+
+def test_a_freeform_grammar_that_does_not_compile_fails_at_compile() -> None:
+    broken = Tool(name="p", grammar=Constraint(ConstraintKind.LARK, "start: missing_rule\n"))
+    g = grammar_for(request(tools=(broken,), tool_choice=REQUIRED), TOKENS)
+    assert g is not None and LLMatcher.validate_grammar(g, tokenizer()) != ""

@@ -25,6 +25,8 @@ from node_agent.errors import InvalidRequest
 from node_agent.types import (
     REASONING,
     TOOLS,
+    Constraint,
+    ConstraintKind,
     Delta,
     ReasoningDelta,
     TokenEvent,
@@ -87,6 +89,23 @@ def test_two_calls_get_two_indexes_and_the_newline_between_them_is_dropped() -> 
     assert [c.index for c in calls(events) if c.done] == [0, 1]
     assert answer(events) == ""
     assert parser.made_calls
+
+
+def test_a_freeform_call_is_its_header_then_its_raw_input() -> None:
+    patch = Tool(name="apply_patch", grammar=Constraint(ConstraintKind.LARK, "start: /.+/"))
+    raw = '*** Begin Patch\n+say "hi"\n*** End Patch\n'
+    for size in (1, 5, 1000):
+        events = run(
+            '<tool_call>\n{"name": "apply_patch"}\n' + raw + "</tool_call>" + CALL,
+            pieces=size,
+            tools=(patch, WEATHER),
+        )
+        first, args, _, second, *_ = calls(events)
+        assert first.name == "apply_patch" and json.loads(args.arguments) == {"input": raw}
+        assert second.name == "get_weather"
+    # A header naming a tool that is not freeform is not one: the text is passed on.
+    text = '<tool_call>\n{"name": "get_weather"}\nraw</tool_call>'
+    assert answer(run(text, tools=(patch, WEATHER))) == text
 
 
 def test_reasoning_is_split_from_the_answer() -> None:
