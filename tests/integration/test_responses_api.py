@@ -131,6 +131,26 @@ def test_a_streamed_function_call_gathers_into_valid_arguments(client: openai.Op
     )
 
 
+def test_a_namespaces_tools_are_offered_in_its_place(client: openai.OpenAI) -> None:
+    # As Codex groups its sub-agent tools; hosted tools beside it are left out.
+    namespace = {
+        "type": "namespace",
+        "name": "agents",
+        "description": "Forecasters",
+        "tools": TOOLS,
+    }
+    response = client.responses.create(
+        model="demo",
+        input=ASK,
+        tools=[namespace, {"type": "web_search"}],  # type: ignore[list-item]
+        tool_choice="required",
+        max_output_tokens=96,
+    )
+    [call] = [item for item in response.output if item.type == "function_call"][:1]
+    assert call.name == "get_weather"
+    jsonschema.validate(json.loads(call.arguments), WEATHER)
+
+
 def test_a_json_schema_text_format_validates(client: openai.OpenAI) -> None:
     response = client.responses.create(
         model="demo",
