@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--insecure",
         action="store_true",
-        help="serve without API keys even off loopback (warned at every start); by "
-        "default only loopback with --demo is open",
+        help="serve without API keys even off loopback (warned at every start; by "
+        "default only loopback with --demo is open), and allow RAY_AUTH_MODE=disabled",
     )
     up.add_argument(
         "--allow-plaintext-agents",

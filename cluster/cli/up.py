@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from cluster.access import admin_token, secret_store
+from cluster.access import admin_token, ray_auth, secret_store
 from cluster.access.exposure import decide
 from cluster.access.keys import digest
 from cluster.cli.ports import free_port, port_state
@@ -242,6 +242,18 @@ def up(opts: UpOptions) -> int:
         print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}", file=sys.stderr)
         return 1
     print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
+    try:  # before anything starts: Ray's processes and the agent inherit the environment
+        os.environ.update(ray_auth.ray_env(os.environ, config_dir(), insecure=opts.insecure))
+    except ray_auth.RayAuthRefused as exc:
+        print(f"cluster up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    if os.environ.get(ray_auth.MODE_ENV, "").lower() != "token":
+        print(
+            "WARNING: --insecure: Ray runs without token auth; anyone who reaches its ports "
+            "can run code on this machine",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         if opts.port > 0 and not opts.ray_address and (why := claim_port(opts.host, opts.port)):
             print(f"cluster up: {why}", file=sys.stderr, flush=True)
