@@ -3,8 +3,9 @@
 Tables: `requests` (one row per request, see cluster/ledger/rows.py for what each outcome means),
 `node_samples` (each node's busy/idle seconds and measured energy in ~10 s chunks),
 `nodes` (name, first sighting and the agent's own cost profile), and `cost_overrides` (profiles
-set by the admin, which win over the agent's). WAL mode with synchronous=NORMAL: a committed
-batch survives a crash of the controller; readers never block the writer.
+set by the admin, which win over the agent's). WAL mode with synchronous=FULL: a committed
+batch survives a crash of the controller and a power loss (NORMAL could lose the commits since
+the last checkpoint); readers never block the writer.
 
 Every function takes the connection; the controller calls them on one thread of its own.
 """
@@ -117,7 +118,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating if needed) the ledger at `path` (":memory:" for a throwaway one)."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     _add_missing_columns(conn)
@@ -292,14 +293,17 @@ def count(conn: sqlite3.Connection) -> int:
 
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN ... COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
+    """BEGIN ... COMMIT, or ROLLBACK on any error, the COMMIT's own included (the connection
+    is in autocommit mode). SQLite may leave a transaction open after a failed COMMIT (a full
+    disk, an I/O error); left open, it would make every later BEGIN fail until a restart."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _names(concatenated: str | None) -> list[str]:
