@@ -24,7 +24,7 @@ from cluster.access import admin_token, secret_store
 from cluster.access.exposure import decide
 from cluster.access.keys import digest
 from cluster.cli.ports import free_port, port_state
-from cluster.paths import config_dir, data_dir
+from cluster.paths import config_dir, data_dir, private_dir, write_private
 from node_agent.trust import ClusterSecret, encode_token
 
 logger = logging.getLogger(__name__)
@@ -224,8 +224,7 @@ def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
 
 def up(opts: UpOptions) -> int:
     """Run the cluster in the foreground until interrupted; returns the exit code."""
-    data = data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(data_dir())
     secret = cluster_secret(opts)
     url = f"http://{_display_host(opts.host)}:{opts.port}"
     stop = threading.Event()
@@ -341,7 +340,9 @@ def _display_host(host: str) -> str:
 
 
 def _write_state(data: Path, url: str) -> None:
-    (data / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    path = data / STATE_FILE
+    path.unlink(missing_ok=True)
+    write_private(path, json.dumps({"pid": os.getpid(), "url": url}))
 
 
 def down() -> int:

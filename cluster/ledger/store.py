@@ -23,6 +23,7 @@ from typing import Any
 from cluster.ledger.cost import Power, Tokens
 from cluster.ledger.energy import NodeSample
 from cluster.ledger.rows import UsageRow, Values
+from cluster.paths import private_file
 from cluster.types import CostProfile
 
 FILE_NAME = "ledger.sqlite3"
@@ -115,7 +116,8 @@ class Served:
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
-    """Open (creating if needed) the ledger at `path` (":memory:" for a throwaway one)."""
+    """Open (creating it 0600 if needed) the ledger at `path` (":memory:" for a throwaway one)."""
+    private_file(path)
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
