@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from cluster.ledger import reports, store
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
+from cluster.ledger.outage import Outage
 from cluster.ledger.prices import PriceTable
 from cluster.ledger.rows import UsageAck, UsageBatch, Values
 from cluster.node_client import NodeDescription, NodeStatusSample
@@ -68,6 +69,9 @@ class LedgerService:
         self._writes: set[asyncio.Future[Any]] = set()
         self._metrics: tuple[float, dict[str, Any]] | None = None
         self.requests = RequestCounts()  # every row committed since the controller started
+        self._outage = Outage(str(path))
+        self._backlogs: dict[str, tuple[float, int]] = {}  # replica -> (heard, rows unsent)
+        self._dropped: dict[str, int] = {}  # replica -> rows it gave up, ever
 
     async def open(self) -> None:
         """Open (or create) the ledger file."""
@@ -87,11 +91,29 @@ class LedgerService:
     # -- gateways ----------------------------------------------------------------------------
 
     async def record(self, batch: UsageBatch) -> UsageAck:
-        """Commit a gateway's batch; the answer says whether the cluster is shutting down."""
-        written = await self._db(store.insert_requests, batch.rows) if batch.rows else 0
+        """Commit a gateway's batch; the answer says whether it was stored (else the gateway
+        keeps its rows for the next send) and whether the cluster is shutting down."""
+        self._backlogs[batch.replica] = (time.monotonic(), len(batch.rows) + batch.pending)
+        self._dropped[batch.replica] = batch.dropped
+        closing = self._closing_since is not None
+        insert = store.insert_requests if batch.rows else _nothing  # still retries what waits
+        stored, written = await self._db(self._outage.run, insert, batch.rows)
+        if not stored:
+            return UsageAck(written=0, closing=closing, stored=False)
         self._count(batch, written)
         self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
-        return UsageAck(written=written, closing=self._closing_since is not None)
+        return UsageAck(written=written, closing=closing)
+
+    def ledger_health(self) -> dict[str, Any]:
+        """Whether the ledger writes, and what waits in memory meanwhile (for /metrics)."""
+        now = time.monotonic()
+        return {
+            "writable": self._outage.since is None,
+            "write_errors": self._outage.errors,
+            "rows_waiting": self._outage.held
+            + sum(n for heard, n in self._backlogs.values() if now - heard < GATEWAY_SILENT_S),
+            "rows_dropped": self._outage.dropped + sum(self._dropped.values()),
+        }
 
     async def prepare_shutdown(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Stop new requests and wait until every gateway has sent every row; then flush."""
@@ -207,7 +229,7 @@ class LedgerService:
                     else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
                 }
             )
-        return {"nodes": nodes, "requests": self.requests}
+        return {"nodes": nodes, "requests": self.requests, "ledger": self.ledger_health()}
 
     async def model_prices(self, window: reports.Window) -> dict[str, float]:
         """Each model's measured $/Mtok over a window (for `/v1/models`)."""
@@ -251,7 +273,8 @@ class LedgerService:
     def _write(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue a write now; it runs in order with every other ledger call."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, functools.partial(self._call, fn, *args))
+        write = functools.partial(self._call, self._outage.write, fn, *args)
+        future = loop.run_in_executor(self._pool, write)
         self._writes.add(future)
         future.add_done_callback(self._written)
 
@@ -263,6 +286,10 @@ class LedgerService:
     def _close_meters(self) -> None:
         for node_id, (address, _) in list(self._meters.items()):
             self.stream_ended(node_id, address)
+
+
+def _nothing(conn: sqlite3.Connection, rows: Any) -> int:
+    return 0
 
 
 def _snapshot(conn: sqlite3.Connection, since: float | None) -> reports.Snapshot:

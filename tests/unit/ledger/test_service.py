@@ -245,3 +245,35 @@ async def test_a_models_price_weighs_each_nodes_rate_by_the_tokens_it_served(
     # n1 served a third of demo's tokens, at its own rate; n2's are free.
     assert prices == {"demo": pytest.approx(n1["usd_per_mtok"] / 3)}
     assert await b.model_prices(Window.parse("1m")) == {}  # nothing served in the last minute
+
+
+async def test_a_locked_ledger_keeps_serving_and_loses_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    b, clock = service
+    await b._db(lambda c: c.execute("PRAGMA busy_timeout=10"))  # fail fast, not after 5 s
+    rec = Recorder(b.record, replica="g1")
+    rec.end(row(1, T0))
+    await rec.flush_once()
+    other = store.connect(tmp_path / store.FILE_NAME)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    for i in (2, 3):
+        rec.end(row(i, T0 + i))
+    await rec.flush_once()
+    b.status(status("n1", 0.0), "a")
+    clock.now += 3_600.0
+    b.status(status("n1", 1_800.0), "a")  # a finished chunk: its write is held
+    await asyncio.gather(*b._writes)
+    health = b.ledger_health()
+    assert rec.buffered == 2 and not health["writable"]
+    assert health["rows_waiting"] == 3 and health["write_errors"] >= 2
+    text = render(await b.metrics(), NodeTable()).decode()
+    assert "meterless:ledger_writable 0.0" in text and "meterless:ledger_rows_waiting 3.0" in text
+    other.execute("ROLLBACK")
+    await rec.flush_once()
+    assert rec.buffered == 0 and b.ledger_health()["writable"]
+    assert await b._db(store.count) == 3
+    samples = await b._db(lambda c: c.execute("SELECT COUNT(*) FROM node_samples").fetchone())
+    assert samples == (1,)
+    await rec.flush_once()  # sent again after a lost answer, say: still once each
+    assert await b._db(store.count) == 3
