@@ -17,7 +17,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from cluster.ledger.metrics import RequestCounts
 from cluster.ledger.outage import Outage
 from cluster.ledger.prices import PriceTable
 from cluster.ledger.rows import UsageAck, UsageBatch, Values
+from cluster.ledger.totals import Totals
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile
 
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 GATEWAY_SILENT_S = 5.0  # a gateway not heard from for this long is gone (not waited for)
-METRICS_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class LedgerService:
         self._closing_since: float | None = None
         self._meters: dict[str, tuple[str, EnergyMeter]] = {}  # node -> (address, meter)
         self._writes: set[asyncio.Future[Any]] = set()
-        self._metrics: tuple[float, dict[str, Any]] | None = None
+        self._totals = Totals(reports.Snapshot())  # all time, loaded by `open`
         self.requests = RequestCounts()  # every row committed since the controller started
         self._outage = Outage(str(path))
         self._backlogs: dict[str, tuple[float, int]] = {}  # replica -> (heard, rows unsent)
@@ -77,6 +77,7 @@ class LedgerService:
         """Open (or create) the ledger file."""
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._pool, store.connect, self.path)
+        self._totals = await self._db(lambda conn: Totals(_snapshot(conn, None)))
         logger.info("ledger at %s (%d requests)", self.path, await self._db(store.count))
 
     async def close(self) -> None:
@@ -96,13 +97,13 @@ class LedgerService:
         self._backlogs[batch.replica] = (time.monotonic(), len(batch.rows) + batch.pending)
         self._dropped[batch.replica] = batch.dropped
         closing = self._closing_since is not None
-        insert = store.insert_requests if batch.rows else _nothing  # still retries what waits
-        stored, written = await self._db(self._outage.run, insert, batch.rows)
+        insert = self._insert_rows if batch.rows else _nothing  # still retries what waits
+        stored, fresh = await self._db(self._outage.run, insert, batch.rows)
         if not stored:
             return UsageAck(written=0, closing=closing, stored=False)
-        self._count(batch, written)
+        self.requests.observe(fresh)
         self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
-        return UsageAck(written=written, closing=closing)
+        return UsageAck(written=len(fresh), closing=closing)
 
     def ledger_health(self) -> dict[str, Any]:
         """Whether the ledger writes, and what waits in memory meanwhile (for /metrics)."""
@@ -133,17 +134,19 @@ class LedgerService:
             "requests": await self._db(store.count),
         }
 
-    def _count(self, batch: UsageBatch, written: int) -> None:
-        """Count a committed batch's rows in the request metrics, each once.
+    def _insert_rows(self, conn: sqlite3.Connection, rows: Sequence[Values]) -> list[Values]:
+        """Commit the rows the ledger does not have yet and count them; returns those.
 
-        The ledger ignores the rows it already has: those of a batch the replica sends again
-        because the answer to its last send was lost. They were that last batch's."""
-        rows: tuple[Values, ...] | list[Values] = batch.rows
-        if written < len(rows):
-            last = self._gateways.get(batch.replica)
-            sent = {row[0] for row in last.batch.rows} if last is not None else set()
-            rows = [row for row in rows if row[0] not in sent]
-        self.requests.observe(rows)
+        A replica sends a batch again when the answer to its last send was lost: the rows the
+        ledger already has are left out, so each is counted once."""
+        fresh = store.absent(conn, rows)
+        store.insert_requests(conn, fresh)
+        self._totals.add_rows(fresh)
+        return fresh
+
+    def _insert_samples(self, conn: sqlite3.Connection, samples: list[NodeSample]) -> None:
+        store.insert_samples(conn, samples)
+        self._totals.add_samples(samples)
 
     def _live_gateways(self, now: float) -> list[str]:
         return [r for r, g in self._gateways.items() if now - g.heard < GATEWAY_SILENT_S]
@@ -174,7 +177,7 @@ class LedgerService:
                 EnergyMeter(sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s),
             )
         if done := owner[1].add(now, sample.busy_seconds, sample.power_watts):
-            self._write(store.insert_samples, [done])
+            self._write(self._insert_samples, [done])
 
     def stream_ended(self, node_id: str, address: str) -> None:
         """The node's status stream from `address` ended: write its partial chunk."""
@@ -182,7 +185,7 @@ class LedgerService:
         if owner is not None and owner[0] == address:
             del self._meters[node_id]
             if done := owner[1].close():
-                self._write(store.insert_samples, [done])
+                self._write(self._insert_samples, [done])
 
     def recent(self, node_id: str) -> NodeSample | None:
         """The node's latest busy ratio and power, if its status is streaming."""
@@ -194,7 +197,6 @@ class LedgerService:
         record = (await self._db(store.nodes)).get(node_id)
         profile = dataclasses.replace(record.profile if record else CostProfile(), **changes)
         await self._db(store.set_override, node_id, profile, self._clock())
-        self._metrics = None
         return {
             "node_id": node_id,
             "profile": dataclasses.asdict(profile),
@@ -215,11 +217,9 @@ class LedgerService:
     async def metrics(self) -> dict[str, Any]:
         """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
         and power, all-time cost, cloud-equivalent and savings."""
-        now = time.monotonic()
-        if self._metrics is None or now - self._metrics[0] > METRICS_TTL_S:
-            self._metrics = (now, await self.cost(reports.Window.parse("all")))
+        ever = await self._db(self._ever_cost, self._clock())
         nodes = []
-        for n in self._metrics[1]["nodes"]:
+        for n in ever["nodes"]:
             recent = self.recent(n["node_id"])
             nodes.append(
                 {
@@ -234,6 +234,21 @@ class LedgerService:
     async def model_prices(self, window: reports.Window) -> dict[str, float]:
         """Each model's measured $/Mtok over a window (for `/v1/models`)."""
         return await self._db(self._model_prices, window, self._clock())
+
+    def _ever_cost(self, conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+        """The all-time cost report from the running totals: no scan of the ledger."""
+        ever = self._totals.snapshot()
+        return reports.cost_report(
+            reports.CostInputs(
+                label="all",
+                since=None,
+                now=now,
+                nodes=store.nodes(conn),
+                window=ever,
+                ever=ever,
+                prices=self.prices,
+            )
+        )
 
     def _cost(self, conn: sqlite3.Connection, span: reports.Window, now: float) -> dict[str, Any]:
         return reports.cost_report(self._inputs(conn, span, now))
@@ -288,8 +303,8 @@ class LedgerService:
             self.stream_ended(node_id, address)
 
 
-def _nothing(conn: sqlite3.Connection, rows: Any) -> int:
-    return 0
+def _nothing(conn: sqlite3.Connection, rows: Any) -> list[Values]:
+    return []
 
 
 def _snapshot(conn: sqlite3.Connection, since: float | None) -> reports.Snapshot:

@@ -153,6 +153,18 @@ def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
     return conn.total_changes - before
 
 
+def absent(conn: sqlite3.Connection, rows: Sequence[Values]) -> list[Values]:
+    """The rows whose request ids the ledger does not hold yet (by its unique index)."""
+    have: set[str] = set()
+    ids = [row[0] for row in rows]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT request_id FROM requests WHERE request_id IN ({marks})"
+        have.update(r for (r,) in conn.execute(query, chunk))
+    return [row for row in rows if row[0] not in have]
+
+
 def insert_samples(conn: sqlite3.Connection, samples: Sequence[NodeSample]) -> None:
     """Append node samples in one transaction."""
     with _transaction(conn):

@@ -277,3 +277,23 @@ async def test_a_locked_ledger_keeps_serving_and_loses_nothing(
     assert samples == (1,)
     await rec.flush_once()  # sent again after a lost answer, say: still once each
     assert await b._db(store.count) == 3
+
+
+async def test_metrics_come_from_totals_read_once_not_from_a_scan(
+    service: Service, tmp_path: Path
+) -> None:
+    b, _ = service
+    b.node_described(describe("n1"))
+    await b.record(
+        UsageBatch(replica="g", rows=(row(1, T0),), inflight=0, pending=0, closing=False)
+    )
+    other = store.connect(tmp_path / store.FILE_NAME)
+    store.insert_requests(other, [row(2, T0)])  # behind the service's back
+    metrics = (await b.metrics())["nodes"][0]
+    report = (await b.cost(Window.parse("all")))["nodes"][0]
+    assert metrics["cloud_equivalent_usd"] * 2 == pytest.approx(report["cloud_equivalent_usd"])
+    await b.record(
+        UsageBatch(replica="g", rows=(row(3, T0),), inflight=0, pending=0, closing=False)
+    )
+    again = (await b.metrics())["nodes"][0]
+    assert again["cloud_equivalent_usd"] == pytest.approx(metrics["cloud_equivalent_usd"] * 2)
