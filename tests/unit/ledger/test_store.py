@@ -92,7 +92,7 @@ def test_a_failed_commit_is_rolled_back_and_the_next_write_succeeds(path: Path) 
         "PRAGMA foreign_keys=ON; CREATE TABLE parent (id INTEGER PRIMARY KEY);"
         "CREATE TABLE child (p INTEGER REFERENCES parent DEFERRABLE INITIALLY DEFERRED);"
     )
-    with pytest.raises(sqlite3.IntegrityError), store._transaction(conn):
+    with pytest.raises(sqlite3.IntegrityError), store.transaction(conn):
         conn.execute("INSERT INTO child VALUES (1)")  # fails only at COMMIT
     assert not conn.in_transaction
     assert store.insert_requests(conn, [row(1, at=1.0)]) == 1
@@ -227,7 +227,7 @@ def test_a_ledger_from_before_aliases_gains_requested_model_and_usage_names_them
     path: Path,
 ) -> None:
     old = sqlite3.connect(str(path))
-    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT", ""))
+    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT\n", "\n", 1))
     old.execute(
         "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
         "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
