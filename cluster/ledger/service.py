@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster.ledger import reports, store
+from cluster.errors import Unavailable
+from cluster.ledger import reports, retention, store
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
 from cluster.ledger.outage import Outage
@@ -230,6 +231,17 @@ class LedgerService:
                 }
             )
         return {"nodes": nodes, "requests": self.requests, "ledger": self.ledger_health()}
+
+    async def prune(self, before: float) -> dict[str, Any]:
+        """Fold the whole hours before `before` into hourly sums and delete their rows
+        (ledger/retention.py); Unavailable while the ledger cannot write."""
+        stored, done = await self._db(self._outage.run, retention.prune, before)
+        if not stored:
+            raise Unavailable(
+                "the ledger cannot write now; see the controller's log", retry_after=60
+            )
+        logger.info("ledger pruned before %s: %s", before, done)
+        return dict(done)
 
     async def model_prices(self, window: reports.Window) -> dict[str, float]:
         """Each model's measured $/Mtok over a window (for `/v1/models`)."""

@@ -93,7 +93,7 @@ def test_cost_and_usage_are_the_same_after_a_prune(ledger: Any, since: float | N
     assert store.count(ledger) == 30
     after = figures(ledger, since)
     assert after["served"] == before["served"]  # tokens and request counts: exact
-    assert _rounded(after) == _rounded(before)
+    assert rounded(after) == rounded(before)
 
 
 def test_a_second_prune_and_later_rows_still_add_up(ledger: Any) -> None:
@@ -101,20 +101,20 @@ def test_a_second_prune_and_later_rows_still_add_up(ledger: Any) -> None:
     retention.prune(ledger, T0 + 3 * HOUR)
     retention.prune(ledger, T0 + 3 * HOUR)  # nothing more to fold
     retention.prune(ledger, T0 + 8 * HOUR)
-    assert _rounded(figures(ledger, None)) == _rounded(before)
+    assert rounded(figures(ledger, None)) == rounded(before)
     store.insert_requests(ledger, [row(60, T0 + HOUR)])  # a late row in a pruned hour
     served = {(s.node_id, s.model): s.requests for s in store.served(ledger, None)}
     was = {(s.node_id, s.model): s.requests for s in before["served"]}
     assert served == {**was, ("n1", "demo"): was["n1", "demo"] + 1}
 
 
-def _rounded(value: Any) -> Any:
+def rounded(value: Any) -> Any:
     """`value` with every float rounded to 9 significant digits: the sums of floats the folded
     hours hold may differ from the raw rows' in the last bits."""
     if isinstance(value, float):
         return float(f"{value:.9g}")
     if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
+        return {k: rounded(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
+        return [rounded(v) for v in value]
     return value

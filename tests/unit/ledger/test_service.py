@@ -16,6 +16,7 @@ from cluster.ledger.rows import Outcome, UsageBatch, UsageRow, Values
 from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile, NodeTable
+from tests.unit.ledger.test_retention import rounded
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -297,3 +298,21 @@ async def test_metrics_come_from_totals_read_once_not_from_a_scan(
     )
     again = (await b.metrics())["nodes"][0]
     assert again["cloud_equivalent_usd"] == pytest.approx(metrics["cloud_equivalent_usd"] * 2)
+
+
+async def test_prune_keeps_the_cost_report_and_shrinks_the_ledger(service: Service) -> None:
+    b, clock = service
+    b.node_described(describe("n1"))
+    b.status(status("n1", 0.0), "a")
+    rows = tuple(row(i, T0 + i * 1_800.0) for i in range(10))  # five hours, two an hour
+    await b.record(UsageBatch(replica="g", rows=rows, inflight=0, pending=0, closing=False))
+    for hour in range(1, 6):
+        clock.now = T0 + hour * 3_600.0
+        b.status(status("n1", hour * 900.0), "a")  # a quarter of each hour busy
+    await asyncio.gather(*b._writes)
+    before = await b.cost(Window.parse("all"))
+    done = await b.prune(T0 + 3 * 3_600.0)
+    assert (done["requests"], await b._db(store.count)) == (6, 4)
+    after = await b.cost(Window.parse("all"))
+    assert after["nodes"][0]["tokens"] == before["nodes"][0]["tokens"]
+    assert rounded(after) == rounded(before)
