@@ -210,14 +210,17 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
 
 def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
     """Poll the endpoint until it answers (and, if asked, lists a model); returns the models."""
-    deadline = time.monotonic() + timeout_s
+    deadline, said = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             r = httpx.get(f"{url}/health", timeout=2)  # open, unlike /v1/models
             if r.status_code == 200:
                 models = list(r.json()["models"])
                 if models or not want_model:
                     return models
+            elif r.status_code == 503 and (why := str(r.json()["reason"])) != said:
+                said = why  # each reason once: the controller retries, it need not be told
+                print(f"not ready: {why} (retrying)", file=sys.stderr, flush=True)
         time.sleep(0.5)
     raise TimeoutError(f"no model became ready at {url} within {timeout_s:.0f}s")
 

@@ -65,8 +65,9 @@ class DeployStore:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open (or create) the file."""
-        self._conn = await asyncio.to_thread(self._connect)
+        """Open (or create) the file; a no-op once open (a controller's start tried again)."""
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         private_file(self.path)

@@ -75,7 +75,9 @@ class LedgerService:
         self._dropped: dict[str, int] = {}  # replica -> rows it gave up, ever
 
     async def open(self) -> None:
-        """Open (or create) the ledger file."""
+        """Open (or create) the ledger file; again after a failed start, a no-op once open."""
+        if self._conn is not None:
+            return
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._pool, store.connect, self.path)
         self._totals = await self._db(lambda conn: Totals(_snapshot(conn, None)))
