@@ -266,7 +266,11 @@ def up(opts: UpOptions) -> int:
         flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
-        models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+        try:
+            models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+        except TimeoutError as exc:  # one line, not a traceback; the cluster stops below
+            print(f"cluster up: {exc}", file=sys.stderr, flush=True)
+            return 1
         print(f"ready: serving {', '.join(models) or 'no models yet'}", flush=True)
         while not stop.wait(0.5):
             if agent is not None and agent.poll() is not None:
