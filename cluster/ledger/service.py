@@ -105,6 +105,7 @@ class LedgerService:
         if not stored:
             return UsageAck(written=0, closing=closing, stored=False)
         self.requests.observe(fresh)
+        self._backlogs[batch.replica] = (time.monotonic(), batch.pending)  # the rest is in
         self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
         return UsageAck(written=len(fresh), closing=closing)
 

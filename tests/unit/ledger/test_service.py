@@ -273,6 +273,7 @@ async def test_a_locked_ledger_keeps_serving_and_loses_nothing(
     other.execute("ROLLBACK")
     await rec.flush_once()
     assert rec.buffered == 0 and b.ledger_health()["writable"]
+    assert b.ledger_health()["rows_waiting"] == 0
     assert await b._db(store.count) == 3
     samples = await b._db(lambda c: c.execute("SELECT COUNT(*) FROM node_samples").fetchone())
     assert samples == (1,)
