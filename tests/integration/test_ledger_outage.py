@@ -109,7 +109,13 @@ def test_a_full_disk_delays_the_rows_and_loses_none(office: ClusterProcess) -> N
     filler.unlink()
     wait_for(lambda: ledger_count(cluster) == 1 + REQUESTS, 30, "the rows that waited")
     after = wait_for(
-        lambda: (m := ledger_metrics(cluster))["ledger_writable"] == 1 and m, 30, "recovery"
+        lambda: (
+            (m := ledger_metrics(cluster))["ledger_writable"] == 1
+            and m["ledger_rows_waiting"] == 0
+            and m
+        ),
+        30,
+        "recovery, with nothing left waiting",
     )
     assert after["ledger_rows_dropped_total"] == 0
     assert ledger_count(cluster) == 1 + REQUESTS  # and none twice
