@@ -49,12 +49,18 @@ class ControllerDeployment:
 
     def __init__(self, config: ControllerConfig) -> None:
         self._controller = Controller(config)
-        self._started = asyncio.get_running_loop().create_task(self._controller.start())
+        self._started = asyncio.get_running_loop().create_task(
+            self._controller.start_until_started()
+        )
         self._keys = KeyRegistry(
             Path(config.data_dir) / KEYS_FILE if config.data_dir else ":memory:"
         )
         self._keys_open = asyncio.get_running_loop().create_task(self._keys.open())
         self._ops = admin_ops.AdminOps(self._controller, self._keys)
+
+    async def start_error(self) -> str | None:
+        """Why the controller has not started yet, while it tries again (None once started)."""
+        return None if self._started.done() else self._controller.start_error
 
     async def wait_table(self, known_version: int) -> NodeTable:
         """Long poll for a node table newer than `known_version`."""

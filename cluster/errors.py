@@ -11,6 +11,8 @@
     ├── UpstreamFailed          502  the node failed the generation
     ├── NoCapacity              503  nodes serve the model but none can take the request now;
     │                                carries retry_after
+    ├── Unavailable             503  an admin operation needs what cannot work now (a ledger
+    │                                on a full disk); carries retry_after
     └── UpstreamTimeout         504  the node did not answer in time
 
 node_client.py is the only module that sees gRPC errors: it translates them once into its own
@@ -150,6 +152,13 @@ class NoCapacity(_Retryable):
 
     status = 503
     default_code = "no_capacity"
+
+
+class Unavailable(_Retryable):
+    """An admin operation cannot be done now (the ledger cannot write); try again later."""
+
+    status = 503
+    default_code = "unavailable"
 
 
 class UpstreamTimeout(ApiError):

@@ -44,7 +44,7 @@ def _read(path: Path) -> str | None:
 
 def _write_atomically(path: Path, value: str) -> None:
     """Write via a temporary file and rename, so a crash never leaves half an id behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only, like the head's
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(value + "\n")
     os.replace(tmp, path)

@@ -33,7 +33,7 @@ LOG_FILE_BACKUPS = 3
 class Settings:
     """Everything the agent is told at start; nothing else reads flags or the environment."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # "0.0.0.0" by default with a join token (see _bind_host)
     port: int = DEFAULT_PORT  # 0: the OS picks a free port
     port_file: Path | None = None
     models: tuple[str, ...] = ()
@@ -51,6 +51,7 @@ class Settings:
     log_level: str = "info"
     log_file: Path | None = None  # rotated at LOG_FILE_BYTES, LOG_FILE_BACKUPS kept; else stderr
     cluster_secret: ClusterSecret | None = None  # from --join-token; None: plaintext, no auth
+    insecure: bool = False  # serve plaintext beyond loopback without a join token
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -172,7 +173,8 @@ _OPTIONS = (
         "host",
         "METERLESS_HOST",
         str,
-        "address the gRPC server listens on (default 0.0.0.0)",
+        "address the gRPC server listens on (default 0.0.0.0 with a join token, else "
+        "127.0.0.1: without one only --insecure opens the agent to the network)",
     ),
     _Option(
         "--port",
@@ -348,6 +350,12 @@ _OPTIONS = (
     ),
 )
 _NO_MDNS_ENV = "METERLESS_NO_MDNS"
+_INSECURE_ENV = "METERLESS_INSECURE"
+_INSECURE_HELP = (
+    "without a join token, listen where --host says (default 0.0.0.0) anyway: plaintext "
+    "and unauthenticated, anyone who can reach the port may load models and read prompts"
+)
+_SWITCHES = (("no_mdns", _NO_MDNS_ENV), ("insecure", _INSECURE_ENV))
 _COST_FIELDS = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -386,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"do not advertise over mDNS [env {_NO_MDNS_ENV}=1]",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help=f"{_INSECURE_HELP} [env {_INSECURE_ENV}=1]",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -403,6 +417,7 @@ def add_service_flags(parser: argparse.ArgumentParser, skip: Sequence[str]) -> N
                 help=opt.help,
             )
     parser.add_argument("--no-mdns", action="store_true", help="do not advertise over mDNS")
+    parser.add_argument("--insecure", action="store_true", help=_INSECURE_HELP)
 
 
 def service_environment(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
@@ -412,7 +427,8 @@ def service_environment(args: argparse.Namespace) -> tuple[tuple[str, str], ...]
         for opt in _OPTIONS
         if (value := getattr(args, opt.dest, None)) is not None
     ]
-    return (*pairs, *([(_NO_MDNS_ENV, "1")] if getattr(args, "no_mdns", False) else []))
+    flags = [(env, "1") for dest, env in _SWITCHES if getattr(args, dest, False)]
+    return (*pairs, *flags)
 
 
 def _validated_text(parse: Callable[[str], Any]) -> Callable[[str], str]:
@@ -443,8 +459,36 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     token_file = values.pop("join_token_file", None)
     if token_file is not None and "cluster_secret" not in values:
         values["cluster_secret"] = _token_from_file(token_file, parser)
+    values["insecure"] = bool(args["insecure"] or _env_value(_INSECURE_ENV, boolean, env, parser))
+    values["host"] = _bind_host(values, parser)
     cost = {k: values.pop(k) for k in _COST_FIELDS if k in values}
     return Settings(cost=CostProfile(**cost), **values)
+
+
+def _bind_host(values: Mapping[str, Any], parser: argparse.ArgumentParser) -> str:
+    """Where to listen: anywhere with a join token (TLS, callers checked); loopback without one,
+    since a plaintext agent lets anyone who reaches it load models and read prompts, unless
+    --insecure says the network is trusted. A LAN --host without either is refused, not ignored."""
+    host: str | None = values.get("host")
+    if values.get("cluster_secret") is not None or values["insecure"]:
+        return host or "0.0.0.0"
+    if host is None:
+        return "127.0.0.1"
+    if not _loopback(host):
+        parser.error(
+            f"--host {host}: without a join token the agent serves plaintext to anyone; "
+            "pass --join-token-file (or --join-token), or --insecure on a trusted network"
+        )
+    return host
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _token_from_file(path: Path, parser: argparse.ArgumentParser) -> ClusterSecret:

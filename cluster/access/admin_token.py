@@ -15,27 +15,12 @@ import stat
 from pathlib import Path
 
 from cluster.access.keys import ADMIN_PREFIX
-from cluster.paths import config_dir
+from cluster.paths import config_dir, private_dir, write_private
 
 logger = logging.getLogger(__name__)
 
 FILE_NAME = "admin-token"
 ENV = "METERLESS_ADMIN_TOKEN"
-
-
-def private_dir(path: Path) -> Path:
-    """`path`, created if needed, readable by its owner only (0700)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o700)
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create `path` with mode 0600 from the start (never briefly world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def ensure(directory: Path | None = None) -> tuple[str, Path]:

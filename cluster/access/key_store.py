@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cluster.access.admin_token import write_private
 from cluster.access.keys import (
     ID_HEX,
     NAME,
@@ -29,6 +28,7 @@ from cluster.access.keys import (
     new_key,
 )
 from cluster.errors import InvalidRequest, NotFound
+from cluster.paths import private_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ _COLS = "key_id, name, digest, models, max_concurrent, created_at, revoked_at"
 
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating it 0600 if needed) the keys file; ":memory:" for a throwaway one."""
-    if str(path) != ":memory:":
-        with contextlib.suppress(FileExistsError):
-            write_private(Path(path), "")
+    private_file(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)

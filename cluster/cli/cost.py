@@ -1,9 +1,11 @@
-"""`cluster cost`, `cluster usage` and `cluster nodes set-cost`: thin calls to the admin API."""
+"""`cluster cost`, `cluster usage`, `cluster ledger prune` and `cluster nodes set-cost`: thin
+calls to the admin API."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -41,6 +43,24 @@ def add_commands(sub: Any) -> None:
         "--by", choices=["model", "node", "key"], default="model", help="group by (default model)"
     )
     usage.set_defaults(func=_usage)
+    ledger = sub.add_parser("ledger", help="the ledger's retention: prune old rows")
+    actions = ledger.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prune = actions.add_parser(
+        "prune",
+        help="fold the rows before a date into hourly sums and delete them",
+        description="Fold the requests and node samples of the whole hours before DATE into "
+        "hourly sums, then delete them: the ledger stops growing, and `cluster cost` and "
+        "`cluster usage` say the same of the pruned time (windows to the hour).",
+    )
+    prune.add_argument(
+        "--before",
+        required=True,
+        metavar="DATE",
+        help="YYYY-MM-DD or an ISO time (UTC unless it names its zone)",
+    )
+    prune.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    prune.add_argument("--json", action="store_true", help="print JSON")
+    prune.set_defaults(func=_prune)
 
 
 def add_set_cost(nodes: argparse.ArgumentParser) -> None:
@@ -82,6 +102,20 @@ def _usage(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         usage_table(data)
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    path = "/admin/ledger/prune?" + urlencode({"before": args.before})
+    data = admin_get(args.url, path, method="POST")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(
+            f"pruned {data['requests']} requests and {data['samples']} node samples before "
+            f"{datetime.fromtimestamp(data['before'], UTC).isoformat()} "
+            f"(kept as {data['request_hours']} hourly sums)"
+        )
     return 0
 
 

@@ -24,7 +24,7 @@ from cluster.access import admin_token, ray_auth, secret_store
 from cluster.access.exposure import decide
 from cluster.access.keys import digest
 from cluster.cli.ports import free_port, port_state
-from cluster.paths import config_dir, data_dir
+from cluster.paths import config_dir, data_dir, private_dir, write_private
 from node_agent.trust import ClusterSecret, encode_token
 
 logger = logging.getLogger(__name__)
@@ -210,22 +210,24 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
 
 def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
     """Poll the endpoint until it answers (and, if asked, lists a model); returns the models."""
-    deadline = time.monotonic() + timeout_s
+    deadline, said = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             r = httpx.get(f"{url}/health", timeout=2)  # open, unlike /v1/models
             if r.status_code == 200:
                 models = list(r.json()["models"])
                 if models or not want_model:
                     return models
+            elif r.status_code == 503 and (why := str(r.json()["reason"])) != said:
+                said = why  # each reason once: the controller retries, it need not be told
+                print(f"not ready: {why} (retrying)", file=sys.stderr, flush=True)
         time.sleep(0.5)
     raise TimeoutError(f"no model became ready at {url} within {timeout_s:.0f}s")
 
 
 def up(opts: UpOptions) -> int:
     """Run the cluster in the foreground until interrupted; returns the exit code."""
-    data = data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    data = private_dir(data_dir())
     secret = cluster_secret(opts)
     url = f"http://{_display_host(opts.host)}:{opts.port}"
     stop = threading.Event()
@@ -276,7 +278,11 @@ def up(opts: UpOptions) -> int:
         flush = (url, token)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
-        models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+        try:
+            models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+        except TimeoutError as exc:  # one line, not a traceback; the cluster stops below
+            print(f"cluster up: {exc}", file=sys.stderr, flush=True)
+            return 1
         print(f"ready: serving {', '.join(models) or 'no models yet'}", flush=True)
         while not stop.wait(0.5):
             if agent is not None and agent.poll() is not None:
@@ -353,7 +359,9 @@ def _display_host(host: str) -> str:
 
 
 def _write_state(data: Path, url: str) -> None:
-    (data / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    path = data / STATE_FILE
+    path.unlink(missing_ok=True)
+    write_private(path, json.dumps({"pid": os.getpid(), "url": url}))
 
 
 def down() -> int:

@@ -77,6 +77,10 @@ class AdminOps:
         """The admin's cost profile for a node; it wins over the agent's and is persisted."""
         return await self._controller.ledger.set_cost(node_id, changes)
 
+    async def prune_ledger(self, before: float) -> dict[str, Any]:
+        """Fold the ledger's rows before `before` into hourly sums and delete them."""
+        return await self._controller.ledger.prune(before)
+
     async def list_keys(self) -> list[dict[str, Any]]:
         """Every key, live and revoked, as `cluster keys list` shows it."""
         records = sorted(self._keys.table().keys.values(), key=lambda r: r.created_at)

@@ -40,6 +40,11 @@ from cluster.types import ModelName, NodeId, NodeState, NodeTable
 logger = logging.getLogger(__name__)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class Controller:
     """Discovery → node sessions → inventory → versioned node table for the gateways."""
 
@@ -93,6 +98,23 @@ class Controller:
         )
         self._reconciler: asyncio.Task[None] | None = None
         self._aliases: dict[str, ModelName] = {}
+        self.start_error: str | None = None  # why the last try to start failed, while retrying
+
+    async def start_until_started(self, first_s: float = 1.0, most_s: float = 30.0) -> None:
+        """`start`, tried again with backoff until it succeeds: a ledger locked by another
+        process or a full disk may clear. Meanwhile `start_error` says why, for /health."""
+        delay = first_s
+        while True:
+            try:
+                await self.start()
+            except Exception as exc:
+                self.start_error = _one_line(exc)
+                logger.error("the controller cannot start (trying again in %.0f s): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, most_s)
+            else:
+                self.start_error = None
+                return
 
     async def start(self) -> None:
         """Open the ledger, start browsing, connect to the static peers, keep the table fresh."""

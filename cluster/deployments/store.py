@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cluster.deployments.placement import DeploymentSpec
+from cluster.paths import private_file
 from cluster.types import ModelName, NodeId
 
 FILE_NAME = "deployments.sqlite3"
@@ -64,10 +65,12 @@ class DeployStore:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Open (or create) the file."""
-        self._conn = await asyncio.to_thread(self._connect)
+        """Open (or create) the file; a no-op once open (a controller's start tried again)."""
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
+        private_file(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.executescript(SCHEMA)
         return conn

@@ -8,6 +8,7 @@ exception: only the `cluster up` that started the app may call it, with its shut
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Request
@@ -19,7 +20,7 @@ from cluster.deployments.aliases import parse_target
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import ApiError, Forbidden, InvalidRequest, NotFound
 from cluster.gateway.openai.response import json_response
-from cluster.ledger.reports import Window, parse_cost_changes
+from cluster.ledger.reports import Window, parse_before, parse_cost_changes
 from cluster.ledger.store import GROUPS
 from cluster.types import NodeTable, NodeView
 
@@ -112,6 +113,13 @@ async def usage(host: Admin, since: str = "24h", by: str = "model") -> Response:
     if by not in GROUPS:
         raise InvalidRequest(f"by: one of {', '.join(GROUPS)}", param="by")
     return json_response(await host.admin("usage_report", window, by))
+
+
+@router.post("/ledger/prune")
+async def prune(host: Admin, before: str) -> Response:
+    """Fold the ledger's rows before a date into hourly sums and delete them (retention)."""
+    when = parse_before(before, time.time())
+    return json_response(await host.admin("prune_ledger", when))
 
 
 @router.post("/nodes/{node}/cost")

@@ -5,6 +5,8 @@ each keeps its finished requests' rows in memory and a background task sends the
 controller every `interval_s` (sooner once `batch_rows` are waiting), one call per batch. Rows
 leave the buffer only once the controller has committed them; a failed send keeps them for the
 next try, and the ledger ignores a row it already has (by request id), so a retry never doubles.
+A ledger that cannot write (a full disk) answers `stored=False`: the rows stay, up to
+`max_buffered` (beyond it the oldest are dropped, and counted in every batch for /metrics).
 
 Every send, empty or not, also tells the controller how many requests are in flight here, and
 its answer says whether the cluster is shutting down. From then on the replica refuses new
@@ -54,6 +56,7 @@ class Recorder:
         self.closing = False
         self.dropped = 0
         self._last_warning = 0.0
+        self._stored = True
 
     @property
     def buffered(self) -> int:
@@ -97,14 +100,32 @@ class Recorder:
                 inflight=self.inflight,
                 pending=len(self._rows) - len(batch),
                 closing=self.closing,
+                dropped=self.dropped,
             )
         )
-        sent = {id(row) for row in batch}  # overflow may have dropped some of them meanwhile
-        while self._rows and id(self._rows[0]) in sent:
-            self._rows.popleft()
+        if ack.stored:
+            sent = {id(row) for row in batch}  # overflow may have dropped some meanwhile
+            while self._rows and id(self._rows[0]) in sent:
+                self._rows.popleft()
+        self._note_stored(ack.stored)
         if ack.closing and not self.closing:
             logger.info("the cluster is shutting down: refusing new requests")
         self.closing = ack.closing
+
+    def _note_stored(self, stored: bool) -> None:
+        """Say once when the ledger starts refusing rows (it cannot write) and once when it
+        takes them again; the rows wait here meanwhile, up to `max_buffered`."""
+        if stored == self._stored:
+            return
+        self._stored = stored
+        if not stored:
+            logger.warning(
+                "the ledger cannot write: keeping usage rows here (%d, at most %d) until it can",
+                len(self._rows),
+                self.max_buffered,
+            )
+        else:
+            logger.info("the ledger writes again (%d usage rows dropped meanwhile)", self.dropped)
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -162,6 +162,12 @@ class Gateway:
         """Ask the controller for a clean stop (None: the token is not `cluster up`'s)."""
         return await self._controller.prepare_shutdown.remote(token, timeout_s)  # type: ignore[no-any-return]
 
+    async def _start_error(self) -> str | None:
+        try:
+            return await asyncio.wait_for(self._controller.start_error.remote(), 2.0)
+        except Exception:  # the controller itself not up yet: nothing to say
+            return None
+
     async def _wait_keys(self, version: int) -> Any:
         return await self._controller.wait_keys.remote(version)
 
@@ -279,7 +285,14 @@ class Gateway:
 
     @api.get("/health")
     async def health(self) -> Response:
-        """Liveness of this replica, with what it can serve."""
+        """Liveness of this replica, with what it can serve; 503 with the reason while the
+        controller cannot start (before the first node table only: a cheap call after)."""
+        if self.table.version == 0 and (why := await self._start_error()):
+            answer = json_response(
+                {"status": "unavailable", "reason": f"the controller cannot start: {why}"}
+            )
+            answer.status_code = 503
+            return answer
         ready = [n for n in self.table.nodes if n.routable]
         return json_response(
             {"status": "ok", "nodes_ready": len(ready), "models": self.table.models()}

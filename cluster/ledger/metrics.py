@@ -230,7 +230,39 @@ def render(snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
     registry = CollectorRegistry()
     registry.register(_Requests(snapshot, table))
     registry.register(NodeCollector(snapshot, table))
+    registry.register(_Ledger(snapshot.get("ledger")))
     return generate_latest(registry)
+
+
+class _Ledger(Collector):
+    """Whether the ledger writes, and the rows waiting in memory while it cannot."""
+
+    def __init__(self, health: Mapping[str, Any] | None) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        """The ledger families (none without a ledger)."""
+        if self.health is None:
+            return
+        h = self.health
+        yield GaugeMetricFamily(
+            "meterless:ledger_writable",
+            "1 while the ledger commits, 0 while it cannot (disk full, read-only, locked).",
+            value=int(h["writable"]),
+        )
+        yield GaugeMetricFamily(
+            "meterless:ledger_rows_waiting",
+            "Rows and samples made but not yet committed, held in memory.",
+            value=h["rows_waiting"],
+        )
+        yield CounterMetricFamily(
+            "meterless:ledger_write_errors", "Ledger writes that failed.", value=h["write_errors"]
+        )
+        yield CounterMetricFamily(
+            "meterless:ledger_rows_dropped",
+            "Rows and samples given up because the memory that held them was full.",
+            value=h["rows_dropped"],
+        )
 
 
 class _Requests(Collector):

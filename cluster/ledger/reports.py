@@ -56,6 +56,21 @@ class Window:
         return None if self.seconds is None else now - self.seconds
 
 
+def parse_before(text: str, now: float) -> float:
+    """`prune --before`'s date (2026-01-31, or a time: 2026-01-31T12:00, UTC unless it says
+    otherwise) as unix seconds; InvalidRequest (param `before`) if it is none or in the future."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"before: {text!r} is not a date (YYYY-MM-DD) or an ISO time", param="before"
+        ) from None
+    when = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    if when > now:
+        raise InvalidRequest(f"before: {text} is in the future", param="before")
+    return when
+
+
 def parse_cost_changes(body: bytes) -> dict[str, float]:
     """The profile fields a set-cost request changes; InvalidRequest names a bad one."""
     try:

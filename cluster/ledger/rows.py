@@ -109,11 +109,16 @@ class UsageBatch:
     inflight: int  # requests still running on the replica
     pending: int  # rows still buffered after this batch
     closing: bool  # the replica has seen the shutdown and refuses new requests
+    dropped: int = 0  # rows the replica gave up, ever: its buffer was full (a long outage)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UsageAck:
-    """The controller's answer: rows committed, and whether the cluster is shutting down."""
+    """The controller's answer: rows committed, and whether the cluster is shutting down.
+
+    `stored` is False when the ledger could not write (a full disk, say): the replica keeps the
+    batch's rows and sends them again (cluster/ledger/outage.py)."""
 
     written: int
     closing: bool = False
+    stored: bool = True

@@ -17,16 +17,19 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster.ledger import reports, store
+from cluster.errors import Unavailable
+from cluster.ledger import reports, retention, store
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
+from cluster.ledger.outage import Outage
 from cluster.ledger.prices import PriceTable
 from cluster.ledger.rows import UsageAck, UsageBatch, Values
+from cluster.ledger.totals import Totals
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile
 
@@ -34,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 GATEWAY_SILENT_S = 5.0  # a gateway not heard from for this long is gone (not waited for)
-METRICS_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,19 @@ class LedgerService:
         self._closing_since: float | None = None
         self._meters: dict[str, tuple[str, EnergyMeter]] = {}  # node -> (address, meter)
         self._writes: set[asyncio.Future[Any]] = set()
-        self._metrics: tuple[float, dict[str, Any]] | None = None
+        self._totals = Totals(reports.Snapshot())  # all time, loaded by `open`
         self.requests = RequestCounts()  # every row committed since the controller started
+        self._outage = Outage(str(path))
+        self._backlogs: dict[str, tuple[float, int]] = {}  # replica -> (heard, rows unsent)
+        self._dropped: dict[str, int] = {}  # replica -> rows it gave up, ever
 
     async def open(self) -> None:
-        """Open (or create) the ledger file."""
+        """Open (or create) the ledger file; again after a failed start, a no-op once open."""
+        if self._conn is not None:
+            return
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._pool, store.connect, self.path)
+        self._totals = await self._db(lambda conn: Totals(_snapshot(conn, None)))
         logger.info("ledger at %s (%d requests)", self.path, await self._db(store.count))
 
     async def close(self) -> None:
@@ -87,11 +95,30 @@ class LedgerService:
     # -- gateways ----------------------------------------------------------------------------
 
     async def record(self, batch: UsageBatch) -> UsageAck:
-        """Commit a gateway's batch; the answer says whether the cluster is shutting down."""
-        written = await self._db(store.insert_requests, batch.rows) if batch.rows else 0
-        self._count(batch, written)
+        """Commit a gateway's batch; the answer says whether it was stored (else the gateway
+        keeps its rows for the next send) and whether the cluster is shutting down."""
+        self._backlogs[batch.replica] = (time.monotonic(), len(batch.rows) + batch.pending)
+        self._dropped[batch.replica] = batch.dropped
+        closing = self._closing_since is not None
+        insert = self._insert_rows if batch.rows else _nothing  # still retries what waits
+        stored, fresh = await self._db(self._outage.run, insert, batch.rows)
+        if not stored:
+            return UsageAck(written=0, closing=closing, stored=False)
+        self.requests.observe(fresh)
+        self._backlogs[batch.replica] = (time.monotonic(), batch.pending)  # the rest is in
         self._gateways[batch.replica] = _Gateway(time.monotonic(), batch)
-        return UsageAck(written=written, closing=self._closing_since is not None)
+        return UsageAck(written=len(fresh), closing=closing)
+
+    def ledger_health(self) -> dict[str, Any]:
+        """Whether the ledger writes, and what waits in memory meanwhile (for /metrics)."""
+        now = time.monotonic()
+        return {
+            "writable": self._outage.since is None,
+            "write_errors": self._outage.errors,
+            "rows_waiting": self._outage.held
+            + sum(n for heard, n in self._backlogs.values() if now - heard < GATEWAY_SILENT_S),
+            "rows_dropped": self._outage.dropped + sum(self._dropped.values()),
+        }
 
     async def prepare_shutdown(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Stop new requests and wait until every gateway has sent every row; then flush."""
@@ -111,17 +138,19 @@ class LedgerService:
             "requests": await self._db(store.count),
         }
 
-    def _count(self, batch: UsageBatch, written: int) -> None:
-        """Count a committed batch's rows in the request metrics, each once.
+    def _insert_rows(self, conn: sqlite3.Connection, rows: Sequence[Values]) -> list[Values]:
+        """Commit the rows the ledger does not have yet and count them; returns those.
 
-        The ledger ignores the rows it already has: those of a batch the replica sends again
-        because the answer to its last send was lost. They were that last batch's."""
-        rows: tuple[Values, ...] | list[Values] = batch.rows
-        if written < len(rows):
-            last = self._gateways.get(batch.replica)
-            sent = {row[0] for row in last.batch.rows} if last is not None else set()
-            rows = [row for row in rows if row[0] not in sent]
-        self.requests.observe(rows)
+        A replica sends a batch again when the answer to its last send was lost: the rows the
+        ledger already has are left out, so each is counted once."""
+        fresh = store.absent(conn, rows)
+        store.insert_requests(conn, fresh)
+        self._totals.add_rows(fresh)
+        return fresh
+
+    def _insert_samples(self, conn: sqlite3.Connection, samples: list[NodeSample]) -> None:
+        store.insert_samples(conn, samples)
+        self._totals.add_samples(samples)
 
     def _live_gateways(self, now: float) -> list[str]:
         return [r for r, g in self._gateways.items() if now - g.heard < GATEWAY_SILENT_S]
@@ -152,7 +181,7 @@ class LedgerService:
                 EnergyMeter(sample.node_id, chunk_s=self._chunk_s, max_gap_s=self._max_gap_s),
             )
         if done := owner[1].add(now, sample.busy_seconds, sample.power_watts):
-            self._write(store.insert_samples, [done])
+            self._write(self._insert_samples, [done])
 
     def stream_ended(self, node_id: str, address: str) -> None:
         """The node's status stream from `address` ended: write its partial chunk."""
@@ -160,7 +189,7 @@ class LedgerService:
         if owner is not None and owner[0] == address:
             del self._meters[node_id]
             if done := owner[1].close():
-                self._write(store.insert_samples, [done])
+                self._write(self._insert_samples, [done])
 
     def recent(self, node_id: str) -> NodeSample | None:
         """The node's latest busy ratio and power, if its status is streaming."""
@@ -172,7 +201,6 @@ class LedgerService:
         record = (await self._db(store.nodes)).get(node_id)
         profile = dataclasses.replace(record.profile if record else CostProfile(), **changes)
         await self._db(store.set_override, node_id, profile, self._clock())
-        self._metrics = None
         return {
             "node_id": node_id,
             "profile": dataclasses.asdict(profile),
@@ -193,11 +221,9 @@ class LedgerService:
     async def metrics(self) -> dict[str, Any]:
         """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
         and power, all-time cost, cloud-equivalent and savings."""
-        now = time.monotonic()
-        if self._metrics is None or now - self._metrics[0] > METRICS_TTL_S:
-            self._metrics = (now, await self.cost(reports.Window.parse("all")))
+        ever = await self._db(self._ever_cost, self._clock())
         nodes = []
-        for n in self._metrics[1]["nodes"]:
+        for n in ever["nodes"]:
             recent = self.recent(n["node_id"])
             nodes.append(
                 {
@@ -207,11 +233,37 @@ class LedgerService:
                     else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
                 }
             )
-        return {"nodes": nodes, "requests": self.requests}
+        return {"nodes": nodes, "requests": self.requests, "ledger": self.ledger_health()}
+
+    async def prune(self, before: float) -> dict[str, Any]:
+        """Fold the whole hours before `before` into hourly sums and delete their rows
+        (ledger/retention.py); Unavailable while the ledger cannot write."""
+        stored, done = await self._db(self._outage.run, retention.prune, before)
+        if not stored:
+            raise Unavailable(
+                "the ledger cannot write now; see the controller's log", retry_after=60
+            )
+        logger.info("ledger pruned before %s: %s", before, done)
+        return dict(done)
 
     async def model_prices(self, window: reports.Window) -> dict[str, float]:
         """Each model's measured $/Mtok over a window (for `/v1/models`)."""
         return await self._db(self._model_prices, window, self._clock())
+
+    def _ever_cost(self, conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+        """The all-time cost report from the running totals: no scan of the ledger."""
+        ever = self._totals.snapshot()
+        return reports.cost_report(
+            reports.CostInputs(
+                label="all",
+                since=None,
+                now=now,
+                nodes=store.nodes(conn),
+                window=ever,
+                ever=ever,
+                prices=self.prices,
+            )
+        )
 
     def _cost(self, conn: sqlite3.Connection, span: reports.Window, now: float) -> dict[str, Any]:
         return reports.cost_report(self._inputs(conn, span, now))
@@ -251,7 +303,8 @@ class LedgerService:
     def _write(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue a write now; it runs in order with every other ledger call."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, functools.partial(self._call, fn, *args))
+        write = functools.partial(self._call, self._outage.write, fn, *args)
+        future = loop.run_in_executor(self._pool, write)
         self._writes.add(future)
         future.add_done_callback(self._written)
 
@@ -263,6 +316,10 @@ class LedgerService:
     def _close_meters(self) -> None:
         for node_id, (address, _) in list(self._meters.items()):
             self.stream_ended(node_id, address)
+
+
+def _nothing(conn: sqlite3.Connection, rows: Any) -> list[Values]:
+    return []
 
 
 def _snapshot(conn: sqlite3.Connection, since: float | None) -> reports.Snapshot:

@@ -1,10 +1,13 @@
 """The usage ledger: one SQLite file in the data dir, owned by the controller. Synchronous.
 
 Tables: `requests` (one row per request, see cluster/ledger/rows.py for what each outcome means),
+`requests_hourly` (what `prune` folded requests into: their sums per hour, model, node, key and
+name asked for, so that reports over pruned time stay exact to the hour),
 `node_samples` (each node's busy/idle seconds and measured energy in ~10 s chunks),
 `nodes` (name, first sighting and the agent's own cost profile), and `cost_overrides` (profiles
-set by the admin, which win over the agent's). WAL mode with synchronous=NORMAL: a committed
-batch survives a crash of the controller; readers never block the writer.
+set by the admin, which win over the agent's). WAL mode with synchronous=FULL: a committed
+batch survives a crash of the controller and a power loss (NORMAL could lose the commits since
+the last checkpoint); readers never block the writer.
 
 Every function takes the connection; the controller calls them on one thread of its own.
 """
@@ -22,6 +25,7 @@ from typing import Any
 from cluster.ledger.cost import Power, Tokens
 from cluster.ledger.energy import NodeSample
 from cluster.ledger.rows import UsageRow, Values
+from cluster.paths import private_file
 from cluster.types import CostProfile
 
 FILE_NAME = "ledger.sqlite3"
@@ -57,6 +61,30 @@ CREATE TABLE IF NOT EXISTS node_samples (
     measured_j REAL
 );
 CREATE INDEX IF NOT EXISTS node_samples_t1 ON node_samples (t1);
+CREATE TABLE IF NOT EXISTS requests_hourly (
+    hour REAL NOT NULL,
+    model TEXT NOT NULL,
+    node_id TEXT,
+    key_id TEXT,
+    requested_model TEXT,
+    requests INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    failed_over INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    error INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    ttft_sum REAL,
+    ttft_n INTEGER NOT NULL,
+    node_ttft_sum REAL,
+    node_ttft_n INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    with_tools INTEGER NOT NULL,
+    with_constrained INTEGER NOT NULL,
+    with_reasoning INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_hourly_hour ON requests_hourly (hour);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -83,7 +111,30 @@ _PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd
 _ROW = UsageRow._fields  # the requests table's columns, in the order of a row's values
 GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
 FEATURES = ("tools", "constrained", "reasoning")  # what UsageRow.features may list
-_FEATURE_SUMS = ", ".join(f"SUM(instr(features, '{f}') > 0)" for f in FEATURES)
+FEATURE_SUMS = ", ".join(f"SUM(instr(features, '{f}') > 0)" for f in FEATURES)
+_OUTCOMES = ", ".join(f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error"))
+HOUR_S = 3_600.0
+_FEATURE_AS = ", ".join(f"SUM(instr(features, '{f}') > 0) AS with_{f}" for f in FEATURES)
+# One source's sums per group and name asked for: the raw rows since the window's start, and
+# the hourly rollups of pruned ones (an hour counts in a window that starts at or before it).
+# The first SELECT names the columns of the UNION.
+_RAW_SUMS = (
+    "SELECT {col} AS g, requested_model AS asked, COUNT(*) AS n, "
+    "SUM(outcome = 'ok') AS ok, SUM(outcome = 'failed-over') AS failed_over, "
+    "SUM(outcome = 'cancelled') AS cancelled, SUM(outcome = 'error') AS error, "
+    "SUM(prompt_tokens) AS prompt, SUM(cached_prompt_tokens) AS cached, "
+    "SUM(completion_tokens) AS completion, SUM(ttft_s) AS ttft_sum, COUNT(ttft_s) AS ttft_n, "
+    "SUM(node_ttft_s) AS node_ttft_sum, COUNT(node_ttft_s) AS node_ttft_n, "
+    f"SUM(duration_s) AS duration_sum, {_FEATURE_AS} "
+    "FROM requests WHERE at >= :since GROUP BY g, asked"
+)
+_ROLLUP_SUMS = (
+    "SELECT {col}, requested_model, SUM(requests), SUM(ok), SUM(failed_over), SUM(cancelled), "
+    "SUM(error), SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(completion_tokens), "
+    "SUM(ttft_sum), SUM(ttft_n), SUM(node_ttft_sum), SUM(node_ttft_n), SUM(duration_sum), "
+    "SUM(with_tools), SUM(with_constrained), SUM(with_reasoning) "
+    "FROM requests_hourly WHERE hour >= :since GROUP BY {col}, requested_model"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,10 +165,11 @@ class Served:
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
-    """Open (creating if needed) the ledger at `path` (":memory:" for a throwaway one)."""
+    """Open (creating it 0600 if needed) the ledger at `path` (":memory:" for a throwaway one)."""
+    private_file(path)
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     _add_missing_columns(conn)
@@ -145,14 +197,26 @@ def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:
         f"INSERT OR IGNORE INTO requests ({', '.join(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
     )
     before = conn.total_changes
-    with _transaction(conn):
+    with transaction(conn):
         conn.executemany(sql, rows)
     return conn.total_changes - before
 
 
+def absent(conn: sqlite3.Connection, rows: Sequence[Values]) -> list[Values]:
+    """The rows whose request ids the ledger does not hold yet (by its unique index)."""
+    have: set[str] = set()
+    ids = [row[0] for row in rows]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        query = f"SELECT request_id FROM requests WHERE request_id IN ({marks})"
+        have.update(r for (r,) in conn.execute(query, chunk))
+    return [row for row in rows if row[0] not in have]
+
+
 def insert_samples(conn: sqlite3.Connection, samples: Sequence[NodeSample]) -> None:
     """Append node samples in one transaction."""
-    with _transaction(conn):
+    with transaction(conn):
         conn.executemany(
             "INSERT INTO node_samples (node_id, t0, t1, busy_s, idle_s, measured_j) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -165,7 +229,7 @@ def node_seen(
 ) -> None:
     """Remember a node's name and its agent's cost profile; keep its first sighting."""
     values = [getattr(agent, f) for f in _PROFILE]
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute(
             f"INSERT INTO nodes (node_id, name, first_seen, last_seen, {', '.join(_PROFILE)}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
@@ -177,7 +241,7 @@ def node_seen(
 
 def set_override(conn: sqlite3.Connection, node_id: str, profile: CostProfile, at: float) -> None:
     """Store the admin's cost profile for a node (it wins over the agent's)."""
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute(
             f"INSERT OR REPLACE INTO cost_overrides (node_id, {', '.join(_PROFILE)}, set_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -212,10 +276,15 @@ def nodes(conn: sqlite3.Connection) -> dict[str, NodeRecord]:
 def served(conn: sqlite3.Connection, since: float | None) -> list[Served]:
     """Tokens served per (node, model) since `since` (None: ever)."""
     rows = conn.execute(
-        "SELECT node_id, model, COUNT(*), SUM(prompt_tokens), SUM(cached_prompt_tokens), "
-        "SUM(completion_tokens) FROM requests WHERE node_id IS NOT NULL AND at >= ? "
-        "GROUP BY node_id, model ORDER BY node_id, model",
-        [_since(since)],
+        "SELECT node_id, model, SUM(n), SUM(prompt), SUM(cached), SUM(completion) FROM ("
+        "SELECT node_id, model, COUNT(*) AS n, SUM(prompt_tokens) AS prompt, "
+        "SUM(cached_prompt_tokens) AS cached, SUM(completion_tokens) AS completion "
+        "FROM requests WHERE node_id IS NOT NULL AND at >= :since GROUP BY node_id, model "
+        "UNION ALL SELECT node_id, model, SUM(requests), SUM(prompt_tokens), "
+        "SUM(cached_prompt_tokens), SUM(completion_tokens) FROM requests_hourly "
+        "WHERE node_id IS NOT NULL AND hour >= :since GROUP BY node_id, model"
+        ") GROUP BY node_id, model ORDER BY node_id, model",
+        {"since": _since(since)},
     )
     return [
         Served(
@@ -254,16 +323,14 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
     """Requests, outcomes, tokens and mean latencies per model, node or key since `since`, and
     the other names (aliases) clients asked for them by (`requested_as`)."""
     col = GROUPS[by]
-    outcomes = ", ".join(
-        f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error")
-    )
+    sources = " UNION ALL ".join(q.format(col=col) for q in (_RAW_SUMS, _ROLLUP_SUMS))
     rows = conn.execute(
-        f"SELECT {col}, COUNT(*), {outcomes}, SUM(prompt_tokens), SUM(cached_prompt_tokens), "
-        "SUM(completion_tokens), AVG(ttft_s), AVG(node_ttft_s), AVG(duration_s), "
-        f"{_FEATURE_SUMS}, GROUP_CONCAT(DISTINCT requested_model) FROM requests "
-        "WHERE at >= ? "
-        f"GROUP BY {col} ORDER BY COUNT(*) DESC, {col}",
-        [_since(since)],
+        "SELECT g, SUM(n), SUM(ok), SUM(failed_over), SUM(cancelled), SUM(error), SUM(prompt), "
+        "SUM(cached), SUM(completion), SUM(ttft_sum) / SUM(ttft_n), "
+        "SUM(node_ttft_sum) / SUM(node_ttft_n), SUM(duration_sum) / SUM(n), "
+        + ", ".join(f"SUM(with_{f})" for f in FEATURES)
+        + f", GROUP_CONCAT(DISTINCT asked) FROM ({sources}) GROUP BY g ORDER BY SUM(n) DESC, g",
+        {"since": _since(since)},
     )
     names = (
         "requests",
@@ -291,15 +358,18 @@ def count(conn: sqlite3.Connection) -> int:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN ... COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error, the COMMIT's own included (the connection
+    is in autocommit mode). SQLite may leave a transaction open after a failed COMMIT (a full
+    disk, an I/O error); left open, it would make every later BEGIN fail until a restart."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _names(concatenated: str | None) -> list[str]:

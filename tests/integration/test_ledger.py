@@ -286,3 +286,58 @@ def test_set_cost_wins_and_nothing_is_lost_across_a_restart(
     assert by_name["agent0"]["profile"]["price_usd"] == 999
     assert by_name["agent1"]["profile"]["price_usd"] == 1440
     assert len(agents) == 2
+
+
+def test_prune_folds_old_rows_and_cost_and_usage_stay_the_same(
+    office: Office, sent: dict[str, Any]
+) -> None:
+    cluster, _ = office
+    recent = ledger_rows(cluster)
+    old = [
+        {**r, "request_id": f"old{i}", "at": r["at"] - 3 * 86_400}
+        for i, r in enumerate(recent.values())
+    ]
+    columns = [c for c in old[0] if c != "id"]
+    conn = sqlite3.connect(cluster.data_dir / "ledger.sqlite3")
+    try:
+        with conn:  # three days ago: what a ledger that has run a while holds
+            marks = ", ".join("?" * len(columns))
+            conn.executemany(
+                f"INSERT INTO requests ({', '.join(columns)}) VALUES ({marks})",
+                [[r[c] for c in columns] for r in old],
+            )
+    finally:
+        conn.close()
+
+    def figures() -> dict[str, Any]:
+        cost = cli(cluster, "cost", "--since", "all")
+        nodes = {
+            n["name"]: (n["requests"], n["tokens"], round(n["cloud_equivalent_usd"], 9))
+            for n in cost["nodes"]
+        }
+        usage = {
+            by: cli(cluster, "usage", "--since", "all", "--by", by)
+            for by in ("model", "node", "key")
+        }
+        return {"nodes": nodes, "tokens": cost["total"]["tokens"], "usage": _rounded(usage)}
+
+    before = figures()
+    assert before["tokens"]["total"] == 2 * sum(
+        r["prompt_tokens"] + r["completion_tokens"] for r in recent.values()
+    )
+    day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    done = cli(cluster, "ledger", "prune", "--before", day_ago)
+    assert done["requests"] == len(old) and done["request_hours"] >= 1
+    assert ledger_rows(cluster).keys() == recent.keys()
+    assert figures() == before
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 9 significant digits: a mean over folded hours may differ in the last bits."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

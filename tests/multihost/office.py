@@ -65,6 +65,8 @@ class Agent:
     def start(self) -> Agent:
         """Start it; `wait_listening` waits for its port."""
         flags = f"--host 0.0.0.0 --port {AGENT_PORT} --name {self.name} --model demo".split()
+        if not self.join_token:  # a plaintext agent must say so to listen beyond loopback
+            flags.append("--insecure")
         cmd = self.host.cmd(
             sys.executable, "-m", "node_agent", *flags, "--data-dir", str(self.data_dir), *self.args
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -105,5 +106,28 @@ async def test_load_alone_reaches_the_gateways_at_most_every_measured_push_s() -
         asked = loop.time()
         table = await c.wait_table(table.version, timeout_s=2.0)
         assert states(table) == {"a": NodeState.DRAINING} and loop.time() - asked < 0.2
+    finally:
+        await c.stop()
+
+
+@pytest.mark.timeout(10)
+async def test_a_start_that_fails_is_tried_again_and_says_why(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    ledger.write_bytes(b"not a database, by a long way: " * 100)
+    nodes = {"a:1": FakeNode("a")}
+    config = ControllerConfig(peers=tuple(nodes), mdns=False, tick_s=0.02, data_dir=str(tmp_path))
+    c = Controller(config, client_factory=lambda a: FakeClient(nodes[a], a))  # type: ignore[arg-type, return-value]
+    starting = asyncio.get_running_loop().create_task(c.start_until_started(0.01, 0.05))
+    for _ in range(500):  # the first try fails at once; it is told, not raised
+        if c.start_error is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert c.start_error is not None and "not a database" in c.start_error and not starting.done()
+    ledger.unlink()  # the admin moves the broken file away
+    await asyncio.wait_for(starting, 5)
+    try:
+        assert c.start_error is None
+        table = await asyncio.wait_for(c.wait_table(0), 5)
+        assert [n.name for n in table.nodes] == ["a"]
     finally:
         await c.stop()

@@ -27,12 +27,15 @@ class Controller:
     def __init__(self) -> None:
         self.batches: list[UsageBatch] = []
         self.down = False
+        self.full = False  # the ledger cannot write: batches are answered, not stored
         self.closing = False
 
     async def send(self, batch: UsageBatch) -> UsageAck:
         """The controller's record_usage."""
         if self.down:
             raise ConnectionError("controller restarting")
+        if self.full:
+            return UsageAck(written=0, closing=self.closing, stored=False)
         self.batches.append(batch)
         return UsageAck(written=len(batch.rows), closing=self.closing)
 
@@ -71,6 +74,20 @@ async def test_a_failed_send_keeps_the_rows_for_the_next_one() -> None:
         assert c.rows() == ["r1"] and rec.buffered == 0
     finally:
         task.cancel()
+
+
+async def test_rows_the_ledger_could_not_store_stay_and_overflow_is_counted() -> None:
+    c = Controller()
+    rec = Recorder(c.send, replica="g1", max_buffered=3)
+    c.full = True
+    for i in range(5):
+        rec.end(row(i))
+    await rec.flush_once()
+    assert c.rows() == [] and rec.buffered == 3 and rec.dropped == 2
+    c.full = False
+    await rec.flush_once()
+    assert c.rows() == ["r2", "r3", "r4"] and rec.buffered == 0
+    assert c.batches[-1].dropped == 2  # told to the controller, for /metrics
 
 
 async def test_closing_is_learnt_from_the_ack_and_rows_then_go_at_once() -> None:

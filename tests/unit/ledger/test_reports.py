@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidRequest
-from cluster.ledger.reports import Window, parse_cost_changes
+from cluster.ledger.reports import Window, parse_before, parse_cost_changes
 
 
 def test_windows() -> None:
@@ -39,3 +39,14 @@ def test_set_cost_bodies() -> None:
     for body in (b"[1]", b"{nope"):
         with pytest.raises(InvalidRequest):
             parse_cost_changes(body)
+
+
+def test_prune_before_takes_a_date_or_a_time_in_utc_and_refuses_the_future() -> None:
+    now = 1_767_225_600.0 + 86_400  # 2026-01-02T00:00:00Z
+    assert parse_before("2026-01-01", now) == 1_767_225_600.0
+    assert parse_before("2026-01-01T12:00", now) == 1_767_225_600.0 + 43_200
+    assert parse_before("2026-01-01T12:00+02:00", now) == 1_767_225_600.0 + 36_000
+    for bad, why in (("yesterday", "not a date"), ("2026-01-03", "in the future")):
+        with pytest.raises(InvalidRequest) as info:
+            parse_before(bad, now)
+        assert info.value.param == "before" and why in str(info.value)

@@ -16,6 +16,7 @@ from cluster.ledger.rows import Outcome, UsageBatch, UsageRow, Values
 from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeDescription, NodeStatusSample
 from cluster.types import CostProfile, NodeTable
+from tests.unit.ledger.test_retention import rounded
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -245,3 +246,74 @@ async def test_a_models_price_weighs_each_nodes_rate_by_the_tokens_it_served(
     # n1 served a third of demo's tokens, at its own rate; n2's are free.
     assert prices == {"demo": pytest.approx(n1["usd_per_mtok"] / 3)}
     assert await b.model_prices(Window.parse("1m")) == {}  # nothing served in the last minute
+
+
+async def test_a_locked_ledger_keeps_serving_and_loses_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    b, clock = service
+    await b._db(lambda c: c.execute("PRAGMA busy_timeout=10"))  # fail fast, not after 5 s
+    rec = Recorder(b.record, replica="g1")
+    rec.end(row(1, T0))
+    await rec.flush_once()
+    other = store.connect(tmp_path / store.FILE_NAME)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    for i in (2, 3):
+        rec.end(row(i, T0 + i))
+    await rec.flush_once()
+    b.status(status("n1", 0.0), "a")
+    clock.now += 3_600.0
+    b.status(status("n1", 1_800.0), "a")  # a finished chunk: its write is held
+    await asyncio.gather(*b._writes)
+    health = b.ledger_health()
+    assert rec.buffered == 2 and not health["writable"]
+    assert health["rows_waiting"] == 3 and health["write_errors"] >= 2
+    text = render(await b.metrics(), NodeTable()).decode()
+    assert "meterless:ledger_writable 0.0" in text and "meterless:ledger_rows_waiting 3.0" in text
+    other.execute("ROLLBACK")
+    await rec.flush_once()
+    assert rec.buffered == 0 and b.ledger_health()["writable"]
+    assert b.ledger_health()["rows_waiting"] == 0
+    assert await b._db(store.count) == 3
+    samples = await b._db(lambda c: c.execute("SELECT COUNT(*) FROM node_samples").fetchone())
+    assert samples == (1,)
+    await rec.flush_once()  # sent again after a lost answer, say: still once each
+    assert await b._db(store.count) == 3
+
+
+async def test_metrics_come_from_totals_read_once_not_from_a_scan(
+    service: Service, tmp_path: Path
+) -> None:
+    b, _ = service
+    b.node_described(describe("n1"))
+    await b.record(
+        UsageBatch(replica="g", rows=(row(1, T0),), inflight=0, pending=0, closing=False)
+    )
+    other = store.connect(tmp_path / store.FILE_NAME)
+    store.insert_requests(other, [row(2, T0)])  # behind the service's back
+    metrics = (await b.metrics())["nodes"][0]
+    report = (await b.cost(Window.parse("all")))["nodes"][0]
+    assert metrics["cloud_equivalent_usd"] * 2 == pytest.approx(report["cloud_equivalent_usd"])
+    await b.record(
+        UsageBatch(replica="g", rows=(row(3, T0),), inflight=0, pending=0, closing=False)
+    )
+    again = (await b.metrics())["nodes"][0]
+    assert again["cloud_equivalent_usd"] == pytest.approx(metrics["cloud_equivalent_usd"] * 2)
+
+
+async def test_prune_keeps_the_cost_report_and_shrinks_the_ledger(service: Service) -> None:
+    b, clock = service
+    b.node_described(describe("n1"))
+    b.status(status("n1", 0.0), "a")
+    rows = tuple(row(i, T0 + i * 1_800.0) for i in range(10))  # five hours, two an hour
+    await b.record(UsageBatch(replica="g", rows=rows, inflight=0, pending=0, closing=False))
+    for hour in range(1, 6):
+        clock.now = T0 + hour * 3_600.0
+        b.status(status("n1", hour * 900.0), "a")  # a quarter of each hour busy
+    await asyncio.gather(*b._writes)
+    before = await b.cost(Window.parse("all"))
+    done = await b.prune(T0 + 3 * 3_600.0)
+    assert (done["requests"], await b._db(store.count)) == (6, 4)
+    after = await b.cost(Window.parse("all"))
+    assert after["nodes"][0]["tokens"] == before["nodes"][0]["tokens"]
+    assert rounded(after) == rounded(before)

@@ -55,6 +55,7 @@ def path(tmp_path: Path) -> Path:
 def test_wal_mode_and_a_batch_survives_reopening(path: Path) -> None:
     conn = store.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: survives power loss
     assert store.insert_requests(conn, [row(i, at=1000.0 + i) for i in range(1, 6)]) == 5
     conn.close()
     again = store.connect(path)
@@ -83,6 +84,19 @@ def test_a_ledger_from_before_node_ttft_gains_the_column_and_keeps_its_rows(path
     assert got == {"old": None, "r1": 0.05}
     [group] = store.usage(conn, None, "model")
     assert group["requests"] == 2 and group["mean_node_ttft_s"] == 0.05
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_write_succeeds(path: Path) -> None:
+    conn = store.connect(path)
+    conn.executescript(
+        "PRAGMA foreign_keys=ON; CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (p INTEGER REFERENCES parent DEFERRABLE INITIALLY DEFERRED);"
+    )
+    with pytest.raises(sqlite3.IntegrityError), store.transaction(conn):
+        conn.execute("INSERT INTO child VALUES (1)")  # fails only at COMMIT
+    assert not conn.in_transaction
+    assert store.insert_requests(conn, [row(1, at=1.0)]) == 1
+    assert store.count(store.connect(path)) == 1
 
 
 def test_a_batch_sent_twice_is_recorded_once(path: Path) -> None:
@@ -213,7 +227,7 @@ def test_a_ledger_from_before_aliases_gains_requested_model_and_usage_names_them
     path: Path,
 ) -> None:
     old = sqlite3.connect(str(path))
-    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT", ""))
+    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT\n", "\n", 1))
     old.execute(
         "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
         "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "

@@ -71,3 +71,27 @@ def test_a_missing_token_file_is_one_line_exit_2(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read" in err
+
+
+def test_without_a_token_the_agent_listens_on_loopback_unless_insecure() -> None:
+    assert load([], {}).host == "127.0.0.1"
+    assert load(["--host", "::1"], {}).host == "::1"
+    assert load(["--insecure"], {}).host == "0.0.0.0"
+    assert load([], {"METERLESS_INSECURE": "1"}).host == "0.0.0.0"
+    assert load(["--insecure", "--host", "10.0.0.5"], {}).host == "10.0.0.5"
+
+
+def test_with_a_token_the_agent_listens_everywhere_by_default() -> None:
+    assert load(["--join-token", TOKEN], {}).host == "0.0.0.0"
+    assert load(["--join-token", TOKEN, "--host", "10.0.0.5"], {}).host == "10.0.0.5"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "office-box"])
+def test_a_lan_host_without_a_token_is_one_line_exit_2(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load(["--host", host], {})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--insecure" in err and "--join-token-file" in err

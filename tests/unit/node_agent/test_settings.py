@@ -11,7 +11,7 @@ from node_agent.settings import DEFAULT_PORT, build_parser, load
 
 def test_defaults() -> None:
     s = load([], {})
-    assert (s.host, s.port, s.models, s.engine) == ("0.0.0.0", DEFAULT_PORT, (), "auto")
+    assert (s.host, s.port, s.models, s.engine) == ("127.0.0.1", DEFAULT_PORT, (), "auto")
     assert s.mdns is True and s.status_interval_ms == 500
     assert s.data_dir == Path.home() / ".local" / "share" / "meterless"
     assert s.cost.amortize_months == 36.0 and s.memory_limit_bytes is None
