@@ -1,0 +1,96 @@
+"""Providers on the head's disk: `providers.json` in the config dir, and each key in its own file.
+
+    <config dir>/providers.json          the providers, no keys (mode 0600)
+    <config dir>/provider-keys/NAME      NAME's key alone (mode 0600, directory 0700)
+
+Keys are kept apart so that the list can be read, printed and shipped to the gateways while a
+key is read only where a request is sent to its provider. Every write goes to a new owner-only
+file that then replaces the old one, so a reader never sees half a file and a key is never,
+even briefly, readable by others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cluster.access.admin_token import private_dir, write_private
+from cluster.providers.specs import Provider, ProviderError, check_name, from_json, provider_json
+
+FILE_NAME = "providers.json"
+KEYS_DIR = "provider-keys"
+
+
+def load(directory: Path) -> list[Provider]:
+    """The providers stored in `directory`, by name; none when there is no file yet."""
+    path = directory / FILE_NAME
+    try:
+        data = json.loads(path.read_text())
+        return sorted((from_json(p) for p in data["providers"]), key=lambda p: p.name)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ProviderError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProviderError(f"{path} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def has_key(directory: Path, name: str) -> bool:
+    """Whether `name` has a key file (its content is not read)."""
+    return (directory / KEYS_DIR / check_name(name)).is_file()
+
+
+def key(directory: Path, name: str) -> str:
+    """`name`'s key; ProviderError if it is missing or others could read it."""
+    path = directory / KEYS_DIR / check_name(name)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ProviderError(f"cannot read {name}'s key {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ProviderError(f"{path} is open to other users; run `chmod 600 {path}`")
+    return text
+
+
+def put(directory: Path, provider: Provider, api_key: str) -> None:
+    """Store `provider` with its key, replacing one of the same name (and its key)."""
+    keys = private_dir(private_dir(directory) / KEYS_DIR)
+    _replace(keys / provider.name, api_key + "\n")
+    others = [p for p in load(directory) if p.name != provider.name]
+    _save(directory, [*others, provider])
+
+
+def remove(directory: Path, name: str) -> Provider:
+    """Forget the provider `name` and delete its key; ProviderError if there is none."""
+    providers = load(directory)
+    found = [p for p in providers if p.name == name]
+    if not found:
+        known = ", ".join(p.name for p in providers) or "none"
+        raise ProviderError(f"no provider named {name!r}; providers: {known}")
+    _save(directory, [p for p in providers if p.name != name])
+    (directory / KEYS_DIR / check_name(name)).unlink(missing_ok=True)
+    return found[0]
+
+
+def _save(directory: Path, providers: list[Provider]) -> None:
+    rows = []
+    for p in sorted(providers, key=lambda p: p.name):
+        row = provider_json(p, key_set=True)
+        del row["key_set"]  # derived from the key file when read, never stored
+        rows.append(row)
+    _replace(private_dir(directory) / FILE_NAME, json.dumps({"providers": rows}, indent=2) + "\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` whole, owner-only from the start, by renaming a new file over it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write_private(tmp, text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ProviderError(f"cannot write {path}: {exc.strerror}") from None
