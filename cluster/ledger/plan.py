@@ -94,12 +94,27 @@ def plan(demand: Demand, machine: Machine, reference: str, price: Price) -> Plan
         steps.add(
             "served_share",
             "share of the demand it can serve (the rest stays rented)",
-            f"1 / {num(busy)}",
+            f"{num(SECONDS_PER_MONTH)} s in a month / {num(need_s)} s needed",
             share,
             "",
         )
         busy = Fraction(1)
     prompt, completion = demand.prompt * share, demand.completion * share
+    if share != 1:
+        steps.add(
+            "served_prompt_tokens",
+            "prompt tokens it serves",
+            f"{num(demand.prompt)} x {num(SECONDS_PER_MONTH)} s / {num(need_s)} s",
+            prompt,
+            "tokens",
+        )
+        steps.add(
+            "served_completion_tokens",
+            "completion tokens it serves",
+            f"{num(demand.completion)} x {num(SECONDS_PER_MONTH)} s / {num(need_s)} s",
+            completion,
+            "tokens",
+        )
     cloud = _cloud(steps, prompt, completion, reference, price)
     energy = _energy(steps, busy, machine)
     saving = steps.add(

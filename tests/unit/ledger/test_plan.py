@@ -52,7 +52,9 @@ def test_a_demand_past_the_machine_is_served_in_part() -> None:
     p = plan(Demand(prompt=F(20_000_000), completion=F(5_000_000)), slow, "gpt-4o", GPT_4O)
     # 5M s of generation needed, a month has 2,629,800: it serves 2,629,800/5M of the demand.
     assert not p.fits and p.served_share == MONTH / 5_000_000
-    assert p.value("cloud_completion_usd") == MONTH * 10 / 1_000_000  # 1 token/s all month
+    assert p.value("served_completion_tokens") == MONTH  # 1 token/s all month
+    assert p.value("served_prompt_tokens") == 4 * MONTH
+    assert p.value("cloud_completion_usd") == MONTH * 10 / 1_000_000
     assert p.value("cloud_prompt_usd") == 4 * MONTH * F(5, 2) / 1_000_000
     assert p.value("energy_usd") == 60 * MONTH / 3_600_000 * F(3, 10)  # busy all month
     assert p.monthly_saving_usd == F("52.596") - F("13.149")
