@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_commands(sub)
     aliases.add_commands(sub)
     providers.add_commands(sub)
+    providers.add_route_commands(sub)
     integrations.add_commands(sub)
     service.add_commands(sub)
     return parser

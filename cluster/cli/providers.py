@@ -25,7 +25,9 @@ from cluster.providers.specs import (
     check_kind,
     check_name,
     parse_price,
+    parse_target,
     provider_json,
+    route_json,
 )
 
 EXAMPLES = """\
@@ -84,6 +86,63 @@ def add_commands(sub: Any) -> None:
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--json", action="store_true", help="print JSON")
     rm.set_defaults(func=_remove)
+
+
+def add_route_commands(sub: Any) -> None:
+    """Register `route MODEL --to PROVIDER[:REMOTE_MODEL]`, `route rm MODEL` and `routes`."""
+    route = sub.add_parser(
+        "route",
+        usage="%(prog)s [--json] MODEL --to PROVIDER[:REMOTE_MODEL]\n"
+        "       %(prog)s [--json] rm MODEL",
+        help="serve a model by renting it from a provider; `route rm MODEL` stops",
+        description="cluster route MODEL --to PROVIDER[:REMOTE_MODEL]: OpenAI chat completions "
+        "for MODEL go to the provider (openai kind), asking it for REMOTE_MODEL (default: "
+        "MODEL), with its key, and are recorded in the ledger. Run on the head.",
+    )
+    route.add_argument("model", metavar="MODEL", help="the model clients ask for; or rm")
+    route.add_argument("rest", metavar="MODEL", nargs="?", help="after rm: the model")
+    route.add_argument("--to", metavar="PROVIDER[:REMOTE_MODEL]", help="where it goes")
+    route.add_argument("--json", action="store_true", help="print JSON")
+    route.set_defaults(func=_route)
+    listing = sub.add_parser("routes", help="list the models served by providers")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=_routes)
+
+
+def _route(args: argparse.Namespace) -> int:
+    try:
+        if args.model == "rm" and args.rest:
+            gone = route_json(store.remove_route(config_dir(), args.rest))
+            print(json.dumps(gone, indent=2) if args.json else f"removed route {_arrow(gone)}")
+            return 0
+        if args.rest or not args.to:
+            raise ProviderError(
+                "cluster route MODEL --to PROVIDER[:REMOTE_MODEL], or route rm MODEL"
+            )
+        made = route_json(store.put_route(config_dir(), parse_target(args.model, args.to)))
+    except ProviderError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(made, indent=2) if args.json else f"route {_arrow(made)}")
+    return 0
+
+
+def _routes(args: argparse.Namespace) -> int:
+    try:
+        rows = [route_json(r) for r in store.routes(config_dir())]
+    except ProviderError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"routes": rows}, indent=2))
+    else:
+        print(
+            "\n".join(_arrow(r) for r in rows)
+            or "no routes; make one with: cluster route MODEL --to PROVIDER"
+        )
+    return 0
+
+
+def _arrow(r: dict[str, str]) -> str:
+    return f"{r['model']} -> {r['provider']}:{r['remote_model']}"
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -147,3 +147,44 @@ def from_json(data: Mapping[str, Any]) -> Provider:
         base_url=check_base_url(str(data["base_url"])),
         prices=prices,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """A model the cluster offers by renting it: requests for `model` go to `provider`, asking
+    it for `remote_model`."""
+
+    model: str
+    provider: str
+    remote_model: str
+
+
+ROUTABLE_KINDS = ("openai",)  # the dialects the gateway can forward to today
+
+
+def parse_target(model: str, target: str) -> Route:
+    """`PROVIDER[:REMOTE_MODEL]` for `model` (the remote model defaults to the same name)."""
+    provider, _, remote = target.partition(":")
+    if not model.strip():
+        raise ProviderError("which model? cluster route MODEL --to PROVIDER[:REMOTE_MODEL]")
+    return Route(model=model, provider=check_name(provider), remote_model=remote or model)
+
+
+def check_route(route: Route, providers: list[Provider]) -> Route:
+    """`route` if its provider exists and is of a kind the gateway forwards to."""
+    found = {p.name: p for p in providers}
+    provider = found.get(route.provider)
+    if provider is None:
+        known = ", ".join(found) or "none; add one with `cluster providers add`"
+        raise ProviderError(f"no provider named {route.provider!r}; providers: {known}")
+    if provider.kind not in ROUTABLE_KINDS:
+        raise ProviderError(
+            f"{provider.name}'s kind is {provider.kind}; only {', '.join(ROUTABLE_KINDS)} "
+            "providers can be routed to so far"
+        )
+    return route
+
+
+def route_json(r: Route) -> dict[str, str]:
+    """A route as JSON."""
+    return {"model": r.model, "provider": r.provider, "remote_model": r.remote_model}

@@ -2,6 +2,7 @@
 
     <config dir>/providers.json          the providers, no keys (mode 0600)
     <config dir>/provider-keys/NAME      NAME's key alone (mode 0600, directory 0700)
+    <config dir>/routes.json             models served by a provider (`cluster route`)
 
 Keys are kept apart so that the list can be read, printed and shipped to the gateways while a
 key is read only where a request is sent to its provider. Every write goes to a new owner-only
@@ -18,9 +19,19 @@ import stat
 from pathlib import Path
 
 from cluster.access.admin_token import private_dir, write_private
-from cluster.providers.specs import Provider, ProviderError, check_name, from_json, provider_json
+from cluster.providers.specs import (
+    Provider,
+    ProviderError,
+    Route,
+    check_name,
+    check_route,
+    from_json,
+    provider_json,
+    route_json,
+)
 
 FILE_NAME = "providers.json"
+ROUTES_FILE = "routes.json"
 KEYS_DIR = "provider-keys"
 
 
@@ -71,9 +82,53 @@ def remove(directory: Path, name: str) -> Provider:
     if not found:
         known = ", ".join(p.name for p in providers) or "none"
         raise ProviderError(f"no provider named {name!r}; providers: {known}")
+    used = [r.model for r in routes(directory) if r.provider == name]
+    if used:
+        raise ProviderError(f"{name} serves {', '.join(used)}; `cluster route rm` those first")
     _save(directory, [p for p in providers if p.name != name])
     (directory / KEYS_DIR / check_name(name)).unlink(missing_ok=True)
     return found[0]
+
+
+def routes(directory: Path) -> list[Route]:
+    """The models routed to providers, by model; none when there is no file yet."""
+    path = directory / ROUTES_FILE
+    try:
+        data = json.loads(path.read_text())
+        rows = [
+            Route(**{k: str(r[k]) for k in ("model", "provider", "remote_model")})
+            for r in data["routes"]
+        ]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ProviderError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProviderError(f"{path} is malformed ({type(exc).__name__}: {exc})") from None
+    return sorted(rows, key=lambda r: r.model)
+
+
+def put_route(directory: Path, route: Route) -> Route:
+    """Route `route.model` to its provider, replacing the model's route if it had one."""
+    check_route(route, load(directory))
+    _save_routes(directory, [*(r for r in routes(directory) if r.model != route.model), route])
+    return route
+
+
+def remove_route(directory: Path, model: str) -> Route:
+    """Stop routing `model` to a provider; ProviderError if it was not."""
+    rows = routes(directory)
+    found = [r for r in rows if r.model == model]
+    if not found:
+        known = ", ".join(r.model for r in rows) or "none"
+        raise ProviderError(f"no route for {model!r}; routed models: {known}")
+    _save_routes(directory, [r for r in rows if r.model != model])
+    return found[0]
+
+
+def _save_routes(directory: Path, rows: list[Route]) -> None:
+    body = {"routes": [route_json(r) for r in sorted(rows, key=lambda r: r.model)]}
+    _replace(private_dir(directory) / ROUTES_FILE, json.dumps(body, indent=2) + "\n")
 
 
 def _save(directory: Path, providers: list[Provider]) -> None:

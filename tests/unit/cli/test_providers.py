@@ -81,3 +81,18 @@ def test_rm_of_an_unknown_provider_lists_the_known(
 ) -> None:
     assert main(["providers", "rm", "nope"]) == 1
     assert capsys.readouterr().err == "cluster: no provider named 'nope'; providers: none\n"
+
+
+def test_route_to_a_provider(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add = ["providers", "add", "oa", "--kind", "openai", "--base-url", "http://h/v1"]
+    assert main([*add, "--key-env", "TEST_PROVIDER_KEY"]) == 0
+    assert main(["route", "gpt-x", "--to", "oa:demo"]) == 0
+    assert main(["routes"]) == 0
+    assert main(["route", "rm", "gpt-x"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "route gpt-x -> oa:demo",
+        "gpt-x -> oa:demo",
+        "removed route gpt-x -> oa:demo",
+    ]
+    assert main(["route", "gpt-x"]) == 1
+    assert "cluster route MODEL --to PROVIDER" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.ledger.cost import Price
 from cluster.providers import store
-from cluster.providers.specs import Provider, ProviderError
+from cluster.providers.specs import Provider, ProviderError, Route, parse_target
 
 OA = Provider(
     name="oa", kind="openai", base_url="http://h/v1", prices={"m": Price(input=F(1), output=F(2))}
@@ -63,3 +63,23 @@ def test_a_malformed_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / store.FILE_NAME).write_text("{")
     with pytest.raises(ProviderError, match="is malformed"):
         store.load(tmp_path)
+
+
+def test_routes_name_an_openai_provider_and_keep_it(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError, match="no provider named 'oa'"):
+        store.put_route(tmp_path, parse_target("m", "oa"))
+    store.put(tmp_path, OA, "sk-one")
+    store.put(tmp_path, Provider(name="an", kind="anthropic", base_url="https://a"), "sk-two")
+    with pytest.raises(ProviderError, match="an's kind is anthropic; only openai"):
+        store.put_route(tmp_path, parse_target("m", "an"))
+    store.put_route(tmp_path, parse_target("m", "oa"))
+    store.put_route(tmp_path, parse_target("gpt-x", "oa:demo"))
+    assert store.routes(tmp_path) == [
+        Route(model="gpt-x", provider="oa", remote_model="demo"),
+        Route(model="m", provider="oa", remote_model="m"),
+    ]
+    with pytest.raises(ProviderError, match="oa serves gpt-x, m; `cluster route rm` those first"):
+        store.remove(tmp_path, "oa")
+    assert store.remove_route(tmp_path, "m").remote_model == "m"
+    with pytest.raises(ProviderError, match="no route for 'm'; routed models: gpt-x"):
+        store.remove_route(tmp_path, "m")
