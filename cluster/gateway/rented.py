@@ -28,6 +28,7 @@ from cluster.errors import ApiError, NoCapacity, UpstreamFailed, UpstreamTimeout
 from cluster.gateway import front
 from cluster.gateway.openai.response import Answer, json_response
 from cluster.gateway.tally import Tap
+from cluster.ledger.reports import RENTED_PREFIX
 from cluster.providers.book import RouteBook, Upstream
 from cluster.providers.specs import ProviderError
 from cluster.types import NodeId
@@ -35,7 +36,6 @@ from node_agent.types import Finished, Usage
 
 logger = logging.getLogger(__name__)
 
-NODE_PREFIX = "provider:"  # the ledger's node id of a rented request: provider:<name>
 PASSED_ON = frozenset({400, 404, 413, 422, 429})  # the provider's word on the request itself
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=60.0, pool=10.0)
 
@@ -88,7 +88,7 @@ async def chat(
     if stream:
         out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     if tap is not None:
-        tap.node_id, tap.attempts = NodeId(NODE_PREFIX + upstream.provider.name), 1
+        tap.node_id, tap.attempts = NodeId(RENTED_PREFIX + upstream.provider.name), 1
     url = f"{upstream.provider.base_url}/chat/completions"
     request = client.build_request(
         "POST", url, json=out, headers={"authorization": f"Bearer {api_key}"}, timeout=TIMEOUT
@@ -113,7 +113,7 @@ async def chat(
         _record(tap, data.get("usage"), _finish(data), started, started)
         return json_response({**data, "model": asked})
     frames = _frames(response, asked, wants_usage, tap, started)
-    return front.EventStream(frames, {"x-meterless-node": NODE_PREFIX + upstream.provider.name})
+    return front.EventStream(frames, {"x-meterless-node": RENTED_PREFIX + upstream.provider.name})
 
 
 async def _frames(

@@ -349,7 +349,10 @@ class Gateway:
         """A chat request for a model a provider serves (`cluster route`), sent on to it."""
         self.meter.check_open()
         grant = self.gate.let_in(auth, req.model)  # 401/403/429; holds a slot
-        info = RequestInfo(new_request_id(), req.model, "chat", bool(req.stream), grant.key_id)
+        model = upstream.route.remote_model  # recorded as served, the name asked for beside it
+        info = RequestInfo(
+            new_request_id(), model, "chat", bool(req.stream), grant.key_id, req.model
+        )
         return await self.renting.answer(upstream, body, self.gate, grant, self.meter.tap(info))
 
     def _resolved(self, generate: GenerateRequest, authorization: str | None) -> GenerateRequest:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cluster.ledger import reports, store
+from cluster.ledger.cost import Price
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
 from cluster.ledger.prices import PriceTable
@@ -51,12 +52,14 @@ class LedgerService:
         *,
         path: Path | str,
         prices: PriceTable,
+        provider_prices: Callable[[], Mapping[str, Mapping[str, Price]]] = dict,
         clock: Callable[[], float] = time.time,
         chunk_s: float = 10.0,
         max_gap_s: float = 5.0,
     ) -> None:
         self.path = path
         self.prices = prices
+        self.provider_prices = provider_prices  # read at each report: `cluster providers` edits
         self._clock = clock
         self._chunk_s = chunk_s
         self._max_gap_s = max_gap_s
@@ -234,6 +237,7 @@ class LedgerService:
             window=window,
             ever=window if start is None or not ever else _snapshot(conn, None),
             prices=self.prices,
+            provider_prices=self.provider_prices(),
         )
 
     # -- the ledger's thread -----------------------------------------------------------------

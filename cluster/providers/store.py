@@ -13,12 +13,15 @@ even briefly, readable by others.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from cluster.access.admin_token import private_dir, write_private
+from cluster.ledger.cost import Price
 from cluster.providers.specs import (
     Provider,
     ProviderError,
@@ -29,6 +32,8 @@ from cluster.providers.specs import (
     provider_json,
     route_json,
 )
+
+logger = logging.getLogger(__name__)
 
 FILE_NAME = "providers.json"
 ROUTES_FILE = "routes.json"
@@ -47,6 +52,15 @@ def load(directory: Path) -> list[Provider]:
         raise ProviderError(f"cannot read {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ProviderError(f"{path} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def prices_by_provider(directory: Path) -> dict[str, Mapping[str, Price]]:
+    """Each provider's list prices, for the ledger's reports; none when they cannot be read."""
+    try:
+        return {p.name: p.prices for p in load(directory)}
+    except ProviderError as exc:
+        logger.error("rented requests unpriced: %s", exc)
+        return {}
 
 
 def has_key(directory: Path, name: str) -> bool:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from fractions import Fraction as F
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
 ) -> None:
     office, base, model = heads
     add = ["providers", "add", "cloud", "--kind", "openai", "--base-url", base]
-    made = _cluster(office, *add, "--key-env", "CLOUD_KEY", "--price", "demo=2,8", CLOUD_KEY=KEY)
+    made = _cluster(
+        office, *add, "--key-env", "CLOUD_KEY", "--price", f"{model}=2,8", CLOUD_KEY=KEY
+    )
     assert made.returncode == 0, made.stderr
     assert _cluster(office, "route", "gpt-x", "--to", f"cloud:{model}").returncode == 0
 
@@ -109,6 +112,17 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert plain and all(c.usage is None for c in plain)  # no usage chunk unless asked for
     wait_for(lambda: rented()["requests"] == 4, 15, "the plain stream's row")
     assert rented()["completion_tokens"] > row["completion_tokens"]
+    assert rented()["requested_as"] == ["gpt-x"]
+
+    report = _admin(office, "/admin/cost?since=24h")
+    assert not [n for n in report["nodes"] if n["node_id"].startswith("provider:")]
+    (cloud,) = report["rented"]
+    tokens = cloud["tokens"]
+    by_hand = F(tokens["prompt"] * 2 + tokens["completion"] * 8, 1_000_000)  # $2 in, $8 out
+    assert cloud["provider"] == "cloud" and cloud["unpriced_models"] == []
+    assert cloud["cost_usd"] == float(by_hand) and tokens["completion"] > 0
+    text = _cluster(office, "cost", "--url", office.url)
+    assert f"rented from cloud: {cloud['requests']} requests" in text.stdout
     _the_key_is_nowhere(office)
 
 
