@@ -2,7 +2,7 @@
 again when `cluster route` or `cluster providers` change the files there.
 
 A gateway asks on every chat request whether its model is rented, so the answer comes from
-memory; the files' modification times are looked at no more than once a `check_every_s`.
+memory; the files' inodes and modification times are looked at no more than once a `check_every_s`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class RouteBook:
         self.check_every_s = check_every_s
         self._clock = clock
         self._checked = -check_every_s
-        self._stamp: tuple[int, ...] = ()
+        self._stamp: tuple[tuple[int, int], ...] = ()
         self._upstreams: dict[str, Upstream] = {}
 
     def lookup(self, model: str) -> Upstream | None:
@@ -60,7 +60,7 @@ class RouteBook:
         return store.key(self.directory, upstream.provider.name)
 
     def _refresh(self, directory: Path) -> None:
-        stamp = tuple(_mtime(directory / name) for name in (store.FILE_NAME, store.ROUTES_FILE))
+        stamp = tuple(_stamp(directory / name) for name in (store.FILE_NAME, store.ROUTES_FILE))
         if stamp == self._stamp:
             return
         try:
@@ -76,8 +76,11 @@ class RouteBook:
         logger.info("routes to providers: %s", ", ".join(sorted(self._upstreams)) or "none")
 
 
-def _mtime(path: Path) -> int:
+def _stamp(path: Path) -> tuple[int, int]:
+    """The file's inode and modification time: every write is a new file (store._replace), so a
+    change shows even where two writes fall within the clock's resolution."""
     try:
-        return path.stat().st_mtime_ns
+        st = path.stat()
     except FileNotFoundError:
-        return 0
+        return (0, 0)
+    return (st.st_ino, st.st_mtime_ns)
