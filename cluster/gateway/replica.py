@@ -279,13 +279,15 @@ class Gateway:
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         """Every model at least one ready node serves and the request's key may use, then the
-        exact aliases of those, in Anthropic's list shape for Anthropic's clients."""
+        exact aliases of those (and, for OpenAI's clients, the models rented from providers),
+        in Anthropic's list shape for Anthropic's clients."""
         grant = self.gate.identify(credentials(request))
         models = visible_models(grant, self.table.models())
         if speaks_anthropic(request):
             return json_response(catalog.anthropic_list(self.table, models, self.created))
         prices = await self._model_prices()
-        return json_response(catalog.openai_list(self.table, models, self.created, prices))
+        rented = {m: p for m, p in self.renting.book.routed().items() if visible_models(grant, [m])}
+        return json_response(catalog.openai_list(self.table, models, self.created, prices, rented))
 
     @api.get("/health")
     async def health(self) -> Response:

@@ -54,6 +54,11 @@ class RouteBook:
             self._refresh(self.directory)
         return self._upstreams.get(model)
 
+    def routed(self) -> dict[str, str]:
+        """Each rented model and the provider that serves it."""
+        self.lookup("")
+        return {m: u.provider.name for m, u in self._upstreams.items()}
+
     def key(self, upstream: Upstream) -> str:
         """The provider's key, read from its owner-only file."""
         assert self.directory is not None

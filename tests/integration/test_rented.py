@@ -88,6 +88,8 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     oai = openai.OpenAI(base_url=f"{office.url}/v1", api_key="unused", max_retries=0)
     ask: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
     wait_for(lambda: _routed(office), 10, "the gateway to read the route")
+    card = next(m for m in oai.models.list().data if m.id == "gpt-x")
+    assert card.model_extra and card.model_extra["rented_from"] == "cloud"
     whole = oai.chat.completions.create(model="gpt-x", **ask)
     assert whole.model == "gpt-x" and whole.choices[0].message.content is not None
     chunks = list(
