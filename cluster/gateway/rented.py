@@ -109,7 +109,11 @@ async def chat(
         await response.aclose()
         return _refused(upstream, response, tap)
     if not stream:
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError:
+            name = upstream.provider.name
+            raise _failed(tap, UpstreamFailed(f"{name} answered with no JSON")) from None
         _record(tap, data.get("usage"), _finish(data), started, started)
         return json_response({**data, "model": asked})
     frames = _frames(response, asked, wants_usage, tap, started)
@@ -130,7 +134,11 @@ async def _frames(
             if data == "[DONE]":
                 yield b"data: [DONE]\n\n"
                 continue
-            chunk = json.loads(data)
+            try:
+                chunk = json.loads(data)
+            except ValueError:  # not an event a client could read either
+                logger.warning("a provider sent an event that is not JSON; left out")
+                continue
             first = first or time.monotonic()
             usage = chunk.get("usage") or usage
             finish = _finish(chunk) or finish
