@@ -16,7 +16,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.access.admin_token import private_dir, write_private
+from cluster.paths import private_dir, write_private
 
 FILE_NAME = "ray-auth-token"
 MODE_ENV = "RAY_AUTH_MODE"

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.cost_plan import add_plan
 from cluster.cli.tables import cost_table, usage_table
 
 _COST_FLAGS = (
@@ -23,7 +24,7 @@ SINCE_HELP = "window: all, or a number and m, h or d, e.g. 24h, 7d, 30d (default
 
 
 def add_commands(sub: Any) -> None:
-    """Register `cost` and `usage`."""
+    """Register `cost` (and `cost plan`) and `usage`."""
     cost = sub.add_parser(
         "cost",
         help="cost per node, $/Mtok, savings against cloud prices",
@@ -33,6 +34,7 @@ def add_commands(sub: Any) -> None:
     )
     _common(cost)
     cost.set_defaults(func=_cost)
+    add_plan(cost)
     usage = sub.add_parser(
         "usage",
         help="requests and tokens per model, node or API key",

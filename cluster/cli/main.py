@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cluster import __version__
-from cluster.cli import aliases, cost, deploy, integrations, keys, service
+from cluster.cli import aliases, cost, deploy, integrations, keys, providers, service
 from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
 from cluster.cli.join import add_join_token, secret_errors
 from cluster.cli.tables import models_table, nodes_table
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_commands(sub)
     deploy.add_commands(sub)
     aliases.add_commands(sub)
+    providers.add_commands(sub)
+    providers.add_route_commands(sub)
     integrations.add_commands(sub)
     service.add_commands(sub)
     return parser

@@ -164,6 +164,15 @@ def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     p = data["prices"]
     refs = ", ".join(f"{m} ~ {r}" for m, r in p["references"].items()) or f"~ {p['default']}"
     out.print(f"cloud prices as of {p['as_of']} ({p['origin']}): {refs}")
+    for r in data.get("rented", []):
+        t = r["tokens"]
+        line = (
+            f"rented from {r['provider']}: {r['requests']} requests, {count(t['prompt'])} in, "
+            f"{count(t['completion'])} out, ${money(r['cost_usd'], 4)} at its prices"
+        )
+        if r["unpriced_models"]:
+            line += f" (no price for {', '.join(r['unpriced_models'])}: not counted)"
+        out.print(line)
 
 
 def _figures(n: Mapping[str, Any]) -> list[str]:

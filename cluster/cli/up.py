@@ -175,6 +175,7 @@ def _run_app(
             keys_required=exposure.keys_required,
             admin_digest=admin_digest,
             metrics_open=exposure.metrics_open,
+            config_dir=str(config_dir()),
         ),
         gateway_replicas=opts.gateway_replicas,
     )

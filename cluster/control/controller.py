@@ -35,6 +35,7 @@ from cluster.ledger import prices
 from cluster.ledger import store as ledger_store
 from cluster.ledger.service import LedgerService
 from cluster.node_client import NodeClient
+from cluster.providers import store as provider_store
 from cluster.types import ModelName, NodeId, NodeState, NodeTable
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class Controller:
         self.ledger = LedgerService(
             path=Path(config.data_dir) / ledger_store.FILE_NAME if config.data_dir else ":memory:",
             prices=prices.load(Path(config.config_dir) if config.config_dir else None),
+            provider_prices=(
+                partial(provider_store.prices_by_provider, Path(config.config_dir))
+                if config.config_dir
+                else dict
+            ),
         )
         store = deploy_store.DeployStore(
             Path(config.data_dir) / deploy_store.FILE_NAME if config.data_dir else ":memory:"

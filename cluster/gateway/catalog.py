@@ -32,13 +32,21 @@ def model_card_for(
 
 
 def openai_list(
-    table: NodeTable, models: Sequence[str], created: int, prices: Mapping[str, float]
+    table: NodeTable,
+    models: Sequence[str],
+    created: int,
+    prices: Mapping[str, float],
+    rented: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """OpenAI's list: each model's card, then each exact alias under the target's card."""
+    """OpenAI's list: each model's card, then each exact alias under the target's card, then
+    each model rented from a provider (`rented`: model -> provider) that no node serves."""
     cards = [model_card_for(table, ModelName(m), created, prices.get(m)) for m in models]
     for a in listed_aliases(table, models):
         card = model_card_for(table, a.target, created, prices.get(a.target))
         cards.append({**card, "id": a.name, "alias_of": a.target})
+    for m, provider in sorted((rented or {}).items()):
+        if m not in models:
+            cards.append({**model_card(m, created=created), "rented_from": provider})
     return model_list(cards)
 
 

@@ -11,6 +11,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -52,12 +53,14 @@ from cluster.gateway.prefix_keys import (
     session_id,
     with_session,
 )
+from cluster.gateway.rented import Renting
 from cluster.gateway.responses import parse as responses_parse
 from cluster.gateway.responses import response as responses_response
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.ledger.metrics import CONTENT_TYPE, render
 from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
+from cluster.providers.book import RouteBook, Upstream
 from cluster.types import ModelName, NodeTable
 from node_agent.trust import ClusterSecret
 from node_agent.types import GenerateRequest
@@ -107,6 +110,7 @@ class GatewaySettings:
     admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
     metrics_open: bool = True  # /metrics without the admin token
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
+    config_dir: str = ""  # where `cluster route` keeps the models rented from providers
 
 
 def router_knobs(settings: GatewaySettings) -> dict[str, object]:
@@ -133,6 +137,9 @@ class Gateway:
             ),
         )
         self.created = int(time.time())
+        self.renting = Renting(
+            RouteBook(Path(settings.config_dir) if settings.config_dir else None)
+        )
         self._prices: tuple[float, dict[str, float]] = (-PRICES_TTL_S, {})
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
         self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
@@ -187,7 +194,10 @@ class Gateway:
 
     async def chat_completions(self, request: Request) -> Answer:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: front.Front)."""
-        req = parse_request(ChatCompletionRequest, await request.body())
+        body = await request.body()
+        req = parse_request(ChatCompletionRequest, body)
+        if upstream := self.renting.book.lookup(req.model):
+            return await self._rent(upstream, req, body, credentials(request))
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)
         extra = req.model_extra or {}
@@ -275,13 +285,15 @@ class Gateway:
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         """Every model at least one ready node serves and the request's key may use, then the
-        exact aliases of those, in Anthropic's list shape for Anthropic's clients."""
+        exact aliases of those (and, for OpenAI's clients, the models rented from providers),
+        in Anthropic's list shape for Anthropic's clients."""
         grant = self.gate.identify(credentials(request))
         models = visible_models(grant, self.table.models())
         if speaks_anthropic(request):
             return json_response(catalog.anthropic_list(self.table, models, self.created))
         prices = await self._model_prices()
-        return json_response(catalog.openai_list(self.table, models, self.created, prices))
+        rented = {m: p for m, p in self.renting.book.routed().items() if visible_models(grant, [m])}
+        return json_response(catalog.openai_list(self.table, models, self.created, prices, rented))
 
     @api.get("/health")
     async def health(self) -> Response:
@@ -345,6 +357,18 @@ class Gateway:
             body = sse_frames(req, request_id, self.created, events)
             return front.EventStream(body, headers)
         return await collect(req, request_id, self.created, events, headers)
+
+    async def _rent(
+        self, upstream: Upstream, req: ChatCompletionRequest, body: bytes, auth: str | None
+    ) -> Answer:
+        """A chat request for a model a provider serves (`cluster route`), sent on to it."""
+        self.meter.check_open()
+        grant = self.gate.let_in(auth, req.model)  # 401/403/429; holds a slot
+        model = upstream.route.remote_model  # recorded as served, the name asked for beside it
+        info = RequestInfo(
+            new_request_id(), model, "chat", bool(req.stream), grant.key_id, req.model
+        )
+        return await self.renting.answer(upstream, body, self.gate, grant, self.meter.tap(info))
 
     def _resolved(self, generate: GenerateRequest, authorization: str | None) -> GenerateRequest:
         """`generate` for the model its name resolves to (cluster/deployments/aliases.py); the

@@ -16,11 +16,12 @@ from typing import Any
 
 from cluster.errors import InvalidRequest
 from cluster.ledger import cost
-from cluster.ledger.cost import NodeCost, NodeWindow, Power, Profile, Tokens
+from cluster.ledger.cost import NodeCost, NodeWindow, Power, Price, Profile, Tokens
 from cluster.ledger.prices import PriceTable
 from cluster.ledger.store import NodeRecord, Served
 from cluster.types import CostProfile
 
+RENTED_PREFIX = "provider:"  # the node id of a request a provider served: provider:<name>
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 _UNIT_S = {"m": 60, "h": 3_600, "d": 86_400}
 COST_FIELDS = {
@@ -113,13 +114,17 @@ class CostInputs:
     window: Snapshot
     ever: Snapshot  # the same since the beginning, for what has been recovered so far
     prices: PriceTable
+    # Each provider's list prices by the model it served (`cluster providers add --price`).
+    provider_prices: Mapping[str, Mapping[str, Price]] = field(default_factory=dict)
 
 
 def node_costs(
     inputs: CostInputs, snap: Snapshot, since: float | None
 ) -> dict[str, tuple[NodeCost, int]]:
-    """Each node's cost over [since, now], with its request count."""
+    """Each node's cost over [since, now], with its request count (rented requests are no
+    node's: see `rented`)."""
     ids = set(inputs.nodes) | {s.node_id for s in snap.served} | set(snap.power)
+    ids = {i for i in ids if not i.startswith(RENTED_PREFIX)}
     out = {}
     for node_id in sorted(ids):
         record = inputs.nodes.get(node_id)
@@ -170,7 +175,39 @@ def cost_report(inputs: CostInputs) -> dict[str, Any]:
         "prices": prices_json(inputs.prices, {s.model for s in inputs.window.served}),
         "nodes": nodes,
         "total": figures(total, sum(r for _, r in window.values()), price, recovered, now),
+        "rented": rented(inputs),
     }
+
+
+def rented(inputs: CostInputs) -> list[dict[str, Any]]:
+    """Per provider over the window: requests, the tokens it reported, and what they cost at
+    its list prices (models it has no price for are named, not guessed)."""
+    mine: dict[str, list[Served]] = {}
+    for s in inputs.window.served:
+        if s.node_id.startswith(RENTED_PREFIX):
+            mine.setdefault(s.node_id.removeprefix(RENTED_PREFIX), []).append(s)
+    out = []
+    for name, rows in sorted(mine.items()):
+        prices = inputs.provider_prices.get(name, {})
+        priced = [s for s in rows if s.model in prices]
+        usd = sum((cost.cloud_usd(prices[s.model], s.tokens) for s in priced), Fraction(0))
+        tokens = sum((s.tokens for s in rows), Tokens())
+        out.append(
+            {
+                "provider": name,
+                "requests": sum(s.requests for s in rows),
+                "tokens": {
+                    "prompt": tokens.prompt,
+                    "cached_prompt": tokens.cached_prompt,
+                    "completion": tokens.completion,
+                    "total": tokens.total,
+                },
+                "cost_usd": float(usd),
+                "usd_per_mtok": _f(cost.per_mtok(usd, sum(s.tokens.total for s in priced))),
+                "unpriced_models": sorted({s.model for s in rows} - prices.keys()),
+            }
+        )
+    return out
 
 
 def model_usd_per_mtok(inputs: CostInputs) -> dict[str, float]:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from cluster.errors import Unavailable
 from cluster.ledger import reports, retention, store
+from cluster.ledger.cost import Price
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
 from cluster.ledger.outage import Outage
@@ -53,12 +54,14 @@ class LedgerService:
         *,
         path: Path | str,
         prices: PriceTable,
+        provider_prices: Callable[[], Mapping[str, Mapping[str, Price]]] = dict,
         clock: Callable[[], float] = time.time,
         chunk_s: float = 10.0,
         max_gap_s: float = 5.0,
     ) -> None:
         self.path = path
         self.prices = prices
+        self.provider_prices = provider_prices  # read at each report: `cluster providers` edits
         self._clock = clock
         self._chunk_s = chunk_s
         self._max_gap_s = max_gap_s
@@ -286,6 +289,7 @@ class LedgerService:
             window=window,
             ever=window if start is None or not ever else _snapshot(conn, None),
             prices=self.prices,
+            provider_prices=self.provider_prices(),
         )
 
     # -- the ledger's thread -----------------------------------------------------------------
