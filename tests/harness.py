@@ -138,6 +138,7 @@ class ClusterProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Admit agents started without a join token, as before the cluster secret existed.
     plaintext_agents: bool = True
+    tls: bool = False  # started with --tls self-signed: its URL is https, trusted by its file
 
     def join_token(self) -> str:
         """`cluster join-token` for this cluster (creating its secret), before or after start."""
@@ -154,7 +155,12 @@ class ClusterProcess:
     @property
     def url(self) -> str:
         """The endpoint's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What a client verifies the endpoint with: its self-signed certificate, if it has one."""
+        return str(self.config_dir / "tls-cert.pem") if self.tls else True
 
     @property
     def config_dir(self) -> Path:
@@ -181,6 +187,7 @@ class ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
         plaintext = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
+        plaintext += ("--tls", "self-signed") if self.tls else ()
         cmd = [
             sys.executable,
             "-m",
@@ -212,7 +219,7 @@ class ClusterProcess:
                 f"cluster up exited with {self.proc.returncode}; see "
                 f"{self.data_dir / 'cluster.log'}"
             )
-        r = httpx.get(f"{self.url}/health", timeout=2)  # open with or without API keys
+        r = httpx.get(f"{self.url}/health", timeout=2, verify=self.verify)  # open to all
         return len(r.json()["models"]) if r.status_code == 200 else 0
 
     def nodes(self) -> list[dict]:  # type: ignore[type-arg]

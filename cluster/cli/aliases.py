@@ -8,7 +8,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.admin_client import CliError, add_url, admin_get
 
 EXAMPLES = """\
 Clients ask for the models they know: Claude Code for `claude-...` names, Codex for `gpt-...`
@@ -52,7 +52,7 @@ def add_commands(sub: Any) -> None:
     )
     listing.set_defaults(func=_list)
     for p in (alias, listing):
-        p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+        add_url(p)
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

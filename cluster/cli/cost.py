@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.cli.cost_plan import add_plan
 from cluster.cli.tables import cost_table, usage_table
 
@@ -60,7 +60,7 @@ def add_commands(sub: Any) -> None:
         metavar="DATE",
         help="YYYY-MM-DD or an ISO time (UTC unless it names its zone)",
     )
-    prune.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(prune)
     prune.add_argument("--json", action="store_true", help="print JSON")
     prune.set_defaults(func=_prune)
 
@@ -78,14 +78,14 @@ def add_set_cost(nodes: argparse.ArgumentParser) -> None:
     p.add_argument("node", help="node id (or a prefix of it) or name")
     for flag, dest, metavar, text in _COST_FLAGS:
         p.add_argument(flag, dest=dest, type=float, metavar=metavar, help=text)
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_set_cost)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", default="24h", help=SINCE_HELP)
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -13,7 +13,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.ledger import prices
 from cluster.ledger.cost import SECONDS_PER_DAY, Price, Profile
 from cluster.ledger.plan import Demand, Machine, Plan, num, plan, usd
@@ -67,7 +67,7 @@ def add_plan(cost: argparse.ArgumentParser) -> None:
         help=f"months the price is written off over (default {months}, as for nodes)",
     )
     p.add_argument("--model", help="the cloud model to compare with (default: the table's default)")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.cli.tables import show
 from cluster.deployments.placement import human
 from node_agent.engines.parsing import tool_parser_families
@@ -110,7 +110,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser, *, wait: bool) -> None:
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(p)
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     if wait:
         p.add_argument("--no-wait", action="store_true", help="return once the change is accepted")

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from cluster.cli.admin_client import DEFAULT_URL, CliError
+from cluster.cli.admin_client import CliError, add_url, verify_for
 
 KEY_ENV = "METERLESS_API_KEY"  # the variable every guide reads the key from
 CLIENTS = ("claude-code", "codex", "opencode", "open-webui", "continue", "aider")
@@ -181,7 +181,9 @@ def served_models(url: str, key: str) -> list[str]:
     """The models the endpoint serves to this key (aliases left out); CliError in one line."""
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
-        r = httpx.get(f"{url.rstrip('/')}/v1/models", headers=headers, timeout=30)
+        r = httpx.get(
+            f"{url.rstrip('/')}/v1/models", headers=headers, timeout=30, verify=verify_for(url)
+        )
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the cluster at {url}: {exc}") from None
     if r.status_code != 200:
@@ -213,7 +215,7 @@ def add_commands(sub: Any) -> None:
         "--url for other machines.",
     )
     p.add_argument("client", nargs="?", choices=CLIENTS, help="only this client")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+    add_url(p)
     p.add_argument("--model", help="the model to configure (default: the first one served)")
     p.add_argument(
         "--key",

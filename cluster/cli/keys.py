@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from cluster.cli.admin_client import DEFAULT_URL, admin_get
+from cluster.cli.admin_client import add_url, admin_get
 
 
 def add_commands(sub: Any) -> None:
@@ -54,7 +54,7 @@ def add_commands(sub: Any) -> None:
     revoke.add_argument("name", help="the key's name")
     revoke.set_defaults(func=_revoke)
     for p in (create, listing, revoke):
-        p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+        add_url(p)
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

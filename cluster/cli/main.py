@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cluster import __version__
-from cluster.cli import aliases, cost, deploy, integrations, keys, providers, service
-from cluster.cli.admin_client import DEFAULT_URL, CliError, admin_get
+from cluster.cli import admin_client, aliases, cost, deploy, integrations, keys, providers, service
+from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.cli.join import add_join_token, secret_errors
 from cluster.cli.tables import models_table, nodes_table
 
@@ -21,6 +21,10 @@ def _up(args: argparse.Namespace) -> int:
     from cluster.cli.up import UpOptions, up
     from cluster.control.discovery import parse_peer
 
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    if args.tls and args.tls_cert:
+        raise CliError("--tls self-signed and --tls-cert are alternatives; give one")
     for peer in args.peer:
         try:
             parse_peer(peer)
@@ -43,6 +47,9 @@ def _up(args: argparse.Namespace) -> int:
                 plaintext_agents=args.allow_plaintext_agents,
                 affinity=not args.no_affinity,
                 insecure=args.insecure,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_self_signed=args.tls == "self-signed",
             )
         )
 
@@ -139,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default only loopback with --demo is open), and allow RAY_AUTH_MODE=disabled",
     )
     up.add_argument(
+        "--tls",
+        choices=["self-signed"],
+        help="serve HTTPS with a certificate made once in the config dir for this machine's "
+        "names and addresses; its fingerprint is printed for clients to pin",
+    )
+    up.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    up.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    up.add_argument(
         "--allow-plaintext-agents",
         action="store_true",
         help="also admit agents started without the join token (INSECURE: their "
@@ -155,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("models", _models, "list the models: desired replicas (deployed) vs nodes serving"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--url", default=DEFAULT_URL, help=f"the endpoint (default {DEFAULT_URL})")
+        add_url(p)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(func=func)
         if name == "nodes":
@@ -175,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cluster` command."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    admin_client.configure(args)
     try:
         return func(args)
     except CliError as exc:

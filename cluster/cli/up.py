@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from cluster.access import admin_token, ray_auth, secret_store
+from cluster.access import admin_token, ray_auth, secret_store, tls
 from cluster.access.exposure import decide
 from cluster.access.keys import digest
 from cluster.cli.ports import free_port, port_state
@@ -55,6 +56,9 @@ class UpOptions:
     affinity: bool = True
     insecure: bool = False  # serve without API keys on any address (warned at every start)
     plaintext_agents: bool = False  # also admit agents without the join token (insecure)
+    tls_cert: str | None = None  # serve HTTPS with the operator's certificate and key
+    tls_key: str | None = None
+    tls_self_signed: bool = False  # serve HTTPS with a certificate made once in the config dir
 
 
 def start_local_agent(
@@ -147,6 +151,7 @@ def _run_app(
     token: str,
     admin_digest: str,
     secret: ClusterSecret | None = None,
+    endpoint_tls: tls.EndpointTls | None = None,
 ) -> None:
     from ray import serve
 
@@ -179,7 +184,10 @@ def _run_app(
         ),
         gateway_replicas=opts.gateway_replicas,
     )
-    serve.start(http_options={"host": opts.host, "port": _proxy_port(opts)})
+    http: dict[str, object] = {"host": opts.host, "port": _proxy_port(opts)}
+    if endpoint_tls is not None:  # Serve's proxy and the replica's direct ingress both read it
+        http |= {"ssl_certfile": str(endpoint_tls.cert), "ssl_keyfile": str(endpoint_tls.key)}
+    serve.start(http_options=http)
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
 
 
@@ -209,12 +217,30 @@ def claim_port(host: str, port: int, linger_s: float = PORT_LINGER_S) -> str:
     return ""
 
 
-def wait_ready(url: str, timeout_s: float, want_model: bool) -> list[str]:
+def endpoint_tls(opts: UpOptions) -> tls.EndpointTls | None:
+    """The certificate the endpoint serves, if any; announced with its fingerprint."""
+    if opts.tls_self_signed:
+        made, new = tls.self_signed(config_dir(), tls.machine_names(opts.host))
+    elif opts.tls_cert and opts.tls_key:
+        made, new = tls.given(Path(opts.tls_cert), Path(opts.tls_key)), False
+    else:
+        return None
+    print(
+        f"TLS: {'made ' if new else ''}{made.cert} (SHA-256 {made.fingerprint}); the CLI "
+        f"trusts it with --ca {made.cert} or --fingerprint {made.fingerprint}",
+        flush=True,
+    )
+    return made
+
+
+def wait_ready(
+    url: str, timeout_s: float, want_model: bool, verify: ssl.SSLContext | bool = True
+) -> list[str]:
     """Poll the endpoint until it answers (and, if asked, lists a model); returns the models."""
     deadline, said = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            r = httpx.get(f"{url}/health", timeout=2)  # open, unlike /v1/models
+            r = httpx.get(f"{url}/health", timeout=2, verify=verify)  # open, unlike /v1/models
             if r.status_code == 200:
                 models = list(r.json()["models"])
                 if models or not want_model:
@@ -230,7 +256,15 @@ def up(opts: UpOptions) -> int:
     """Run the cluster in the foreground until interrupted; returns the exit code."""
     data = private_dir(data_dir())
     secret = cluster_secret(opts)
-    url = f"http://{_display_host(opts.host)}:{opts.port}"
+    try:
+        served_tls = endpoint_tls(opts)
+    except tls.TlsError as exc:
+        print(f"cluster up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    scheme = "https" if served_tls else "http"
+    url = f"{scheme}://{_display_host(opts.host)}:{opts.port}"
+    # Its own endpoint, checked against the very certificate it serves.
+    verify = tls.pinned_context(served_tls.cert.read_bytes()) if served_tls else True
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -267,7 +301,7 @@ def up(opts: UpOptions) -> int:
             peers = (*peers, address)
         started_ray = _start_ray(opts)
         try:
-            _run_app(opts, peers, token, digest(admin), secret)
+            _run_app(opts, peers, token, digest(admin), secret, served_tls)
         except RuntimeError as exc:  # Serve's "Deploying application ... failed: ..."
             print(
                 f"cluster up: the meterless app did not start: {_first_line(exc)} "
@@ -276,11 +310,11 @@ def up(opts: UpOptions) -> int:
                 flush=True,
             )
             return 1
-        flush = (url, token)
+        flush = (url, token, verify)
         _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
         try:
-            models = wait_ready(url, opts.ready_timeout_s, want_model=opts.local_agent)
+            models = wait_ready(url, opts.ready_timeout_s, opts.local_agent, verify)
         except TimeoutError as exc:  # one line, not a traceback; the cluster stops below
             print(f"cluster up: {exc}", file=sys.stderr, flush=True)
             return 1
@@ -299,7 +333,7 @@ def _shutdown(
     agent: subprocess.Popen[bytes] | None,
     started_ray: bool,
     data: Path,
-    flush: tuple[str, str] | None,
+    flush: tuple[str, str, ssl.SSLContext | bool] | None,
 ) -> None:
     # Ray's failure-signal handler (absl) arms a 3 s alarm on SIGTERM and aborts the process when
     # it rings; a clean stop (flushing the ledger, waiting for the agent) may take longer.
@@ -327,7 +361,7 @@ def _shutdown(
     (data / STATE_FILE).unlink(missing_ok=True)
 
 
-def _flush_ledger(url: str, token: str) -> None:
+def _flush_ledger(url: str, token: str, verify: ssl.SSLContext | bool) -> None:
     """Have the controller collect every gateway's unsent usage rows while Ray still runs."""
     # Over HTTP, not a Serve handle: a handle used in this driver aborts it at exit.
     try:
@@ -336,6 +370,7 @@ def _flush_ledger(url: str, token: str) -> None:
             params={"timeout_s": LEDGER_FLUSH_S},
             headers={"x-meterless-shutdown-token": token},
             timeout=LEDGER_FLUSH_S + 10,
+            verify=verify,
         )
         r.raise_for_status()
         done = r.json()
