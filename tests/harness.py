@@ -186,7 +186,7 @@ class ClusterProcess:
     def start(self, timeout: float = 180.0, want_models: int = 1) -> ClusterProcess:
         """Start it and wait until it lists at least `want_models` models."""
         self.port = self.port or free_port()
-        plaintext = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
+        plaintext: tuple[str, ...] = ("--allow-plaintext-agents",) if self.plaintext_agents else ()
         plaintext += ("--tls", "self-signed") if self.tls else ()
         cmd = [
             sys.executable,
