@@ -55,6 +55,7 @@ class UpOptions:
     affinity: bool = True
     insecure: bool = False  # serve without API keys on any address (warned at every start)
     plaintext_agents: bool = False  # also admit agents without the join token (insecure)
+    max_body_mib: float = 8.0  # the largest request body the endpoint reads
 
 
 def start_local_agent(
@@ -175,6 +176,7 @@ def _run_app(
             keys_required=exposure.keys_required,
             admin_digest=admin_digest,
             metrics_open=exposure.metrics_open,
+            max_body_bytes=int(opts.max_body_mib * 2**20),
         ),
         gateway_replicas=opts.gateway_replicas,
     )

@@ -5,17 +5,24 @@ completion routes itself, with the replica's own methods and the gateway's error
 hands every other request to FastAPI. Inside FastAPI, each completion paid for its exception,
 routing and body layers, and for Serve matching the request against every route to name it
 for metrics: some 70 us a request, about a tenth of a short request's CPU (bench/RESULTS.md).
+
+The front is also the endpoint's intake: a request is let in on its headers (the API key)
+before a byte of its body is read, and the body is read here, capped in size and in time, so
+that no client without a key, and no client with one, can hold the replica's one event loop or
+its memory with a body that is huge or never ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cluster.errors import ApiError, MethodNotAllowed
+from cluster.errors import ApiError, MethodNotAllowed, PayloadTooLarge, RequestTimeout
 
 ROUTES = {
     "/v1/chat/completions": "chat_completions",
@@ -26,17 +33,38 @@ ROUTES = {
     "/v1/embeddings": "embeddings",
 }
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
+MIB = 2**20
+
+
+@dataclass(frozen=True, kw_only=True)
+class BodyLimits:
+    """How much of a body the front reads, and for how long, before it gives up on it."""
+
+    max_bytes: int = 8 * MIB
+    read_timeout_s: float = 30.0
+
+
+DEFAULT_LIMITS = BodyLimits()
 
 
 class Front:
-    """ASGI app: POST on the two routes to `replica`'s methods of the same name, everything
-    else (other routes, lifespan) to `app`."""
+    """ASGI app: POST on the completion routes to `replica`'s methods of the same name, each let
+    in by `admit` on its headers and its body read within `limits`; everything else (other
+    routes, lifespan) to `app`."""
 
     def __init__(
-        self, app: Any, *, replica: Any, on_api_error: ErrorHandler, on_unexpected: ErrorHandler
+        self,
+        app: Any,
+        *,
+        replica: Any,
+        on_api_error: ErrorHandler,
+        on_unexpected: ErrorHandler,
+        admit: Callable[[Request], None] = lambda request: None,
+        limits: BodyLimits = DEFAULT_LIMITS,
     ) -> None:
         self.app = app
         self.on_api_error, self.on_unexpected = on_api_error, on_unexpected
+        self.admit, self.limits = admit, limits
         self._routes = {path: getattr(replica, name) for path, name in ROUTES.items()}
 
     def add_exception_handler(self, exc_class: Any, handler: Any) -> None:
@@ -52,7 +80,11 @@ class Front:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-            response = await answer(request)
+            self.admit(request)  # 401 on the headers alone
+            body = await read_body(scope, receive, self.limits)
+            response = await answer(Request(scope, _replay(body)))
+        except ClientGone:
+            return  # no one to answer
         except ApiError as exc:
             response = await self.on_api_error(request, exc)
         except Exception as exc:
@@ -88,6 +120,64 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await frames.aclose()  # type: ignore[attr-defined]
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its body was complete."""
+
+
+async def read_body(scope: Any, receive: Any, limits: BodyLimits) -> bytes:
+    """The request's body: 413 past `limits.max_bytes` (at once when its Content-Length says
+    so), 408 when it has not all arrived within `limits.read_timeout_s`."""
+    if _declared_length(scope) > limits.max_bytes:
+        raise _too_large(limits)
+    try:
+        async with asyncio.timeout(limits.read_timeout_s):
+            return await _receive_body(receive, limits)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {limits.read_timeout_s:g} s."
+        ) from None
+
+
+async def _receive_body(receive: Any, limits: BodyLimits) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise _too_large(limits)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _declared_length(scope: Any) -> int:
+    """The body's Content-Length, 0 when absent or malformed (the read still counts bytes)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _too_large(limits: BodyLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than this endpoint accepts "
+        f"({limits.max_bytes / MIB:g} MiB; `cluster up --max-body-mib` sets it)."
+    )
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A `receive` that hands the replica the body already read, as one message."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def route_path(scope: Any) -> str:

@@ -106,6 +106,8 @@ class GatewaySettings:
     keys_required: bool = False  # see cluster/access/exposure.py for when `cluster up` sets it
     admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
     metrics_open: bool = True  # /metrics without the admin token
+    max_body_bytes: int = front.DEFAULT_LIMITS.max_bytes  # a completion's body; 413 past it
+    body_timeout_s: float = front.DEFAULT_LIMITS.read_timeout_s  # to read that body; 408 past it
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
 
 
@@ -150,9 +152,21 @@ class Gateway:
         serves the rest. Serve calls this after the constructor, on the app it was given."""
         fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
         fastapi_app.state.replica = self  # for the admin routes (gateway/admin.py)
-        return front.Front(
-            fastapi_app, replica=self, on_api_error=_api_error, on_unexpected=_unexpected
+        limits = front.BodyLimits(
+            max_bytes=self.settings.max_body_bytes, read_timeout_s=self.settings.body_timeout_s
         )
+        return front.Front(
+            fastapi_app,
+            replica=self,
+            on_api_error=_api_error,
+            on_unexpected=_unexpected,
+            admit=self._admit,
+            limits=limits,
+        )
+
+    def _admit(self, request: Request) -> None:
+        """Refuse (401) a request whose key is not the cluster's, before its body is read."""
+        self.gate.identify(credentials(request))
 
     async def admin(self, operation: str, *args: Any) -> Any:
         """Run a controller admin operation (gateway/admin.py's routes); raise its ApiError."""

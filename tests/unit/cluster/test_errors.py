@@ -11,7 +11,9 @@ from cluster.errors import (
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
+    PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     Unauthorized,
     UpstreamFailed,
     UpstreamTimeout,
@@ -22,6 +24,8 @@ ERRORS = [
     (Unauthorized("no key"), 401, "invalid_request_error", "invalid_api_key"),
     (Forbidden("not yours"), 403, "invalid_request_error", "forbidden"),
     (ModelNotFound("no such model"), 404, "invalid_request_error", "model_not_found"),
+    (RequestTimeout("too slow"), 408, "invalid_request_error", "request_timeout"),
+    (PayloadTooLarge("too big"), 413, "invalid_request_error", "request_too_large"),
     (RateLimited("slow down", retry_after=1.5), 429, "requests", "rate_limit_exceeded"),
     (InternalError("bug"), 500, "server_error", None),
     (UpstreamFailed("node died"), 502, "server_error", "upstream_failed"),
@@ -45,3 +49,8 @@ def test_retry_after_headers() -> None:
     }
     assert NoCapacity("x").headers() == {}
     assert UpstreamFailed("x").headers() == {}
+
+
+def test_an_error_answered_before_the_body_closes_the_connection() -> None:
+    assert PayloadTooLarge("x").headers() == {"Connection": "close"}
+    assert RequestTimeout("x").headers() == {"Connection": "close"}
