@@ -126,16 +126,7 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
-class _Closing(ApiError):
-    """An error answered before the body was read: the connection cannot carry another
-    request, so it is closed rather than left to a body that may never end."""
-
-    def headers(self) -> dict[str, str]:
-        """`Connection: close`."""
-        return {"Connection": "close"}
-
-
-class RequestTimeout(_Closing):
+class RequestTimeout(ApiError):
     """The body did not arrive within the gateway's read deadline."""
 
     status = 408
@@ -143,7 +134,7 @@ class RequestTimeout(_Closing):
     default_code = "request_timeout"
 
 
-class PayloadTooLarge(_Closing):
+class PayloadTooLarge(ApiError):
     """The body is larger than the gateway accepts."""
 
     status = 413

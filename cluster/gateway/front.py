@@ -77,6 +77,7 @@ class Front:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        body: bytes | None = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
@@ -89,6 +90,8 @@ class Front:
             response = await self.on_api_error(request, exc)
         except Exception as exc:
             response = await self.on_unexpected(request, exc)
+        if body is None:  # answered before its body was read: the rest of it is not awaited
+            response.headers["connection"] = "close"
         await response(scope, receive, send)
 
 

@@ -49,8 +49,3 @@ def test_retry_after_headers() -> None:
     }
     assert NoCapacity("x").headers() == {}
     assert UpstreamFailed("x").headers() == {}
-
-
-def test_an_error_answered_before_the_body_closes_the_connection() -> None:
-    assert PayloadTooLarge("x").headers() == {"Connection": "close"}
-    assert RequestTimeout("x").headers() == {"Connection": "close"}

@@ -85,6 +85,7 @@ async def _call(
     root_path: str = "",
     messages: list[dict[str, Any]] | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
+    sent: list[dict[str, Any]] | None = None,
 ) -> tuple[int, bytes]:
     """Call `app`; the body arrives as `messages` when given (then, nothing more ever comes)."""
     scope = {
@@ -99,8 +100,7 @@ async def _call(
         "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 5000),
     }
-    sent: list[dict[str, Any]] = []
-
+    sent = [] if sent is None else sent
     queue = list(messages or [{"type": "http.request", "body": body, "more_body": False}])
 
     async def receive() -> dict[str, Any]:
@@ -217,8 +217,11 @@ def _chunks(*parts: bytes, more: bool = False) -> list[dict[str, Any]]:
 async def test_a_body_in_pieces_reaches_the_replica_whole() -> None:
     replica = Replica()
     front = _front(replica, Inner())
-    status, _ = await _call(front, "/v1/completions", messages=_chunks(b'{"a"', b": 1", b"}"))
+    sent: list[dict[str, Any]] = []
+    parts = _chunks(b'{"a"', b": 1", b"}")
+    status, _ = await _call(front, "/v1/completions", messages=parts, sent=sent)
     assert status == 200 and replica.seen == [("completions", b'{"a": 1}')]
+    assert (b"connection", b"close") not in sent[0]["headers"]  # kept alive
 
 
 async def test_a_request_is_refused_on_its_headers_before_its_body_is_read() -> None:
@@ -230,8 +233,12 @@ async def test_a_request_is_refused_on_its_headers_before_its_body_is_read() -> 
 
     front = _front(replica, Inner(), admit=admit)
     # The body never arrives: only a front that did not wait for it answers at all.
-    status, body = await _call(front, "/v1/chat/completions", messages=_chunks(b"{", more=True))
+    sent: list[dict[str, Any]] = []
+    status, body = await _call(
+        front, "/v1/chat/completions", messages=_chunks(b"{", more=True), sent=sent
+    )
     assert status == 401 and b"bad key" in body and replica.seen == []
+    assert (b"connection", b"close") in sent[0]["headers"]  # not left to wait for the body
     good = [(b"authorization", b"Bearer good")]
     assert await _call(front, "/v1/chat/completions", headers=good) == (200, b"chat")
 
