@@ -162,8 +162,10 @@ class _CommonRequest(Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    # The count's bound on the list itself: on the optional it would fail on null, a TypeError.
     stop: Annotated[
-        list[StopText] | None, BeforeValidator(_as_stop_list), Field(max_length=MAX_STOPS)
+        Annotated[list[StopText], Field(max_length=MAX_STOPS)] | None,
+        BeforeValidator(_as_stop_list),
     ] = None
     seed: Seed | None = None
     stream: bool | None = False

@@ -85,6 +85,7 @@ def test_stop_strings_are_short_and_few(dialect: str) -> None:
     assert error.param == f"{field}.0"
     assert refused(dialect, **{field: ["a", "b", "c", "d", "e"]}).param == field
     assert parsed(dialect, **{field: ["s" * MAX_STOP_CHARS]})
+    assert getattr(parsed(dialect, **{field: None}), field) is None  # null: none, not a 500
 
 
 @pytest.mark.parametrize("dialect", ["chat", "completions"])
