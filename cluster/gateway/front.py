@@ -59,7 +59,7 @@ class Front:
         replica: Any,
         on_api_error: ErrorHandler,
         on_unexpected: ErrorHandler,
-        admit: Callable[[Request], None] = lambda request: None,
+        admit: Callable[[Request], object] = lambda request: None,  # raises to refuse
         limits: BodyLimits = DEFAULT_LIMITS,
     ) -> None:
         self.app = app

@@ -160,13 +160,9 @@ class Gateway:
             replica=self,
             on_api_error=_api_error,
             on_unexpected=_unexpected,
-            admit=self._admit,
+            admit=lambda request: self.gate.identify(credentials(request)),  # 401 before the body
             limits=limits,
         )
-
-    def _admit(self, request: Request) -> None:
-        """Refuse (401) a request whose key is not the cluster's, before its body is read."""
-        self.gate.identify(credentials(request))
 
     async def admin(self, operation: str, *args: Any) -> Any:
         """Run a controller admin operation (gateway/admin.py's routes); raise its ApiError."""
