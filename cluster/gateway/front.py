@@ -22,7 +22,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cluster.errors import ApiError, MethodNotAllowed, PayloadTooLarge, RequestTimeout
+from cluster.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NoCapacity,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 
 ROUTES = {
     "/v1/chat/completions": "chat_completions",
@@ -42,6 +48,9 @@ class BodyLimits:
 
     max_bytes: int = 8 * MIB
     read_timeout_s: float = 30.0
+    # Completion requests at once, bodies being read included; past it a 503 with Retry-After,
+    # so a flood is refused in the dialect's shape instead of queueing without bound.
+    max_requests: int = 1_000
 
 
 DEFAULT_LIMITS = BodyLimits()
@@ -49,8 +58,8 @@ DEFAULT_LIMITS = BodyLimits()
 
 class Front:
     """ASGI app: POST on the completion routes to `replica`'s methods of the same name, each let
-    in by `admit` on its headers and its body read within `limits`; everything else (other
-    routes, lifespan) to `app`."""
+    in by `admit` on its headers and its body read within `limits`, up to `limits.max_requests`
+    at once; everything else (other routes, lifespan) to `app`."""
 
     def __init__(
         self,
@@ -66,6 +75,7 @@ class Front:
         self.on_api_error, self.on_unexpected = on_api_error, on_unexpected
         self.admit, self.limits = admit, limits
         self._routes = {path: getattr(replica, name) for path, name in ROUTES.items()}
+        self.pending = 0  # completion requests being answered
 
     def add_exception_handler(self, exc_class: Any, handler: Any) -> None:
         """Serve registers its own errors (backpressure: 503) on the app it is given."""
@@ -76,23 +86,36 @@ class Front:
         if answer is None:
             await self.app(scope, receive, send)
             return
+        self.pending += 1
+        try:
+            response = await self._respond(answer, scope, receive)
+            if response is not None:
+                await response(scope, receive, send)
+        finally:
+            self.pending -= 1
+
+    async def _respond(self, answer: Any, scope: Any, receive: Any) -> Any:
+        """The answer to a completion request (an ASGI response: the replica streams some as
+        EventStream); None for a client gone before its body ended."""
         request = Request(scope, receive)
         body: bytes | None = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
+            if self.pending > self.limits.max_requests:
+                raise NoCapacity("The gateway is answering all it can; retry.", retry_after=1)
             self.admit(request)  # 401 on the headers alone
             body = await read_body(scope, receive, self.limits)
             response = await answer(Request(scope, _replay(body)))
         except ClientGone:
-            return  # no one to answer
+            return None  # no one to answer
         except ApiError as exc:
             response = await self.on_api_error(request, exc)
         except Exception as exc:
             response = await self.on_unexpected(request, exc)
         if body is None:  # answered before its body was read: the rest of it is not awaited
             response.headers["connection"] = "close"
-        await response(scope, receive, send)
+        return response
 
 
 class EventStream:

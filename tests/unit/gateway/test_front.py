@@ -64,7 +64,7 @@ class Inner:
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -278,3 +278,25 @@ async def test_a_client_gone_mid_body_gets_no_answer_and_the_replica_no_call() -
     scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
     await _front(replica, Inner())(scope, receive, send)
     assert sent == [] and replica.seen == []
+
+
+async def test_requests_past_the_bound_are_a_503_with_retry_after() -> None:
+    release = asyncio.Event()
+
+    class Slow(Replica):
+        async def _answer(self, name: str, request: Request) -> Response:
+            await release.wait()
+            return await super()._answer(name, request)
+
+    replica = Slow()
+    front = _front(replica, Inner(), limits=BodyLimits(max_requests=2))
+    held = [asyncio.create_task(_call(front, "/v1/completions")) for _ in range(2)]
+    await asyncio.sleep(0)
+    sent: list[dict[str, Any]] = []
+    status, body = await _call(front, "/v1/messages", sent=sent)
+    assert status == 503 and b"no_capacity" in body
+    assert (b"retry-after", b"1") in sent[0]["headers"]  # as the real handler sends it
+    release.set()
+    assert [await t for t in held] == [(200, b"completions")] * 2
+    assert front.pending == 0
+    assert await _call(front, "/v1/messages") == (200, b"messages")
