@@ -30,8 +30,8 @@ from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
 from tests.integration.fuzz_bodies import ROUTES, VALID, mutated
 
 pytestmark = pytest.mark.timeout(1800)
-GENERATED = 800  # bodies per completion route, as generated
-MUTATED = 200  # valid bodies broken, per completion route
+GENERATED = 1_000  # bodies per completion route, as generated
+MUTATED = 300  # valid bodies broken, per completion route
 EMBEDDINGS = 0.4  # the share of those sent to /v1/embeddings, which is not a completion route
 SENT: Counter[str] = Counter()  # requests per route, over the module
 FUZZ = settings(
