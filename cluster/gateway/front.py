@@ -43,8 +43,8 @@ MIB = 2**20
 
 
 @dataclass(frozen=True, kw_only=True)
-class BodyLimits:
-    """How much of a body the front reads, and for how long, before it gives up on it."""
+class IntakeLimits:
+    """What the front takes in: how much of a body, for how long, and how many at once."""
 
     max_bytes: int = 8 * MIB
     read_timeout_s: float = 30.0
@@ -53,7 +53,7 @@ class BodyLimits:
     max_requests: int = 1_000
 
 
-DEFAULT_LIMITS = BodyLimits()
+DEFAULT_LIMITS = IntakeLimits()
 
 
 class Front:
@@ -69,7 +69,7 @@ class Front:
         on_api_error: ErrorHandler,
         on_unexpected: ErrorHandler,
         admit: Callable[[Request], object] = lambda request: None,  # raises to refuse
-        limits: BodyLimits = DEFAULT_LIMITS,
+        limits: IntakeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.app = app
         self.on_api_error, self.on_unexpected = on_api_error, on_unexpected
@@ -152,7 +152,7 @@ class ClientGone(Exception):
     """The client closed its connection before its body was complete."""
 
 
-async def read_body(scope: Any, receive: Any, limits: BodyLimits) -> bytes:
+async def read_body(scope: Any, receive: Any, limits: IntakeLimits) -> bytes:
     """The request's body: 413 past `limits.max_bytes` (at once when its Content-Length says
     so), 408 when it has not all arrived within `limits.read_timeout_s`."""
     if _declared_length(scope) > limits.max_bytes:
@@ -166,7 +166,7 @@ async def read_body(scope: Any, receive: Any, limits: BodyLimits) -> bytes:
         ) from None
 
 
-async def _receive_body(receive: Any, limits: BodyLimits) -> bytes:
+async def _receive_body(receive: Any, limits: IntakeLimits) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -190,7 +190,7 @@ def _declared_length(scope: Any) -> int:
     return 0
 
 
-def _too_large(limits: BodyLimits) -> PayloadTooLarge:
+def _too_large(limits: IntakeLimits) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"The request body is larger than this endpoint accepts "
         f"({limits.max_bytes / MIB:g} MiB; `cluster up --max-body-mib` sets it)."

@@ -152,7 +152,7 @@ class Gateway:
         serves the rest. Serve calls this after the constructor, on the app it was given."""
         fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
         fastapi_app.state.replica = self  # for the admin routes (gateway/admin.py)
-        limits = front.BodyLimits(
+        limits = front.IntakeLimits(
             max_bytes=self.settings.max_body_bytes, read_timeout_s=self.settings.body_timeout_s
         )
         return front.Front(

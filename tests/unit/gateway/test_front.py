@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cluster.errors import ApiError, NotFound, Unauthorized
-from cluster.gateway.front import BodyLimits, EventStream, Front
+from cluster.gateway.front import EventStream, Front, IntakeLimits
 
 
 class Replica:
@@ -245,7 +245,7 @@ async def test_a_request_is_refused_on_its_headers_before_its_body_is_read() -> 
 
 async def test_a_body_over_the_cap_is_a_413_declared_or_not() -> None:
     replica = Replica()
-    front = _front(replica, Inner(), limits=BodyLimits(max_bytes=10))
+    front = _front(replica, Inner(), limits=IntakeLimits(max_bytes=10))
     declared = [(b"content-length", b"11")]
     status, body = await _call(
         front, "/v1/messages", headers=declared, messages=_chunks(b"{", more=True)
@@ -259,7 +259,7 @@ async def test_a_body_over_the_cap_is_a_413_declared_or_not() -> None:
 
 async def test_a_body_that_stops_arriving_is_a_408() -> None:
     replica = Replica()
-    front = _front(replica, Inner(), limits=BodyLimits(read_timeout_s=0.05))
+    front = _front(replica, Inner(), limits=IntakeLimits(read_timeout_s=0.05))
     status, body = await _call(front, "/v1/responses", messages=_chunks(b'{"mo', more=True))
     assert status == 408 and b"request_timeout" in body and replica.seen == []
 
@@ -289,7 +289,7 @@ async def test_requests_past_the_bound_are_a_503_with_retry_after() -> None:
             return await super()._answer(name, request)
 
     replica = Slow()
-    front = _front(replica, Inner(), limits=BodyLimits(max_requests=2))
+    front = _front(replica, Inner(), limits=IntakeLimits(max_requests=2))
     held = [asyncio.create_task(_call(front, "/v1/completions")) for _ in range(2)]
     await asyncio.sleep(0)
     sent: list[dict[str, Any]] = []
