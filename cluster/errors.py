@@ -6,6 +6,8 @@
     ├── Forbidden               403  the key may not use this model or endpoint
     ├── NotFound                404  an admin API object (a node) that does not exist
     │   └── ModelNotFound       404  no node serves the model
+    ├── RequestTimeout          408  the body did not arrive within the read deadline
+    ├── PayloadTooLarge         413  the body is over the gateway's cap
     ├── RateLimited             429  the key is over its limit; carries retry_after
     ├── InternalError           500  a bug; the one handler's fallback for anything unexpected
     ├── UpstreamFailed          502  the node failed the generation
@@ -124,6 +126,22 @@ class ModelNotFound(NotFound):
     status = 404
     error_type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class RequestTimeout(ApiError):
+    """The body did not arrive within the gateway's read deadline."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class PayloadTooLarge(ApiError):
+    """The body is larger than the gateway accepts."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
 
 
 class RateLimited(_Retryable):

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from cluster.cli.admin_client import CliError, add_url, admin_get
-from cluster.cli.tables import show
+from cluster.cli.tables import add_row, literal, show
 from cluster.deployments.placement import human
 from node_agent.engines.parsing import tool_parser_families
 
@@ -297,14 +297,14 @@ def _wait_replicas(args: argparse.Namespace, name: str, *, quiet: bool) -> int:
 
 def _placement_table(answer: Mapping[str, Any]) -> None:
     title = f"{answer['model']}: placement" + (" (dry run)" if answer["dry_run"] else "")
-    table = Table(title=title)
+    table = Table(title=literal(title))
     for col in ("replica", "node", "needs", "on disk"):
         table.add_column(col)
     for i, r in enumerate(answer["placement"], 1):
         disk = "yes" if r["on_disk"] else "no"
-        table.add_row(str(i), r["node"], human(r["estimate_bytes"]), disk)
+        add_row(table, i, r["node"], human(r["estimate_bytes"]), disk)
     for u in answer["unplaced"]:
-        table.add_row(str(u["replica"]), "-", "-", f"not placed: {u['reason']}")
+        add_row(table, u["replica"], "-", "-", f"not placed: {u['reason']}")
     show(table)
 
 
@@ -316,5 +316,5 @@ def _moves_table(answer: Mapping[str, Any]) -> None:
     for col in ("model", "from", "to", "why"):
         table.add_column(col)
     for m in answer["moves"]:
-        table.add_row(m["model"], m["from"], m["to"], m["reason"])
+        add_row(table, m["model"], m["from"], m["to"], m["reason"])
     show(table)

@@ -50,6 +50,7 @@ def _up(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 tls_self_signed=args.tls == "self-signed",
+                max_body_mib=args.max_body_mib,
             )
         )
 
@@ -76,6 +77,17 @@ def _models(args: argparse.Namespace) -> int:
     else:
         models_table(data["models"])
     return 0
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "cache (to measure what prefix affinity brings)",
     )
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
+    up.add_argument(
+        "--max-body-mib",
+        type=_positive_float,
+        default=8.0,
+        metavar="MIB",
+        help="the largest request body the endpoint reads, in MiB; larger ones get 413 (default 8)",
+    )
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
     up.add_argument(
         "--mdns-interface",

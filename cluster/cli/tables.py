@@ -1,15 +1,20 @@
 """Rich tables for the CLI's listings; the JSON they render is the admin API's, unchanged.
 
 Piped or redirected, a table is as wide as its cells need: nothing is cut to 80 columns.
+Every value from the head is shown literally (`literal`): node names come from whoever runs an
+agent and model names from any client, so neither may reach the admin's terminal as Rich markup
+or as escape sequences.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 PIPED_WIDTH = 1_000  # the most columns a table may take when stdout is not a terminal
 
@@ -26,6 +31,31 @@ def show(table: Table, console: Console | None = None) -> None:
     if console is None and not out.is_terminal:
         out = Console(width=out.measure(table).maximum)
     out.print(table)
+
+
+# C0 and C1 controls (ESC and CSI start terminal sequences, OSC sets titles and links) and the
+# bidirectional overrides that make a name read differently from what it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character written as its escape (ESC as `\\x1b`)."""
+    return _UNSAFE.sub(lambda m: _escape(m.group()), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def literal(value: object) -> Text:
+    """A cell that shows `value` as it is: no markup interpreted, no control character sent."""
+    return value if isinstance(value, Text) else Text(visible(str(value)))
+
+
+def add_row(table: Table, *cells: object) -> None:
+    """Add a row of literal cells (a Text passes as it is, with its own style)."""
+    table.add_row(*(literal(c) for c in cells))
 
 
 _STATE_STYLE = {
@@ -62,13 +92,14 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
     for n in nodes:
         style = _STATE_STYLE.get(n["state"], "")
         tps = f"{n['decode_tps']:.1f}" + ("" if n["tps_measured"] else "*")
-        table.add_row(
+        add_row(
+            table,
             n["node_id"][:12],
             n["name"],
             n["address"],
             ",".join(n["engines"]),
             n.get("agent_version") or "-",  # absent from an older head's JSON
-            f"[{style}]{n['state']}[/{style}]" if style else n["state"],
+            Text(visible(n["state"]), style=style),
             f"{gib(n['memory_used_bytes'])}/{gib(n['memory_total_bytes'])}",
             ", ".join(n["models"]) or "-",
             str(n["running"] + n["waiting"]),
@@ -80,8 +111,9 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], console: Console | None = No
     for n in nodes:
         if n.get("reason"):  # rejected or incompatible: say why, it is never sent a request
             (console or cli_console()).print(
-                f"{n['state']} {n['name']} ({n['address']}): {n['reason']}",
+                visible(f"{n['state']} {n['name']} ({n['address']}): {n['reason']}"),
                 markup=False,
+                highlight=False,
                 soft_wrap=True,
             )
 
@@ -101,13 +133,18 @@ def models_table(models: Sequence[Mapping[str, Any]], console: Console | None = 
         ]
         parser = (m.get("spec") or {}).get("tool_parser")
         table.add_row(
-            m["model"] + (f"\ntool parser: {parser}" if parser else ""),
-            desired,
-            ", ".join(m["ready_nodes"]) or "-",
-            ", ".join(m["nodes"]) or "-",
-            "\n".join(replicas) or "-",
+            Text("\n").join(literal(line) for line in (m["model"], *tool_parser(parser))),
+            literal(desired),
+            literal(", ".join(m["ready_nodes"]) or "-"),
+            literal(", ".join(m["nodes"]) or "-"),
+            Text("\n").join(literal(line) for line in replicas or ["-"]),
         )
     show(table, console)
+
+
+def tool_parser(parser: str | None) -> list[str]:
+    """The line under a model's name that names its tool parser, if the spec sets one."""
+    return [f"tool parser: {parser}"] if parser else []
 
 
 # The figures of one usage group, in the order `cluster usage` shows them.
@@ -153,17 +190,17 @@ def count(n: int | None) -> str:
 
 def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     """Print one row per node and the cluster's total."""
-    table = Table(title=f"cost since {data['since']}")
+    table = Table(title=literal(f"cost since {data['since']}"))
     for col in ("node", *_COST_FIGURES, "breakeven", "energy"):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for n in data["nodes"]:
-        table.add_row(n["name"], *_figures(n))
-    table.add_row("[b]total[/b]", *_figures(data["total"]))
+        add_row(table, n["name"], *_figures(n))
+    add_row(table, Text("total", style="bold"), *_figures(data["total"]))
     out = console or cli_console()
     show(table, console)
     p = data["prices"]
     refs = ", ".join(f"{m} ~ {r}" for m, r in p["references"].items()) or f"~ {p['default']}"
-    out.print(f"cloud prices as of {p['as_of']} ({p['origin']}): {refs}")
+    out.print(visible(f"cloud prices as of {p['as_of']} ({p['origin']}): {refs}"), markup=False)
     for r in data.get("rented", []):
         t = r["tokens"]
         line = (
@@ -172,7 +209,7 @@ def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
         )
         if r["unpriced_models"]:
             line += f" (no price for {', '.join(r['unpriced_models'])}: not counted)"
-        out.print(line)
+        out.print(visible(line), markup=False)
 
 
 def _figures(n: Mapping[str, Any]) -> list[str]:
@@ -195,11 +232,12 @@ def _figures(n: Mapping[str, Any]) -> list[str]:
 def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None:
     """Print one row per group."""
     by = data["by"]
-    table = Table(title=f"usage by {by} since {data['since']}")
+    table = Table(title=literal(f"usage by {by} since {data['since']}"))
     for col in (by, *_USAGE_COLUMNS):
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for g in data["groups"]:
-        table.add_row(
+        add_row(
+            table,
             _group(g, by),
             count(g["requests"]),
             count(g["ok"]),

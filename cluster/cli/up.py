@@ -59,6 +59,7 @@ class UpOptions:
     tls_cert: str | None = None  # serve HTTPS with the operator's certificate and key
     tls_key: str | None = None
     tls_self_signed: bool = False  # serve HTTPS with a certificate made once in the config dir
+    max_body_mib: float = 8.0  # the largest request body the endpoint reads
 
 
 def start_local_agent(
@@ -181,6 +182,7 @@ def _run_app(
             admin_digest=admin_digest,
             metrics_open=exposure.metrics_open,
             config_dir=str(config_dir()),
+            max_body_bytes=int(opts.max_body_mib * 2**20),
         ),
         gateway_replicas=opts.gateway_replicas,
     )

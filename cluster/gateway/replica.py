@@ -109,6 +109,8 @@ class GatewaySettings:
     keys_required: bool = False  # see cluster/access/exposure.py for when `cluster up` sets it
     admin_digest: str = ""  # SHA-256 of the admin token; "": the admin API refuses everyone
     metrics_open: bool = True  # /metrics without the admin token
+    max_body_bytes: int = front.DEFAULT_LIMITS.max_bytes  # a completion's body; 413 past it
+    body_timeout_s: float = front.DEFAULT_LIMITS.read_timeout_s  # to read that body; 408 past it
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
     config_dir: str = ""  # where `cluster route` keeps the models rented from providers
 
@@ -157,8 +159,16 @@ class Gateway:
         serves the rest. Serve calls this after the constructor, on the app it was given."""
         fastapi_app = self.app  # type: ignore[attr-defined]  # set by Serve's ingress wrapper
         fastapi_app.state.replica = self  # for the admin routes (gateway/admin.py)
+        limits = front.IntakeLimits(
+            max_bytes=self.settings.max_body_bytes, read_timeout_s=self.settings.body_timeout_s
+        )
         return front.Front(
-            fastapi_app, replica=self, on_api_error=_api_error, on_unexpected=_unexpected
+            fastapi_app,
+            replica=self,
+            on_api_error=_api_error,
+            on_unexpected=_unexpected,
+            admit=lambda request: self.gate.identify(credentials(request)),  # 401 before the body
+            limits=limits,
         )
 
     async def admin(self, operation: str, *args: Any) -> Any:

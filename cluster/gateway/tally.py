@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from typing import NamedTuple
 
-from cluster.errors import NoCapacity
+from cluster.errors import ModelNotFound, NoCapacity
 from cluster.gateway.forward import StreamFailed
 from cluster.gateway.recorder import Recorder, Send
-from cluster.ledger.rows import Outcome, Values
+from cluster.ledger.rows import UNKNOWN_MODEL, Outcome, Values
 from cluster.types import NodeId
 from node_agent.types import Finished
 
@@ -136,11 +136,14 @@ class Tap:
                 outcome = _OK if self.attempts <= 1 else _FAILED_OVER
                 node_ttft = u.ttft_seconds if first is not None else None
         i = self.info
+        model, requested = i.model, i.requested_model
+        if isinstance(error, ModelNotFound):  # a name a client chose, not a model
+            model, requested = UNKNOWN_MODEL, None
         return (  # in the order of UsageRow's fields
             i.request_id,
             self._at,
             i.key_id,
-            i.model,
+            model,
             self.node_id,
             i.endpoint,
             int(i.stream),
@@ -153,7 +156,7 @@ class Tap:
             self.attempts,
             node_ttft,
             ",".join(sorted(self.features)),
-            None if i.requested_model == i.model else i.requested_model,
+            None if requested == model else requested,
         )
 
 

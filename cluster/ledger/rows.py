@@ -35,6 +35,9 @@ class Outcome(Enum):
 
 
 Values = tuple[Any, ...]  # a row's values, as UsageRow.values() makes them
+# The model of a request for a name no node serves: whatever a client makes up is one series in
+# /metrics and one group in `cluster usage`, not one of each.
+UNKNOWN_MODEL = "<unknown>"
 NODE_ID = 4  # where a row's node is among its values
 
 

@@ -30,11 +30,11 @@ from cluster.gateway.anthropic.tools import (
     check_tool_choice,
     unique_names,
 )
+from cluster.gateway.bounds import MAX_STOPS, MAX_TOKEN_COUNT, RequestedModel, StopText, TokenCount
 from cluster.gateway.openai.parse import validation_error_to_api
 from cluster.gateway.openai.tools import Lenient, field_error, unsupported
 from node_agent.types import ChatMessage, GenerateRequest, Sampling, ToolCall, ToolChoice
 
-MAX_STOP_SEQUENCES = 4  # what every node accepts (node_agent/engines/common.py)
 # Claude Code's attribution line (cc_version=...; cc_entrypoint=...;), new with every request.
 VOLATILE_PREFIX = "x-anthropic-billing-header:"
 
@@ -158,7 +158,7 @@ class Message(Lenient):
 class CountTokensRequest(Lenient):
     """`POST /v1/messages/count_tokens`: what the prompt would be, without sampling."""
 
-    model: str = Field(min_length=1)
+    model: RequestedModel
     messages: list[Message] = Field(min_length=1)
     system: TextBlocks | None = None
     tools: Annotated[list[ToolParam] | None, AfterValidator(unique_names)] = None
@@ -188,14 +188,16 @@ def _calls_text(m: ChatMessage) -> str:
 class MessagesRequest(CountTokensRequest):
     """`POST /v1/messages`."""
 
-    max_tokens: int = Field(ge=1)
+    max_tokens: TokenCount
     stop_sequences: (
-        Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)]
+        Annotated[list[Annotated[StopText, Field(min_length=1)]], Field(max_length=MAX_STOPS)]
         | None
     ) = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)  # accepted and ignored: no engine knob for it
+    top_k: int | None = Field(
+        default=None, ge=0, le=MAX_TOKEN_COUNT
+    )  # accepted and ignored: no engine knob for it
     stream: bool | None = False
     metadata: dict[str, Any] | None = None  # user_id: accepted and ignored
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
+from cluster.gateway.bounds import TokenCount
 from cluster.gateway.openai.tools import Lenient, field_error, schema_problem, unsupported
 from node_agent.types import Constraint, ConstraintKind, Tool, ToolChoice, ToolChoiceMode
 
@@ -108,7 +109,7 @@ class ThinkingParam(Lenient):
     """`thinking`: whether the model reasons before it answers."""
 
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
-    budget_tokens: int | None = Field(default=None, ge=1)  # accepted: no engine caps reasoning
+    budget_tokens: TokenCount | None = None  # accepted: no engine caps reasoning
 
     def template_options(self) -> str:
         """The chat template's switch for it, as the agent's template_options."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError
 
 from cluster.errors import InvalidRequest
+from cluster.gateway.bounds import RequestedModel, TokenCount
 from cluster.gateway.openai.parse import validation_error_to_api
 from cluster.gateway.openai.tools import Lenient, field_error, unsupported
 
@@ -38,12 +39,12 @@ Text = Annotated[str, Field(min_length=1)]
 class EmbeddingRequest(Lenient):
     """`POST /v1/embeddings`."""
 
-    model: str = Field(min_length=1)
+    model: RequestedModel
     input: Annotated[
         list[Text], BeforeValidator(_as_texts), Field(min_length=1, max_length=MAX_INPUTS)
     ]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: TokenCount | None = None
     user: str | None = None  # accepted; changes nothing
 
     def check_dimensions(self, vectors: list[list[float]]) -> None:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from cluster.errors import InvalidRequest
+from cluster.gateway.bounds import MAX_STOPS, RequestedModel, Seed, StopText, TokenCount
 from cluster.gateway.openai.tools import (
     FunctionTool,
     Lenient,
@@ -156,13 +157,17 @@ class StreamOptions(Lenient):
 class _CommonRequest(Lenient):
     """Fields shared by chat and text completions."""
 
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    model: RequestedModel
+    max_tokens: TokenCount | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
-    stop: Annotated[list[str] | None, BeforeValidator(_as_stop_list), Field(max_length=4)] = None
-    seed: int | None = None
+    # The count's bound on the list itself: on the optional it would fail on null, a TypeError.
+    stop: Annotated[
+        Annotated[list[StopText], Field(max_length=MAX_STOPS)] | None,
+        BeforeValidator(_as_stop_list),
+    ] = None
+    seed: Seed | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -196,7 +201,7 @@ class ChatCompletionRequest(_CommonRequest):
     """`POST /v1/chat/completions`."""
 
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
@@ -253,7 +258,9 @@ class CompletionRequest(_CommonRequest):
     """`POST /v1/completions` with a single prompt."""
 
     prompt: Annotated[str, BeforeValidator(_as_single_prompt)]
-    best_of: int | None = Field(default=None, validate_default=True)
+    best_of: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = Field(
+        default=None, validate_default=True
+    )
     echo: Annotated[bool | None, _only_falsy("echo is not supported")] = None
     suffix: Annotated[str | None, _only_falsy("suffix is not supported")] = None
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LEGACY_LOGPROBS)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from cluster.gateway.bounds import RequestedModel, TokenCount
 from cluster.gateway.openai.parse import Message, chat_messages, validation_error_to_api
 from cluster.gateway.openai.tools import Lenient, field_error, unsupported
 from cluster.gateway.responses.tools import (
@@ -197,7 +198,7 @@ Item = Annotated[
 class ResponsesRequest(Lenient):
     """`POST /v1/responses`, stateless."""
 
-    model: str = Field(min_length=1)
+    model: RequestedModel
     input: Annotated[list[Item], BeforeValidator(_as_items), Field(min_length=1)]
     instructions: str | None = None
     tools: Tools = None
@@ -205,7 +206,7 @@ class ResponsesRequest(Lenient):
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: TokenCount | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
@@ -221,7 +222,7 @@ class ResponsesRequest(Lenient):
     # Accepted and ignored: they never change the response's shape. `truncation: auto` drops
     # nothing: a conversation too long for the model fails with context_length_exceeded.
     truncation: Literal["auto", "disabled"] | None = None
-    max_tool_calls: int | None = Field(default=None, ge=1)
+    max_tool_calls: TokenCount | None = None
     metadata: dict[str, str] | None = None
     prompt_cache_key: str | None = None
     user: str | None = None

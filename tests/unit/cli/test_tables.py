@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster.cli.tables import models_table, nodes_table
+from cluster.cli.tables import cost_table, models_table, nodes_table, usage_table, visible
 
 LONG_MODEL = "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit"
 
@@ -79,3 +79,61 @@ def test_each_node_shows_its_agent_version_and_an_incompatible_one_why(
     assert "0.3.1" in rows["old"] and "ready" in rows["old"]
     assert "9.0.0" in rows["future"] and "incompatible" in rows["future"]
     assert f"incompatible future (10.0.0.9:1): {reason}" in out
+
+
+HOSTILE = "[red]evil[/red] \x1b]0;pwned\x07\x1b[2J\u202egnp.exe"
+SHOWN = "[red]evil[/red] \\x1b]0;pwned\\x07\\x1b[2J\\u202egnp.exe"
+
+
+def test_control_characters_are_written_as_their_escapes() -> None:
+    assert visible(HOSTILE) == SHOWN
+    assert visible("tab\there\nnewline \x9b csi") == "tab\\x09here\\x0anewline \\x9b csi"
+    assert visible("Qwen3-30B-A3B · café ✓") == "Qwen3-30B-A3B · café ✓"
+
+
+def _terminal_output(capsys: pytest.CaptureFixture[str]) -> str:
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    return out
+
+
+def test_names_from_the_head_reach_the_terminal_literally(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nodes_table([_node(name=HOSTILE, models=[HOSTILE], state="rejected", reason=HOSTILE)])
+    models_table([{"model": HOSTILE, "nodes": [HOSTILE], "ready_nodes": []}])
+    out = _terminal_output(capsys)
+    assert out.count(SHOWN) == 6  # name, model, the rejection line (name, reason); model, node
+
+
+def test_a_usage_and_a_cost_table_show_client_chosen_names_literally(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    group = {"model": HOSTILE, "requests": 1, "ok": 1, "failed_over": 0, "cancelled": 0}
+    group |= {"error": 0, "prompt_tokens": 1, "cached_prompt_tokens": 0}
+    group |= {"completion_tokens": 1, "mean_ttft_s": None, "mean_node_ttft_s": None}
+    group |= {"mean_duration_s": None}
+    usage_table({"by": "model", "since": "all", "groups": [group]})
+    figures = {
+        "tokens": {"prompt": 1, "completion": 1},
+        "busy_ratio": None,
+        "cost_usd": {"total": 0.0},
+        "usd_per_mtok": None,
+        "marginal_usd_per_mtok": None,
+        "cloud_equivalent_usd": None,
+        "savings_usd": None,
+        "paid_off": False,
+        "breakeven": None,
+        "energy": {"source": "none"},
+    }
+    prices = {"as_of": "2026-01-01", "origin": "built-in", "references": {HOSTILE: "x"}}
+    cost_table(
+        {
+            "since": "all",
+            "nodes": [{"name": HOSTILE, **figures}],
+            "total": figures,
+            "prices": prices,
+        }
+    )
+    out = _terminal_output(capsys)
+    assert out.count(SHOWN) == 3  # the usage group, the cost row, the price reference

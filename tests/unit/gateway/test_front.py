@@ -3,6 +3,7 @@ server-sent events sent from the request's own task."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,8 +11,8 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cluster.errors import ApiError, NotFound
-from cluster.gateway.front import EventStream, Front
+from cluster.errors import ApiError, NotFound, Unauthorized
+from cluster.gateway.front import EventStream, Front, IntakeLimits
 
 
 class Replica:
@@ -63,36 +64,49 @@ class Inner:
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": {"message": "internal"}}, status_code=500)
 
 
-def _front(replica: Replica, inner: Inner) -> Front:
-    return Front(inner, replica=replica, on_api_error=_api_error, on_unexpected=_unexpected)
+def _front(replica: Replica, inner: Inner, **intake: Any) -> Front:
+    return Front(
+        inner, replica=replica, on_api_error=_api_error, on_unexpected=_unexpected, **intake
+    )
 
 
 async def _call(
-    app: Any, path: str, method: str = "POST", body: bytes = b"{}", root_path: str = ""
+    app: Any,
+    path: str,
+    method: str = "POST",
+    body: bytes = b"{}",
+    root_path: str = "",
+    messages: list[dict[str, Any]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    sent: list[dict[str, Any]] | None = None,
 ) -> tuple[int, bytes]:
+    """Call `app`; the body arrives as `messages` when given (then, nothing more ever comes)."""
     scope = {
         "type": "http",
         "method": method,
         "path": path,
         "root_path": root_path,
-        "headers": [],
+        "headers": headers or [],
         "query_string": b"",
         "http_version": "1.1",
         "scheme": "http",
         "server": ("127.0.0.1", 8000),
         "client": ("127.0.0.1", 5000),
     }
-    sent: list[dict[str, Any]] = []
+    sent = [] if sent is None else sent
+    queue = list(messages or [{"type": "http.request", "body": body, "more_body": False}])
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
+        if not queue:
+            await asyncio.Event().wait()  # a client that stopped sending
+        return queue.pop(0)
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -190,3 +204,99 @@ async def test_an_event_stream_closes_its_frames_when_the_client_is_gone() -> No
     with pytest.raises(OSError):
         await EventStream(frames(), {})({}, None, send)
     assert closed == [True]
+
+
+def _chunks(*parts: bytes, more: bool = False) -> list[dict[str, Any]]:
+    """The body as ASGI messages; `more`: the last does not end it."""
+    return [
+        {"type": "http.request", "body": p, "more_body": more or i < len(parts) - 1}
+        for i, p in enumerate(parts)
+    ]
+
+
+async def test_a_body_in_pieces_reaches_the_replica_whole() -> None:
+    replica = Replica()
+    front = _front(replica, Inner())
+    sent: list[dict[str, Any]] = []
+    parts = _chunks(b'{"a"', b": 1", b"}")
+    status, _ = await _call(front, "/v1/completions", messages=parts, sent=sent)
+    assert status == 200 and replica.seen == [("completions", b'{"a": 1}')]
+    assert (b"connection", b"close") not in sent[0]["headers"]  # kept alive
+
+
+async def test_a_request_is_refused_on_its_headers_before_its_body_is_read() -> None:
+    replica = Replica()
+
+    def admit(request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer good":
+            raise Unauthorized("bad key")
+
+    front = _front(replica, Inner(), admit=admit)
+    # The body never arrives: only a front that did not wait for it answers at all.
+    sent: list[dict[str, Any]] = []
+    status, body = await _call(
+        front, "/v1/chat/completions", messages=_chunks(b"{", more=True), sent=sent
+    )
+    assert status == 401 and b"bad key" in body and replica.seen == []
+    assert (b"connection", b"close") in sent[0]["headers"]  # not left to wait for the body
+    good = [(b"authorization", b"Bearer good")]
+    assert await _call(front, "/v1/chat/completions", headers=good) == (200, b"chat")
+
+
+async def test_a_body_over_the_cap_is_a_413_declared_or_not() -> None:
+    replica = Replica()
+    front = _front(replica, Inner(), limits=IntakeLimits(max_bytes=10))
+    declared = [(b"content-length", b"11")]
+    status, body = await _call(
+        front, "/v1/messages", headers=declared, messages=_chunks(b"{", more=True)
+    )
+    assert status == 413 and b"request_too_large" in body
+    status, _ = await _call(front, "/v1/messages", messages=_chunks(b"123456", b"78901"))
+    assert status == 413
+    assert await _call(front, "/v1/messages", body=b"1234567890") == (200, b"messages")
+    assert replica.seen == [("messages", b"1234567890")]
+
+
+async def test_a_body_that_stops_arriving_is_a_408() -> None:
+    replica = Replica()
+    front = _front(replica, Inner(), limits=IntakeLimits(read_timeout_s=0.05))
+    status, body = await _call(front, "/v1/responses", messages=_chunks(b'{"mo', more=True))
+    assert status == 408 and b"request_timeout" in body and replica.seen == []
+
+
+async def test_a_client_gone_mid_body_gets_no_answer_and_the_replica_no_call() -> None:
+    replica = Replica()
+    messages = [*_chunks(b"{", more=True), {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
+    await _front(replica, Inner())(scope, receive, send)
+    assert sent == [] and replica.seen == []
+
+
+async def test_requests_past_the_bound_are_a_503_with_retry_after() -> None:
+    release = asyncio.Event()
+
+    class Slow(Replica):
+        async def _answer(self, name: str, request: Request) -> Response:
+            await release.wait()
+            return await super()._answer(name, request)
+
+    replica = Slow()
+    front = _front(replica, Inner(), limits=IntakeLimits(max_requests=2))
+    held = [asyncio.create_task(_call(front, "/v1/completions")) for _ in range(2)]
+    await asyncio.sleep(0)
+    sent: list[dict[str, Any]] = []
+    status, body = await _call(front, "/v1/messages", sent=sent)
+    assert status == 503 and b"no_capacity" in body
+    assert (b"retry-after", b"1") in sent[0]["headers"]  # as the real handler sends it
+    release.set()
+    assert [await t for t in held] == [(200, b"completions")] * 2
+    assert front.pending == 0
+    assert await _call(front, "/v1/messages") == (200, b"messages")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.errors import NoCapacity
+from cluster.errors import ModelNotFound, NoCapacity
 from cluster.gateway.forward import StreamFailed
 from cluster.gateway.tally import GatewayMeter, RequestInfo, Tap
-from cluster.ledger.rows import Outcome, UsageAck, UsageBatch, UsageRow, Values
+from cluster.ledger.rows import UNKNOWN_MODEL, Outcome, UsageAck, UsageBatch, UsageRow, Values
 from cluster.types import NodeId
 from node_agent.types import Finished, Usage
 
@@ -175,3 +175,15 @@ def test_a_row_keeps_the_name_asked_for_only_where_an_alias_changed_it() -> None
     assert (row.model, row.requested_model) == ("demo", "gpt-5-codex")
     for info in (INFO, INFO._replace(requested_model="demo")):
         assert UsageRow.of(Tap(info).row()).requested_model is None
+
+
+def test_a_model_no_node_serves_is_recorded_under_one_label() -> None:
+    for asked in ("no-such-model", "x" * 256, "gpt-5-codex"):
+        info = INFO._replace(model=asked, requested_model=asked)
+        row = UsageRow.of(Tap(info).row(ModelNotFound(f"no {asked}")))
+        assert (row.model, row.requested_model, row.outcome) == (
+            UNKNOWN_MODEL,
+            None,
+            Outcome.ERROR,
+        )
+    assert UsageRow.of(Tap(INFO).row(NoCapacity("full"))).model == "demo"
