@@ -223,7 +223,7 @@ class LedgerService:
 
     async def metrics(self) -> dict[str, Any]:
         """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
-        and power, all-time cost, cloud-equivalent and savings."""
+        and power, all-time cost, cloud-equivalent and savings; per provider, all-time cost."""
         ever = await self._db(self._ever_cost, self._clock())
         nodes = []
         for n in ever["nodes"]:
@@ -236,7 +236,12 @@ class LedgerService:
                     else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
                 }
             )
-        return {"nodes": nodes, "requests": self.requests, "ledger": self.ledger_health()}
+        return {
+            "nodes": nodes,
+            "rented": ever["rented"],
+            "requests": self.requests,
+            "ledger": self.ledger_health(),
+        }
 
     async def prune(self, before: float) -> dict[str, Any]:
         """Fold the whole hours before `before` into hourly sums and delete their rows
@@ -265,6 +270,7 @@ class LedgerService:
                 window=ever,
                 ever=ever,
                 prices=self.prices,
+                provider_prices=self.provider_prices(),
             )
         )
 

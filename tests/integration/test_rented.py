@@ -125,6 +125,13 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert cloud["cost_usd"] == float(by_hand) and tokens["completion"] > 0
     text = _cluster(office, "cost", "--url", office.url)
     assert f"rented from cloud: {cloud['requests']} requests" in text.stdout
+    metrics = httpx.get(f"{office.url}/metrics", timeout=30).text
+    served = f'model="{model}"'
+    assert f'rented_requests_total{{{served},outcome="ok",provider="cloud"}} 4.0' in metrics
+    generated = f"{tokens['completion']}.0"
+    assert f'rented_generation_tokens_total{{{served},provider="cloud"}} {generated}' in metrics
+    assert f'meterless:rented_cost_usd_total{{provider="cloud"}} {cloud["cost_usd"]!r}' in metrics
+    assert "provider:cloud" not in metrics  # not a node's series
     _the_key_is_nowhere(office)
 
 
