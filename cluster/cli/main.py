@@ -43,6 +43,7 @@ def _up(args: argparse.Namespace) -> int:
                 plaintext_agents=args.allow_plaintext_agents,
                 affinity=not args.no_affinity,
                 insecure=args.insecure,
+                local_only=args.local_only,
             )
         )
 
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without API keys even off loopback (warned at every start; by "
         "default only loopback with --demo is open), and allow RAY_AUTH_MODE=disabled",
+    )
+    up.add_argument(
+        "--local-only",
+        action="store_true",
+        help="no request goes to a provider, whatever its key: a model routed to one "
+        "answers 403 (`cluster keys create --local-only` does this for one key)",
     )
     up.add_argument(
         "--allow-plaintext-agents",

@@ -150,6 +150,44 @@ def test_a_provider_down_is_a_clear_503(heads: tuple[ClusterProcess, str, Path])
     assert bad.status_code == 400 and bad.json()["error"]["message"]
 
 
+def test_a_local_only_keys_requests_never_reach_the_provider(
+    heads: tuple[ClusterProcess, str, Path],
+) -> None:
+    office, base, model = heads
+    add = ["providers", "add", "private-cloud", "--kind", "openai", "--base-url", base]
+    assert _cluster(office, *add, "--key-env", "K", K=KEY).returncode == 0
+    assert _cluster(office, "route", "gpt-p", "--to", f"private-cloud:{model}").returncode == 0
+    keys = {}
+    for name, flags in (("private", ["--local-only"]), ("anyone", [])):
+        made = _cluster(office, "keys", "create", name, *flags, "--json", "--url", office.url)
+        assert made.returncode == 0, made.stderr
+        keys[name] = json.loads(made.stdout)["key"]
+    listed = _cluster(office, "keys", "list", "--url", office.url).stdout.splitlines()
+    assert [r for r in listed if r.startswith("private ") and r.endswith("local only")]
+    assert [r for r in listed if r.startswith("anyone ") and not r.endswith("local only")]
+    body = {"model": "gpt-p", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert _post_until_routed(office, body).status_code == 200
+    log = office.data_dir.parent / "cloud.log"  # the provider's: a line per request it got
+    wait_for(lambda: _served(log) > 0, 15, "the provider's log of the request")
+    before = _served(log)
+
+    private = openai.OpenAI(base_url=f"{office.url}/v1", api_key=keys["private"], max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            private.chat.completions.create(stream=stream, **body)
+        assert "is local-only; gpt-p is served by provider private-cloud" in str(refused.value)
+    anyone = openai.OpenAI(base_url=f"{office.url}/v1", api_key=keys["anyone"], max_retries=0)
+    assert anyone.chat.completions.create(**body).choices
+    # the provider logs requests in the order they came: the next line is the other key's
+    wait_for(lambda: _served(log) > before, 15, "the provider's log of the other key's request")
+    assert _served(log) == before + 1
+
+
+def _served(log: Path) -> int:
+    """Chat requests the provider (`mlx_lm.server`) has logged."""
+    return log.read_text(errors="replace").count("POST /v1/chat/completions")
+
+
 def _routed(office: ClusterProcess) -> bool:
     """One request for gpt-x, until the gateway has read its route (a 404 before)."""
     body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
