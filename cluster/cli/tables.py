@@ -173,6 +173,26 @@ def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
         if r["unpriced_models"]:
             line += f" (no price for {', '.join(r['unpriced_models'])}: not counted)"
         out.print(line)
+        for m in r.get("models", []):
+            out.print(f"  {m['model']}: {bring_home_line(m)}")
+
+
+def bring_home_line(m: Mapping[str, Any]) -> str:
+    """What a rented model's tokens would have cost here, and the saving a month."""
+    if m["owned_usd_per_mtok"] is None:
+        return "no local $/Mtok measured yet to compare with"
+    line = (
+        f"the same {count(m['tokens'])} tokens here would cost ${money(m['at_owned_usd'], 4)} "
+        f"amortised, ${money(m['at_owned_marginal_usd'], 4)} marginal (at the cluster-wide "
+        f"${money(m['owned_usd_per_mtok'], 3)} and ${money(m['owned_marginal_usd_per_mtok'], 3)}"
+        "/Mtok: no local model is tied to a rented one)"
+    )
+    saving = m["saving_per_month_usd"]
+    if saving is None:
+        return line + ("" if m["cost_usd"] is None else "; ask for a window (--since) for a month")
+    if saving <= 0:
+        return line + f"; renting is cheaper by ${money(-saving)} a month"
+    return line + f"; bring this home and save ${money(saving)} a month"
 
 
 def _figures(n: Mapping[str, Any]) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster.cli.tables import models_table, nodes_table
+from cluster.cli.tables import bring_home_line, models_table, nodes_table
 
 LONG_MODEL = "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit"
 
@@ -79,3 +79,22 @@ def test_each_node_shows_its_agent_version_and_an_incompatible_one_why(
     assert "0.3.1" in rows["old"] and "ready" in rows["old"]
     assert "9.0.0" in rows["future"] and "incompatible" in rows["future"]
     assert f"incompatible future (10.0.0.9:1): {reason}" in out
+
+
+def test_a_rented_model_says_what_bringing_it_home_would_save() -> None:
+    home = {
+        "tokens": 1_250_000,
+        "cost_usd": 4.0,
+        "owned_usd_per_mtok": 2.0,
+        "owned_marginal_usd_per_mtok": 0.5,
+        "at_owned_usd": 2.5,
+        "at_owned_marginal_usd": 0.625,
+        "saving_per_month_usd": 45.65625,
+    }
+    line = bring_home_line(home)
+    assert "the same 1,250,000 tokens here would cost $2.5000 amortised, $0.6250 marginal" in line
+    assert "cluster-wide $2.000 and $0.500/Mtok" in line
+    assert line.endswith("bring this home and save $45.66 a month")
+    dearer = bring_home_line({**home, "saving_per_month_usd": -3.0})
+    assert dearer.endswith("renting is cheaper by $3.00 a month")
+    assert "no local $/Mtok" in bring_home_line({**home, "owned_usd_per_mtok": None})
