@@ -126,6 +126,7 @@ _USAGE_COLUMNS = (
     "tools",
     "constrained",
     "reasoning",
+    "provider $",
 )
 # The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
 _COST_FIGURES = (
@@ -233,12 +234,21 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
             money(g["mean_node_ttft_s"], 3),
             money(g["mean_duration_s"], 3),
             *(count(g.get(f"with_{f}")) for f in ("tools", "constrained", "reasoning")),
+            _spend(g),
         )
     show(table, console)
 
 
 def _group(g: Mapping[str, Any], by: str) -> str:
-    """The group's label: a key shows its name beside its id ("-": requests without a key)."""
-    if g[by] is None:
+    """The group's label: a key shows its name beside its id ("-": requests without a key);
+    requests a provider served say which, beside the same group's own."""
+    label = "-" if g[by] is None else f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])
+    provider = g.get("provider")
+    return label if provider is None or by == "node" else f"{label}, rented from {provider}"
+
+
+def _spend(g: Mapping[str, Any]) -> str:
+    """A rented group's spend at its provider's prices ("+?": some models have no price)."""
+    if g.get("provider_usd") is None:
         return "-"
-    return f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])
+    return money(g["provider_usd"], 4) + (" +?" if g.get("unpriced_models") else "")

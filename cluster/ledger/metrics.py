@@ -25,8 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
-from cluster.ledger.reports import RENTED_PREFIX
-from cluster.ledger.rows import Outcome, Values
+from cluster.ledger.rows import RENTED_PREFIX, Outcome, Values
 from cluster.types import NodeTable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

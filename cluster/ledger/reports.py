@@ -18,10 +18,10 @@ from cluster.errors import InvalidRequest
 from cluster.ledger import cost
 from cluster.ledger.cost import NodeCost, NodeWindow, Power, Price, Profile, Tokens
 from cluster.ledger.prices import PriceTable
+from cluster.ledger.rows import RENTED_PREFIX
 from cluster.ledger.store import NodeRecord, Served
 from cluster.types import CostProfile
 
-RENTED_PREFIX = "provider:"  # the node id of a request a provider served: provider:<name>
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 _UNIT_S = {"m": 60, "h": 3_600, "d": 86_400}
 COST_FIELDS = {
@@ -244,6 +244,28 @@ def bring_home(
         "at_owned_marginal_usd": _f(marginal),
         "saving_per_month_usd": _f(monthly),
     }
+
+
+def usage_spend(
+    groups: Sequence[dict[str, Any]],
+    rented: Sequence[tuple[str | None, Served]],
+    provider_prices: Mapping[str, Mapping[str, Price]],
+    by: str,
+) -> None:
+    """Add to each rented usage group (`provider` set) what its tokens cost at the provider's
+    list prices (`provider_usd`), and the models it served that have none (not counted)."""
+    for g in groups:
+        if g["provider"] is None:
+            continue
+        node = RENTED_PREFIX + g["provider"]
+        mine = [s for k, s in rented if k == g[by] and s.node_id == node]
+        prices = provider_prices.get(g["provider"], {})
+        usd = sum(
+            (cost.cloud_usd(prices[s.model], s.tokens) for s in mine if s.model in prices),
+            Fraction(0),
+        )
+        g["provider_usd"] = float(usd)
+        g["unpriced_models"] = sorted({s.model for s in mine} - prices.keys())
 
 
 def model_usd_per_mtok(inputs: CostInputs) -> dict[str, float]:

@@ -36,6 +36,7 @@ class Outcome(Enum):
 
 Values = tuple[Any, ...]  # a row's values, as UsageRow.values() makes them
 NODE_ID = 4  # where a row's node is among its values
+RENTED_PREFIX = "provider:"  # the node id of a request a provider served: provider:<name>
 
 
 class UsageRow(NamedTuple):

@@ -217,8 +217,12 @@ class LedgerService:
         return await self._db(self._cost, window, self._clock())
 
     async def usage(self, window: reports.Window, by: str) -> dict[str, Any]:
-        """Requests and tokens per model, node or key over a window."""
-        rows = await self._db(store.usage, window.start(self._clock()), by)
+        """Requests and tokens per model, node or key over a window; rented requests apart,
+        with what they cost at their provider's prices."""
+        start = window.start(self._clock())
+        rows = await self._db(store.usage, start, by)
+        rented = await self._db(store.rented_served, start, by)
+        reports.usage_spend(rows, rented, self.provider_prices(), by)
         return {"since": window.label, "by": by, "groups": rows}
 
     async def metrics(self) -> dict[str, Any]:

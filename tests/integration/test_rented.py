@@ -125,6 +125,12 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert cloud["cost_usd"] == float(by_hand) and tokens["completion"] > 0
     text = _cluster(office, "cost", "--url", office.url)
     assert f"rented from cloud: {cloud['requests']} requests" in text.stdout
+    assert f"{model}: no local $/Mtok measured yet" in text.stdout  # no node here to compare
+    (spent,) = [g for g in _admin(office, "/admin/usage?by=model")["groups"] if g["provider"]]
+    assert spent["provider"] == "cloud" and spent["model"] == str(model)
+    assert spent["requests"] == 4 and spent["provider_usd"] == cloud["cost_usd"]
+    usage = _cluster(office, "usage", "--by", "key", "--url", office.url).stdout
+    assert "-, rented from cloud" in usage and f"{cloud['cost_usd']:.4f}" in usage
     metrics = httpx.get(f"{office.url}/metrics", timeout=30).text
     served = f'model="{model}"'
     assert f'rented_requests_total{{{served},outcome="ok",provider="cloud"}} 4.0' in metrics

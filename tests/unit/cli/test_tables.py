@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster.cli.tables import bring_home_line, models_table, nodes_table
+from cluster.cli.tables import bring_home_line, models_table, nodes_table, usage_table
 
 LONG_MODEL = "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit"
 
@@ -98,3 +98,25 @@ def test_a_rented_model_says_what_bringing_it_home_would_save() -> None:
     dearer = bring_home_line({**home, "saving_per_month_usd": -3.0})
     assert dearer.endswith("renting is cheaper by $3.00 a month")
     assert "no local $/Mtok" in bring_home_line({**home, "owned_usd_per_mtok": None})
+
+
+def test_usage_shows_rented_requests_beside_the_owned_with_their_spend(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures = dict.fromkeys(
+        ("requests", "ok", "failed_over", "cancelled", "error", "prompt_tokens"), 1
+    )
+    figures |= {"cached_prompt_tokens": 0, "completion_tokens": 1}
+    figures |= dict.fromkeys(("mean_ttft_s", "mean_node_ttft_s", "mean_duration_s"), 0.1)
+    groups = [
+        {"model": "gpt-4.1", "provider": None, **figures},
+        {"model": "gpt-4.1", "provider": "cloud", "provider_usd": 4.0, **figures},
+        {"model": "o3", "provider": "cloud", "provider_usd": 0.0, **figures},
+    ]
+    groups[2]["unpriced_models"] = ["o3"]
+    usage_table({"by": "model", "since": "24h", "groups": groups})
+    lines = capsys.readouterr().out.splitlines()
+    own = next(line for line in lines if "gpt-4.1 " in line and "rented" not in line)
+    assert own.rstrip(" │|").endswith("-")  # the office's own: no provider spend
+    assert [line for line in lines if "gpt-4.1, rented from cloud" in line and "4.0000" in line]
+    assert [line for line in lines if "o3, rented from cloud" in line and "0.0000 +?" in line]

@@ -144,3 +144,23 @@ def test_the_cost_report_says_per_rented_model_what_it_would_cost_here() -> None
     (model,) = cloud["models"]
     assert model["model"] == "gpt-4.1" and model["cost_usd"] == 4.0
     assert model["owned_usd_per_mtok"] is None  # no node served a token: no rate to compare
+
+
+def test_a_rented_usage_group_has_its_spend_at_the_providers_prices_by_hand() -> None:
+    groups = [
+        {"key": "k1", "provider": None},
+        {"key": "k1", "provider": "cloud"},
+        {"key": "k2", "provider": "cloud"},
+    ]
+    spent = [
+        ("k1", _served("provider:cloud", "gpt-4.1", 2, 1_000_000, 250_000)),
+        ("k1", _served("provider:cloud", "unlisted", 1, 5, 5)),
+        ("k2", _served("provider:cloud", "gpt-4.1", 1, 500_000, 0)),
+        ("k1", _served("provider:other", "gpt-4.1", 1, 9, 9)),
+    ]
+    prices = {"cloud": {"gpt-4.1": Price(input=F(2), output=F(8))}}
+    reports.usage_spend(groups, spent, prices, "key")
+    assert "provider_usd" not in groups[0]  # the office's own: no provider spend
+    # By hand: k1's 1M in x $2 + 250k out x $8 = $4; k2's 500k in x $2 = $1.
+    assert groups[1]["provider_usd"] == 4.0 and groups[1]["unpriced_models"] == ["unlisted"]
+    assert groups[2]["provider_usd"] == 1.0 and groups[2]["unpriced_models"] == []
