@@ -41,11 +41,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
     models TEXT NOT NULL,
     max_concurrent INTEGER,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    local_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
 """
-_COLS = "key_id, name, digest, models, max_concurrent, created_at, revoked_at"
+_COLS = "key_id, name, digest, models, max_concurrent, created_at, revoked_at, local_only"
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -54,6 +55,9 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    if "local_only" not in {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}:
+        # a file made before local-only keys: its keys may use providers, as they could
+        conn.execute("ALTER TABLE api_keys ADD COLUMN local_only INTEGER NOT NULL DEFAULT 0")
     return conn
 
 
@@ -68,8 +72,9 @@ def load(conn: sqlite3.Connection) -> list[KeyRecord]:
             max_concurrent=c,
             created_at=at,
             revoked_at=rev,
+            local_only=bool(local),
         )
-        for k, n, d, m, c, at, rev in conn.execute(f"SELECT {_COLS} FROM api_keys")
+        for k, n, d, m, c, at, rev, local in conn.execute(f"SELECT {_COLS} FROM api_keys")
     ]
 
 
@@ -77,7 +82,7 @@ def insert(conn: sqlite3.Connection, r: KeyRecord) -> None:
     """Store a new key; InvalidRequest when a live key already has its name."""
     try:
         conn.execute(
-            f"INSERT INTO api_keys ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO api_keys ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 r.key_id,
                 r.name,
@@ -86,6 +91,7 @@ def insert(conn: sqlite3.Connection, r: KeyRecord) -> None:
                 r.max_concurrent,
                 r.created_at,
                 r.revoked_at,
+                int(r.local_only),
             ],
         )
     except sqlite3.IntegrityError:
@@ -102,15 +108,22 @@ def revoke(conn: sqlite3.Connection, name: str, at: float) -> None:
         raise NotFound(f"no live key named {name!r}", param="name")
 
 
-def parse_key_request(body: bytes) -> tuple[str, tuple[str, ...], int | None]:
-    """(name, models, max_concurrent) of the admin's `keys create` JSON body; 400 otherwise."""
+def parse_key_request(body: bytes) -> tuple[str, tuple[str, ...], int | None, bool]:
+    """(name, models, max_concurrent, local_only) of the admin's `keys create` JSON body; 400
+    otherwise."""
     try:
         fields = json.loads(body or b"{}")
     except ValueError:
         raise InvalidRequest("the body is not JSON") from None
     if not isinstance(fields, dict):
         raise InvalidRequest("the body must be a JSON object")
-    return check_request(fields.get("name"), fields.get("models", []), fields.get("max_concurrent"))
+    local_only = fields.get("local_only", False)
+    if not isinstance(local_only, bool):
+        raise InvalidRequest("local_only: true or false", param="local_only")
+    name, models, limit = check_request(
+        fields.get("name"), fields.get("models", []), fields.get("max_concurrent")
+    )
+    return name, models, limit, local_only
 
 
 def check_request(
@@ -167,7 +180,11 @@ class KeyRegistry:
         return self._table
 
     async def create(
-        self, name: str, models: Sequence[str], max_concurrent: int | None
+        self,
+        name: str,
+        models: Sequence[str],
+        max_concurrent: int | None,
+        local_only: bool = False,
     ) -> tuple[KeyRecord, str]:
         """Make and store a key; returns it and the full key (the only time it is known)."""
         key_id, secret = new_key(self._random_hex())
@@ -177,6 +194,7 @@ class KeyRegistry:
             digest=digest(secret),
             models=tuple(models),
             max_concurrent=max_concurrent,
+            local_only=local_only,
             created_at=self._clock(),
         )
         await self._change(insert, record)

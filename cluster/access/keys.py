@@ -11,6 +11,10 @@ the disk or the controller.
                             a revoked key, or keys required and none made yet
         Forbidden (403)     the key may not use this model
         RateLimited (429)   the key already has `max_concurrent` requests in flight here
+
+    check_rented(grant, model=..., provider=..., local_only=...) -> None | raises
+        Forbidden (403)     a local-only key (or any key, on a local-only cluster) asked for a
+                            model a provider serves
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class KeyRecord:
     digest: str
     models: tuple[str, ...] = ()  # empty: every model
     max_concurrent: int | None = None  # None: no limit
+    local_only: bool = False  # its requests never go to a provider
     created_at: float = 0.0
     revoked_at: float | None = None
 
@@ -99,6 +104,7 @@ class KeyRecord:
             "key_id": self.key_id,
             "models": list(self.models),
             "max_concurrent": self.max_concurrent,
+            "local_only": self.local_only,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
         }
@@ -186,6 +192,24 @@ def authorize(
             retry_after=RETRY_AFTER_S,
         )
     return grant
+
+
+def check_rented(grant: Grant, *, model: str, provider: str, local_only: bool) -> None:
+    """Raise 403 unless a request under `grant` may go to `provider` for `model`: a local-only
+    key's never may, nor, where the cluster is local-only (`local_only`), anyone's."""
+    key = grant.key
+    if key is not None and key.local_only:
+        who = f"The API key {key.key_id} is local-only"
+    elif local_only:
+        who = "This cluster is local-only"
+    else:
+        return
+    raise Forbidden(
+        f"{who}; {model} is served by provider {provider}, and requests under it never go to "
+        "a provider.",
+        param="model",
+        code="local_only",
+    )
 
 
 def visible_models(grant: Grant, models: Iterable[str]) -> list[str]:

@@ -12,7 +12,15 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
-from cluster.access.keys import Grant, KeyTable, admin_ok, authorize, bearer, identify
+from cluster.access.keys import (
+    Grant,
+    KeyTable,
+    admin_ok,
+    authorize,
+    bearer,
+    check_rented,
+    identify,
+)
 from cluster.errors import NoCapacity, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -23,8 +31,16 @@ T = TypeVar("T")
 class RequestGate:
     """Who may use this replica's endpoint and admin API."""
 
-    def __init__(self, *, keys_required: bool, admin_digest: str, metrics_open: bool) -> None:
+    def __init__(
+        self,
+        *,
+        keys_required: bool,
+        admin_digest: str,
+        metrics_open: bool,
+        local_only: bool = False,
+    ) -> None:
         self.keys_required = keys_required
+        self.local_only = local_only  # no request goes to a provider, whatever its key
         self.admin_digest = admin_digest
         self.metrics_open = metrics_open
         self.table = KeyTable()
@@ -39,8 +55,9 @@ class RequestGate:
                 logger.warning("key table long poll failed: %s", exc)
                 await asyncio.sleep(0.5)
 
-    def let_in(self, authorization: str | None, model: str) -> Grant:
-        """Let a request for `model` in, or raise 401/403/429; counts it as in flight."""
+    def let_in(self, authorization: str | None, model: str, provider: str | None = None) -> Grant:
+        """Let a request for `model` (served by `provider`, if rented) in, or raise 401/403/429;
+        counts it as in flight."""
         self._ready()
         grant = authorize(
             self.table,
@@ -49,6 +66,8 @@ class RequestGate:
             inflight=self.inflight,
             required=self.keys_required,
         )
+        if provider is not None:
+            check_rented(grant, model=model, provider=provider, local_only=self.local_only)
         if grant.key_id is not None:
             self.inflight[grant.key_id] = self.inflight.get(grant.key_id, 0) + 1
         return grant

@@ -39,6 +39,11 @@ def add_commands(sub: Any) -> None:
         metavar="N",
         help="at most N requests in flight per gateway replica; more get 429",
     )
+    create.add_argument(
+        "--local-only",
+        action="store_true",
+        help="the key's requests never go to a provider: a model routed to one answers 403",
+    )
     create.set_defaults(func=_create)
     listing = actions.add_parser(
         "list",
@@ -59,7 +64,12 @@ def add_commands(sub: Any) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    body = {"name": args.name, "models": args.models, "max_concurrent": args.max_concurrent}
+    body = {
+        "name": args.name,
+        "models": args.models,
+        "max_concurrent": args.max_concurrent,
+        "local_only": args.local_only,
+    }
     data = admin_get(args.url, "/admin/keys", body=body)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -97,4 +107,5 @@ def _revoke(args: argparse.Namespace) -> int:
 def _limits(k: dict[str, Any]) -> str:
     models = ", ".join(k["models"]) or "every model"
     limit = k["max_concurrent"]
-    return models + (f", at most {limit} in flight" if limit else "")
+    local = ", local only" if k.get("local_only") else ""
+    return models + (f", at most {limit} in flight" if limit else "") + local

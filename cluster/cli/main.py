@@ -51,6 +51,7 @@ def _up(args: argparse.Namespace) -> int:
                 tls_key=args.tls_key,
                 tls_self_signed=args.tls == "self-signed",
                 max_body_mib=args.max_body_mib,
+                local_only=args.local_only,
             )
         )
 
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without API keys even off loopback (warned at every start; by "
         "default only loopback with --demo is open), and allow RAY_AUTH_MODE=disabled",
+    )
+    up.add_argument(
+        "--local-only",
+        action="store_true",
+        help="no request goes to a provider, whatever its key: a model routed to one "
+        "answers 403 (`cluster keys create --local-only` does this for one key)",
     )
     up.add_argument(
         "--tls",

@@ -163,6 +163,7 @@ _USAGE_COLUMNS = (
     "tools",
     "constrained",
     "reasoning",
+    "provider $",
 )
 # The figures of one node in `cluster cost`, between its name and its breakeven and energy source.
 _COST_FIGURES = (
@@ -210,6 +211,26 @@ def cost_table(data: Mapping[str, Any], console: Console | None = None) -> None:
         if r["unpriced_models"]:
             line += f" (no price for {', '.join(r['unpriced_models'])}: not counted)"
         out.print(visible(line), markup=False)
+        for m in r.get("models", []):
+            out.print(visible(f"  {m['model']}: {bring_home_line(m)}"), markup=False)
+
+
+def bring_home_line(m: Mapping[str, Any]) -> str:
+    """What a rented model's tokens would have cost here, and the saving a month."""
+    if m["owned_usd_per_mtok"] is None:
+        return "no local $/Mtok measured yet to compare with"
+    line = (
+        f"the same {count(m['tokens'])} tokens here would cost ${money(m['at_owned_usd'], 4)} "
+        f"amortised, ${money(m['at_owned_marginal_usd'], 4)} marginal (at the cluster-wide "
+        f"${money(m['owned_usd_per_mtok'], 3)} and ${money(m['owned_marginal_usd_per_mtok'], 3)}"
+        "/Mtok: no local model is tied to a rented one)"
+    )
+    saving = m["saving_per_month_usd"]
+    if saving is None:
+        return line + ("" if m["cost_usd"] is None else "; ask for a window (--since) for a month")
+    if saving <= 0:
+        return line + f"; renting is cheaper by ${money(-saving)} a month"
+    return line + f"; bring this home and save ${money(saving)} a month"
 
 
 def _figures(n: Mapping[str, Any]) -> list[str]:
@@ -251,12 +272,21 @@ def usage_table(data: Mapping[str, Any], console: Console | None = None) -> None
             money(g["mean_node_ttft_s"], 3),
             money(g["mean_duration_s"], 3),
             *(count(g.get(f"with_{f}")) for f in ("tools", "constrained", "reasoning")),
+            _spend(g),
         )
     show(table, console)
 
 
 def _group(g: Mapping[str, Any], by: str) -> str:
-    """The group's label: a key shows its name beside its id ("-": requests without a key)."""
-    if g[by] is None:
+    """The group's label: a key shows its name beside its id ("-": requests without a key);
+    requests a provider served say which, beside the same group's own."""
+    label = "-" if g[by] is None else f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])
+    provider = g.get("provider")
+    return label if provider is None or by == "node" else f"{label}, rented from {provider}"
+
+
+def _spend(g: Mapping[str, Any]) -> str:
+    """A rented group's spend at its provider's prices ("+?": some models have no price)."""
+    if g.get("provider_usd") is None:
         return "-"
-    return f"{g['name']} ({g[by]})" if g.get("name") else str(g[by])
+    return money(g["provider_usd"], 4) + (" +?" if g.get("unpriced_models") else "")

@@ -60,6 +60,7 @@ class UpOptions:
     tls_key: str | None = None
     tls_self_signed: bool = False  # serve HTTPS with a certificate made once in the config dir
     max_body_mib: float = 8.0  # the largest request body the endpoint reads
+    local_only: bool = False  # no request goes to a provider, whatever its key
 
 
 def start_local_agent(
@@ -183,6 +184,7 @@ def _run_app(
             metrics_open=exposure.metrics_open,
             config_dir=str(config_dir()),
             max_body_bytes=int(opts.max_body_mib * 2**20),
+            local_only=opts.local_only,
         ),
         gateway_replicas=opts.gateway_replicas,
     )

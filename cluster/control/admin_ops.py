@@ -87,10 +87,14 @@ class AdminOps:
         return [r.public() for r in records]
 
     async def create_key(
-        self, name: str, models: tuple[str, ...], max_concurrent: int | None
+        self,
+        name: str,
+        models: tuple[str, ...],
+        max_concurrent: int | None,
+        local_only: bool = False,
     ) -> dict[str, Any]:
         """Make a key; the answer is the only place the full key ever shows."""
-        record, key = await self._keys.create(name, models, max_concurrent)
+        record, key = await self._keys.create(name, models, max_concurrent, local_only)
         return {**record.public(), "key": key}
 
     async def revoke_key(self, name: str) -> dict[str, Any]:

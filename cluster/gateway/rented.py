@@ -28,7 +28,7 @@ from cluster.errors import ApiError, NoCapacity, UpstreamFailed, UpstreamTimeout
 from cluster.gateway import front
 from cluster.gateway.openai.response import Answer, json_response
 from cluster.gateway.tally import Tap
-from cluster.ledger.reports import RENTED_PREFIX
+from cluster.ledger.rows import RENTED_PREFIX
 from cluster.providers.book import RouteBook, Upstream
 from cluster.providers.specs import ProviderError
 from cluster.types import NodeId

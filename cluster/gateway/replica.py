@@ -113,6 +113,7 @@ class GatewaySettings:
     body_timeout_s: float = front.DEFAULT_LIMITS.read_timeout_s  # to read that body; 408 past it
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)  # TLS to the agents
     config_dir: str = ""  # where `cluster route` keeps the models rented from providers
+    local_only: bool = False  # `cluster up --local-only`: no request goes to a provider
 
 
 def router_knobs(settings: GatewaySettings) -> dict[str, object]:
@@ -150,6 +151,7 @@ class Gateway:
             keys_required=settings.keys_required,
             admin_digest=settings.admin_digest,
             metrics_open=settings.metrics_open,
+            local_only=settings.local_only,
         )
         self._key_poller = asyncio.get_running_loop().create_task(self.gate.follow(self._wait_keys))
         gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
@@ -373,7 +375,7 @@ class Gateway:
     ) -> Answer:
         """A chat request for a model a provider serves (`cluster route`), sent on to it."""
         self.meter.check_open()
-        grant = self.gate.let_in(auth, req.model)  # 401/403/429; holds a slot
+        grant = self.gate.let_in(auth, req.model, upstream.provider.name)  # 401/403/429; a slot
         model = upstream.route.remote_model  # recorded as served, the name asked for beside it
         info = RequestInfo(
             new_request_id(), model, "chat", bool(req.stream), grant.key_id, req.model

@@ -13,7 +13,7 @@ import bisect
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
-from cluster.ledger.rows import Outcome, Values
+from cluster.ledger.rows import RENTED_PREFIX, Outcome, Values
 from cluster.types import NodeTable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -170,7 +170,8 @@ class RequestCounts:
 
     def families(self, names: Mapping[str, str]) -> Iterator[Metric]:
         """The request families, labelled by node name (`names`: node id -> name; the id where
-        a node has none); nodes under one name are summed."""
+        a node has none); nodes under one name are summed. Requests a provider served are the
+        `rented_` families', labelled by provider, not the nodes'."""
         requests: dict[tuple[str, str, str], int] = {}
         for (model, node, outcome), n in self._requests.items():
             key = (model, names.get(node, node), outcome)
@@ -178,51 +179,76 @@ class RequestCounts:
         series: dict[tuple[str, str], _Series] = {}
         for (model, node), s in self._series.items():
             series.setdefault((model, names.get(node, node)), _Series()).add(s)
-        by = ["model", "node"]
-        family = CounterMetricFamily(
-            "meterless:requests", "Requests by how they ended.", labels=[*by, "outcome"]
+        yield from _families(
+            "meterless:",
+            "node",
+            {k: n for k, n in requests.items() if not _rented(k[1])},
+            {k: s for k, s in series.items() if not _rented(k[1])},
         )
-        for (model, node, outcome), n in requests.items():
-            family.add_metric([model, node, outcome], n)
-        yield family
-        counters = {
-            "success": CounterMetricFamily(
-                "meterless:request_success",
-                "Requests that finished (ok or failed-over).",
-                labels=by,
-            ),
-            "prompt": CounterMetricFamily(
-                "meterless:prompt_tokens", "Prompt tokens processed.", labels=by
-            ),
-            "cached": CounterMetricFamily(
-                "meterless:cached_prompt_tokens",
-                "Prompt tokens found in the node's prompt cache.",
-                labels=by,
-            ),
-            "generation": CounterMetricFamily(
-                "meterless:generation_tokens", "Tokens generated.", labels=by
-            ),
-        }
-        histograms = {
-            "ttft": HistogramMetricFamily(
-                "meterless:time_to_first_token_seconds",
-                "Gateway receipt to the first token.",
-                labels=by,
-            ),
-            "e2e": HistogramMetricFamily(
-                "meterless:e2e_request_latency_seconds",
-                "Gateway receipt to the end of the request.",
-                labels=by,
-            ),
-        }
-        for labels, s in series.items():
-            for name, counter in counters.items():
-                counter.add_metric(list(labels), getattr(s, name))
-            for name, hist in histograms.items():
-                h: _Histogram = getattr(s, name)
-                hist.add_metric(list(labels), h.buckets(), h.total)
-        yield from counters.values()
-        yield from histograms.values()
+        rented = {_provider(k): n for k, n in requests.items() if _rented(k[1])}
+        if rented:
+            by_provider = {_provider(k): s for k, s in series.items() if _rented(k[1])}
+            yield from _families("meterless:rented_", "provider", rented, by_provider)
+
+
+K = TypeVar("K", tuple[str, str], tuple[str, str, str])
+
+
+def _rented(node: str) -> bool:
+    return node.startswith(RENTED_PREFIX)
+
+
+def _provider(key: K) -> K:
+    """The key with its node id (`provider:NAME`) made the provider's name."""
+    return cast(K, (key[0], key[1].removeprefix(RENTED_PREFIX), *key[2:]))
+
+
+def _families(
+    prefix: str,
+    label: str,
+    requests: Mapping[tuple[str, str, str], int],
+    series: Mapping[tuple[str, str], _Series],
+) -> Iterator[Metric]:
+    """The request families under `prefix`, by model and `label` (node, or provider)."""
+    by = ["model", label]
+    family = CounterMetricFamily(
+        f"{prefix}requests", "Requests by how they ended.", labels=[*by, "outcome"]
+    )
+    for labels3, n in requests.items():
+        family.add_metric(list(labels3), n)
+    yield family
+    counters = {
+        "success": CounterMetricFamily(
+            f"{prefix}request_success", "Requests that finished (ok or failed-over).", labels=by
+        ),
+        "prompt": CounterMetricFamily(
+            f"{prefix}prompt_tokens", "Prompt tokens processed.", labels=by
+        ),
+        "cached": CounterMetricFamily(
+            f"{prefix}cached_prompt_tokens", "Prompt tokens found in a prompt cache.", labels=by
+        ),
+        "generation": CounterMetricFamily(
+            f"{prefix}generation_tokens", "Tokens generated.", labels=by
+        ),
+    }
+    histograms = {
+        "ttft": HistogramMetricFamily(
+            f"{prefix}time_to_first_token_seconds", "Gateway receipt to the first token.", labels=by
+        ),
+        "e2e": HistogramMetricFamily(
+            f"{prefix}e2e_request_latency_seconds",
+            "Gateway receipt to the end of the request.",
+            labels=by,
+        ),
+    }
+    for labels, s in series.items():
+        for name, counter in counters.items():
+            counter.add_metric(list(labels), getattr(s, name))
+        for name, hist in histograms.items():
+            h: _Histogram = getattr(s, name)
+            hist.add_metric(list(labels), h.buckets(), h.total)
+    yield from counters.values()
+    yield from histograms.values()
 
 
 def render(snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
@@ -231,6 +257,7 @@ def render(snapshot: Mapping[str, Any], table: NodeTable) -> bytes:
     registry.register(_Requests(snapshot, table))
     registry.register(NodeCollector(snapshot, table))
     registry.register(_Ledger(snapshot.get("ledger")))
+    registry.register(_RentedCost(snapshot.get("rented", [])))
     return generate_latest(registry)
 
 
@@ -263,6 +290,26 @@ class _Ledger(Collector):
             "Rows and samples given up because the memory that held them was full.",
             value=h["rows_dropped"],
         )
+
+
+class _RentedCost(Collector):
+    """What each provider's requests cost at its list prices, ever (the cost report's `rented`)."""
+
+    def __init__(self, rented: list[Mapping[str, Any]]) -> None:
+        self.rented = rented
+
+    def collect(self) -> Iterator[Metric]:
+        """The rented cost family (none before a provider served a request)."""
+        if not self.rented:
+            return
+        cost = CounterMetricFamily(
+            "meterless:rented_cost_usd",
+            "Rented requests at their provider's list prices, ever (unpriced models count 0).",
+            labels=["provider"],
+        )
+        for r in self.rented:
+            cost.add_metric([r["provider"]], r["cost_usd"])
+        yield cost
 
 
 class _Requests(Collector):

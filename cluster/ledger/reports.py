@@ -18,10 +18,10 @@ from cluster.errors import InvalidRequest
 from cluster.ledger import cost
 from cluster.ledger.cost import NodeCost, NodeWindow, Power, Price, Profile, Tokens
 from cluster.ledger.prices import PriceTable
+from cluster.ledger.rows import RENTED_PREFIX
 from cluster.ledger.store import NodeRecord, Served
 from cluster.types import CostProfile
 
-RENTED_PREFIX = "provider:"  # the node id of a request a provider served: provider:<name>
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 _UNIT_S = {"m": 60, "h": 3_600, "d": 86_400}
 COST_FIELDS = {
@@ -175,17 +175,19 @@ def cost_report(inputs: CostInputs) -> dict[str, Any]:
         "prices": prices_json(inputs.prices, {s.model for s in inputs.window.served}),
         "nodes": nodes,
         "total": figures(total, sum(r for _, r in window.values()), price, recovered, now),
-        "rented": rented(inputs),
+        "rented": rented(inputs, total),
     }
 
 
-def rented(inputs: CostInputs) -> list[dict[str, Any]]:
+def rented(inputs: CostInputs, owned: NodeCost | None = None) -> list[dict[str, Any]]:
     """Per provider over the window: requests, the tokens it reported, and what they cost at
-    its list prices (models it has no price for are named, not guessed)."""
+    its list prices (models it has no price for are named, not guessed); per model, what the
+    same tokens would have cost at the cluster's measured $/Mtok (`owned`: its total)."""
     mine: dict[str, list[Served]] = {}
     for s in inputs.window.served:
         if s.node_id.startswith(RENTED_PREFIX):
             mine.setdefault(s.node_id.removeprefix(RENTED_PREFIX), []).append(s)
+    span = None if inputs.since is None else Fraction(inputs.now) - Fraction(inputs.since)
     out = []
     for name, rows in sorted(mine.items()):
         prices = inputs.provider_prices.get(name, {})
@@ -205,9 +207,65 @@ def rented(inputs: CostInputs) -> list[dict[str, Any]]:
                 "cost_usd": float(usd),
                 "usd_per_mtok": _f(cost.per_mtok(usd, sum(s.tokens.total for s in priced))),
                 "unpriced_models": sorted({s.model for s in rows} - prices.keys()),
+                "models": [
+                    bring_home(m, [s for s in rows if s.model == m], prices.get(m), owned, span)
+                    for m in sorted({s.model for s in rows})
+                ],
             }
         )
     return out
+
+
+def bring_home(
+    model: str,
+    rows: Sequence[Served],
+    price: Price | None,
+    owned: NodeCost | None,
+    span_s: Fraction | None,
+) -> dict[str, Any]:
+    """One rented model's tokens priced at the cluster-wide measured amortised and marginal
+    $/Mtok (no local model is tied to a rented one, so the cluster's own rates stand in), and
+    what serving them here would save a month at the amortised rate (over a bounded window)."""
+    tokens = sum((s.tokens for s in rows), Tokens())
+    rented_usd = None if price is None else cost.cloud_usd(price, tokens)
+    rates = (owned.usd_per_mtok, owned.marginal_usd_per_mtok) if owned else (None, None)
+    amortised, marginal = (None if r is None else r * tokens.total / 1_000_000 for r in rates)
+    monthly = None
+    if rented_usd is not None and amortised is not None and span_s:
+        monthly = (rented_usd - amortised) * cost.SECONDS_PER_MONTH / span_s
+    return {
+        "model": model,
+        "requests": sum(s.requests for s in rows),
+        "tokens": tokens.total,
+        "cost_usd": _f(rented_usd),
+        "owned_usd_per_mtok": _f(rates[0]),
+        "owned_marginal_usd_per_mtok": _f(rates[1]),
+        "at_owned_usd": _f(amortised),
+        "at_owned_marginal_usd": _f(marginal),
+        "saving_per_month_usd": _f(monthly),
+    }
+
+
+def usage_spend(
+    groups: Sequence[dict[str, Any]],
+    rented: Sequence[tuple[str | None, Served]],
+    provider_prices: Mapping[str, Mapping[str, Price]],
+    by: str,
+) -> None:
+    """Add to each rented usage group (`provider` set) what its tokens cost at the provider's
+    list prices (`provider_usd`), and the models it served that have none (not counted)."""
+    for g in groups:
+        if g["provider"] is None:
+            continue
+        node = RENTED_PREFIX + g["provider"]
+        mine = [s for k, s in rented if k == g[by] and s.node_id == node]
+        prices = provider_prices.get(g["provider"], {})
+        usd = sum(
+            (cost.cloud_usd(prices[s.model], s.tokens) for s in mine if s.model in prices),
+            Fraction(0),
+        )
+        g["provider_usd"] = float(usd)
+        g["unpriced_models"] = sorted({s.model for s in mine} - prices.keys())
 
 
 def model_usd_per_mtok(inputs: CostInputs) -> dict[str, float]:

@@ -39,6 +39,7 @@ Values = tuple[Any, ...]  # a row's values, as UsageRow.values() makes them
 # /metrics and one group in `cluster usage`, not one of each.
 UNKNOWN_MODEL = "<unknown>"
 NODE_ID = 4  # where a row's node is among its values
+RENTED_PREFIX = "provider:"  # the node id of a request a provider served: provider:<name>
 
 
 class UsageRow(NamedTuple):

@@ -217,13 +217,17 @@ class LedgerService:
         return await self._db(self._cost, window, self._clock())
 
     async def usage(self, window: reports.Window, by: str) -> dict[str, Any]:
-        """Requests and tokens per model, node or key over a window."""
-        rows = await self._db(store.usage, window.start(self._clock()), by)
+        """Requests and tokens per model, node or key over a window; rented requests apart,
+        with what they cost at their provider's prices."""
+        start = window.start(self._clock())
+        rows = await self._db(store.usage, start, by)
+        rented = await self._db(store.rented_served, start, by)
+        reports.usage_spend(rows, rented, self.provider_prices(), by)
         return {"since": window.label, "by": by, "groups": rows}
 
     async def metrics(self) -> dict[str, Any]:
         """For /metrics (ledger/metrics.py): the request counts and, per node, live busy ratio
-        and power, all-time cost, cloud-equivalent and savings."""
+        and power, all-time cost, cloud-equivalent and savings; per provider, all-time cost."""
         ever = await self._db(self._ever_cost, self._clock())
         nodes = []
         for n in ever["nodes"]:
@@ -236,7 +240,12 @@ class LedgerService:
                     else {"busy_ratio": recent.busy_ratio, "watts": recent.watts},
                 }
             )
-        return {"nodes": nodes, "requests": self.requests, "ledger": self.ledger_health()}
+        return {
+            "nodes": nodes,
+            "rented": ever["rented"],
+            "requests": self.requests,
+            "ledger": self.ledger_health(),
+        }
 
     async def prune(self, before: float) -> dict[str, Any]:
         """Fold the whole hours before `before` into hourly sums and delete their rows
@@ -265,6 +274,7 @@ class LedgerService:
                 window=ever,
                 ever=ever,
                 prices=self.prices,
+                provider_prices=self.provider_prices(),
             )
         )
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cluster.ledger.cost import Power, Tokens
 from cluster.ledger.energy import NodeSample
-from cluster.ledger.rows import UsageRow, Values
+from cluster.ledger.rows import RENTED_PREFIX, UsageRow, Values
 from cluster.paths import private_file
 from cluster.types import CostProfile
 
@@ -118,22 +118,27 @@ _FEATURE_AS = ", ".join(f"SUM(instr(features, '{f}') > 0) AS with_{f}" for f in 
 # One source's sums per group and name asked for: the raw rows since the window's start, and
 # the hourly rollups of pruned ones (an hour counts in a window that starts at or before it).
 # The first SELECT names the columns of the UNION.
+_PROVIDER = (
+    f"CASE WHEN substr(node_id, 1, {len(RENTED_PREFIX)}) = '{RENTED_PREFIX}' "
+    f"THEN substr(node_id, {len(RENTED_PREFIX) + 1}) END"
+)  # the provider that served a rented request; NULL for the office's own
 _RAW_SUMS = (
-    "SELECT {col} AS g, requested_model AS asked, COUNT(*) AS n, "
+    f"SELECT {{col}} AS g, {_PROVIDER} AS provider, requested_model AS asked, COUNT(*) AS n, "
     "SUM(outcome = 'ok') AS ok, SUM(outcome = 'failed-over') AS failed_over, "
     "SUM(outcome = 'cancelled') AS cancelled, SUM(outcome = 'error') AS error, "
     "SUM(prompt_tokens) AS prompt, SUM(cached_prompt_tokens) AS cached, "
     "SUM(completion_tokens) AS completion, SUM(ttft_s) AS ttft_sum, COUNT(ttft_s) AS ttft_n, "
     "SUM(node_ttft_s) AS node_ttft_sum, COUNT(node_ttft_s) AS node_ttft_n, "
     f"SUM(duration_s) AS duration_sum, {_FEATURE_AS} "
-    "FROM requests WHERE at >= :since GROUP BY g, asked"
+    "FROM requests WHERE at >= :since GROUP BY g, provider, asked"
 )
 _ROLLUP_SUMS = (
-    "SELECT {col}, requested_model, SUM(requests), SUM(ok), SUM(failed_over), SUM(cancelled), "
+    f"SELECT {{col}}, {_PROVIDER}, requested_model, SUM(requests), SUM(ok), SUM(failed_over), "
+    "SUM(cancelled), "
     "SUM(error), SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(completion_tokens), "
     "SUM(ttft_sum), SUM(ttft_n), SUM(node_ttft_sum), SUM(node_ttft_n), SUM(duration_sum), "
     "SUM(with_tools), SUM(with_constrained), SUM(with_reasoning) "
-    "FROM requests_hourly WHERE hour >= :since GROUP BY {col}, requested_model"
+    f"FROM requests_hourly WHERE hour >= :since GROUP BY {{col}}, {_PROVIDER}, requested_model"
 )
 
 
@@ -321,15 +326,17 @@ def power(conn: sqlite3.Connection, since: float | None) -> dict[str, Power]:
 
 def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[str, Any]]:
     """Requests, outcomes, tokens and mean latencies per model, node or key since `since`, and
-    the other names (aliases) clients asked for them by (`requested_as`)."""
+    the other names (aliases) clients asked for them by (`requested_as`); a group's requests
+    a provider served are a group of their own beside it (`provider`: its name, else None)."""
     col = GROUPS[by]
     sources = " UNION ALL ".join(q.format(col=col) for q in (_RAW_SUMS, _ROLLUP_SUMS))
     rows = conn.execute(
-        "SELECT g, SUM(n), SUM(ok), SUM(failed_over), SUM(cancelled), SUM(error), SUM(prompt), "
-        "SUM(cached), SUM(completion), SUM(ttft_sum) / SUM(ttft_n), "
+        "SELECT g, provider, SUM(n), SUM(ok), SUM(failed_over), SUM(cancelled), SUM(error), "
+        "SUM(prompt), SUM(cached), SUM(completion), SUM(ttft_sum) / SUM(ttft_n), "
         "SUM(node_ttft_sum) / SUM(node_ttft_n), SUM(duration_sum) / SUM(n), "
         + ", ".join(f"SUM(with_{f})" for f in FEATURES)
-        + f", GROUP_CONCAT(DISTINCT asked) FROM ({sources}) GROUP BY g ORDER BY SUM(n) DESC, g",
+        + f", GROUP_CONCAT(DISTINCT asked) FROM ({sources}) GROUP BY g, provider "
+        "ORDER BY SUM(n) DESC, g, provider",
         {"since": _since(since)},
     )
     names = (
@@ -347,8 +354,45 @@ def usage(conn: sqlite3.Connection, since: float | None, by: str) -> list[dict[s
         *(f"with_{f}" for f in FEATURES),
     )
     return [
-        {by: group, **dict(zip(names, values, strict=True)), "requested_as": _names(asked)}
-        for group, *values, asked in rows
+        {
+            by: group,
+            "provider": provider,
+            **dict(zip(names, values, strict=True)),
+            "requested_as": _names(asked),
+        }
+        for group, provider, *values, asked in rows
+    ]
+
+
+def rented_served(
+    conn: sqlite3.Connection, since: float | None, by: str
+) -> list[tuple[str | None, Served]]:
+    """Tokens providers served since `since`, per model, node or key (`by`; the pair's first),
+    and per provider and model served: what their spend is priced from."""
+    col = GROUPS[by]
+    rented = f"substr(node_id, 1, {len(RENTED_PREFIX)}) = '{RENTED_PREFIX}'"
+    rows = conn.execute(
+        "SELECT g, node_id, model, SUM(n), SUM(prompt), SUM(cached), SUM(completion) FROM ("
+        f"SELECT {col} AS g, node_id, model, COUNT(*) AS n, SUM(prompt_tokens) AS prompt, "
+        "SUM(cached_prompt_tokens) AS cached, SUM(completion_tokens) AS completion "
+        f"FROM requests WHERE {rented} AND at >= :since GROUP BY g, node_id, model "
+        f"UNION ALL SELECT {col}, node_id, model, SUM(requests), SUM(prompt_tokens), "
+        "SUM(cached_prompt_tokens), SUM(completion_tokens) FROM requests_hourly "
+        f"WHERE {rented} AND hour >= :since GROUP BY {col}, node_id, model"
+        ") GROUP BY g, node_id, model",
+        {"since": _since(since)},
+    )
+    return [
+        (
+            g,
+            Served(
+                node_id=n,
+                model=m,
+                requests=c,
+                tokens=Tokens(prompt=p, cached_prompt=cp, completion=o),
+            ),
+        )
+        for g, n, m, c, p, cp, o in rows
     ]
 
 

@@ -125,6 +125,19 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert cloud["cost_usd"] == float(by_hand) and tokens["completion"] > 0
     text = _cluster(office, "cost", "--url", office.url)
     assert f"rented from cloud: {cloud['requests']} requests" in text.stdout
+    assert f"{model}: no local $/Mtok measured yet" in text.stdout  # no node here to compare
+    (spent,) = [g for g in _admin(office, "/admin/usage?by=model")["groups"] if g["provider"]]
+    assert spent["provider"] == "cloud" and spent["model"] == str(model)
+    assert spent["requests"] == 4 and spent["provider_usd"] == cloud["cost_usd"]
+    usage = _cluster(office, "usage", "--by", "key", "--url", office.url).stdout
+    assert "-, rented from cloud" in usage and f"{cloud['cost_usd']:.4f}" in usage
+    metrics = httpx.get(f"{office.url}/metrics", timeout=30).text
+    served = f'model="{model}"'
+    assert f'rented_requests_total{{{served},outcome="ok",provider="cloud"}} 4.0' in metrics
+    generated = f"{tokens['completion']}.0"
+    assert f'rented_generation_tokens_total{{{served},provider="cloud"}} {generated}' in metrics
+    assert f'meterless:rented_cost_usd_total{{provider="cloud"}} {cloud["cost_usd"]!r}' in metrics
+    assert "provider:cloud" not in metrics  # not a node's series
     _the_key_is_nowhere(office)
 
 
@@ -141,6 +154,44 @@ def test_a_provider_down_is_a_clear_503(heads: tuple[ClusterProcess, str, Path])
         f"{office.url}/v1/chat/completions", json={**body, "max_tokens": -1}, timeout=30
     )
     assert bad.status_code == 400 and bad.json()["error"]["message"]
+
+
+def test_a_local_only_keys_requests_never_reach_the_provider(
+    heads: tuple[ClusterProcess, str, Path],
+) -> None:
+    office, base, model = heads
+    add = ["providers", "add", "private-cloud", "--kind", "openai", "--base-url", base]
+    assert _cluster(office, *add, "--key-env", "K", K=KEY).returncode == 0
+    assert _cluster(office, "route", "gpt-p", "--to", f"private-cloud:{model}").returncode == 0
+    keys = {}
+    for name, flags in (("private", ["--local-only"]), ("anyone", [])):
+        made = _cluster(office, "keys", "create", name, *flags, "--json", "--url", office.url)
+        assert made.returncode == 0, made.stderr
+        keys[name] = json.loads(made.stdout)["key"]
+    listed = _cluster(office, "keys", "list", "--url", office.url).stdout.splitlines()
+    assert [r for r in listed if r.startswith("private ") and r.endswith("local only")]
+    assert [r for r in listed if r.startswith("anyone ") and not r.endswith("local only")]
+    body = {"model": "gpt-p", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert _post_until_routed(office, body).status_code == 200
+    log = office.data_dir.parent / "cloud.log"  # the provider's: a line per request it got
+    wait_for(lambda: _served(log) > 0, 15, "the provider's log of the request")
+    before = _served(log)
+
+    private = openai.OpenAI(base_url=f"{office.url}/v1", api_key=keys["private"], max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            private.chat.completions.create(stream=stream, **body)
+        assert "is local-only; gpt-p is served by provider private-cloud" in str(refused.value)
+    anyone = openai.OpenAI(base_url=f"{office.url}/v1", api_key=keys["anyone"], max_retries=0)
+    assert anyone.chat.completions.create(**body).choices
+    # the provider logs requests in the order they came: the next line is the other key's
+    wait_for(lambda: _served(log) > before, 15, "the provider's log of the other key's request")
+    assert _served(log) == before + 1
+
+
+def _served(log: Path) -> int:
+    """Chat requests the provider (`mlx_lm.server`) has logged."""
+    return log.read_text(errors="replace").count("POST /v1/chat/completions")
 
 
 def _routed(office: ClusterProcess) -> bool:

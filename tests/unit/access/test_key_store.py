@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -81,6 +82,7 @@ async def test_a_restarted_store_never_repeats_a_version(tmp_path: Path) -> None
         (b'{"name": "a", "models": ["a,b"]}', "models"),
         (b'{"name": "a", "max_concurrent": 0}', "max_concurrent"),
         (b'{"name": "a", "max_concurrent": true}', "max_concurrent"),
+        (b'{"name": "a", "local_only": 1}', "local_only"),
     ],
 )
 def test_bad_create_requests_are_400_naming_the_field(body: bytes, param: str | None) -> None:
@@ -91,8 +93,9 @@ def test_bad_create_requests_are_400_naming_the_field(body: bytes, param: str | 
 
 def test_a_good_create_request() -> None:
     body = b'{"name": "ci-bot", "models": ["demo", "demo", "x"], "max_concurrent": 3}'
-    assert parse_key_request(body) == ("ci-bot", ("demo", "x"), 3)
-    assert parse_key_request(b'{"name": "a"}') == ("a", (), None)
+    assert parse_key_request(body) == ("ci-bot", ("demo", "x"), 3, False)
+    assert parse_key_request(b'{"name": "a"}') == ("a", (), None, False)
+    assert parse_key_request(b'{"name": "a", "local_only": true}') == ("a", (), None, True)
 
 
 def test_the_admin_token_is_made_once_owner_only(
@@ -110,3 +113,36 @@ def test_the_admin_token_is_made_once_owner_only(
     assert admin_token.for_cli() == token
     monkeypatch.setenv(admin_token.ENV, "mla-from-env")
     assert admin_token.for_cli() == "mla-from-env"
+
+
+async def test_a_local_only_key_stays_local_only_after_a_restart(tmp_path: Path) -> None:
+    reg = KeyRegistry(tmp_path / "keys.sqlite3")
+    await reg.open()
+    local, _ = await reg.create("private", (), None, local_only=True)
+    anywhere, _ = await reg.create("ci", (), None)
+    await reg.close()
+    again = KeyRegistry(tmp_path / "keys.sqlite3")
+    await again.open()
+    keys = again.table().keys
+    assert keys[local.key_id].local_only and not keys[anywhere.key_id].local_only
+    assert keys[local.key_id].public()["local_only"] is True
+
+
+async def test_a_keys_file_from_before_local_only_keys_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT "
+        "NULL, models TEXT NOT NULL, max_concurrent INTEGER, created_at REAL NOT NULL, "
+        "revoked_at REAL);"
+        "INSERT INTO api_keys VALUES ('0123456789ab', 'old', 'd', '', NULL, 1.0, NULL);"
+    )
+    old.close()
+    reg = KeyRegistry(path)
+    await reg.open()
+    assert reg.table().keys["0123456789ab"].local_only is False
+    made, _ = await reg.create("new", (), None, local_only=True)
+    assert reg.table().keys[made.key_id].local_only
+    await reg.close()

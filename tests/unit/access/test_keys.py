@@ -13,6 +13,7 @@ from cluster.access.keys import (
     admin_ok,
     authorize,
     bearer,
+    check_rented,
     digest,
     format_key,
     new_key,
@@ -164,3 +165,22 @@ def test_models_listed_are_those_the_key_may_use() -> None:
     assert visible_models(Grant(), models) == models
     assert visible_models(Grant(record(models=("small", "big"))), models) == ["small", "big"]
     assert visible_models(Grant(record()), models) == models
+
+
+def test_a_local_only_key_may_not_use_a_rented_model() -> None:
+    grant = Grant(record(local_only=True))
+    with pytest.raises(Forbidden) as err:
+        check_rented(grant, model="gpt-x", provider="cloud", local_only=False)
+    assert err.value.code == "local_only" and err.value.status == 403
+    assert "0123456789ab is local-only; gpt-x is served by provider cloud" in str(err.value)
+
+
+def test_on_a_local_only_cluster_no_request_may_use_a_rented_model() -> None:
+    for grant in (Grant(record()), Grant()):
+        with pytest.raises(Forbidden, match="cluster is local-only; gpt-x is served by"):
+            check_rented(grant, model="gpt-x", provider="cloud", local_only=True)
+
+
+def test_other_keys_may_use_a_rented_model() -> None:
+    check_rented(Grant(record()), model="gpt-x", provider="cloud", local_only=False)
+    check_rented(Grant(), model="gpt-x", provider="cloud", local_only=False)

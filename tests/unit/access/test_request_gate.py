@@ -8,7 +8,7 @@ import pytest
 
 from cluster.access.keys import KeyRecord, KeyTable, digest, format_key
 from cluster.access.request_gate import RequestGate
-from cluster.errors import NoCapacity, RateLimited, Unauthorized
+from cluster.errors import Forbidden, NoCapacity, RateLimited, Unauthorized
 
 KEY_ID, SECRET = "0123456789ab", "f" * 40
 KEY = f"Bearer {format_key(KEY_ID, SECRET)}"
@@ -73,3 +73,14 @@ def test_admin_and_metrics_need_the_admin_token() -> None:
         with pytest.raises(Unauthorized):
             g.metrics(wrong)
     RequestGate(keys_required=True, admin_digest="", metrics_open=True).metrics(None)
+
+
+def test_a_refused_rented_request_holds_no_slot() -> None:
+    g = RequestGate(
+        keys_required=True, admin_digest=digest("mla-x"), metrics_open=False, local_only=True
+    )
+    g.table = KeyTable.of(1, [KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET))])
+    with pytest.raises(Forbidden, match="cluster is local-only; gpt-x is served by provider c"):
+        g.let_in(KEY, "gpt-x", "c")
+    assert g.inflight == {}
+    assert g.let_in(KEY, "demo").key_id == KEY_ID  # a local model is still served

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from cluster.cli.tables import cost_table, models_table, nodes_table, usage_table, visible
+from cluster.cli.tables import (
+    bring_home_line,
+    cost_table,
+    models_table,
+    nodes_table,
+    usage_table,
+    visible,
+)
 
 LONG_MODEL = "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit"
 
@@ -137,3 +144,44 @@ def test_a_usage_and_a_cost_table_show_client_chosen_names_literally(
     )
     out = _terminal_output(capsys)
     assert out.count(SHOWN) == 3  # the usage group, the cost row, the price reference
+
+
+def test_a_rented_model_says_what_bringing_it_home_would_save() -> None:
+    home = {
+        "tokens": 1_250_000,
+        "cost_usd": 4.0,
+        "owned_usd_per_mtok": 2.0,
+        "owned_marginal_usd_per_mtok": 0.5,
+        "at_owned_usd": 2.5,
+        "at_owned_marginal_usd": 0.625,
+        "saving_per_month_usd": 45.65625,
+    }
+    line = bring_home_line(home)
+    assert "the same 1,250,000 tokens here would cost $2.5000 amortised, $0.6250 marginal" in line
+    assert "cluster-wide $2.000 and $0.500/Mtok" in line
+    assert line.endswith("bring this home and save $45.66 a month")
+    dearer = bring_home_line({**home, "saving_per_month_usd": -3.0})
+    assert dearer.endswith("renting is cheaper by $3.00 a month")
+    assert "no local $/Mtok" in bring_home_line({**home, "owned_usd_per_mtok": None})
+
+
+def test_usage_shows_rented_requests_beside_the_owned_with_their_spend(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures = dict.fromkeys(
+        ("requests", "ok", "failed_over", "cancelled", "error", "prompt_tokens"), 1
+    )
+    figures |= {"cached_prompt_tokens": 0, "completion_tokens": 1}
+    figures |= dict.fromkeys(("mean_ttft_s", "mean_node_ttft_s", "mean_duration_s"), 0.1)
+    groups = [
+        {"model": "gpt-4.1", "provider": None, **figures},
+        {"model": "gpt-4.1", "provider": "cloud", "provider_usd": 4.0, **figures},
+        {"model": "o3", "provider": "cloud", "provider_usd": 0.0, **figures},
+    ]
+    groups[2]["unpriced_models"] = ["o3"]
+    usage_table({"by": "model", "since": "24h", "groups": groups})
+    lines = capsys.readouterr().out.splitlines()
+    own = next(line for line in lines if "gpt-4.1 " in line and "rented" not in line)
+    assert own.rstrip(" │|").endswith("-")  # the office's own: no provider spend
+    assert [line for line in lines if "gpt-4.1, rented from cloud" in line and "4.0000" in line]
+    assert [line for line in lines if "o3, rented from cloud" in line and "0.0000 +?" in line]

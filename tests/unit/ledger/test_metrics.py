@@ -139,3 +139,32 @@ def test_request_counts_are_labelled_by_the_node_name_known_when_read() -> None:
 def test_no_request_families_without_counts() -> None:
     text = render({"nodes": []}, NodeTable()).decode()
     assert "meterless:requests_total{" not in text and "meterless:cost_usd" in text
+
+
+def test_rented_requests_are_their_providers_series_not_a_nodes() -> None:
+    counts = RequestCounts()
+    counts.observe([_row("n1"), _row("provider:cloud", tokens=4), _row("provider:cloud")])
+    snapshot = {
+        "requests": counts,
+        "nodes": [],
+        "rented": [{"provider": "cloud", "cost_usd": 0.25}],
+    }
+    text = render(snapshot, NodeTable()).decode()
+    for line in (
+        'meterless:rented_requests_total{model="demo",outcome="ok",provider="cloud"} 2.0',
+        'meterless:rented_request_success_total{model="demo",provider="cloud"} 2.0',
+        'meterless:rented_prompt_tokens_total{model="demo",provider="cloud"} 14.0',
+        'meterless:rented_generation_tokens_total{model="demo",provider="cloud"} 7.0',
+        'meterless:rented_e2e_request_latency_seconds_count{model="demo",provider="cloud"} 2.0',
+        'meterless:rented_cost_usd_total{provider="cloud"} 0.25',
+        'meterless:generation_tokens_total{model="demo",node="n1"} 3.0',
+    ):
+        assert line in text, line
+    assert "provider:cloud" not in text
+
+
+def test_no_rented_families_before_a_provider_served() -> None:
+    counts = RequestCounts()
+    counts.observe([_row("n1")])
+    text = render({"requests": counts, "nodes": []}, NodeTable()).decode()
+    assert "rented" not in text

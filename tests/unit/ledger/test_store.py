@@ -252,3 +252,27 @@ def test_a_ledger_from_before_aliases_gains_requested_model_and_usage_names_them
         "r3": "gpt-5-codex",
         "r4": None,
     }
+
+
+def test_rented_requests_are_a_group_of_their_own_beside_the_owned(path: Path) -> None:
+    conn = store.connect(path)
+    store.insert_requests(
+        conn,
+        [
+            row(1, at=1.0, key="k1"),
+            row(2, at=1.0, key="k1", node="provider:cloud", model="gpt-4.1"),
+            row(3, at=1.0, key="k1", node="provider:cloud", model="gpt-4.1"),
+            row(4, at=1.0, key="k2", node="provider:cloud", model="o3"),
+        ],
+    )
+    by_key = {(g["key"], g["provider"]): g for g in store.usage(conn, None, "key")}
+    assert sorted(by_key, key=str) == [("k1", "cloud"), ("k1", None), ("k2", "cloud")]
+    assert by_key["k1", "cloud"]["requests"] == 2 and by_key["k1", None]["requests"] == 1
+    assert by_key["k1", "cloud"]["prompt_tokens"] == 50  # 10 x 2 + 10 x 3
+    by_model = {(g["model"], g["provider"]) for g in store.usage(conn, None, "model")}
+    assert by_model == {("demo", None), ("gpt-4.1", "cloud"), ("o3", "cloud")}
+    spent = store.rented_served(conn, None, "key")
+    assert {(k, s.node_id, s.model, s.requests, s.tokens.prompt) for k, s in spent} == {
+        ("k1", "provider:cloud", "gpt-4.1", 2, 50),
+        ("k2", "provider:cloud", "o3", 1, 40),
+    }
