@@ -57,7 +57,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from cluster.cli.up import down
+    from cluster.cli.down import down
 
     return down()
 

@@ -402,35 +402,3 @@ def _write_state(data: Path, url: str) -> None:
     path = data / STATE_FILE
     path.unlink(missing_ok=True)
     write_private(path, json.dumps({"pid": os.getpid(), "url": url}))
-
-
-def down() -> int:
-    """Stop the `cluster up` running on this machine; returns the exit code."""
-    path = data_dir() / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        print("no running cluster found on this machine", file=sys.stderr)
-        return 1
-    pid = int(state["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
-        print("no running cluster found on this machine (stale state removed)", file=sys.stderr)
-        return 1
-    for _ in range(120):
-        if not _alive(pid):
-            print("stopped")
-            return 0
-        time.sleep(0.5)
-    print(f"cluster up (pid {pid}) did not stop within 60s", file=sys.stderr)
-    return 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

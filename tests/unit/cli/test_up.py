@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
+from cluster.cli.down import command_line, is_cluster_up
 from cluster.cli.main import build_parser
 from cluster.cli.ports import free_port
 from cluster.cli.up import UpOptions, claim_port, direct_ingress
@@ -49,3 +51,13 @@ def test_the_body_cap_is_a_positive_number_of_mib(capsys: pytest.CaptureFixture[
         with pytest.raises(SystemExit):
             build_parser().parse_args(["up", "--max-body-mib", bad])
     assert "expected a number above 0" in capsys.readouterr().err
+
+
+def test_down_signals_only_a_cluster_up() -> None:
+    assert is_cluster_up(["/opt/meterless/bin/python", "-m", "cluster.cli", "up", "--demo"])
+    assert is_cluster_up(["/usr/bin/python3", "/home/a/.venv/bin/cluster", "up"])
+    assert not is_cluster_up(["/usr/bin/vim", "notes.txt"])
+    assert not is_cluster_up(["/usr/bin/python3", "-m", "http.server", "up"])
+    assert not is_cluster_up([])
+    assert "pytest" in " ".join(command_line(os.getpid()))  # this very process, not a cluster
+    assert not is_cluster_up(command_line(os.getpid()))
