@@ -43,8 +43,20 @@ def _up(args: argparse.Namespace) -> int:
                 plaintext_agents=args.allow_plaintext_agents,
                 affinity=not args.no_affinity,
                 insecure=args.insecure,
+                idle_timeout_s=args.idle_timeout,
             )
         )
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -118,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         "cache (to measure what prefix affinity brings)",
     )
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
+    up.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="end a stream with an error event when its node sends nothing for this long "
+        "after the first token (a stalled engine; default 120)",
+    )
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
     up.add_argument(
         "--mdns-interface",

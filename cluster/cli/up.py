@@ -55,6 +55,7 @@ class UpOptions:
     affinity: bool = True
     insecure: bool = False  # serve without API keys on any address (warned at every start)
     plaintext_agents: bool = False  # also admit agents without the join token (insecure)
+    idle_timeout_s: float = 120.0  # between a stream's events once the first token came
 
 
 def start_local_agent(
@@ -176,6 +177,7 @@ def _run_app(
             admin_digest=admin_digest,
             metrics_open=exposure.metrics_open,
             config_dir=str(config_dir()),
+            idle_timeout_s=opts.idle_timeout_s,
         ),
         gateway_replicas=opts.gateway_replicas,
     )
