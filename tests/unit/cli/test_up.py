@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from cluster.cli.main import build_parser
 from cluster.cli.ports import free_port
 from cluster.cli.up import UpOptions, claim_port, direct_ingress
 
@@ -39,3 +40,14 @@ def test_claim_port_waits_for_closing_connections_then_says_why_not(
     why = claim_port("127.0.0.1", port, linger_s=0.2)
     assert why == f"port {port} on 127.0.0.1 is still held after 0s; choose another with --port"
     assert "waiting for the previous run's connections to close" in capsys.readouterr().out
+
+
+def test_the_idle_timeout_is_a_positive_number_of_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert build_parser().parse_args(["up"]).idle_timeout == 120.0
+    assert build_parser().parse_args(["up", "--idle-timeout", "2.5"]).idle_timeout == 2.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["up", "--idle-timeout", bad])
+        assert "not a positive number of seconds" in capsys.readouterr().err
