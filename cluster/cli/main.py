@@ -52,8 +52,24 @@ def _up(args: argparse.Namespace) -> int:
                 tls_self_signed=args.tls == "self-signed",
                 max_body_mib=args.max_body_mib,
                 local_only=args.local_only,
+                idle_timeout_s=args.idle_timeout,
             )
         )
+
+
+def _positive(unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number above zero, of `unit`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive number of {unit}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -78,17 +94,6 @@ def _models(args: argparse.Namespace) -> int:
     else:
         models_table(data["models"])
     return 0
-
-
-def _positive_float(text: str) -> float:
-    """An argparse type: a number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,10 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-replicas", type=int, default=1, help="gateway replicas (default 1)")
     up.add_argument(
         "--max-body-mib",
-        type=_positive_float,
+        type=_positive("MiB"),
         default=8.0,
         metavar="MIB",
         help="the largest request body the endpoint reads, in MiB; larger ones get 413 (default 8)",
+    )
+    up.add_argument(
+        "--idle-timeout",
+        type=_positive("seconds"),
+        default=120.0,
+        metavar="SECONDS",
+        help="end a stream with an error event when its node sends nothing for this long "
+        "after the first token (a stalled engine; default 120)",
     )
     up.add_argument("--no-mdns", action="store_true", help="do not browse for agents over mDNS")
     up.add_argument(

@@ -61,6 +61,7 @@ class UpOptions:
     tls_self_signed: bool = False  # serve HTTPS with a certificate made once in the config dir
     max_body_mib: float = 8.0  # the largest request body the endpoint reads
     local_only: bool = False  # no request goes to a provider, whatever its key
+    idle_timeout_s: float = 120.0  # between a stream's events once the first token came
 
 
 def start_local_agent(
@@ -185,6 +186,7 @@ def _run_app(
             config_dir=str(config_dir()),
             max_body_bytes=int(opts.max_body_mib * 2**20),
             local_only=opts.local_only,
+            idle_timeout_s=opts.idle_timeout_s,
         ),
         gateway_replicas=opts.gateway_replicas,
     )

@@ -36,3 +36,7 @@ class ControllerConfig:
     # With a secret, agents are dialled over TLS and must prove they hold it; None: plaintext.
     cluster_secret: ClusterSecret | None = field(default=None, repr=False)
     plaintext_agents: bool = False  # also admit agents without a join token (insecure)
+    # mDNS is unauthenticated: anyone on the LAN can announce sources. At most this many are
+    # dialled, and one that has streamed no status for mdns_forget_s is forgotten.
+    max_mdns_sources: int = 256
+    mdns_forget_s: float = 600.0

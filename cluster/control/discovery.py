@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,14 @@ from cluster.types import protocol_compatible
 logger = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_meterless._tcp.local."
+NAME_LIMIT = 64  # characters of a name an unauthenticated source chose that we keep
+
+
+def clean_name(text: str, limit: int = NAME_LIMIT) -> str:
+    """`text` without control characters, cut to `limit`: a name anyone on the LAN can choose
+    reaches logs, every gateway's table and the admin's terminal."""
+    kept = "".join(c for c in text if unicodedata.category(c)[0] != "C")
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +76,7 @@ def sighting_from_info(info: AsyncServiceInfo) -> Sighting | None:
         f"[{h}]:{info.port}" if ":" in h else f"{h}:{info.port}"
         for h in sorted(hosts, key=_address_rank)
     )
-    return Sighting(key=info.name, addresses=addresses, node_id=txt.get("node_id", ""))
+    return Sighting(key=clean_name(info.name), addresses=addresses, node_id=txt.get("node_id", ""))
 
 
 def _address_rank(host: str) -> tuple[bool, bool, str]:
@@ -113,7 +122,7 @@ class MdnsBrowser:
         self, zeroconf: object, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
         if state_change is ServiceStateChange.Removed:
-            self._on_gone(name)
+            self._on_gone(clean_name(name))  # as its sighting's key
             return
         task = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
         self._tasks.add(task)

@@ -158,6 +158,14 @@ class NodeGone:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeForgotten:
+    """A rejected source was not heard from for long: its stand-in leaves the table, so that
+    unauthenticated announcements cannot grow it without bound."""
+
+    node_id: NodeId
+
+
+@dataclass(frozen=True, kw_only=True)
 class DrainSet:
     """The admin asked the node to take no new requests (or to take them again)."""
 
@@ -188,6 +196,7 @@ Observation = (
     | StreamBroken
     | NodeUnreachable
     | NodeGone
+    | NodeForgotten
     | DrainSet
     | NodeRefused
     | ModelWithdrawn
@@ -260,6 +269,8 @@ class Inventory:
             case NodeUnreachable() if obs.node_id in self._nodes:
                 node = self._nodes[obs.node_id]
                 node.unreachable_at = _later(node.unreachable_at, obs.at)
+            case NodeForgotten():
+                self._nodes.pop(obs.node_id, None)
             case NodeGone() if obs.node_id in self._nodes:
                 node = self._nodes[obs.node_id]
                 node.gone_at = _later(node.gone_at, obs.at)

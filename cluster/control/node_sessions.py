@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from cluster.control.config import ControllerConfig
-from cluster.control.discovery import Sighting
+from cluster.control.discovery import Sighting, clean_name
 from cluster.control.inventory import (
     Inventory,
     NodeDescribed,
+    NodeForgotten,
     NodeGone,
     NodeRefused,
     NodeSeen,
@@ -42,6 +43,9 @@ from cluster.node_client import (
 from cluster.types import PROTOCOL_VERSION, NodeId, protocol_compatible
 
 logger = logging.getLogger(__name__)
+
+# Ids are only claimed, in plaintext: one seen over TLS stays that node's.
+CLAIMS_TLS_ID = "plaintext agent claims the id of a node admitted over TLS"
 
 
 class Dialer:
@@ -98,7 +102,7 @@ class Dialer:
         with contextlib.suppress(NodeError):
             probe = self._plaintext_factory(address)
             try:
-                name = (await probe.describe(timeout=self._timeout_s)).name
+                name = clean_name((await probe.describe(timeout=self._timeout_s)).name)
             finally:
                 await probe.close()
         return name
@@ -116,6 +120,9 @@ class _Session:
     refused: str = ""  # why the node was last rejected (to log each new reason once)
     refused_at: str = ""  # the address that answered and was rejected
     incompatible: str = ""  # the other protocol version it last said (to log it once)
+    plaintext: bool = False  # admitted without TLS
+    watching: bool = False  # its status stream is up now
+    heard_at: float = 0.0  # when it started, or last streamed status
 
 
 class NodeSessions:
@@ -136,6 +143,8 @@ class NodeSessions:
         self.inventory, self.ledger, self.deployer = inventory, ledger, deployer
         self._refresh, self._clock = refresh, clock
         self._sessions: dict[str, _Session] = {}
+        self._tls_ids: set[str] = set()  # node ids admitted over TLS: never merged with plaintext
+        self._full = False  # mDNS sources are at their cap (to log it once)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every running session's task (to cancel them)."""
@@ -163,27 +172,73 @@ class NodeSessions:
     # -- discovery callbacks -------------------------------------------------------------
 
     def seen(self, sighting: Sighting) -> None:
-        """A source seen (again): start its session, or restart it at its new addresses."""
+        """A source seen (again): start its session, or restart it at its new addresses.
+
+        An authenticated node streaming status keeps its session: the new addresses (from an
+        unauthenticated packet) are only tried when that stream breaks.
+        """
         session = self._sessions.get(sighting.key)
-        if session and session.sighting.addresses == sighting.addresses and session.task:
-            return
         if session and session.task:
+            if session.sighting.addresses == sighting.addresses:
+                return
+            if self._authenticated(session):
+                session.sighting = sighting
+                return
             session.task.cancel()
-        session = _Session(sighting=sighting)
+        elif session is None and not self._room_for(sighting):
+            return
+        session = _Session(sighting=sighting, heard_at=self._clock())
         self._sessions[sighting.key] = session
         session.task = asyncio.get_running_loop().create_task(self._run_session(session))
 
     def gone(self, key: str) -> None:
-        """A source said goodbye: end its session; its node, if any, is gone."""
-        session = self._sessions.pop(key, None)
+        """A source said goodbye: end its session; its node, if any, is gone. Not while the
+        node's authenticated stream is alive: anyone can send a goodbye over mDNS."""
+        session = self._sessions.get(key)
         if session is None:
             return
-        if session.task:
-            session.task.cancel()
+        if self._authenticated(session):
+            logger.info("ignored an mDNS goodbye for node %s: it is streaming", session.node_id)
+            return
+        self._end(session)
         if session.node_id:
             self.inventory.apply(NodeGone(node_id=NodeId(session.node_id), at=self._clock()))
             self._refresh()
         self._withdraw_refusal(session)
+
+    def _authenticated(self, session: _Session) -> bool:
+        return session.watching and not session.plaintext
+
+    def _room_for(self, sighting: Sighting) -> bool:
+        """Whether a new source may get a session: mDNS sources are capped, peers are not."""
+        if sighting.via != "mdns":
+            return True
+        count = sum(s.sighting.via == "mdns" for s in self._sessions.values())
+        if count < self.config.max_mdns_sources:
+            self._full = False
+            return True
+        if not self._full:
+            logger.warning(
+                "ignoring new mDNS sources: %d already known (%s and more)", count, sighting.key
+            )
+        self._full = True
+        return False
+
+    def _end(self, session: _Session) -> None:
+        """Stop the session and drop it (if it is still the one for its source)."""
+        if self._sessions.get(session.sighting.key) is session:
+            del self._sessions[session.sighting.key]
+        if session.task and session.task is not asyncio.current_task():
+            session.task.cancel()
+
+    def _forget(self, session: _Session) -> None:
+        """An mDNS source that streamed nothing for mdns_forget_s: it and its stand-in go."""
+        logger.info("forgetting %s: no status from it for long", session.sighting.key)
+        self._end(session)
+        if session.refused_at:
+            self.inventory.apply(NodeForgotten(node_id=_stand_in(session.refused_at)))
+            session.refused, session.refused_at = "", ""
+            self._refresh()
 
     # -- one node session ----------------------------------------------------------------
 
@@ -198,7 +253,17 @@ class NodeSessions:
                 logger.exception("node session %s failed", session.sighting.key)
                 streamed = False
             delay = self.config.retry_min_s if streamed else min(delay * 2, self.config.retry_max_s)
+            if self._stale(session):
+                self._forget(session)
+                return
             await asyncio.sleep(delay)
+
+    def _stale(self, session: _Session) -> bool:
+        """An mDNS source no status has come from for mdns_forget_s that never proved the
+        secret (a rogue's, or one that never answered); a node admitted over TLS is kept."""
+        if session.sighting.via != "mdns" or session.node_id in self._tls_ids:
+            return False
+        return self._clock() - session.heard_at > self.config.mdns_forget_s
 
     async def _connect_and_watch(self, session: _Session) -> bool:
         client = await self._reach(session)
@@ -214,7 +279,8 @@ class NodeSessions:
         streamed = False
         try:
             async for sample in self._statuses(client):
-                streamed = True
+                streamed = session.watching = True
+                session.heard_at = self._clock()
                 self.inventory.apply(
                     StatusReceived.from_sample(sample, address=client.address, at=self._clock())
                 )
@@ -228,6 +294,7 @@ class NodeSessions:
             )
             self._refresh()
         finally:
+            session.watching = False
             self.ledger.stream_ended(session.node_id, client.address)
             await client.close()
         return streamed
@@ -264,6 +331,10 @@ class NodeSessions:
                 session.reached[address] = str(exc)
                 continue
             session.reached.pop(address, None)
+            if plaintext and desc.node_id in self._tls_ids:
+                await client.close()
+                await self._refuse(session, address, NodeUnauthenticated(CLAIMS_TLS_ID))
+                return None
             self._withdraw_refusal(session)
             if not protocol_compatible(desc.protocol_version):
                 await client.close()
@@ -280,6 +351,9 @@ class NodeSessions:
                     " IN PLAINTEXT" if plaintext else "",
                 )
             self.dialer.admitted(address, plaintext)
+            session.plaintext = plaintext
+            if not plaintext:
+                self._tls_ids.add(desc.node_id)
             self._described(session, address, desc, plaintext)
             self.ledger.node_described(desc)
             self.deployer.described(desc, address)

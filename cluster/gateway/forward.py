@@ -55,6 +55,7 @@ SLOWEST_PREFILL_TPS = 100.0  # prompt tokens a second: a small CPU node on a lon
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the error code OpenAI's APIs give it
 RETRYABLE = (NodeUnavailable, NodeTimeout, NodeModelMissing, NodeUnauthenticated)
 _T = TypeVar("_T")
+_E = TypeVar("_E")
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,13 @@ class ClientPool:
 
 @dataclass(frozen=True, kw_only=True)
 class ForwardSettings:
-    """How long to wait for a first token, and how many nodes to try."""
+    """How long to wait for a first token and then for each next event, and how many nodes to
+    try."""
 
     first_token_timeout_s: float = 60.0
+    # A live agent whose engine hangs keeps its stream open (gRPC keepalive sees only a dead
+    # link): without this the client, the node's slot and the ledger row would wait forever.
+    idle_timeout_s: float = 120.0
     max_attempts: int = 3
 
 
@@ -346,7 +351,11 @@ class Forwarder:
         streamed = False  # whether the node has sent its first event
         stream = client.generate(request)
         try:
-            async for event in stream:
+            while True:
+                try:
+                    event = await self._next(stream, streamed)
+                except StopAsyncIteration:
+                    break
                 if isinstance(event, ReasoningDelta) and tally is not None:
                     tally.features.add("reasoning")
                 if not isinstance(event, Finished):
@@ -390,6 +399,18 @@ class Forwarder:
                 tally.prompt, tally.cached, tally.generated = prompt, cached, generated
             self.load.finish(node_id, max(remaining, 0), time.monotonic())
             await stream.aclose()  # type: ignore[attr-defined]  # cancels the call on the node
+
+    async def _next(self, stream: AsyncIterator[_E], streamed: bool) -> _E:
+        """The node's next event; once it has streamed, within the idle timeout (a NodeTimeout
+        then ends the stream as StreamFailed). The first event has its own deadline (_first)."""
+        if not streamed:
+            return await anext(stream)
+        try:
+            async with asyncio.timeout(self.settings.idle_timeout_s):
+                return await anext(stream)
+        except TimeoutError:
+            idle = self.settings.idle_timeout_s
+            raise NodeTimeout(f"no event for {idle:g}s (the engine stalled)") from None
 
 
 def _node_message(exc: NodeError) -> str:

@@ -103,6 +103,7 @@ class GatewaySettings:
     routing: str = "fastest"
     affinity: bool = True  # `fastest` only: prefix affinity (off only to measure what it brings)
     first_token_timeout_s: float = 60.0
+    idle_timeout_s: float = 120.0  # between events once the first token came (forward.py)
     max_attempts: int = 3
     default_max_tokens: int = 256
     ledger: bool = True  # record one usage row per request (off only to measure what it costs)
@@ -136,6 +137,7 @@ class Gateway:
             ClientPool(secret=settings.cluster_secret),
             ForwardSettings(
                 first_token_timeout_s=settings.first_token_timeout_s,
+                idle_timeout_s=settings.idle_timeout_s,
                 max_attempts=settings.max_attempts,
             ),
         )

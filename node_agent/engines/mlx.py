@@ -107,10 +107,11 @@ class MlxEngine:
         check_request(request)
         submitted_at = time.perf_counter()  # the grammar's compile time is part of TTFT
         processor = await self._processor(request)
+        rendered = await self._rendered(request, constrained=processor is not None)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         events, ticket = _Events(queue), next(self._tickets)
         sink = Sink(asyncio.get_running_loop(), queue)
-        self._worker.send(Submit(ticket, request, sink, submitted_at, processor))
+        self._worker.send(Submit(ticket, request, sink, submitted_at, processor, rendered))
         finished = False
         try:
             while not finished:
@@ -120,6 +121,17 @@ class MlxEngine:
         finally:
             if not finished:  # the reader left early, or the worker reported an error
                 self._worker.send(Cancel(ticket))
+
+    async def _rendered(
+        self, request: GenerateRequest, *, constrained: bool
+    ) -> tuple[Any, list[int]] | None:
+        """The prompt's tokens and the tokenizer that made them, rendered in a thread of its
+        own: on the worker a long prompt would stall every other stream's decoding."""
+        tokenizer = self._worker.tokenizer(request.model)
+        if tokenizer is None:
+            return None  # the worker says why
+        tokens = await asyncio.to_thread(render_prompt, tokenizer, request, constrained=constrained)
+        return tokenizer, tokens
 
     async def count_tokens(self, request: GenerateRequest) -> int:
         """The prompt's length in tokens, rendered off the worker thread as a Submit would be."""

@@ -55,6 +55,9 @@ class Submit:
     sink: Sink
     submitted_at: float
     processor: GrammarProcessor | None = None  # compiled by the caller, off this thread
+    # The prompt rendered by the caller off this thread, with the tokenizer it used; None (or
+    # another model's tokenizer, if the model was replaced meanwhile): rendered here.
+    rendered: tuple[Any, list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class Worker:
                     command.submitted_at,
                     self._seed(command.request.sampling.seed),
                     command.processor,
+                    command.rendered,
                 )
             elif isinstance(command, Cancel):
                 any(slot.cancel(command.ticket) for slot in self._slots.values())

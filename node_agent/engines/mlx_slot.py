@@ -103,12 +103,18 @@ class ModelSlot:
         submitted_at: float,
         seed: int,
         processor: LogitsProcessor | None = None,
+        rendered: tuple[Any, list[int]] | None = None,
     ) -> None:
         """Render and check the prompt, reuse the longest cached prefix, and join the batch.
 
         `processor`: the request's compiled grammar, if it has one; it masks this row only.
+        `rendered`: the prompt's tokens and the tokenizer that made them, off this thread (which
+        decodes every stream); used only if that is this model's tokenizer.
         """
-        tokens = render_prompt(self.tokenizer, request, constrained=processor is not None)
+        if rendered is not None and rendered[0] is self.tokenizer:
+            tokens = rendered[1]
+        else:
+            tokens = render_prompt(self.tokenizer, request, constrained=processor is not None)
         check_prompt_length(len(tokens), self.info.context_length)
         cache, rest = self._cached_prefix(tokens)
         cached = len(tokens) - len(rest)

@@ -173,7 +173,11 @@ class VllmModel:
         """Answer, reasoning and call events then one Finished; leaving early aborts in vLLM."""
         submitted_at = time.perf_counter()  # compiling the grammar is part of the TTFT
         structured = await self._structured(request)
-        ids = render_prompt(self.tokenizer, request, constrained=structured is not None)
+        # Off the event loop: a long prompt takes seconds to render, and the loop also serves
+        # the status stream the controller counts the node lost without (after 2 s).
+        ids = await asyncio.to_thread(
+            render_prompt, self.tokenizer, request, constrained=structured is not None
+        )
         check_prompt_length(len(ids), self.info.context_length)
         parser = self._parser(request, ids)
         params = self._params(

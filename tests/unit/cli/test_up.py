@@ -50,7 +50,7 @@ def test_the_body_cap_is_a_positive_number_of_mib(capsys: pytest.CaptureFixture[
     for bad in ("0", "-1", "lots", "nan"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["up", "--max-body-mib", bad])
-    assert "expected a number above 0" in capsys.readouterr().err
+    assert "expected a positive number of MiB" in capsys.readouterr().err
 
 
 def test_down_signals_only_a_cluster_up() -> None:
@@ -61,3 +61,14 @@ def test_down_signals_only_a_cluster_up() -> None:
     assert not is_cluster_up([])
     assert "pytest" in " ".join(command_line(os.getpid()))  # this very process, not a cluster
     assert not is_cluster_up(command_line(os.getpid()))
+
+
+def test_the_idle_timeout_is_a_positive_number_of_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert build_parser().parse_args(["up"]).idle_timeout == 120.0
+    assert build_parser().parse_args(["up", "--idle-timeout", "2.5"]).idle_timeout == 2.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["up", "--idle-timeout", bad])
+        assert "expected a positive number of seconds" in capsys.readouterr().err

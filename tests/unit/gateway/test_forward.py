@@ -59,7 +59,9 @@ class Pool:
         return self.nodes[address]
 
 
-def office(scripts: dict[str, Script]) -> tuple[Forwarder, NodeTable]:
+def office(
+    scripts: dict[str, Script], settings: ForwardSettings | None = None
+) -> tuple[Forwarder, NodeTable]:
     """A forwarder (round-robin, in the scripts' order) over one ready node per script."""
     views = tuple(
         NodeView(
@@ -73,7 +75,8 @@ def office(scripts: dict[str, Script]) -> tuple[Forwarder, NodeTable]:
         for n in scripts
     )
     pool: Any = Pool({n: Node(s) for n, s in scripts.items()})
-    forwarder = Forwarder(make_router("round-robin"), pool, ForwardSettings(max_attempts=3))
+    settings = settings or ForwardSettings(max_attempts=3)
+    forwarder = Forwarder(make_router("round-robin"), pool, settings)
     return forwarder, NodeTable(version=1, nodes=views)
 
 
@@ -127,6 +130,26 @@ async def test_a_consumer_that_closes_early_is_recorded_once_as_cancelled() -> N
     await stream.aclose()  # type: ignore[attr-defined]
     [row] = rows
     assert (row.outcome, row.completion_tokens) == (Outcome.CANCELLED, 1)
+
+
+async def test_a_node_that_stalls_after_the_first_token_ends_the_stream_with_its_counts() -> None:
+    stalled = [Delta("a", 1, 5), Delta("b", 1), 30.0, Finished("stop", USAGE)]
+    forwarder, table = office({"n1": stalled}, ForwardSettings(idle_timeout_s=0.05))
+    tap, rows = tapped()
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap)]
+    assert [type(e) for e in got] == [Routed, Delta, Delta, StreamFailed]
+    failed = got[-1]
+    assert isinstance(failed, StreamFailed) and "stalled" in failed.message
+    assert (failed.usage.prompt_tokens, failed.usage.completion_tokens) == (5, 2)
+    [row] = rows
+    assert (row.outcome, row.prompt_tokens, row.completion_tokens) == (Outcome.ERROR, 5, 2)
+
+
+async def test_the_idle_timeout_does_not_apply_before_the_first_token() -> None:
+    slow_start = [0.2, Delta("a", 1, 5), Finished("stop", USAGE)]
+    forwarder, table = office({"n1": slow_start}, ForwardSettings(idle_timeout_s=0.05))
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE)]
+    assert [type(e) for e in got] == [Routed, Delta, Finished]
 
 
 async def test_a_node_that_fails_mid_stream_is_recorded_as_an_error_with_its_counts() -> None:

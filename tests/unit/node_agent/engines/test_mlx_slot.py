@@ -13,7 +13,7 @@ import pytest
 
 from node_agent.engines.mlx_slot import BatchLimits, ModelSlot
 from node_agent.engines.mlx_stream import IncrementalDecoder, RequestStream
-from node_agent.types import Delta, ModelInfo, Sampling
+from node_agent.types import Delta, GenerateRequest, ModelInfo, Sampling
 
 
 class Response(NamedTuple):
@@ -96,3 +96,37 @@ def test_a_step_hands_out_first_tokens_before_the_running_streams_next_ones(
     firsts = {t: e for t, e in events[2:] if t in (3, 4)}
     assert all(isinstance(e, Delta) and e.prompt_tokens == 3 for e in firsts.values())
     assert slot.streams[3].first_token_at is not None
+
+
+class Inserted:
+    """A batch that records what joins it (and says nothing of its steps)."""
+
+    prompt_cache_nbytes = 0
+
+    def __init__(self) -> None:
+        self.prompts: list[list[int]] = []
+
+    def insert(self, prompts: list[list[int]], **rows: Any) -> list[int]:
+        self.prompts += prompts
+        return [len(self.prompts)]
+
+
+@pytest.mark.parametrize("same_tokenizer", [True, False])
+def test_a_prompt_rendered_off_the_worker_is_used_only_with_this_models_tokenizer(
+    slot: ModelSlot, monkeypatch: pytest.MonkeyPatch, same_tokenizer: bool
+) -> None:
+    rendered_here: list[str] = []
+
+    def render(tokenizer: Any, request: Any, constrained: bool = False) -> list[int]:
+        rendered_here.append(request.text)
+        return [7, 7]
+
+    monkeypatch.setattr("node_agent.engines.mlx_slot.render_prompt", render)
+    slot.batch = Inserted()
+    tokenizer = slot.tokenizer if same_tokenizer else Tokenizer()  # the model was replaced
+    request = GenerateRequest(request_id="r", model="m", text="hi")
+    slot.submit(1, request, Sink(1, []), 0.0, 0, rendered=(tokenizer, [1, 2, 3]))  # type: ignore[arg-type]
+    if same_tokenizer:
+        assert (slot.batch.prompts, rendered_here) == ([[1, 2, 3]], [])
+    else:
+        assert (slot.batch.prompts, rendered_here) == ([[7, 7]], ["hi"])
