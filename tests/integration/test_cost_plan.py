@@ -48,7 +48,11 @@ def _check_plan(cluster: ClusterProcess) -> None:
         got: dict[str, int] = r.json()["total"]["tokens"]
         return got
 
-    wait_for(lambda: tokens()["completion"] > 0, 15, "the ledger's rows")
+    def rows() -> int:
+        r = httpx.get(f"{cluster.url}/admin/usage?since=30d", headers=cluster.admin_headers)
+        return sum(int(g["requests"]) for g in r.json()["groups"])
+
+    wait_for(lambda: rows() == 2, 30, "both requests' ledger rows")  # rows come in batches
     recorded = tokens()
     made = cli(cluster, "cost", "plan", *machine, "--json")
     assert made.returncode == 0, made.stderr
