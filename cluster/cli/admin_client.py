@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cluster.access import admin_token, tls
+from cluster.access.exposure import is_loopback
 from cluster.paths import config_dir
 
 DEFAULT_URL = os.environ.get("METERLESS_URL", "http://127.0.0.1:8000")
@@ -101,21 +101,12 @@ def verify_for(url: str) -> ssl.SSLContext | bool:
 def refuse_clear_token(url: str) -> None:
     """The admin token goes in clear only to loopback, or when told --insecure."""
     parts = urlsplit(url)
-    if parts.scheme == "https" or _trust.insecure or _loopback(parts.hostname or ""):
+    if parts.scheme == "https" or _trust.insecure or is_loopback(parts.hostname or ""):
         return
     raise CliError(
         f"refusing to send the admin token in clear to {parts.hostname}: serve the endpoint "
         "with TLS (cluster up --tls self-signed) and use an https:// --url, or pass --insecure"
     )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def admin_get(url: str, path: str, body: Any = None, *, method: str | None = None) -> Any:
