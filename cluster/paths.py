@@ -51,5 +51,12 @@ def private_file(path: Path | str) -> None:
     path = Path(path)
     with contextlib.suppress(FileExistsError):
         write_private(path, "")
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)
+    owner_only(path)
+
+
+def owner_only(path: Path) -> bool:
+    """Make an existing file 0600 if others may read it; whether it had to be."""
+    if not stat.S_IMODE(path.stat().st_mode) & 0o077:
+        return False
+    path.chmod(0o600)
+    return True

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from cluster.access.keys import ADMIN_PREFIX
-from cluster.paths import config_dir, private_dir, write_private
+from cluster.paths import config_dir, owner_only, private_dir, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,7 @@ def ensure(directory: Path | None = None) -> tuple[str, Path]:
         write_private(path, f"{ADMIN_PREFIX}-{secrets.token_hex(24)}\n")
         logger.info("admin token created in %s", path)
     except FileExistsError:
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            path.chmod(0o600)
+        if owner_only(path):
             logger.warning("%s was readable by others; it is now owner-only", path)
     return path.read_text().strip(), path
 

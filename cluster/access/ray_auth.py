@@ -12,11 +12,10 @@ said `--insecure`.
 from __future__ import annotations
 
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.paths import private_dir, write_private
+from cluster.paths import owner_only, private_dir, write_private
 
 FILE_NAME = "ray-auth-token"
 MODE_ENV = "RAY_AUTH_MODE"
@@ -33,8 +32,7 @@ def ensure_token(directory: Path) -> Path:
     try:
         write_private(path, secrets.token_hex(32))
     except FileExistsError:
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            path.chmod(0o600)
+        owner_only(path)
     return path
 
 
