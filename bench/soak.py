@@ -25,7 +25,6 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -59,32 +58,23 @@ class Tally:
             self.by_kind[kind, fate] += 1
 
 
-def _chat(client: httpx.Client, prompt: str, max_tokens: int, stream: bool) -> str:
-    body = {
-        "model": "demo",
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
-    return _send(client, "/v1/chat/completions", body, stream, done="[DONE]")
+# Each kind of request: its path, and whether it is streamed.
+KINDS = {
+    "chat": ("/v1/chat/completions", False),
+    "chat-stream": ("/v1/chat/completions", True),
+    "completion": ("/v1/completions", False),
+    "messages-stream": ("/v1/messages", True),
+}
 
 
-def _completion(client: httpx.Client, prompt: str, max_tokens: int, stream: bool) -> str:
-    body = {"model": "demo", "prompt": prompt, "max_tokens": max_tokens}
-    return _send(client, "/v1/completions", body, False, done="")
+def _body(path: str, prompt: str, max_tokens: int, stream: bool) -> dict[str, object]:
+    if path == "/v1/completions":
+        return {"model": "demo", "prompt": prompt, "max_tokens": max_tokens}
+    messages = [{"role": "user", "content": prompt}]
+    return {"model": "demo", "messages": messages, "max_tokens": max_tokens, "stream": stream}
 
 
-def _messages(client: httpx.Client, prompt: str, max_tokens: int, stream: bool) -> str:
-    body = {
-        "model": "demo",
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
-        "stream": True,
-    }
-    return _send(client, "/v1/messages", body, True, done="message_stop")
-
-
-def _send(client: httpx.Client, path: str, body: dict[str, object], stream: bool, done: str) -> str:
+def _send(client: httpx.Client, path: str, body: dict[str, object], stream: bool) -> str:
     """One request's fate: ok, lost (nothing streamed) or broken (cut off mid-stream)."""
     started = False
     try:
@@ -98,44 +88,39 @@ def _send(client: httpx.Client, path: str, body: dict[str, object], stream: bool
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
-                if done in data and (done == "[DONE]" or '"type":"message_stop"' in data):
+                if data == "[DONE]":  # OpenAI's end
                     return "ok"
-                if '"error"' in data:
+                event = json.loads(data)
+                if event.get("type") == "message_stop":  # Anthropic's
+                    return "ok"
+                if "error" in event:
                     return "broken" if started else "lost"
-                started = started or _has_text(data)
+                started = started or _has_text(event)
             return "broken" if started else "lost"
     except (httpx.HTTPError, ValueError):
         return "broken" if started else "lost"
 
 
-def _has_text(data: str) -> bool:
-    try:
-        event = json.loads(data)
-    except ValueError:
-        return False
-    if "choices" in event:
-        return any(c.get("delta", {}).get("content") for c in event["choices"])
-    return bool(event.get("type") == "content_block_delta")
-
-
-KINDS: dict[str, Callable[[httpx.Client, str, int, bool], str]] = {
-    "chat": lambda c, p, n, s: _chat(c, p, n, False),
-    "chat-stream": lambda c, p, n, s: _chat(c, p, n, True),
-    "completion": _completion,
-    "messages-stream": _messages,
-}
+def _has_text(event: dict[str, object]) -> bool:
+    """Whether an event carries generated text: an answer, reasoning or a tool call."""
+    choices = event.get("choices")
+    if isinstance(choices, list):
+        return any(v for c in choices for k, v in c.get("delta", {}).items() if k != "role")
+    return event.get("type") == "content_block_delta"
 
 
 def client_loop(
     url: str, i: int, args: argparse.Namespace, tally: Tally, stop: threading.Event
 ) -> None:
-    kinds = itertools.cycle(list(KINDS.items())[i % len(KINDS) :] + list(KINDS.items()))
+    """Send one kind after another, client `i` starting at the `i`th, until `stop`."""
+    kinds = itertools.islice(itertools.cycle(KINDS), i % len(KINDS), None)
     with httpx.Client(base_url=url, timeout=httpx.Timeout(300.0)) as client:
-        for n in itertools.count():
+        for n, kind in enumerate(kinds):
             if stop.is_set():
                 return
-            kind, send = next(kinds)
-            tally.add(kind, send(client, PROMPTS[(i + n) % len(PROMPTS)], args.max_tokens, False))
+            path, stream = KINDS[kind]
+            body = _body(path, PROMPTS[(i + n) % len(PROMPTS)], args.max_tokens, stream)
+            tally.add(kind, _send(client, path, body, stream))
 
 
 def chaos(
