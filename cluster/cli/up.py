@@ -239,6 +239,23 @@ def endpoint_tls(opts: UpOptions) -> tls.EndpointTls | None:
     return made
 
 
+def pin_ray_auth(opts: UpOptions) -> str:
+    """Ray's token auth for the Ray this process starts or joins, in the environment its
+    processes (and the agent) inherit; "" or why it may not start."""
+    try:
+        os.environ.update(ray_auth.ray_env(os.environ, config_dir(), insecure=opts.insecure))
+    except ray_auth.RayAuthRefused as exc:
+        return str(exc)
+    if os.environ.get(ray_auth.MODE_ENV, "").lower() != "token":
+        print(
+            "WARNING: --insecure: Ray runs without token auth; anyone who reaches its ports "
+            "can run code on this machine",
+            file=sys.stderr,
+            flush=True,
+        )
+    return ""
+
+
 def wait_ready(
     url: str, timeout_s: float, want_model: bool, verify: ssl.SSLContext | bool = True
 ) -> list[str]:
@@ -285,18 +302,9 @@ def up(opts: UpOptions) -> int:
         print(f"cluster up: cannot keep the admin token in {config_dir()}: {exc}", file=sys.stderr)
         return 1
     print(f"admin token: {token_path} (owner-only; the CLI reads it there)", flush=True)
-    try:  # before anything starts: Ray's processes and the agent inherit the environment
-        os.environ.update(ray_auth.ray_env(os.environ, config_dir(), insecure=opts.insecure))
-    except ray_auth.RayAuthRefused as exc:
-        print(f"cluster up: {exc}", file=sys.stderr, flush=True)
+    if why := pin_ray_auth(opts):  # before anything starts
+        print(f"cluster up: {why}", file=sys.stderr, flush=True)
         return 1
-    if os.environ.get(ray_auth.MODE_ENV, "").lower() != "token":
-        print(
-            "WARNING: --insecure: Ray runs without token auth; anyone who reaches its ports "
-            "can run code on this machine",
-            file=sys.stderr,
-            flush=True,
-        )
     try:
         if opts.port > 0 and not opts.ray_address and (why := claim_port(opts.host, opts.port)):
             print(f"cluster up: {why}", file=sys.stderr, flush=True)
