@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -249,6 +251,29 @@ def ensure_loopback_multicast() -> bool:
         return False
     subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
     return True
+
+
+@contextlib.contextmanager
+def keyed_cluster(root: Path, models: Path, ray_prefix: str) -> Iterator[ClusterProcess]:
+    """A cluster that requires API keys (loopback without --demo), one agent serving `demo` as
+    its static peer, and Ray's files under a directory of its own (short: Ray's socket paths are
+    limited) that a test can search; everything is stopped and removed on the way out."""
+    agent = AgentProcess(
+        share_models(root / "agent", models), name="agent0", args=("--model", "demo", "--no-mdns")
+    )
+    ray_dir = tempfile.mkdtemp(prefix=ray_prefix, dir="/tmp")
+    head = ClusterProcess(root / "head", keys_required=True, extra_env={"RAY_TMPDIR": ray_dir})
+    head.data_dir.mkdir()
+    try:
+        agent.start()
+        head.args = ("--no-local-agent", "--no-mdns", "--peer", agent.address)
+        head.start()
+        wait_for(lambda: [n["state"] for n in head.nodes()] == ["ready"], 30, "the node ready")
+        yield head
+    finally:
+        head.stop()
+        agent.stop()
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

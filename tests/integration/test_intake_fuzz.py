@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import ClusterProcess, keyed_cluster, wait_for
 from tests.integration.fuzz_bodies import ROUTES, VALID, mutated
 
 pytestmark = pytest.mark.timeout(1800)
@@ -46,25 +44,8 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
 ) -> Iterator[ClusterProcess]:
     """A cluster that requires API keys, with one agent serving `demo`."""
-    root = tmp_path_factory.mktemp("fuzz")
-    agent = AgentProcess(
-        share_models(root / "agent", demo_model_dir.parent),
-        name="agent0",
-        args=("--model", "demo", "--no-mdns"),
-    )
-    ray_dir = tempfile.mkdtemp(prefix="mlf", dir="/tmp")  # short: Ray's socket paths are limited
-    head = ClusterProcess(root / "head", keys_required=True, extra_env={"RAY_TMPDIR": ray_dir})
-    head.data_dir.mkdir()
-    try:
-        agent.start()
-        head.args = ("--no-local-agent", "--no-mdns", "--peer", agent.address)
-        head.start()
-        wait_for(lambda: [n["state"] for n in head.nodes()] == ["ready"], 30, "the node ready")
+    with keyed_cluster(tmp_path_factory.mktemp("fuzz"), demo_model_dir.parent, "mlf") as head:
         yield head
-    finally:
-        head.stop()
-        agent.stop()
-        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ that the last test can look for secrets in everything the cluster logged.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import ClusterProcess, keyed_cluster, wait_for
 
 SECRETS: list[str] = []  # every full key made here, for the log check at the end
 
@@ -33,25 +31,8 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
 ) -> Iterator[ClusterProcess]:
     """A cluster that requires API keys, with one agent serving `demo`."""
-    root = tmp_path_factory.mktemp("keys")
-    agent = AgentProcess(
-        share_models(root / "agent", demo_model_dir.parent),
-        name="agent0",
-        args=("--model", "demo", "--no-mdns"),
-    )
-    ray_dir = tempfile.mkdtemp(prefix="mlk", dir="/tmp")  # short: Ray's socket paths are limited
-    head = ClusterProcess(root / "head", keys_required=True, extra_env={"RAY_TMPDIR": ray_dir})
-    head.data_dir.mkdir()
-    try:
-        agent.start()
-        head.args = ("--no-local-agent", "--no-mdns", "--peer", agent.address)
-        head.start()
-        wait_for(lambda: [n["state"] for n in head.nodes()] == ["ready"], 30, "the node ready")
+    with keyed_cluster(tmp_path_factory.mktemp("keys"), demo_model_dir.parent, "mlk") as head:
         yield head
-    finally:
-        head.stop()
-        agent.stop()
-        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def cli(
