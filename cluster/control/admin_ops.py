@@ -16,6 +16,7 @@ from cluster.deployments.deployer import DeployError
 from cluster.deployments.placement import DeploymentSpec
 from cluster.errors import ApiError, InvalidRequest, NotFound
 from cluster.ledger.reports import Window
+from cluster.ledger.series import Span
 from cluster.types import ModelAlias, ModelName, NodeId, NodeTable
 
 
@@ -72,6 +73,22 @@ class AdminOps:
             for group in report["groups"]:
                 group["name"] = names.get(group["key"] or "")
         return report
+
+    async def recent(self, seconds: float) -> dict[str, Any]:
+        """The cluster's live totals over the last `seconds` (the dashboard's Overview)."""
+        return await self._controller.ledger.live(seconds)
+
+    async def traffic(self, span: Span, by: str) -> dict[str, Any]:
+        """Requests, tokens, TTFT and outcomes over time by model, node, key or outcome."""
+        report = await self._controller.ledger.traffic(span, by)
+        if by == "key":  # the key's name, for people; its id where it has none
+            names = {k: r.name for k, r in self._keys.table().keys.items()}
+            report["groups"] = {names.get(k, k): v for k, v in report["groups"].items()}
+        return report
+
+    async def money(self, span: Span) -> dict[str, Any]:
+        """Owned cost against cloud-equivalent over time, and the all-time figures per node."""
+        return await self._controller.ledger.money(span)
 
     async def set_cost(self, node_id: NodeId, changes: dict[str, float]) -> dict[str, Any]:
         """The admin's cost profile for a node; it wins over the agent's and is persisted."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cluster.errors import Unavailable
-from cluster.ledger import reports, retention, store
+from cluster.ledger import reports, retention, series, store, timeline
 from cluster.ledger.cost import Price
 from cluster.ledger.energy import EnergyMeter, NodeSample
 from cluster.ledger.metrics import RequestCounts
@@ -301,6 +301,33 @@ class LedgerService:
             prices=self.prices,
             provider_prices=self.provider_prices(),
         )
+
+    async def traffic(self, span: series.Span, by: str) -> dict[str, Any]:
+        """Requests, tokens, TTFT and outcomes per bucket of `span`, per model, node, key or
+        outcome (the dashboard's Traffic page)."""
+        return series.traffic(span, await self._db(timeline.traffic, span, by))
+
+    async def live(self, seconds: float) -> dict[str, Any]:
+        """The cluster's totals over the last `seconds` (the dashboard's live figures)."""
+        rows = await self._db(timeline.recent, self._clock() - seconds)
+        return series.recent(rows, seconds)
+
+    async def money(self, span: series.Span) -> dict[str, Any]:
+        """Cumulative owned cost against cloud-equivalent over `span`, and the all-time report
+        from the running totals (no scan of the ledger)."""
+        return await self._db(self._money, span, self._clock())
+
+    def _money(self, conn: sqlite3.Connection, span: series.Span, now: float) -> dict[str, Any]:
+        inputs = series.MoneyInputs(
+            span=span,
+            now=now,
+            served=timeline.served(conn, span),
+            power=timeline.power(conn, span),
+            nodes=store.nodes(conn),
+            prices=self.prices,
+            provider_prices=self.provider_prices(),
+        )
+        return {"series": series.money(inputs), "ever": self._ever_cost(conn, now)}
 
     # -- the ledger's thread -----------------------------------------------------------------
 
