@@ -40,11 +40,15 @@ typecheck: $(STAMP)  ## mypy, strict
 	$(VENV)/bin/mypy node_agent cluster
 
 # systemd-analyze checks deploy/'s units; CI runs as root on Debian, where apt installs it.
-tools:  ## the tools the tests check deploy/ with, installed where missing
+tools:  ## the tools the tests check deploy/ and the dashboard with, installed where missing
 	@command -v systemd-analyze >/dev/null 2>&1 || \
 	 { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	   apt-get install -y -qq --no-install-recommends systemd >/dev/null; } || \
 	 echo "make: systemd-analyze is missing; deploy/'s unit checks skip here (and fail in CI)"
+	@command -v chromium >/dev/null 2>&1 || \
+	 { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	   apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	 echo "make: chromium is missing; the dashboard's browser tests skip here (and fail in CI)"
 
 protos: $(STAMP)  ## regenerate the gRPC stubs from protos/
 	$(PY) -m scripts.gen_protos

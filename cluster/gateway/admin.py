@@ -1,8 +1,9 @@
 """The admin API, declared once: its routes, and what they answer about nodes and models.
 
-Each route checks the admin token (`admin_replica`), parses its input here, and calls one
-operation of the controller's by name (cluster/control/admin_ops.py). The ledger flush is the
-exception: only the `cluster up` that started the app may call it, with its shutdown token.
+Each route checks the admin token or the dashboard's session (`admin_replica`), parses its
+input here, and calls one operation of the controller's by name (cluster/control/admin_ops.py).
+The ledger flush is the exception: only the `cluster up` that started the app may call it,
+with its shutdown token.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from cluster.deployments.aliases import parse_target
 from cluster.deployments.requests import merged_models, parse_deploy, parse_model_name
 from cluster.errors import ApiError, Forbidden, InvalidRequest, NotFound
 from cluster.gateway.openai.response import json_response
+from cluster.gateway.ui import guard
+from cluster.gateway.ui.session import Sessions
 from cluster.ledger.reports import Window, parse_before, parse_cost_changes
 from cluster.ledger.store import GROUPS
 from cluster.types import NodeTable, NodeView
@@ -30,15 +33,20 @@ class AdminHost(Protocol):
 
     table: NodeTable
     gate: RequestGate
+    sessions: Sessions
 
     async def admin(self, operation: str, *args: Any) -> Any:
         """Run a controller admin operation; raise the ApiError it returns."""
 
 
 def admin_replica(request: Request) -> AdminHost:
-    """The replica serving this request, once the request has shown the admin token."""
+    """The replica serving this request, once the request has shown the admin token, or
+    the dashboard's session (with its CSRF token for a change)."""
     replica: AdminHost = request.app.state.replica
-    replica.gate.admin(request.headers.get("authorization"))
+    if guard.has_session(request):
+        guard.signed_in(replica.sessions, request)
+    else:
+        replica.gate.admin(request.headers.get("authorization"))
     return replica
 
 

@@ -58,6 +58,8 @@ from cluster.gateway.responses import parse as responses_parse
 from cluster.gateway.responses import response as responses_response
 from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
+from cluster.gateway.ui import routes as ui_routes
+from cluster.gateway.ui.session import Sessions
 from cluster.ledger.metrics import CONTENT_TYPE, render
 from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
 from cluster.providers.book import RouteBook, Upstream
@@ -77,6 +79,7 @@ PRICES_TTL_S = 60.0  # how long /v1/models shows the ledger's $/Mtok before aski
 
 api = FastAPI(title="meterless", docs_url=None, redoc_url=None)
 api.include_router(admin.router)
+api.include_router(ui_routes.router)
 
 
 @api.exception_handler(ApiError)
@@ -156,6 +159,8 @@ class Gateway:
             local_only=settings.local_only,
         )
         self._key_poller = asyncio.get_running_loop().create_task(self.gate.follow(self._wait_keys))
+        secret = settings.cluster_secret.secret if settings.cluster_secret else b""
+        self.sessions = Sessions.derived(settings.admin_digest, secret)  # the dashboard's
         gc.set_threshold(GC_YOUNG_THRESHOLD)  # the older generations keep their defaults
 
     def __serve_build_asgi_app__(self) -> front.Front:
