@@ -37,12 +37,15 @@ def add_commands(sub: Any) -> None:
     add_plan(cost)
     usage = sub.add_parser(
         "usage",
-        help="requests and tokens per model, node or API key",
+        help="requests and tokens per model, node, API key or client",
         description="Requests, outcomes, tokens and mean latencies.",
     )
     _common(usage)
     usage.add_argument(
-        "--by", choices=["model", "node", "key"], default="model", help="group by (default model)"
+        "--by",
+        choices=["model", "node", "key", "client"],
+        default="model",
+        help="group by (default model)",
     )
     usage.set_defaults(func=_usage)
     ledger = sub.add_parser("ledger", help="the ledger's retention: prune old rows")

@@ -28,6 +28,7 @@ from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
 from cluster.gateway.anthropic import response as anthropic_response
 from cluster.gateway.choices import choice_events, started
+from cluster.gateway.clients import client_of
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.intake import chat_route, credentials, speaks_anthropic
 from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request
@@ -216,23 +217,18 @@ class Gateway:
         body = await request.body()
         req = parse_request(ChatCompletionRequest, body)
         if upstream := self.renting.book.lookup(req.model):
-            return await self._rent(upstream, req, body, credentials(request))
+            return await self._rent(upstream, req, body, request)
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)
         extra = req.model_extra or {}
         session = session_id(request.headers, extra.get("prompt_cache_key"), req.user)
         keys = with_session(prefix_keys_for_messages(parts), session)
-        return await self._complete(req, keys, chars, credentials(request))
+        return await self._complete(req, keys, chars, request)
 
     async def completions(self, request: Request) -> Answer:
         """OpenAI text completions, streamed or not (POST /v1/completions: front.Front)."""
         req = parse_request(CompletionRequest, await request.body())
-        return await self._complete(
-            req,
-            prefix_keys_for_text(req.prompt),
-            len(req.prompt),
-            credentials(request),
-        )
+        return await self._complete(req, prefix_keys_for_text(req.prompt), len(req.prompt), request)
 
     async def messages(self, request: Request) -> Answer:
         """Anthropic Messages, streamed or not (POST /v1/messages: front.Front)."""
@@ -243,7 +239,7 @@ class Gateway:
         session = session_id(request.headers, (req.metadata or {}).get("user_id"))
         route = chat_route(generate, req.key_parts(), req.max_tokens, session)
         info = RequestInfo(request_id, generate.model, "messages", bool(req.stream))
-        info = info._replace(requested_model=req.model)
+        info = info._replace(requested_model=req.model, client=client_of(request))
         opening = self._open(generate, route, info, credentials(request))
         return await anthropic_response.answer(opening, request_id, req.model, bool(req.stream))
 
@@ -256,7 +252,7 @@ class Gateway:
         session = session_id(request.headers, req.prompt_cache_key, req.user)
         route = chat_route(generate, req.key_parts(), req.max_output_tokens, session)
         info = RequestInfo(request_id, generate.model, "responses", bool(req.stream))
-        info = info._replace(requested_model=req.model)
+        info = info._replace(requested_model=req.model, client=client_of(request))
         opening = self._open(generate, route, info, credentials(request))
         return await responses_response.answer(opening, req, request_id, int(time.time()))
 
@@ -288,6 +284,7 @@ class Gateway:
             stream=False,
             key_id=grant.key_id,
             requested_model=req.model,
+            client=client_of(request),
         )
         try:
             node_id, got = await self.forwarder.embed(
@@ -347,9 +344,10 @@ class Gateway:
         return self._prices[1]
 
     async def _complete(
-        self, req: AnyRequest, keys: tuple[int, ...], chars: int, authorization: str | None
+        self, req: AnyRequest, keys: tuple[int, ...], chars: int, request: Request
     ) -> Answer:
         self.meter.check_open()
+        authorization = credentials(request)
         request_id = new_request_id()
         generate = self._resolved(to_generate_request(req, request_id), authorization)
         route = RouteRequest(
@@ -368,6 +366,7 @@ class Gateway:
             stream=bool(req.stream),
             endpoint="chat" if chat else "completions",
             key_id=grant.key_id,
+            client=client_of(request),
         )
         events, nodes = await self._start(generate, req.choices, route, info, grant)
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.
@@ -378,14 +377,16 @@ class Gateway:
         return await collect(req, request_id, self.created, events, headers)
 
     async def _rent(
-        self, upstream: Upstream, req: ChatCompletionRequest, body: bytes, auth: str | None
+        self, upstream: Upstream, req: ChatCompletionRequest, body: bytes, request: Request
     ) -> Answer:
         """A chat request for a model a provider serves (`cluster route`), sent on to it."""
         self.meter.check_open()
+        auth = credentials(request)
         grant = self.gate.let_in(auth, req.model, upstream.provider.name)  # 401/403/429; a slot
         model = upstream.route.remote_model  # recorded as served, the name asked for beside it
+        client = client_of(request)
         info = RequestInfo(
-            new_request_id(), model, "chat", bool(req.stream), grant.key_id, req.model
+            new_request_id(), model, "chat", bool(req.stream), grant.key_id, req.model, client
         )
         return await self.renting.answer(upstream, body, self.gate, grant, self.meter.tap(info))
 

@@ -61,6 +61,7 @@ class RequestInfo(NamedTuple):
     stream: bool
     key_id: str | None = None
     requested_model: str | None = None  # the name the client asked for, where it differs
+    client: str | None = None  # the sending program's family (gateway/clients.py)
 
 
 class Tap:
@@ -157,6 +158,7 @@ class Tap:
             node_ttft,
             ",".join(sorted(self.features)),
             None if requested == model else requested,
+            i.client,
         )
 
 

@@ -18,8 +18,8 @@ _FOLD = (
     "COUNT(*), SUM(outcome = 'ok'), SUM(outcome = 'failed-over'), SUM(outcome = 'cancelled'), "
     "SUM(outcome = 'error'), SUM(prompt_tokens), SUM(cached_prompt_tokens), "
     "SUM(completion_tokens), SUM(ttft_s), COUNT(ttft_s), SUM(node_ttft_s), "
-    f"COUNT(node_ttft_s), SUM(duration_s), {store.FEATURE_SUMS} FROM requests WHERE at < ? "
-    "GROUP BY 1, model, node_id, key_id, requested_model"
+    f"COUNT(node_ttft_s), SUM(duration_s), {store.FEATURE_SUMS}, client FROM requests "
+    "WHERE at < ? GROUP BY 1, model, node_id, key_id, requested_model, client"
 )
 
 

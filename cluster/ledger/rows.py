@@ -74,6 +74,9 @@ class UsageRow(NamedTuple):
     # The name the client asked for, where an alias made it another model (`model` is the one
     # served); None when it asked for the model by its own name, and in rows from before aliases.
     requested_model: str | None = None
+    # The family of the program that sent it (gateway/clients.py: claude-code, codex,
+    # openai-python, ...); None in rows from before it was recorded.
+    client: str | None = None
 
     def values(self) -> Values:
         """The row as the ledger stores it: a plain tuple, in column order, of values of the

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER NOT NULL,
     node_ttft_s REAL,
     features TEXT NOT NULL DEFAULT '',
-    requested_model TEXT
+    requested_model TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at);
 CREATE TABLE IF NOT EXISTS node_samples (
@@ -82,7 +83,8 @@ CREATE TABLE IF NOT EXISTS requests_hourly (
     duration_sum REAL NOT NULL,
     with_tools INTEGER NOT NULL,
     with_constrained INTEGER NOT NULL,
-    with_reasoning INTEGER NOT NULL
+    with_reasoning INTEGER NOT NULL,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_hourly_hour ON requests_hourly (hour);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -109,7 +111,7 @@ CREATE TABLE IF NOT EXISTS cost_overrides (
 
 _PROFILE = ("price_usd", "amortize_months", "idle_watts", "busy_watts", "kwh_usd")
 _ROW = UsageRow._fields  # the requests table's columns, in the order of a row's values
-GROUPS = {"model": "model", "node": "node_id", "key": "key_id"}
+GROUPS = {"model": "model", "node": "node_id", "key": "key_id", "client": "client"}
 FEATURES = ("tools", "constrained", "reasoning")  # what UsageRow.features may list
 FEATURE_SUMS = ", ".join(f"SUM(instr(features, '{f}') > 0)" for f in FEATURES)
 _OUTCOMES = ", ".join(f"SUM(outcome = '{o}')" for o in ("ok", "failed-over", "cancelled", "error"))
@@ -190,9 +192,12 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         ("node_ttft_s", "REAL"),
         ("features", "TEXT NOT NULL DEFAULT ''"),
         ("requested_model", "TEXT"),
+        ("client", "TEXT"),
     ):
         if column not in have:
             conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
+    if "client" not in {row[1] for row in conn.execute("PRAGMA table_info(requests_hourly)")}:
+        conn.execute("ALTER TABLE requests_hourly ADD COLUMN client TEXT")
 
 
 def insert_requests(conn: sqlite3.Connection, rows: Sequence[Values]) -> int:

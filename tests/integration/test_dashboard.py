@@ -225,3 +225,10 @@ def test_deploy_from_the_page_shows_its_placement_first(head: ClusterProcess, br
     page.wait_for_selector("button[data-action=undeploy]")
     assert errors == []
     page.close()
+
+
+def test_traffic_by_client_names_the_official_client(head: ClusterProcess) -> None:
+    with session(head) as client:
+        r = client.get("/ui/api/traffic", params={"range": "hour", "by": "client"})
+    groups = r.json()["groups"]
+    assert sum(groups["openai-python"]["requests"]) >= 4  # the fixture's traffic

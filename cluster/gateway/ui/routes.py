@@ -36,7 +36,7 @@ TYPES = {
 }
 FILES = {p.name: p for p in STATIC.iterdir() if p.suffix in TYPES}  # nothing else is served
 RECENT_S = 300.0  # the live totals' window: TTFT p50/p95 and rates over the last five minutes
-TRAFFIC_BY = ("model", "node", "key", "outcome")
+TRAFFIC_BY = ("model", "node", "key", "client", "outcome")
 HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
 PAGE_HEADERS = {
     **HEADERS,

@@ -187,3 +187,8 @@ def test_a_model_no_node_serves_is_recorded_under_one_label() -> None:
             Outcome.ERROR,
         )
     assert UsageRow.of(Tap(INFO).row(NoCapacity("full"))).model == "demo"
+
+
+def test_a_row_carries_the_clients_family() -> None:
+    assert UsageRow.of(Tap(INFO._replace(client="codex")).row()).client == "codex"
+    assert UsageRow.of(Tap(INFO).row()).client is None

@@ -39,6 +39,7 @@ def row(i: int, at: float) -> Values:
         node_ttft_s=None if i % 4 == 0 else 0.01 * i,
         features=("", "tools", "constrained,tools", "reasoning")[i % 4],
         requested_model="gpt-5-codex" if i % 7 == 0 else None,
+        client=("codex", None, "openai-python")[i % 3 % 2 + i % 5 % 2],
     ).values()
 
 

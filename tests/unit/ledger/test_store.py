@@ -227,7 +227,9 @@ def test_a_ledger_from_before_aliases_gains_requested_model_and_usage_names_them
     path: Path,
 ) -> None:
     old = sqlite3.connect(str(path))
-    old.executescript(store.SCHEMA.replace(",\n    requested_model TEXT\n", "\n", 1))
+    before = ",\n    requested_model TEXT,\n    client TEXT\n"
+    assert before in store.SCHEMA
+    old.executescript(store.SCHEMA.replace(before, "\n", 1))
     old.execute(
         "INSERT INTO requests (request_id, at, model, endpoint, stream, prompt_tokens, "
         "cached_prompt_tokens, completion_tokens, duration_s, outcome, attempts) "
@@ -276,3 +278,20 @@ def test_rented_requests_are_a_group_of_their_own_beside_the_owned(path: Path) -
         ("k1", "provider:cloud", "gpt-4.1", 2, 50),
         ("k2", "provider:cloud", "o3", 1, 40),
     }
+
+
+def test_usage_by_client_and_a_ledger_from_before_clients_gains_the_columns(path: Path) -> None:
+    old = sqlite3.connect(str(path))
+    old.executescript(store.SCHEMA.replace(",\n    client TEXT\n", "\n"))
+    assert "client" not in {c[1] for c in old.execute("PRAGMA table_info(requests_hourly)")}
+    old.close()
+    conn = store.connect(path)
+    for table in ("requests", "requests_hourly"):
+        assert "client" in {c[1] for c in conn.execute(f"PRAGMA table_info({table})")}
+    sent = [
+        UsageRow.of(row(i, at=1000.0 + i))._replace(client=client).values()
+        for i, client in ((1, "codex"), (2, "claude-code"), (3, "codex"), (4, None))
+    ]
+    store.insert_requests(conn, sent)
+    got = {g["client"]: g["requests"] for g in store.usage(conn, None, "client")}
+    assert got == {"codex": 2, "claude-code": 1, None: 1}

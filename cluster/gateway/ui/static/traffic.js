@@ -1,4 +1,4 @@
-// Traffic: requests, tokens and TTFT over time by model, node or key, errors by outcome,
+// Traffic: requests, tokens and TTFT over time by model, node, key or client, errors by outcome,
 // over a chosen range, and the same figures as CSV.
 
 import { h } from "./dom.js";
@@ -38,7 +38,7 @@ async function load(root) {
 }
 
 export function render(root) {
-  const by = h("select", { "aria-label": "by", id: "by" }, ["model", "node", "key", "outcome"].map((b) => h("option", { value: b, selected: b === chosen.by }, b)));
+  const by = h("select", { "aria-label": "by", id: "by" }, ["model", "node", "key", "client", "outcome"].map((b) => h("option", { value: b, selected: b === chosen.by }, b)));
   by.addEventListener("change", () => { chosen.by = by.value; load(root); });
   const controls = h("div", { class: "row" }, picker(chosen, (c) => { Object.assign(chosen, c); load(root); }),
     "by", by, h("a", { id: "csv", download: "traffic.csv" }, "Export CSV"));
