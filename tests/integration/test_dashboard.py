@@ -16,7 +16,15 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import ClusterProcess, cli, deployed, share_models, wait_for
+from tests.harness import (
+    AgentProcess,
+    ClusterProcess,
+    cli,
+    deployed,
+    peered_office,
+    share_models,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -232,3 +240,28 @@ def test_traffic_by_client_names_the_official_client(head: ClusterProcess) -> No
         r = client.get("/ui/api/traffic", params={"range": "hour", "by": "client"})
     groups = r.json()["groups"]
     assert sum(groups["openai-python"]["requests"]) >= 4  # the fixture's traffic
+
+
+def test_a_lost_node_raises_the_banner(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path, browser: Any
+) -> None:
+    root = tmp_path_factory.mktemp("dashboard-lost")
+    agents = [
+        AgentProcess(
+            share_models(root / name, demo_model_dir.parent),
+            name=name,
+            args=("--model", "demo", "--no-mdns"),
+        )
+        for name in ("desk-a", "desk-b")
+    ]
+    cluster = ClusterProcess(root / "head")
+    cluster.data_dir.mkdir()
+    with peered_office(cluster, agents) as (head, (_, victim)):
+        page, errors = signed_in_page(browser, head, LAPTOP)
+        assert page.is_hidden("#banner")
+        victim.kill()
+        page.wait_for_selector("#banner:not([hidden])", timeout=60_000)
+        assert "desk-b is lost" in page.inner_text("#banner")
+        page.screenshot(path=str(ARTIFACTS / "lost-node.png"))
+        assert errors == []
+        page.close()
