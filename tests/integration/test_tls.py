@@ -76,3 +76,13 @@ def test_the_cli_trusts_it_by_ca_or_fingerprint(cluster: ClusterProcess) -> None
     assert wrong.returncode == 1
     assert f"presented a certificate with SHA-256 {fingerprint}" in wrong.stderr
     assert "nothing was sent" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_the_dashboards_session_cookie_is_secure_over_tls(cluster: ClusterProcess) -> None:
+    token = (cluster.config_dir / "admin-token").read_text().strip()
+    with httpx.Client(base_url=cluster.url, verify=cluster.verify, timeout=30) as client:
+        r = client.post("/ui/api/sign-in", json={"token": token})
+        assert r.status_code == 200
+        cookies = r.headers.get_list("set-cookie")
+        assert len(cookies) == 2 and all("; Secure" in c for c in cookies)
+        assert client.get("/ui/api/overview").json()["nodes"]
