@@ -30,7 +30,10 @@ class Sessions:
 
     @classmethod
     def derived(cls, admin_digest: str, cluster_secret: bytes = b"") -> Sessions:
-        """The key every replica of one cluster derives alike; none without an admin token."""
+        """The key every replica of one cluster derives alike; none without an admin token
+        (then no session is ever valid, as the admin API refuses everyone)."""
+        if not admin_digest:
+            return cls(b"")
         material = b"meterless dashboard session\x00" + admin_digest.encode()
         return cls(hmac.new(cluster_secret, material, hashlib.sha256).digest())
 
@@ -41,7 +44,7 @@ class Sessions:
 
     def valid(self, session: str | None, now: float) -> bool:
         """Whether `session` is one of ours and has not expired."""
-        if not session or session.count(".") != 2:
+        if not self.key or not session or session.count(".") != 2:
             return False
         body, _, signature = session.rpartition(".")
         if not hmac.compare_digest(signature, self._sign(body)):

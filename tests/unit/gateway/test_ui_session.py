@@ -48,3 +48,8 @@ def test_same_origin_compares_the_origin_with_the_host() -> None:
     assert not same_origin("http://evil.example", "head:8000")
     assert not same_origin("http://head:8001", "head:8000")
     assert not same_origin("null", "head:8000")
+
+
+def test_without_an_admin_token_no_session_is_valid() -> None:
+    s = Sessions.derived("", b"secret")
+    assert not s.valid(s.issue(NOW), NOW)
