@@ -101,12 +101,6 @@ async def sign_out(request: Request) -> Response:
     return answer
 
 
-@router.get("/api/session")
-async def session(host: Signed) -> Response:
-    """200 while signed in (the page's first call); 401 otherwise."""
-    return json_response({"signed_in": True}, HEADERS)
-
-
 @router.get("/api/overview")
 async def overview(host: Signed) -> Response:
     """Everything the Overview and Models pages show, in one call: nodes, models, live totals,

@@ -7,6 +7,8 @@ import { lineChart } from "./charts.js";
 import { picker, query } from "./range.js";
 
 const chosen = { range: "day" };
+const STALE_MS = 30000; // the series are asked for again this often while the page is open
+let loaded = 0;
 const perMtok = (usdAmount, tokens) => (tokens ? (usdAmount / tokens) * 1e6 : null);
 
 function nodeRows(nodes) {
@@ -26,6 +28,7 @@ function rentedRows(rented) {
 }
 
 async function load(root) {
+  loaded = Date.now();
   const body = root.querySelector("#money-body");
   try {
     const m = await get(`/ui/api/money?${query(chosen)}`);
@@ -52,6 +55,10 @@ async function load(root) {
   } catch (err) {
     body.replaceChildren(h("p", { class: "error" }, err.message));
   }
+}
+
+export function refresh(root) {
+  if (Date.now() - loaded > STALE_MS) load(root);
 }
 
 export function render(root) {

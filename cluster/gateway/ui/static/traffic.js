@@ -7,11 +7,14 @@ import { lineChart } from "./charts.js";
 import { picker, query } from "./range.js";
 
 const chosen = { range: "day", by: "model" };
+const STALE_MS = 30000; // the series are asked for again this often while the page is open
+let loaded = 0;
 const OUTCOMES = ["ok", "failed_over", "cancelled", "error"];
 
 const perGroup = (groups, f) => Object.entries(groups).map(([name, g]) => ({ name, values: g.requests.map((_, i) => f(g, i)) }));
 
 async function load(root) {
+  loaded = Date.now();
   const body = root.querySelector("#traffic-body");
   const q = query(chosen);
   q.set("by", chosen.by);
@@ -35,6 +38,10 @@ async function load(root) {
   } catch (err) {
     body.replaceChildren(h("p", { class: "error" }, err.message));
   }
+}
+
+export function refresh(root) {
+  if (Date.now() - loaded > STALE_MS) load(root);
 }
 
 export function render(root) {
