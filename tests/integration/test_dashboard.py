@@ -43,7 +43,7 @@ def head(
     """`cluster up --demo`, with some traffic sent through the official client."""
     root = tmp_path_factory.mktemp("dashboard")
     cluster = ClusterProcess(share_models(root / "head", demo_model_dir.parent), args=("--demo",))
-    cluster.start()
+    cluster.start(timeout=300)  # a loaded 2-core machine has taken over 180 s
     try:
         client = openai.OpenAI(base_url=f"{cluster.url}/v1", api_key="unused", max_retries=0)
         for i in range(4):
