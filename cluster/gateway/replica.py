@@ -28,7 +28,7 @@ from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
 from cluster.gateway.anthropic import response as anthropic_response
 from cluster.gateway.choices import choice_events, started
-from cluster.gateway.clients import client_of
+from cluster.gateway.client_family import client_of
 from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
 from cluster.gateway.intake import chat_route, credentials, speaks_anthropic
 from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request

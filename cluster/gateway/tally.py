@@ -61,7 +61,7 @@ class RequestInfo(NamedTuple):
     stream: bool
     key_id: str | None = None
     requested_model: str | None = None  # the name the client asked for, where it differs
-    client: str | None = None  # the sending program's family (gateway/clients.py)
+    client: str | None = None  # the sending program's family (gateway/client_family.py)
 
 
 class Tap:

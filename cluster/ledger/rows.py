@@ -74,7 +74,7 @@ class UsageRow(NamedTuple):
     # The name the client asked for, where an alias made it another model (`model` is the one
     # served); None when it asked for the model by its own name, and in rows from before aliases.
     requested_model: str | None = None
-    # The family of the program that sent it (gateway/clients.py: claude-code, codex,
+    # The family of the program that sent it (gateway/client_family.py: claude-code, codex,
     # openai-python, ...); None in rows from before it was recorded.
     client: str | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.gateway.clients import client_family
+from cluster.gateway.client_family import client_family
 
 
 @pytest.mark.parametrize(
