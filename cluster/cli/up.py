@@ -131,7 +131,11 @@ def _proxy_port(opts: UpOptions) -> int:
 
 def _start_ray(opts: UpOptions) -> bool:
     """Connect to or start Ray; True when this process started the cluster."""
+    from cluster.gateway.header_deadline import CALLBACK
+
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # Read where Serve answers HTTP (its proxy, or the replica), before its server starts.
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if direct_ingress(opts):  # read by Serve's controller and replicas, which inherit them
         os.environ.update(
             {
