@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from cluster.access.key_store import FILE_NAME as KEYS_FILE
 from cluster.access.key_store import KeyRegistry
@@ -17,6 +18,7 @@ from cluster.access.keys import KeyTable
 from cluster.control import admin_ops
 from cluster.control.config import ControllerConfig
 from cluster.control.controller import Controller
+from cluster.gateway.front import DEFAULT_LIMITS
 from cluster.gateway.replica import Gateway, GatewaySettings
 from cluster.ledger.reports import Window
 from cluster.ledger.rows import UsageAck, UsageBatch
@@ -109,9 +111,15 @@ class ControllerDeployment:
 # No access log line per request from Serve: the ledger is the record of requests, and the
 # line cost the gateway 32-38 us of its ~1.45 ms per short request (about 2.4%; three runs, two
 # `cluster up`s side by side in front of bench/stub_agent.py, each started first at least once).
+# Behind Serve's proxy (several gateway replicas) a replica is sent at most what its front lets in
+# at once, and the proxy holds at most PROXY_QUEUE more: past that Serve answers 503 with
+# Retry-After (in its own plain text, not a dialect's shape) rather than queueing without bound.
+PROXY_QUEUE = 1_000
 GatewayDeployment = serve.deployment(
     name="gateway",
-    max_ongoing_requests=1_000,
+    max_ongoing_requests=DEFAULT_LIMITS.max_requests,
+    max_queued_requests=PROXY_QUEUE,
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=2),
     graceful_shutdown_timeout_s=5,
     ray_actor_options={"num_cpus": 0},
     logging_config={"enable_access_log": False},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -443,3 +444,25 @@ def cluster_of(root: Path, *members: AgentProcess) -> ClusterProcess:
         cluster.stop()  # a head that never got ready must not outlive the test
         raise
     return cluster
+
+
+# -- slow clients ------------------------------------------------------------------------------
+
+
+def trickle_headers(port: int, give_up_s: float) -> tuple[float, bytes]:
+    """Send a request's headers to 127.0.0.1:`port` one byte a second until the server answers
+    or closes; the seconds that took and what it answered (b"" for a bare close), or
+    (`give_up_s`, b"") if the connection was still open then."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for byte in head * 10:
+            if select.select([sock], [], [], 1.0)[0]:
+                return time.monotonic() - start, sock.recv(65536)
+            if time.monotonic() - start > give_up_s:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # reset: closed without an answer
+                return time.monotonic() - start, b""
+    return give_up_s, b""

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cluster.cli.admin_client import CliError, add_url, admin_get
+from cluster.cli.tables import visible
 
 EXAMPLES = """\
 Clients ask for the models they know: Claude Code for `claude-...` names, Codex for `gpt-...`
@@ -68,7 +69,8 @@ def _alias(args: argparse.Namespace) -> int:
         return 0
     print(f"alias {describe(data)}")
     if not data.get("served", True):
-        print(f"note: nothing serves {data['model']} now; requests for it get 404 until it does")
+        model = visible(data["model"])
+        print(f"note: nothing serves {model} now; requests for it get 404 until it does")
     return 0
 
 
@@ -89,15 +91,17 @@ def _list(args: argparse.Namespace) -> int:
 
 def describe(alias: dict[str, Any]) -> str:
     """One alias on one line: `gpt-* -> demo (glob)`."""
-    return f"{alias['name']} -> {alias['model']}" + (" (glob)" if alias["glob"] else "")
+    name, model = visible(alias["name"]), visible(alias["model"])
+    return f"{name} -> {model}" + (" (glob)" if alias["glob"] else "")
 
 
 def aliases_table(aliases: list[dict[str, Any]]) -> str:
     """The aliases as a table, in the order they are tried."""
     if not aliases:
         return "no aliases; make one with: cluster alias NAME MODEL"
-    width = max(len("NAME"), *(len(a["name"]) for a in aliases))
+    width = max(len("NAME"), *(len(visible(a["name"])) for a in aliases))
     lines = [f"{'NAME':<{width}}  {'KIND':<5}  MODEL"]
     for a in aliases:
-        lines.append(f"{a['name']:<{width}}  {'glob' if a['glob'] else 'exact':<5}  {a['model']}")
+        kind = "glob" if a["glob"] else "exact"
+        lines.append(f"{visible(a['name']):<{width}}  {kind:<5}  {visible(a['model'])}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 
 from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.cli.cost_plan import add_plan
-from cluster.cli.tables import cost_table, usage_table
+from cluster.cli.tables import cost_table, usage_table, visible
 
 _COST_FLAGS = (
     ("--price-usd", "price_usd", "USD", "what the machine cost, in USD"),
@@ -133,5 +133,5 @@ def _set_cost(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         profile = ", ".join(f"{k}={v:g}" for k, v in data["profile"].items())
-        print(f"{data['node_id'][:12]}: {profile} (set by the admin)")
+        print(f"{visible(data['node_id'][:12])}: {visible(profile)} (set by the admin)")
     return 0

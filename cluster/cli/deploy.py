@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from cluster.cli.admin_client import CliError, add_url, admin_get
-from cluster.cli.tables import add_row, literal, show
+from cluster.cli.tables import add_row, literal, show, visible
 from cluster.deployments.placement import human
 from node_agent.engines.parsing import tool_parser_families
 
@@ -169,7 +169,8 @@ def _rebalance(args: argparse.Namespace) -> int:
     for move in answer["moves"]:
         _until(args, functools.partial(_moved, args.url, move), f"{move['model']} to move")
         if not args.json:
-            print(f"{move['model']}: moved from {move['from']} to {move['to']}")
+            model, source, target = (visible(move[k]) for k in ("model", "from", "to"))
+            print(f"{model}: moved from {source} to {target}")
     return 0
 
 
@@ -182,7 +183,7 @@ def _drain(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
-        print(f"{name}: draining; it takes no new requests and holds no deployed replica")
+        print(f"{visible(name)}: draining; it takes no new requests and holds no deployed replica")
     return 0
 
 
@@ -191,7 +192,7 @@ def _uncordon(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
-        print(f"{answer['node']['name']}: {answer['node']['state']}")
+        print(f"{visible(answer['node']['name'])}: {visible(answer['node']['state'])}")
     return 0
 
 
@@ -288,7 +289,7 @@ def _wait_replicas(args: argparse.Namespace, name: str, *, quiet: bool) -> int:
                 raise CliError(f"gave up after {args.timeout:.0f}s waiting for {name} to load")
             time.sleep(POLL_S)
     if not quiet:
-        print(f"{name}: {m.get('ready', 0)} of {m.get('desired')} replicas ready")
+        print(f"{visible(name)}: {m.get('ready', 0)} of {m.get('desired')} replicas ready")
     return 0
 
 
@@ -310,7 +311,8 @@ def _placement_table(answer: Mapping[str, Any]) -> None:
 
 def _moves_table(answer: Mapping[str, Any]) -> None:
     if not answer["moves"]:
-        print(f"nothing to move: placement already follows demand over {answer['since']}")
+        since = visible(answer["since"])
+        print(f"nothing to move: placement already follows demand over {since}")
         return
     table = Table(title="rebalance" + (" (dry run)" if answer["dry_run"] else ""))
     for col in ("model", "from", "to", "why"):

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cluster.cli.admin_client import add_url, admin_get
+from cluster.cli.tables import visible
 
 
 def add_commands(sub: Any) -> None:
@@ -74,9 +75,9 @@ def _create(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(data["key"])
+        print(visible(data["key"]))
         print(
-            f"key {data['key_id']} ({data['name']}): {_limits(data)}; "
+            f"key {visible(data['key_id'])} ({visible(data['name'])}): {_limits(data)}; "
             "store it now, it is not shown again"
         )
     return 0
@@ -91,7 +92,8 @@ def _list(args: argparse.Namespace) -> int:
     for k in data["keys"]:
         state = "revoked" if k["revoked_at"] else "live"
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(k["created_at"]))
-        print(f"{k['name']:<20} {k['key_id']:<14} {state:<8} {created:<17} {_limits(k)}")
+        name, key_id = visible(k["name"]), visible(k["key_id"])
+        print(f"{name:<20} {key_id:<14} {state:<8} {created:<17} {_limits(k)}")
     return 0
 
 
@@ -100,12 +102,12 @@ def _revoke(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(f"revoked key {data['key_id']} ({data['name']})")
+        print(f"revoked key {visible(data['key_id'])} ({visible(data['name'])})")
     return 0
 
 
 def _limits(k: dict[str, Any]) -> str:
-    models = ", ".join(k["models"]) or "every model"
+    models = ", ".join(visible(m) for m in k["models"]) or "every model"
     limit = k["max_concurrent"]
     local = ", local only" if k.get("local_only") else ""
     return models + (f", at most {limit} in flight" if limit else "") + local

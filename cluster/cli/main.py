@@ -14,7 +14,7 @@ from cluster import __version__
 from cluster.cli import admin_client, aliases, cost, deploy, integrations, keys, providers, service
 from cluster.cli.admin_client import CliError, add_url, admin_get
 from cluster.cli.join import add_join_token, secret_errors
-from cluster.cli.tables import models_table, nodes_table
+from cluster.cli.tables import models_table, nodes_table, visible
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except CliError as exc:
-        print(f"cluster: {exc}", file=sys.stderr)
+        print(f"cluster: {visible(str(exc))}", file=sys.stderr)  # it may quote the head
         return 1
     except KeyboardInterrupt:
         return 130

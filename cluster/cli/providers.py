@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.cli.admin_client import CliError
+from cluster.cli.tables import visible
 from cluster.paths import config_dir
 from cluster.providers import store
 from cluster.providers.specs import (
@@ -142,7 +143,8 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def _arrow(r: dict[str, str]) -> str:
-    return f"{r['model']} -> {r['provider']}:{r['remote_model']}"
+    model, provider, remote = (visible(r[k]) for k in ("model", "provider", "remote_model"))
+    return f"{model} -> {provider}:{remote}"
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -207,7 +209,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def describe(p: dict[str, Any]) -> str:
     """One provider on one line: `openai (openai) at https://...`."""
-    return f"{p['name']} ({p['kind']}) at {p['base_url']}"
+    return f"{visible(p['name'])} ({visible(p['kind'])}) at {visible(p['base_url'])}"
 
 
 def providers_table(rows: list[dict[str, Any]]) -> str:
@@ -216,6 +218,8 @@ def providers_table(rows: list[dict[str, Any]]) -> str:
         return (
             "no providers; add one with: cluster providers add NAME --kind KIND --base-url URL ..."
         )
+    shown = ("name", "kind", "base_url")  # kept in files anyone with the config dir may edit
+    rows = [{**r, **{k: visible(r[k]) for k in shown}} for r in rows]
     width = max(len("NAME"), *(len(r["name"]) for r in rows))
     kind = max(len("KIND"), *(len(r["kind"]) for r in rows))
     lines = [
@@ -228,5 +232,6 @@ def providers_table(rows: list[dict[str, Any]]) -> str:
             numbers = [price["input"], price["output"]] + (
                 [price["cached_input"]] if price["cached_input"] is not None else []
             )
-            lines.append(f"{'':<{width}}  {'':<{kind}}           {model}={','.join(numbers)}")
+            pad = f"{'':<{width}}  {'':<{kind}}         "
+            lines.append(f"{pad}  {visible(model)}={visible(','.join(numbers))}")
     return "\n".join(lines)

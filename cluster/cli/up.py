@@ -25,6 +25,7 @@ from cluster.access import admin_token, ray_auth, secret_store, tls
 from cluster.access.exposure import decide
 from cluster.access.keys import digest
 from cluster.cli.ports import free_port, port_state
+from cluster.cli.tables import visible
 from cluster.paths import config_dir, data_dir, private_dir, write_private
 from node_agent.trust import ClusterSecret, encode_token
 
@@ -130,7 +131,11 @@ def _proxy_port(opts: UpOptions) -> int:
 
 def _start_ray(opts: UpOptions) -> bool:
     """Connect to or start Ray; True when this process started the cluster."""
+    from cluster.gateway.header_deadline import CALLBACK
+
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # Read where Serve answers HTTP (its proxy, or the replica), before its server starts.
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if direct_ingress(opts):  # read by Serve's controller and replicas, which inherit them
         os.environ.update(
             {
@@ -270,7 +275,7 @@ def wait_ready(
                     return models
             elif r.status_code == 503 and (why := str(r.json()["reason"])) != said:
                 said = why  # each reason once: the controller retries, it need not be told
-                print(f"not ready: {why} (retrying)", file=sys.stderr, flush=True)
+                print(f"not ready: {visible(why)} (retrying)", file=sys.stderr, flush=True)
         time.sleep(0.5)
     raise TimeoutError(f"no model became ready at {url} within {timeout_s:.0f}s")
 
@@ -332,7 +337,8 @@ def up(opts: UpOptions) -> int:
         except TimeoutError as exc:  # one line, not a traceback; the cluster stops below
             print(f"cluster up: {exc}", file=sys.stderr, flush=True)
             return 1
-        print(f"ready: serving {', '.join(models) or 'no models yet'}", flush=True)
+        served = ", ".join(visible(m) for m in models)
+        print(f"ready: serving {served or 'no models yet'}", flush=True)
         while not stop.wait(0.5):
             if agent is not None and agent.poll() is not None:
                 print(f"the local node agent exited ({agent.returncode})", file=sys.stderr)

@@ -47,16 +47,20 @@ def choice_events(
     n: int,
     route: RouteRequest,
     tally: Callable[[str], Tally | None],
+    *,
+    whole: bool = False,
 ) -> AsyncGenerator[Sampled, None]:
     """The events of `n` choices of `request`, interleaved, each routed on its own and tallied
-    by `tally(its request id)`. Only the first keeps the prefix keys: affinity would send every
-    choice to the node that holds the prompt, where they would queue rather than spread."""
+    by `tally(its request id)`; `whole` as for Forwarder.stream. Only the first keeps the
+    prefix keys: affinity would send every choice to the node that holds the prompt, where they
+    would queue rather than spread."""
     streams = [
         forwarder.stream(
             table,
             sample,
             route if i == 0 else replace(route, prefix_keys=()),
             tally(sample.request_id),
+            whole=whole,
         )
         for i, sample in enumerate(samples(request, n))
     ]

@@ -1,8 +1,10 @@
 """Forwarding one request to a node: choose, stream, fail over before the first token.
 
 Failover is invisible to the client until a token has been sent; after that a node failure ends
-the stream with `StreamFailed` carrying the usage so far. Closing the iterator (the client went
-away) closes the node's stream, which cancels the generation on the node.
+the stream with `StreamFailed` carrying the usage so far. A whole (non-streamed) answer sends
+nothing until its node has finished, so a node that dies mid-generation only restarts it on
+another (`restarts`). Closing the iterator (the client went away) closes the node's stream,
+which cancels the generation on the node.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cluster.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
+from cluster.gateway.clients import ClientPool
 from cluster.gateway.routing import CHARS_PER_TOKEN, LocalLoad, Router, RouteRequest
 from cluster.node_client import (
     NodeClient,
@@ -34,8 +37,7 @@ from cluster.node_client import (
     NodeUnauthenticated,
     NodeUnavailable,
 )
-from cluster.types import ModelName, NodeId, NodeState, NodeTable
-from node_agent.trust import ClusterSecret
+from cluster.types import ModelName, NodeId, NodeTable
 from node_agent.types import (
     CONSTRAINTS,
     EMBEDDINGS,
@@ -72,50 +74,20 @@ class StreamFailed:
 
     message: str
     usage: Usage
+    # Why: a node that went away or stalled (RETRYABLE) could be replaced by another.
+    cause: NodeError | None = dataclasses.field(default=None, compare=False)
 
 
 ForwardEvent = Routed | TokenEvent | Finished | StreamFailed
+NodeEvent = TokenEvent | Finished | StreamFailed
 
 
-class ClientPool:
-    """One NodeClient per node address, shared by every request of a gateway replica."""
-
-    def __init__(
-        self, *, retire_grace_s: float = 600.0, secret: ClusterSecret | None = None
-    ) -> None:
-        self._clients: dict[str, NodeClient] = {}
-        self._secret = secret
-        self.retire_grace_s = retire_grace_s
-        self._retiring: set[asyncio.Task[None]] = set()
-
-    def get(self, address: str, *, plaintext: bool = False) -> NodeClient:
-        """The client for an address, created on first use (TLS unless the node is plaintext)."""
-        key = f"plain:{address}" if plaintext else address
-        client = self._clients.get(key)
-        if client is None:
-            secret = None if plaintext else self._secret
-            client = self._clients[key] = NodeClient(address, secret=secret)
-        return client
-
-    async def follow(self, table: NodeTable) -> None:
-        """Keep the clients of the table's nodes, except lost ones.
-
-        A lost node's channel has been failing to connect, and gRPC fails calls on such a
-        channel at once with its last error until one of its reconnect attempts (2 s apart at
-        most, CHANNEL_OPTIONS) succeeds: a node back and ready could still fail its first
-        requests. Retired, the node comes back with a fresh channel, which connects on the first
-        call; streams on the old one may still finish.
-        """
-        await self.retain({n.address for n in table.nodes if n.state is not NodeState.LOST})
-
-    async def retain(self, addresses: set[str]) -> None:
-        """Retire the clients of addresses no longer in the table; their streams may finish."""
-        for address in [a for a in self._clients if a.removeprefix("plain:") not in addresses]:
-            # A table without the node (a restarted controller still rediscovering) must not
-            # cut streams in flight: new calls are refused, running ones get the grace.
-            task = asyncio.create_task(self._clients.pop(address).close(self.retire_grace_s))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+def restarts(last: NodeEvent, whole: bool) -> bool:
+    """Whether a request whose node ended with `last` starts again on another node: only a
+    whole answer (of which the client has seen nothing yet) cut off by a node that went away
+    or stalled; a stream that has sent tokens cannot take them back, and a node's refusal
+    would be another's too. Each node is tried once (Forwarder.stream), which bounds it."""
+    return whole and isinstance(last, StreamFailed) and isinstance(last.cause, RETRYABLE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,8 +234,12 @@ class Forwarder:
         request: GenerateRequest,
         route: RouteRequest,
         tally: Tally | None = None,
+        *,
+        whole: bool = False,
     ) -> AsyncGenerator[ForwardEvent, None]:
         """Routed, then Deltas, then Finished or StreamFailed; raises ApiError before any.
+        `whole`: the consumer sends nothing before Finished, so Routed comes once the node has
+        finished, and a node that fails before then is replaced as if before its first token.
 
         `tally` is filled in as the events pass, and its `end` is called exactly once, however
         the stream ends (with the error, if one was raised; GeneratorExit and CancelledError,
@@ -290,9 +266,9 @@ class Forwarder:
                 client = self.clients.get(node.address, plaintext=node.plaintext)
                 events = self._attempt(client, node_id, request, route, tally)
                 try:
-                    first = await self._first(events, self.first_token_deadline_s(route))
+                    held = await self._opening(events, route, whole)
                 except RETRYABLE as exc:
-                    logger.info("node %s failed before the first token: %s", node_id, exc)
+                    logger.info("node %s failed before its answer was sent: %s", node_id, exc)
                     await events.aclose()
                     last_error = exc
                     continue
@@ -303,7 +279,8 @@ class Forwarder:
                     tally.node_id, tally.attempts = node_id, len(tried)
                 try:
                     yield Routed(node_id, len(tried))
-                    yield first
+                    for event in held:
+                        yield event
                     async for event in events:
                         yield event
                 finally:  # now, not by the event loop's finalizer, in a task of its own
@@ -326,9 +303,20 @@ class Forwarder:
         prefill_tokens = route.prompt_chars / CHARS_PER_TOKEN
         return self.settings.first_token_timeout_s + prefill_tokens / SLOWEST_PREFILL_TPS
 
-    async def _first(
-        self, events: AsyncIterator[TokenEvent | Finished | StreamFailed], deadline_s: float
-    ) -> TokenEvent | Finished | StreamFailed:
+    async def _opening(
+        self, events: AsyncIterator[NodeEvent], route: RouteRequest, whole: bool
+    ) -> list[NodeEvent]:
+        """The events to send once the request is routed: the first, or for a whole answer all
+        of them, raising the node's error when it should be replaced (`restarts`)."""
+        held = [await self._first(events, self.first_token_deadline_s(route))]
+        if whole:
+            held += [event async for event in events]
+            if restarts(held[-1], whole):
+                assert isinstance(held[-1], StreamFailed) and held[-1].cause is not None
+                raise held[-1].cause
+        return held
+
+    async def _first(self, events: AsyncIterator[NodeEvent], deadline_s: float) -> NodeEvent:
         try:
             async with asyncio.timeout(deadline_s):
                 return await anext(events)
@@ -344,7 +332,7 @@ class Forwarder:
         request: GenerateRequest,
         route: RouteRequest,
         tally: Tally | None,
-    ) -> AsyncGenerator[TokenEvent | Finished | StreamFailed, None]:
+    ) -> AsyncGenerator[NodeEvent, None]:
         self.load.start(node_id, route.expected_tokens)
         remaining, generated, started = route.expected_tokens, 0, time.monotonic()
         prompt = cached = 0
@@ -390,7 +378,7 @@ class Forwarder:
                 decode_tokens_per_second=0.0,
                 duration_seconds=time.monotonic() - started,
             )
-            failed = StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage)
+            failed = StreamFailed(f"node {node_id} failed mid-stream: {exc}", usage, exc)
             if tally is not None:
                 tally.final = failed
             yield failed

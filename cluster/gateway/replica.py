@@ -29,7 +29,8 @@ from cluster.gateway.anthropic import parse as anthropic_parse
 from cluster.gateway.anthropic import response as anthropic_response
 from cluster.gateway.choices import choice_events, started
 from cluster.gateway.client_family import client_of
-from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings, Routed
+from cluster.gateway.clients import ClientPool
+from cluster.gateway.forward import Forwarder, ForwardSettings, Routed
 from cluster.gateway.intake import chat_route, credentials, speaks_anthropic
 from cluster.gateway.openai.embeddings import embedding_list, parse_embedding_request
 from cluster.gateway.openai.parse import (
@@ -416,7 +417,8 @@ class Gateway:
         self.meter.check_open()
         grant = self.gate.let_in(authorization, generate.model)  # holds a slot from here
         info = info._replace(key_id=grant.key_id)
-        events = self.forwarder.stream(self.table, generate, route, self.meter.tap(info))
+        tap = self.meter.tap(info)
+        events = self.forwarder.stream(self.table, generate, route, tap, whole=not info.stream)
         return Opening(self.gate.hold(grant, events))
 
     async def _start(
@@ -431,7 +433,8 @@ class Gateway:
         then is raised, nothing having been sent), and those nodes' ids."""
         if n == 1:
             tap = self.meter.tap(info)
-            events = self.gate.hold(grant, self.forwarder.stream(self.table, generate, route, tap))
+            stream = self.forwarder.stream(self.table, generate, route, tap, whole=not info.stream)
+            events = self.gate.hold(grant, stream)
             routed = await anext(events)
             assert isinstance(routed, Routed)
             return events, routed.node_id
@@ -443,6 +446,7 @@ class Gateway:
             n,
             route,
             lambda sample_id: self.meter.tap(info._replace(request_id=sample_id)),
+            whole=not info.stream,
         )
         sampled, merged = await started(self.gate.hold(grant, choices), n)
         return merged, ",".join(dict.fromkeys(r.node_id for r in sampled))

@@ -5,11 +5,13 @@ Hypothesis generates bodies for every completion route and embeddings (fuzz_bodi
 mutates valid ones (huge integers, wrong types, deep nesting, invalid UTF-8, giant strings,
 unknown fields); each is sent, with a valid key, over one keep-alive connection. Then the
 intake itself: a body too large is refused on its headers, before it is sent, and connections
-that trickle their bodies do not keep a legitimate request from being answered.
+that trickle their bodies do not keep a legitimate request from being answered, and one that
+trickles its headers is closed at their deadline.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import socket
@@ -24,7 +26,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.harness import ClusterProcess, keyed_cluster, wait_for
+from cluster.gateway.header_deadline import HEADER_TIMEOUT_S
+from tests.harness import ClusterProcess, keyed_cluster, trickle_headers, wait_for
 from tests.integration.fuzz_bodies import ROUTES, VALID, mutated
 
 pytestmark = pytest.mark.timeout(1800)
@@ -210,6 +213,27 @@ def test_trickling_connections_do_not_keep_a_request_from_being_answered(
     finally:
         for s in tricklers:
             s.close()
+
+
+def test_a_connection_trickling_its_headers_is_closed_at_their_deadline(
+    cluster: ClusterProcess, client: httpx.Client
+) -> None:
+    slack = 10.0
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        slow = [
+            pool.submit(trickle_headers, cluster.port, HEADER_TIMEOUT_S + slack) for _ in range(3)
+        ]
+        answered = 0
+        while not all(t.done() for t in slow):  # others are answered meanwhile
+            r = client.post("/v1/chat/completions", json=VALID["/v1/chat/completions"])
+            assert r.status_code == 200
+            answered += 1
+        for trickler in slow:
+            seconds, answer = trickler.result()
+            assert seconds < HEADER_TIMEOUT_S + slack, "the connection was still open"
+            assert seconds >= HEADER_TIMEOUT_S - 1  # its bytes kept coming until the deadline
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert answered >= 2
 
 
 def test_unknown_models_are_one_series_in_the_metrics(

@@ -8,6 +8,7 @@ for that: test_cluster.py covers the first, this module the proxy.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +17,14 @@ import httpx
 import openai
 import pytest
 
+from cluster.gateway.header_deadline import HEADER_TIMEOUT_S
 from tests.harness import (
     AgentProcess,
     ClusterProcess,
     leave_mid_stream,
     peered_office,
     share_models,
+    trickle_headers,
     wait_for,
 )
 
@@ -100,3 +103,18 @@ def test_metrics_count_every_replica_s_requests(
         assert r.status_code == 200, r.text
     wait_for(lambda: requests_counted(cluster) == before + 8, 10, "the eight requests counted")
     assert [requests_counted(cluster) for _ in range(6)] == [before + 8] * 6
+
+
+def test_the_proxy_closes_a_connection_trickling_its_headers(
+    office: tuple[ClusterProcess, list[AgentProcess]],
+) -> None:
+    cluster = office[0]
+    slack = 10.0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(trickle_headers, cluster.port, HEADER_TIMEOUT_S + slack)
+        while not slow.done():  # others are answered meanwhile
+            assert httpx.get(f"{cluster.url}/health", timeout=10).status_code == 200
+            time.sleep(0.5)
+        seconds, answer = slow.result()
+    assert HEADER_TIMEOUT_S - 1 <= seconds < HEADER_TIMEOUT_S + slack
+    assert answer.startswith(b"HTTP/1.1 408 "), answer

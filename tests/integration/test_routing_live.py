@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from cluster.errors import UpstreamTimeout
-from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings
+from cluster.gateway.clients import ClientPool
+from cluster.gateway.forward import Forwarder, ForwardSettings
 from cluster.gateway.routing import RouteRequest, make_router
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import GenerateRequest, Sampling

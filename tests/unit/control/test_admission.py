@@ -25,7 +25,8 @@ from cluster.control.inventory import (
     NodeSeen,
     StatusReceived,
 )
-from cluster.gateway.forward import RETRYABLE, ClientPool
+from cluster.gateway.clients import ClientPool
+from cluster.gateway.forward import RETRYABLE
 from cluster.node_client import (
     PLAINTEXT_REASON,
     WRONG_SECRET_REASON,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidRequest, NoCapacity
-from cluster.gateway.forward import ClientPool, Forwarder, ForwardSettings
+from cluster.gateway.clients import ClientPool
+from cluster.gateway.forward import Forwarder, ForwardSettings
 from cluster.gateway.routing import LocalLoad, RouteRequest, candidates, make_router
 from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import CONSTRAINTS, TOOLS, ChatMessage, GenerateRequest, Tool

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from cluster.gateway.forward import ClientPool
+from cluster.gateway.clients import ClientPool
 from cluster.types import ModelName, NodeId, NodeState, NodeTable, NodeView
 
 

@@ -9,12 +9,19 @@ from typing import Any
 
 import pytest
 
-from cluster.errors import InvalidRequest, ModelNotFound
-from cluster.gateway.forward import Forwarder, ForwardEvent, ForwardSettings, Routed, StreamFailed
+from cluster.errors import InvalidRequest, ModelNotFound, NoCapacity
+from cluster.gateway.forward import (
+    Forwarder,
+    ForwardEvent,
+    ForwardSettings,
+    Routed,
+    StreamFailed,
+    restarts,
+)
 from cluster.gateway.routing import RouteRequest, make_router
 from cluster.gateway.tally import RequestInfo, Tap
 from cluster.ledger.rows import Outcome, UsageRow
-from cluster.node_client import NodePromptTooLong, NodeUnavailable
+from cluster.node_client import NodeFailed, NodePromptTooLong, NodeTimeout, NodeUnavailable
 from cluster.types import ModelName, ModelTraits, NodeId, NodeState, NodeTable, NodeView
 from node_agent.types import Delta, Finished, GenerateRequest, Usage
 
@@ -245,3 +252,50 @@ def test_a_long_prompt_gets_time_to_prefill_before_its_first_token() -> None:
     assert short == forwarder.settings.first_token_timeout_s
     long = RouteRequest(M, 16, prompt_chars=80_000)  # some 20k tokens: a coding agent's prompt
     assert forwarder.first_token_deadline_s(long) == short + 200.0
+
+
+CUT_OFF: Script = [Delta("a", 1, 5), Delta("b", 1), NodeUnavailable("gone")]
+
+
+def test_only_a_whole_answer_cut_off_by_a_node_that_went_away_or_stalled_restarts() -> None:
+    gone = StreamFailed("gone", USAGE, NodeUnavailable("gone"))
+    stalled = StreamFailed("stalled", USAGE, NodeTimeout("no event"))
+    broken = StreamFailed("engine error", USAGE, NodeFailed("boom"))
+    assert restarts(gone, whole=True) and restarts(stalled, whole=True)
+    assert not restarts(gone, whole=False)  # the client has seen its tokens
+    assert not restarts(broken, whole=True)  # another node's engine would fail it too
+    assert not restarts(Finished("stop", USAGE), whole=True)
+
+
+async def test_a_whole_answer_cut_off_mid_generation_is_restarted_on_another_node() -> None:
+    done: Script = [Delta("x", 1, 5), Delta("y", 1), Finished("stop", USAGE)]
+    forwarder, table = office({"n1": CUT_OFF, "n2": done})
+    tap, rows = tapped()
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap, whole=True)]
+    assert got[0] == Routed(NodeId("n2"), 2)
+    assert [e.text for e in got if isinstance(e, Delta)] == ["x", "y"]  # nothing of n1's
+    assert isinstance(got[-1], Finished)
+    [row] = rows
+    assert (row.outcome, row.node_id, row.attempts) == (Outcome.FAILED_OVER, "n2", 2)
+
+
+async def test_a_stream_cut_off_mid_generation_still_ends_with_its_failure() -> None:
+    forwarder, table = office({"n1": CUT_OFF, "n2": [Delta("x", 1, 5), Finished("stop", USAGE)]})
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE)]
+    assert got[0] == Routed(NodeId("n1"), 1) and isinstance(got[-1], StreamFailed)
+
+
+async def test_restarts_try_each_node_once_then_the_request_is_refused() -> None:
+    forwarder, table = office({"n1": CUT_OFF, "n2": CUT_OFF}, ForwardSettings(max_attempts=5))
+    tap, rows = tapped()
+    with pytest.raises(NoCapacity):
+        [e async for e in forwarder.stream(table, REQUEST, ROUTE, tap, whole=True)]
+    [row] = rows
+    assert row.outcome == Outcome.ERROR
+
+
+async def test_a_whole_answer_whose_engine_fails_is_not_restarted() -> None:
+    broken: Script = [Delta("a", 1, 5), NodeFailed("boom")]
+    forwarder, table = office({"n1": broken, "n2": [Delta("x", 1, 5), Finished("stop", USAGE)]})
+    got = [e async for e in forwarder.stream(table, REQUEST, ROUTE, whole=True)]
+    assert got[0] == Routed(NodeId("n1"), 1) and isinstance(got[-1], StreamFailed)
