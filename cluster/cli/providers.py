@@ -101,7 +101,7 @@ def add_route_commands(sub: Any) -> None:
         help="serve a model by renting it from a provider, or overflow to one; `route rm MODEL` "
         "stops",
         description="cluster route MODEL --to PROVIDER[:REMOTE_MODEL]: requests for MODEL go to "
-        "the provider (openai kind), asking it for REMOTE_MODEL (default: MODEL), with its key, "
+        "the provider, asking it for REMOTE_MODEL (default: MODEL), with its key, "
         "and are recorded in the ledger. With --overflow instead, local nodes come first: a "
         "request goes to the provider only when no local node can start it within the wait, "
         "none serves the model, or its prompt fits no local context; never under a local-only "

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator
+from typing import Any, Protocol
 
 import httpx
 
@@ -31,7 +32,7 @@ from cluster.errors import (
 )
 from cluster.gateway.forward import ForwardEvent, Routed, StreamFailed, Tally
 from cluster.ledger.rows import RENTED_PREFIX
-from cluster.providers import openai_wire
+from cluster.providers import anthropic_wire, openai_wire
 from cluster.providers.book import Upstream
 from cluster.types import NodeId
 from node_agent.types import Finished, GenerateRequest, TokenEvent, Usage
@@ -39,6 +40,43 @@ from node_agent.types import Finished, GenerateRequest, TokenEvent, Usage
 logger = logging.getLogger(__name__)
 
 REQUEST_ERRORS = frozenset({400, 404, 413, 422})  # the provider's word on the request itself
+
+
+class Reader(Protocol):
+    """A provider's stream events, read into a node's events (one reader per answer)."""
+
+    def read(self, event: dict[str, Any]) -> list[TokenEvent]:
+        """The events in one of the provider's stream events."""
+        ...
+
+    def end(self, duration_s: float, ttft_s: float) -> list[TokenEvent | Finished]:
+        """The events that close the answer, Finished last."""
+        ...
+
+
+class Wire(Protocol):
+    """A provider dialect: openai_wire.py or anthropic_wire.py."""
+
+    def path(self, request: GenerateRequest) -> str:
+        """The endpoint under the provider's base URL."""
+        ...
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry the key."""
+        ...
+
+    def request_body(self, request: GenerateRequest, remote_model: str) -> dict[str, Any]:
+        """The request's JSON, streamed."""
+        ...
+
+    def reader(self) -> Reader:
+        """A reader for one answer."""
+        ...
+
+
+def wire(kind: str) -> Wire:
+    """The dialect of a provider of `kind`."""
+    return anthropic_wire if kind == "anthropic" else openai_wire
 
 
 async def events(
@@ -55,14 +93,15 @@ async def events(
     if tally is not None:
         tally.node_id, tally.attempts = node, 1
     try:
-        body = openai_wire.request_body(request, upstream.route.remote_model)
-        url = upstream.provider.base_url + openai_wire.path(request)
-        headers = {"authorization": f"Bearer {api_key}"}
+        dialect = wire(upstream.provider.kind)
+        body = dialect.request_body(request, upstream.route.remote_model)
+        url = upstream.provider.base_url + dialect.path(request)
+        headers = dialect.headers(api_key)
         sent = client.build_request("POST", url, json=body, headers=headers, timeout=timeout)
         started = time.monotonic()
         response = await _send(client, sent, upstream)
         try:
-            async for event in _read(response, upstream, tally, started):
+            async for event in _read(response, dialect.reader(), upstream, tally, started):
                 if event is None:
                     yield Routed(node, 1)
                 else:
@@ -116,10 +155,14 @@ def _refusal(name: str, response: httpx.Response) -> ApiError:
 
 
 async def _read(
-    response: httpx.Response, upstream: Upstream, tally: Tally | None, started: float
+    response: httpx.Response,
+    reader: Reader,
+    upstream: Upstream,
+    tally: Tally | None,
+    started: float,
 ) -> AsyncGenerator[TokenEvent | Finished | StreamFailed | None, None]:
     """None when the first event came (Routed goes there), then the events; the tally filled in."""
-    reader, first = openai_wire.ChunkReader(), None
+    first = None
     try:
         async for line in response.aiter_lines():
             if not line.startswith("data:") or line[5:].strip() == "[DONE]":
@@ -136,7 +179,7 @@ async def _read(
                         tally.first_at = first
                     yield None
                 yield event
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ApiError) as exc:
         if first is None:
             raise _cut(upstream, exc) from None
         yield _failed(upstream, exc, tally, started)
@@ -151,15 +194,17 @@ async def _read(
         yield ending
 
 
-def _cut(upstream: Upstream, exc: httpx.HTTPError) -> ApiError:
+def _cut(upstream: Upstream, exc: httpx.HTTPError | ApiError) -> ApiError:
     name = upstream.provider.name
+    if isinstance(exc, ApiError):
+        return NoCapacity(f"{name} failed: {exc.message}", retry_after=5)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"{name} did not answer in time")
     return NoCapacity(f"{name} failed: {type(exc).__name__}", retry_after=5)
 
 
 def _failed(
-    upstream: Upstream, exc: httpx.HTTPError, tally: Tally | None, started: float
+    upstream: Upstream, exc: httpx.HTTPError | ApiError, tally: Tally | None, started: float
 ) -> StreamFailed:
     zero = Usage(
         prompt_tokens=0,

@@ -213,7 +213,8 @@ class Gateway:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: front.Front)."""
         body = await request.body()
         req = parse_request(ChatCompletionRequest, body)
-        if upstream := self.renting.book.lookup(req.model):
+        upstream = self.renting.book.lookup(req.model)
+        if upstream is not None and upstream.provider.kind == "openai":  # passed on as it is
             return await self._rent(upstream, req, body, credentials(request))
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)

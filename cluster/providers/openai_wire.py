@@ -33,6 +33,16 @@ def path(request: GenerateRequest) -> str:
     return "/completions" if request.messages is None else "/chat/completions"
 
 
+def headers(api_key: str) -> dict[str, str]:
+    """The key, as a bearer token."""
+    return {"authorization": f"Bearer {api_key}"}
+
+
+def reader() -> ChunkReader:
+    """A reader for one answer's stream."""
+    return ChunkReader()
+
+
 def request_body(request: GenerateRequest, remote_model: str) -> dict[str, Any]:
     """`request` as the provider's JSON, for `remote_model`, streamed with usage."""
     s = request.sampling

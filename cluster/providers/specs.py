@@ -169,7 +169,7 @@ class Route:
         return self.overflow_wait_s is not None
 
 
-ROUTABLE_KINDS = ("openai",)  # the dialects the gateway can forward to today
+ROUTABLE_KINDS = ("openai", "anthropic")  # the dialects the gateway can forward to
 
 
 def parse_target(model: str, target: str, overflow_wait_s: float | None = None) -> Route:
