@@ -164,6 +164,58 @@ def test_a_provider_down_leaves_the_burst_to_the_local_node_or_a_clear_503(
         _route(head, SPILL, f"cloud:{cloud_model}", "1")
 
 
+@pytest.fixture(scope="module")
+def claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcess]:
+    """A second meterless head serving `demo`: the Anthropic-kind "cloud" (it speaks Messages)."""
+    root = tmp_path_factory.mktemp("anthropic-cloud")
+    ray_dir = tempfile.mkdtemp(prefix="mla", dir="/tmp")
+    cloud = ClusterProcess(root, args=("--demo", "--no-mdns"), extra_env={"RAY_TMPDIR": ray_dir})
+    try:
+        cloud.start()
+        yield cloud
+    finally:
+        cloud.stop()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def test_an_anthropic_provider_serves_openai_clients_in_their_dialect(
+    office: tuple[ClusterProcess, Path, str], claude: ClusterProcess
+) -> None:
+    head, _, _ = office
+    add = ["providers", "add", "claude", "--kind", "anthropic", "--base-url", f"{claude.url}/v1"]
+    made = _cluster(head, *add, "--key-env", "K", "--price", "demo=3,15", K=KEY)
+    assert made.returncode == 0, made.stderr
+    assert _cluster(head, "route", "claude-x", "--to", "claude:demo").returncode == 0
+    wait_for(lambda: _chat(head.url, "claude-x").status_code == 200, 15, "the route to be read")
+    oai = openai.OpenAI(base_url=f"{head.url}/v1", api_key="unused", max_retries=0)
+    ask: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    whole = oai.chat.completions.create(model="claude-x", **ask)
+    assert whole.model == "claude-x" and whole.object == "chat.completion"
+    assert whole.usage is not None and whole.usage.completion_tokens > 0
+    chunks = list(
+        oai.chat.completions.create(
+            model="claude-x", stream=True, stream_options={"include_usage": True}, **ask
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    text = oai.completions.create(model="claude-x", prompt="Once", max_tokens=4)
+    assert text.object == "text_completion" and text.usage is not None
+
+    def served(groups: list[dict[str, Any]], model: str) -> int:
+        return sum(g["ok"] for g in groups if g["model"] == model)
+
+    wait_for(
+        lambda: served(_admin(claude, "/admin/usage?by=model")["groups"], "demo") == 4,
+        15,
+        "the Anthropic cloud's own ledger",
+    )
+    wait_for(lambda: _rows(head).get("provider:claude") == 4, 15, "the office's ledger")
+    rented = {r["provider"]: r for r in _admin(head, "/admin/cost?since=24h")["rented"]}
+    tokens = rented["claude"]["tokens"]
+    cost = F(tokens["prompt"] * 3 + tokens["completion"] * 15, 10**6)
+    assert rented["claude"]["cost_usd"] == float(cost) and tokens["completion"] > 0
+
+
 def _burst(url: str, n: int, key: str | None = None) -> collections.Counter[str]:
     """`n` concurrent chat completions of `demo` (all must succeed); where each ran."""
 
