@@ -103,13 +103,15 @@ class Upstreams:
         try:
             rented = self._provider(upstream, generate, info, OVERFLOW_TIMEOUT)
             first = await anext(rented)
-        except InvalidRequest:
-            raise  # the provider's word on the request: local nodes would not take it either
         except ApiError as exc:
             if rented is not None:
                 await rented.aclose()
+            if reason == ABSENT and isinstance(exc, InvalidRequest):
+                raise  # the provider's word on the request, and no local node to ask
             if reason == ABSENT:
                 raise _nowhere(generate.model, f"and {exc.message}") from None
+            # Even a 4xx: some providers say 400 for their own failures, and a request that is
+            # wrong is refused by the local node as well.
             logger.warning("overflow of %s fell back to local nodes: %s", generate.model, exc)
             return None
         return _again(first, rented)
