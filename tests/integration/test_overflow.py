@@ -103,7 +103,7 @@ def test_a_burst_rents_what_the_local_node_cannot_start_in_time(
 def test_a_local_only_keys_burst_never_reaches_the_provider(
     office: tuple[ClusterProcess, Path, str],
 ) -> None:
-    head, log, _ = office
+    head, log, cloud_model = office
     made = _cluster(head, "keys", "create", "private", "--local-only", "--json", "--url", head.url)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)["key"]
@@ -113,9 +113,22 @@ def test_a_local_only_keys_burst_never_reaches_the_provider(
     refused = _chat(head.url, SPILL, key)  # no local node serves it: a 503, never the cloud
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_capacity"
     assert "never go to a provider" in refused.json()["error"]["message"]
-    models = httpx.get(f"{head.url}/v1/models", headers=_auth(key), timeout=10).json()["data"]
-    assert "demo" in [m["id"] for m in models]
+    private = anthropic.Anthropic(base_url=head.url, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as gone:  # in Anthropic's shape to its clients
+        private.messages.create(
+            model=SPILL, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert gone.value.status_code == 503 and isinstance(gone.value.body, dict)
+    assert gone.value.body["type"] == "error" and gone.value.body["error"]["message"]
     assert _served(log) == served
+
+    def listed(key: str | None) -> list[str]:
+        r = httpx.get(f"{head.url}/v1/models", headers=_auth(key), timeout=10)
+        return [m["id"] for m in r.json()["data"]]
+
+    assert _cluster(head, "route", "rented-only", "--to", f"cloud:{cloud_model}").returncode == 0
+    wait_for(lambda: "rented-only" in listed(None), 15, "the route to be read")
+    assert "demo" in listed(key) and "rented-only" not in listed(key)  # it could not use it
 
 
 def test_an_anthropic_client_overflowing_to_an_openai_provider_gets_anthropics_shapes(
