@@ -72,6 +72,11 @@ class RequestGate:
             self.inflight[grant.key_id] = self.inflight.get(grant.key_id, 0) + 1
         return grant
 
+    def may_rent(self, grant: Grant) -> bool:
+        """Whether a request under `grant` may go to a provider: neither its key nor the
+        cluster is local-only."""
+        return not self.local_only and not (grant.key is not None and grant.key.local_only)
+
     def identify(self, authorization: str | None) -> Grant:
         """The key of a request that uses no model (`/v1/models`), or raise 401."""
         self._ready()

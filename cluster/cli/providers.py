@@ -18,6 +18,7 @@ from cluster.cli.tables import visible
 from cluster.paths import config_dir
 from cluster.providers import store
 from cluster.providers.specs import (
+    DEFAULT_OVERFLOW_WAIT_S,
     KINDS,
     Provider,
     ProviderError,
@@ -90,19 +91,37 @@ def add_commands(sub: Any) -> None:
 
 
 def add_route_commands(sub: Any) -> None:
-    """Register `route MODEL --to PROVIDER[:REMOTE_MODEL]`, `route rm MODEL` and `routes`."""
+    """Register `route MODEL --to|--overflow PROVIDER[:REMOTE_MODEL]`, `route rm MODEL` and
+    `routes`."""
     route = sub.add_parser(
         "route",
         usage="%(prog)s [--json] MODEL --to PROVIDER[:REMOTE_MODEL]\n"
+        "       %(prog)s [--json] MODEL --overflow PROVIDER[:REMOTE_MODEL] "
+        "[--overflow-wait SECONDS]\n"
         "       %(prog)s [--json] rm MODEL",
-        help="serve a model by renting it from a provider; `route rm MODEL` stops",
-        description="cluster route MODEL --to PROVIDER[:REMOTE_MODEL]: OpenAI chat completions "
-        "for MODEL go to the provider (openai kind), asking it for REMOTE_MODEL (default: "
-        "MODEL), with its key, and are recorded in the ledger. Run on the head.",
+        help="serve a model by renting it from a provider, or overflow to one; `route rm MODEL` "
+        "stops",
+        description="cluster route MODEL --to PROVIDER[:REMOTE_MODEL]: requests for MODEL go to "
+        "the provider, asking it for REMOTE_MODEL (default: MODEL), with its key, "
+        "and are recorded in the ledger. With --overflow instead, local nodes come first: a "
+        "request goes to the provider only when no local node can start it within the wait, "
+        "none serves the model, or its prompt fits no local context; never under a local-only "
+        "key. Run on the head.",
     )
     route.add_argument("model", metavar="MODEL", help="the model clients ask for; or rm")
     route.add_argument("rest", metavar="MODEL", nargs="?", help="after rm: the model")
     route.add_argument("--to", metavar="PROVIDER[:REMOTE_MODEL]", help="where it goes")
+    route.add_argument(
+        "--overflow", metavar="PROVIDER[:REMOTE_MODEL]", help="where it goes when local is full"
+    )
+    route.add_argument(
+        "--overflow-wait",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_OVERFLOW_WAIT_S,
+        help="how long a request may wait for a local node before it overflows (default "
+        "%(default)g)",
+    )
     route.add_argument("--json", action="store_true", help="print JSON")
     route.set_defaults(func=_route)
     listing = sub.add_parser("routes", help="list the models served by providers")
@@ -116,11 +135,14 @@ def _route(args: argparse.Namespace) -> int:
             gone = route_json(store.remove_route(config_dir(), args.rest))
             print(json.dumps(gone, indent=2) if args.json else f"removed route {_arrow(gone)}")
             return 0
-        if args.rest or not args.to:
+        if args.rest or bool(args.to) == bool(args.overflow):
             raise ProviderError(
-                "cluster route MODEL --to PROVIDER[:REMOTE_MODEL], or route rm MODEL"
+                "cluster route MODEL --to PROVIDER[:REMOTE_MODEL], route MODEL --overflow "
+                "PROVIDER[:REMOTE_MODEL], or route rm MODEL"
             )
-        made = route_json(store.put_route(config_dir(), parse_target(args.model, args.to)))
+        wait = None if args.to else args.overflow_wait
+        target = parse_target(args.model, args.to or args.overflow, wait)
+        made = route_json(store.put_route(config_dir(), target))
     except ProviderError as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(made, indent=2) if args.json else f"route {_arrow(made)}")
@@ -142,9 +164,11 @@ def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arrow(r: dict[str, str]) -> str:
+def _arrow(r: dict[str, Any]) -> str:
+    wait = r.get("overflow_wait_s")
+    how = "->" if wait is None else f"overflows after {wait:g}s ->"
     model, provider, remote = (visible(r[k]) for k in ("model", "provider", "remote_model"))
-    return f"{model} -> {provider}:{remote}"
+    return f"{model} {how} {provider}:{remote}"
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -53,15 +53,12 @@ class Renting:
         """The provider's answer to a chat request let in with `grant`; its slot is given
         back when the answer (or its stream) ends."""
         try:
-            key = self.book.key(upstream)
-        except ProviderError as exc:
+            key = self.key_of(upstream)
+        except UpstreamFailed:
             gate.release(grant)
-            logger.error("%s", exc)
-            raise UpstreamFailed(f"the key of {upstream.provider.name} cannot be read") from None
-        if self._client is None:
-            self._client = httpx.AsyncClient()
+            raise
         try:
-            answer = await chat(self._client, upstream, key, json.loads(body), tap)
+            answer = await chat(self.client(), upstream, key, json.loads(body), tap)
         except BaseException:
             gate.release(grant)
             raise
@@ -71,6 +68,20 @@ class Renting:
         else:
             gate.release(grant)
         return answer
+
+    def client(self) -> httpx.AsyncClient:
+        """The one HTTP client for every provider, made on the replica's loop when first used."""
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
+    def key_of(self, upstream: Upstream) -> str:
+        """The provider's key; a 502 (the admin's to fix) when it cannot be read."""
+        try:
+            return self.book.key(upstream)
+        except ProviderError as exc:
+            logger.error("%s", exc)
+            raise UpstreamFailed(f"the key of {upstream.provider.name} cannot be read") from None
 
 
 async def chat(

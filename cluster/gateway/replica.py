@@ -22,7 +22,7 @@ from ray import serve
 from cluster.access.keys import Grant, visible_models
 from cluster.access.request_gate import RequestGate
 from cluster.deployments.aliases import resolve_in
-from cluster.errors import ApiError, InternalError, ModelNotFound
+from cluster.errors import ApiError, InternalError, InvalidRequest, ModelNotFound
 from cluster.gateway import admin, catalog, front
 from cluster.gateway.anthropic import encode as anthropic_encode
 from cluster.gateway.anthropic import parse as anthropic_parse
@@ -62,6 +62,8 @@ from cluster.gateway.routing import RouteRequest, expected_tokens, make_router
 from cluster.gateway.tally import GatewayMeter, RequestInfo
 from cluster.gateway.ui import routes as ui_routes
 from cluster.gateway.ui.session import Sessions
+from cluster.gateway.upstream import Events as ForwardEvents
+from cluster.gateway.upstream import Upstreams
 from cluster.ledger.metrics import CONTENT_TYPE, render
 from cluster.ledger.rows import UsageAck, UsageBatch, new_request_id
 from cluster.providers.book import RouteBook, Upstream
@@ -154,6 +156,7 @@ class Gateway:
         self._poller = asyncio.get_running_loop().create_task(self._follow_table())
         self.meter = GatewayMeter(self._send_usage if settings.ledger else None)
         self.meter.start()
+        self.upstreams = Upstreams(self.forwarder, self.renting, self.meter.tap)
         self.gate = RequestGate(
             keys_required=settings.keys_required,
             admin_digest=settings.admin_digest,
@@ -217,7 +220,8 @@ class Gateway:
         """OpenAI chat completions, streamed or not (POST /v1/chat/completions: front.Front)."""
         body = await request.body()
         req = parse_request(ChatCompletionRequest, body)
-        if upstream := self.renting.book.lookup(req.model):
+        upstream = self.renting.book.lookup(req.model)
+        if upstream is not None and upstream.provider.kind == "openai":  # passed on as it is
             return await self._rent(upstream, req, body, request)
         parts = req.key_parts()
         chars = sum(len(text) for _, text in parts)
@@ -309,7 +313,8 @@ class Gateway:
         if speaks_anthropic(request):
             return json_response(catalog.anthropic_list(self.table, models, self.created))
         prices = await self._model_prices()
-        rented = {m: p for m, p in self.renting.book.routed().items() if visible_models(grant, [m])}
+        routed = self.renting.book.routed() if self.gate.may_rent(grant) else {}
+        rented = {m: p for m, p in routed.items() if visible_models(grant, [m])}
         return json_response(catalog.openai_list(self.table, models, self.created, prices, rented))
 
     @api.get("/health")
@@ -359,7 +364,7 @@ class Gateway:
             chars,
         )
         chat = isinstance(req, ChatCompletionRequest)
-        grant = self.gate.let_in(authorization, generate.model)  # 401/403/429; holds a slot
+        grant, served = self._let_in(authorization, generate.model)  # 401/403/429; holds a slot
         info = RequestInfo(
             request_id=request_id,
             model=generate.model,
@@ -369,7 +374,7 @@ class Gateway:
             key_id=grant.key_id,
             client=client_of(request),
         )
-        events, nodes = await self._start(generate, req.choices, route, info, grant)
+        events, nodes = await self._start(generate, req.choices, route, info, grant, served)
         # Not x-request-id: Serve's proxy adds its own id under that name to every response.
         headers = {"x-meterless-node": nodes, "x-meterless-request-id": request_id}
         if req.stream:
@@ -395,7 +400,12 @@ class Gateway:
         """`generate` for the model its name resolves to (cluster/deployments/aliases.py); the
         answer still carries the name asked for, as clients expect. A key's model limits apply
         to the model served."""
-        model = self._served(generate.model, authorization)
+        try:
+            model = self._served(generate.model, authorization)
+        except ModelNotFound:
+            if self.renting.book.find(generate.model) is None:
+                raise
+            return generate  # rented, or overflowing while no local node serves it
         return generate if model == generate.model else replace(generate, model=model)
 
     def _served(self, name: str, authorization: str | None) -> ModelName:
@@ -415,11 +425,31 @@ class Gateway:
     ) -> Opening:
         """Let the request in (401/403/429) and start forwarding it, tallied for the ledger."""
         self.meter.check_open()
-        grant = self.gate.let_in(authorization, generate.model)  # holds a slot from here
+        grant, served = self._let_in(authorization, generate.model)  # holds a slot from here
         info = info._replace(key_id=grant.key_id)
-        tap = self.meter.tap(info)
-        events = self.forwarder.stream(self.table, generate, route, tap, whole=not info.stream)
-        return Opening(self.gate.hold(grant, events))
+        return Opening(self.gate.hold(grant, self._events(generate, route, info, grant, served)))
+
+    def _let_in(self, authorization: str | None, model: str) -> tuple[Grant, Upstream | None]:
+        """Let the request in (401/403/429; a local-only key is refused a model only a
+        provider serves), and the provider that serves its model, if one does."""
+        served = self.renting.book.lookup(model)
+        provider = None if served is None else served.provider.name
+        return self.gate.let_in(authorization, model, provider), served
+
+    def _events(
+        self,
+        generate: GenerateRequest,
+        route: RouteRequest,
+        info: RequestInfo,
+        grant: Grant,
+        served: Upstream | None,
+    ) -> ForwardEvents:
+        """The request's events: from the provider that serves its model, or from local nodes
+        (overflowing where its model's route says)."""
+        if served is not None:
+            return self.upstreams.rented(served, generate, info._replace(key_id=grant.key_id))
+        may_rent = self.gate.may_rent(grant)
+        return self.upstreams.events(self.table, generate, route, info, may_rent=may_rent)
 
     async def _start(
         self,
@@ -428,13 +458,15 @@ class Gateway:
         route: RouteRequest,
         info: RequestInfo,
         grant: Grant,
+        served: Upstream | None = None,
     ) -> tuple[Events, str]:
         """The request's events once each of its `n` choices has a node (an ApiError before
         then is raised, nothing having been sent), and those nodes' ids."""
+        if served is not None and n > 1:
+            self.gate.release(grant)
+            raise InvalidRequest(f"`{info.requested_model}` is rented: ask for one choice (n=1)")
         if n == 1:
-            tap = self.meter.tap(info)
-            stream = self.forwarder.stream(self.table, generate, route, tap, whole=not info.stream)
-            events = self.gate.hold(grant, stream)
+            events = self.gate.hold(grant, self._events(generate, route, info, grant, served))
             routed = await anext(events)
             assert isinstance(routed, Routed)
             return events, routed.node_id

@@ -45,7 +45,17 @@ class RouteBook:
         self._upstreams: dict[str, Upstream] = {}
 
     def lookup(self, model: str) -> Upstream | None:
-        """The upstream `model` is routed to, or None when a local node serves it."""
+        """The upstream that serves `model` (`--to`), or None when local nodes come first."""
+        found = self.find(model)
+        return None if found is None or found.route.overflow else found
+
+    def overflow(self, model: str) -> Upstream | None:
+        """The upstream `model` overflows to (`--overflow`), or None."""
+        found = self.find(model)
+        return found if found is not None and found.route.overflow else None
+
+    def find(self, model: str) -> Upstream | None:
+        """The upstream `model` is routed to, served or overflowing; None when it has none."""
         if self.directory is None:
             return None
         now = self._clock()
@@ -55,9 +65,9 @@ class RouteBook:
         return self._upstreams.get(model)
 
     def routed(self) -> dict[str, str]:
-        """Each rented model and the provider that serves it."""
-        self.lookup("")
-        return {m: u.provider.name for m, u in self._upstreams.items()}
+        """Each model only a provider serves (`--to`), and that provider."""
+        self.find("")
+        return {m: u.provider.name for m, u in self._upstreams.items() if not u.route.overflow}
 
     def key(self, upstream: Upstream) -> str:
         """The provider's key, read from its owner-only file."""

@@ -149,25 +149,43 @@ def from_json(data: Mapping[str, Any]) -> Provider:
     )
 
 
+DEFAULT_OVERFLOW_WAIT_S = 2.0  # how long a request may wait for a local node before it is rented
+
+
 @dataclass(frozen=True, kw_only=True)
 class Route:
     """A model the cluster offers by renting it: requests for `model` go to `provider`, asking
-    it for `remote_model`."""
+    it for `remote_model` -- all of them, or with `overflow_wait_s` set, only those no local
+    node can start within that many seconds (or serve at all)."""
 
     model: str
     provider: str
     remote_model: str
+    overflow_wait_s: float | None = None
+
+    @property
+    def overflow(self) -> bool:
+        """Whether local nodes come first (`cluster route MODEL --overflow`)."""
+        return self.overflow_wait_s is not None
 
 
-ROUTABLE_KINDS = ("openai",)  # the dialects the gateway can forward to today
+ROUTABLE_KINDS = ("openai", "anthropic")  # the dialects the gateway can forward to
 
 
-def parse_target(model: str, target: str) -> Route:
-    """`PROVIDER[:REMOTE_MODEL]` for `model` (the remote model defaults to the same name)."""
+def parse_target(model: str, target: str, overflow_wait_s: float | None = None) -> Route:
+    """`PROVIDER[:REMOTE_MODEL]` for `model` (the remote model defaults to the same name); an
+    overflow route when `overflow_wait_s` is given."""
     provider, _, remote = target.partition(":")
     if not model.strip():
         raise ProviderError("which model? cluster route MODEL --to PROVIDER[:REMOTE_MODEL]")
-    return Route(model=model, provider=check_name(provider), remote_model=remote or model)
+    if overflow_wait_s is not None and not 0 <= overflow_wait_s <= 3600:
+        raise ProviderError(f"bad overflow wait {overflow_wait_s:g}: give 0 to 3600 seconds")
+    return Route(
+        model=model,
+        provider=check_name(provider),
+        remote_model=remote or model,
+        overflow_wait_s=overflow_wait_s,
+    )
 
 
 def check_route(route: Route, providers: list[Provider]) -> Route:
@@ -185,6 +203,20 @@ def check_route(route: Route, providers: list[Provider]) -> Route:
     return route
 
 
-def route_json(r: Route) -> dict[str, str]:
-    """A route as JSON."""
-    return {"model": r.model, "provider": r.provider, "remote_model": r.remote_model}
+def route_json(r: Route) -> dict[str, Any]:
+    """A route as JSON (`overflow_wait_s` only on an overflow route)."""
+    row: dict[str, Any] = {"model": r.model, "provider": r.provider, "remote_model": r.remote_model}
+    if r.overflow_wait_s is not None:
+        row["overflow_wait_s"] = r.overflow_wait_s
+    return row
+
+
+def route_from_json(data: Mapping[str, Any]) -> Route:
+    """A route from its stored JSON (as route_json writes it)."""
+    wait = data.get("overflow_wait_s")
+    return Route(
+        model=str(data["model"]),
+        provider=str(data["provider"]),
+        remote_model=str(data["remote_model"]),
+        overflow_wait_s=None if wait is None else float(wait),
+    )

@@ -30,6 +30,7 @@ from cluster.providers.specs import (
     check_route,
     from_json,
     provider_json,
+    route_from_json,
     route_json,
 )
 
@@ -109,10 +110,7 @@ def routes(directory: Path) -> list[Route]:
     path = directory / ROUTES_FILE
     try:
         data = json.loads(path.read_text())
-        rows = [
-            Route(**{k: str(r[k]) for k in ("model", "provider", "remote_model")})
-            for r in data["routes"]
-        ]
+        rows = [route_from_json(r) for r in data["routes"]]
     except FileNotFoundError:
         return []
     except OSError as exc:

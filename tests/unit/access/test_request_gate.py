@@ -84,3 +84,13 @@ def test_a_refused_rented_request_holds_no_slot() -> None:
         g.let_in(KEY, "gpt-x", "c")
     assert g.inflight == {}
     assert g.let_in(KEY, "demo").key_id == KEY_ID  # a local model is still served
+
+
+def test_who_may_be_rented_for_a_local_only_key_or_cluster_is_nobody() -> None:
+    g = gate(required=False)
+    assert g.may_rent(g.let_in(None, "demo"))  # no key, on an open cluster
+    local = KeyRecord(key_id=KEY_ID, name="a", digest=digest(SECRET), local_only=True)
+    g.table = KeyTable.of(2, [local])
+    assert not g.may_rent(g.let_in(KEY, "demo"))
+    strict = RequestGate(keys_required=False, admin_digest="", metrics_open=True, local_only=True)
+    assert not strict.may_rent(strict.let_in(None, "demo"))

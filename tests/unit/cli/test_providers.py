@@ -96,3 +96,16 @@ def test_route_to_a_provider(cfg: Path, capsys: pytest.CaptureFixture[str]) -> N
     ]
     assert main(["route", "gpt-x"]) == 1
     assert "cluster route MODEL --to PROVIDER" in capsys.readouterr().err
+
+
+def test_overflow_to_a_provider(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add = ["providers", "add", "oa", "--kind", "openai", "--base-url", "http://h/v1"]
+    assert main([*add, "--key-env", "TEST_PROVIDER_KEY"]) == 0
+    assert main(["route", "demo", "--overflow", "oa:gpt-x", "--overflow-wait", "0.5"]) == 0
+    assert main(["routes", "--json"]) == 0
+    assert main(["route", "rm", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "route demo overflows after 0.5s -> oa:gpt-x" in out
+    assert '"overflow_wait_s": 0.5' in out and "removed route demo overflows" in out
+    assert main(["route", "demo", "--to", "oa", "--overflow", "oa"]) == 1
+    assert "--overflow PROVIDER" in capsys.readouterr().err

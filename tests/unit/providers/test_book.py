@@ -50,3 +50,15 @@ def test_a_broken_file_keeps_the_last_good_routes(tmp_path: Path) -> None:
 
 def test_without_a_config_dir_nothing_is_rented() -> None:
     assert RouteBook(None).lookup("gpt-x") is None
+
+
+def test_an_overflow_route_is_no_served_route(tmp_path: Path) -> None:
+    store.put(tmp_path, OA, "sk-one")
+    store.put_route(tmp_path, parse_target("demo", "oa:gpt-x", overflow_wait_s=1.5))
+    store.put_route(tmp_path, parse_target("big", "oa"))
+    book = RouteBook(tmp_path)
+    assert book.lookup("demo") is None  # local nodes come first
+    found = book.overflow("demo")
+    assert found is not None and found.route.overflow_wait_s == 1.5
+    assert book.overflow("big") is None and book.lookup("big") is not None
+    assert book.routed() == {"big": "oa"}  # /v1/models lists only what no node serves

@@ -8,7 +8,13 @@ import pytest
 
 from cluster.ledger.cost import Price
 from cluster.providers import specs
-from cluster.providers.specs import Provider, ProviderError
+from cluster.providers.specs import (
+    Provider,
+    ProviderError,
+    parse_target,
+    route_from_json,
+    route_json,
+)
 
 
 def test_prices_are_read_exactly_with_an_optional_cached_price() -> None:
@@ -80,3 +86,16 @@ def test_decimals_are_written_back_as_given() -> None:
         "0.075",
         "12.5",
     ]
+
+
+def test_an_overflow_route_round_trips_and_a_served_one_stays_as_it_was() -> None:
+    served = parse_target("big", "oa")
+    assert not served.overflow and route_json(served) == {
+        "model": "big",
+        "provider": "oa",
+        "remote_model": "big",
+    }
+    spill = parse_target("demo", "oa:gpt-x", overflow_wait_s=0.5)
+    assert spill.overflow and route_from_json(route_json(spill)) == spill
+    with pytest.raises(ProviderError, match="overflow wait"):
+        parse_target("demo", "oa", overflow_wait_s=-1)
