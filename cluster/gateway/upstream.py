@@ -67,9 +67,7 @@ class Upstreams:
         if upstream is None:
             upstream = self.renting.book.overflow(generate.model)
         if upstream is None:
-            return self.forwarder.stream(
-                table, generate, route, self.taps(info), whole=not info.stream
-            )
+            return self._local(table, generate, route, info)
         return self._overflowing(upstream, table, generate, route, info, may_rent)
 
     async def _overflowing(
@@ -89,14 +87,18 @@ class Upstreams:
         elif reason == ABSENT:
             raise _nowhere(generate.model, "and its requests here never go to a provider")
         if events is None:
-            events = self.forwarder.stream(
-                table, generate, route, self.taps(info), whole=not info.stream
-            )
+            events = self._local(table, generate, route, info)
         try:
             async for event in events:
                 yield event
         finally:  # now: closing a node's stream cancels its generation
             await events.aclose()
+
+    def _local(
+        self, table: NodeTable, generate: GenerateRequest, route: RouteRequest, info: RequestInfo
+    ) -> Events:
+        """The events of local nodes; a whole answer's node may be replaced until it finishes."""
+        return self.forwarder.stream(table, generate, route, self.taps(info), whole=not info.stream)
 
     async def _rent_first(
         self, upstream: Upstream, generate: GenerateRequest, info: RequestInfo, reason: str
