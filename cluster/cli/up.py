@@ -314,6 +314,9 @@ def up(opts: UpOptions) -> int:
         if opts.port > 0 and not opts.ray_address and (why := claim_port(opts.host, opts.port)):
             print(f"cluster up: {why}", file=sys.stderr, flush=True)
             return 1
+        if unwritten := _write_state(data, url):  # at once, not when it is serving
+            print(f"cluster up: {unwritten}", file=sys.stderr, flush=True)
+            return 1
         peers = opts.peers
         if opts.local_agent:
             agent, address = start_local_agent(opts, data, secret)
@@ -330,7 +333,6 @@ def up(opts: UpOptions) -> int:
             )
             return 1
         flush = (url, token, verify)
-        _write_state(data, url)
         print(f"meterless endpoint: {url}/v1  (admin: cluster nodes --url {url})", flush=True)
         try:
             models = wait_ready(url, opts.ready_timeout_s, opts.local_agent, verify)
@@ -414,7 +416,13 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _write_state(data: Path, url: str) -> None:
+def _write_state(data: Path, url: str) -> str | None:
+    """Leave this process's id and endpoint for `cluster down`; why it could not, if it could not
+    (a full or read-only data dir: said at once, not once the cluster is serving)."""
     path = data / STATE_FILE
-    path.unlink(missing_ok=True)
-    write_private(path, json.dumps({"pid": os.getpid(), "url": url}))
+    try:
+        path.unlink(missing_ok=True)
+        write_private(path, json.dumps({"pid": os.getpid(), "url": url}))
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
