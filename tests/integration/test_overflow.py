@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,46 @@ def test_a_provider_down_leaves_the_burst_to_the_local_node_or_a_clear_503(
     finally:
         _route(head, "demo", f"cloud:{cloud_model}", "1")
         _route(head, SPILL, f"cloud:{cloud_model}", "1")
+
+
+def test_a_stalled_provider_leaves_the_burst_to_the_local_node_or_a_clear_503(
+    office: tuple[ClusterProcess, Path, str],
+) -> None:
+    """A provider that takes the connection and never answers: overflowing requests give up on
+    it at its read timeout, then run locally, or end in a 503 where no local node serves the
+    model; none hangs."""
+    head, _, cloud_model = office
+    with socket.socket() as stalled:  # the kernel completes its handshakes; nobody answers
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(64)
+        base = f"http://127.0.0.1:{stalled.getsockname()[1]}/v1"
+        add = ["providers", "add", "stalled", "--kind", "openai", "--base-url", base]
+        assert _cluster(head, *add, "--key-env", "K", K=KEY).returncode == 0
+        _route(head, "demo", "stalled:any", "0")  # every request tries the provider first
+        _route(head, SPILL, "stalled:any", "1")
+        try:
+            wait_for(lambda: _stalls(head.url, SPILL), 30, "the new routes to be read")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                refused = pool.submit(_chat, head.url, SPILL)
+                assert _burst(head.url, 4) == {_node_id(head): 4}
+                answer = refused.result()
+            assert answer.status_code == 503, answer.text
+            message = answer.json()["error"]["message"]
+            assert "No local node can serve `spill` right now" in message
+            assert "stalled did not answer in time" in message
+        finally:
+            _route(head, "demo", f"cloud:{cloud_model}", "1")
+            _route(head, SPILL, f"cloud:{cloud_model}", "1")
+
+
+def _stalls(url: str, model: str) -> bool:
+    """Whether a request for `model` is still unanswered after 3 s (the cloud answers in one)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    try:
+        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=3)
+    except httpx.TimeoutException:
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
