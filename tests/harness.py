@@ -346,6 +346,25 @@ def cli(cluster: ClusterProcess, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def head_cli(cluster: ClusterProcess, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `cluster ARGS` on the head itself (`providers`, `route`: its config dir, no --url),
+    with `env` added to its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**cluster.env, **env},
+    )
+
+
+def admin_get(cluster: ClusterProcess, path: str) -> Any:
+    """The admin API's JSON answer at `path`, which must be a 200."""
+    r = httpx.get(f"{cluster.url}{path}", headers=cluster.admin_headers, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def loads(agent: AgentProcess, model: str = "demo") -> int:
     """How many times the agent's engine has loaded `model`, from its log."""
     return (agent.data_dir / f"{agent.name}.log").read_text().count(f": loaded {model} from /")

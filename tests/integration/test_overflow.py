@@ -25,7 +25,7 @@ import openai
 import pytest
 
 from cluster.cli.ports import free_port
-from tests.harness import AgentProcess, ClusterProcess, share_models, wait_for
+from tests.harness import AgentProcess, ClusterProcess, admin_get, head_cli, share_models, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -64,7 +64,7 @@ def office(
         head.start()
         add = ["providers", "add", "cloud", "--kind", "openai", "--base-url", base]
         price = ("--price", f"{demo_model_dir}=2,8")
-        made = _cluster(head, *add, "--key-env", "CLOUD_KEY", *price, CLOUD_KEY=KEY)
+        made = head_cli(head, *add, "--key-env", "CLOUD_KEY", *price, CLOUD_KEY=KEY)
         assert made.returncode == 0, made.stderr
         _route(head, "demo", f"cloud:{demo_model_dir}", "1")
         _route(head, SPILL, f"cloud:{demo_model_dir}", "1")
@@ -94,10 +94,10 @@ def test_a_burst_rents_what_the_local_node_cannot_start_in_time(
     wait_for(lambda: sum(_rows(head).values()) >= sum(want.values()), 15, "the ledger's rows")
     assert _rows(head) == want  # a row per request, where it ran
 
-    (cloud,) = _admin(head, "/admin/cost?since=24h")["rented"]
+    (cloud,) = admin_get(head, "/admin/cost?since=24h")["rented"]
     tokens = cloud["tokens"]
     assert cloud["cost_usd"] == float(F(tokens["prompt"] * 2 + tokens["completion"] * 8, 10**6))
-    local = [n for n in _admin(head, "/admin/cost?since=24h")["nodes"] if n["name"] == LOCAL]
+    local = [n for n in admin_get(head, "/admin/cost?since=24h")["nodes"] if n["name"] == LOCAL]
     assert local and local[0]["tokens"]["completion"] > 0
 
 
@@ -105,7 +105,7 @@ def test_a_local_only_keys_burst_never_reaches_the_provider(
     office: tuple[ClusterProcess, Path, str],
 ) -> None:
     head, log, cloud_model = office
-    made = _cluster(head, "keys", "create", "private", "--local-only", "--json", "--url", head.url)
+    made = head_cli(head, "keys", "create", "private", "--local-only", "--json", "--url", head.url)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)["key"]
     served = _served(log)
@@ -127,7 +127,7 @@ def test_a_local_only_keys_burst_never_reaches_the_provider(
         r = httpx.get(f"{head.url}/v1/models", headers=_auth(key), timeout=10)
         return [m["id"] for m in r.json()["data"]]
 
-    assert _cluster(head, "route", "rented-only", "--to", f"cloud:{cloud_model}").returncode == 0
+    assert head_cli(head, "route", "rented-only", "--to", f"cloud:{cloud_model}").returncode == 0
     wait_for(lambda: "rented-only" in listed(None), 15, "the route to be read")
     assert "demo" in listed(key) and "rented-only" not in listed(key)  # it could not use it
 
@@ -162,7 +162,7 @@ def test_a_provider_down_leaves_the_burst_to_the_local_node_or_a_clear_503(
     head, _, cloud_model = office
     closed = f"http://127.0.0.1:{free_port()}/v1"
     add = ["providers", "add", "down", "--kind", "openai", "--base-url", closed]
-    assert _cluster(head, *add, "--key-env", "K", K=KEY).returncode == 0
+    assert head_cli(head, *add, "--key-env", "K", K=KEY).returncode == 0
     _route(head, "demo", "down:any", "0")  # every request would overflow, if it could
     _route(head, SPILL, "down:any", "1")
     wait_for(lambda: _chat(head.url, SPILL).status_code == 503, 15, "the new routes to be read")
@@ -190,7 +190,7 @@ def test_a_stalled_provider_leaves_the_burst_to_the_local_node_or_a_clear_503(
         stalled.listen(64)
         base = f"http://127.0.0.1:{stalled.getsockname()[1]}/v1"
         add = ["providers", "add", "stalled", "--kind", "openai", "--base-url", base]
-        assert _cluster(head, *add, "--key-env", "K", K=KEY).returncode == 0
+        assert head_cli(head, *add, "--key-env", "K", K=KEY).returncode == 0
         _route(head, "demo", "stalled:any", "0")  # every request tries the provider first
         _route(head, SPILL, "stalled:any", "1")
         try:
@@ -237,9 +237,9 @@ def test_an_anthropic_provider_serves_openai_clients_in_their_dialect(
 ) -> None:
     head, _, _ = office
     add = ["providers", "add", "claude", "--kind", "anthropic", "--base-url", f"{claude.url}/v1"]
-    made = _cluster(head, *add, "--key-env", "K", "--price", "demo=3,15", K=KEY)
+    made = head_cli(head, *add, "--key-env", "K", "--price", "demo=3,15", K=KEY)
     assert made.returncode == 0, made.stderr
-    assert _cluster(head, "route", "claude-x", "--to", "claude:demo").returncode == 0
+    assert head_cli(head, "route", "claude-x", "--to", "claude:demo").returncode == 0
     wait_for(lambda: _chat(head.url, "claude-x").status_code == 200, 15, "the route to be read")
     oai = openai.OpenAI(base_url=f"{head.url}/v1", api_key="unused", max_retries=0)
     ask: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
@@ -259,12 +259,12 @@ def test_an_anthropic_provider_serves_openai_clients_in_their_dialect(
         return sum(g["ok"] for g in groups if g["model"] == model)
 
     wait_for(
-        lambda: served(_admin(claude, "/admin/usage?by=model")["groups"], "demo") == 4,
+        lambda: served(admin_get(claude, "/admin/usage?by=model")["groups"], "demo") == 4,
         15,
         "the Anthropic cloud's own ledger",
     )
     wait_for(lambda: _rows(head).get("provider:claude") == 4, 15, "the office's ledger")
-    rented = {r["provider"]: r for r in _admin(head, "/admin/cost?since=24h")["rented"]}
+    rented = {r["provider"]: r for r in admin_get(head, "/admin/cost?since=24h")["rented"]}
     tokens = rented["claude"]["tokens"]
     cost = F(tokens["prompt"] * 3 + tokens["completion"] * 15, 10**6)
     assert rented["claude"]["cost_usd"] == float(cost) and tokens["completion"] > 0
@@ -292,7 +292,7 @@ def _auth(key: str | None) -> dict[str, str]:
 
 
 def _route(head: ClusterProcess, model: str, target: str, wait: str) -> None:
-    made = _cluster(head, "route", model, "--overflow", target, "--overflow-wait", wait)
+    made = head_cli(head, "route", model, "--overflow", target, "--overflow-wait", wait)
     assert made.returncode == 0, made.stderr
 
 
@@ -302,7 +302,7 @@ def _node_id(head: ClusterProcess) -> str:
 
 def _rows(head: ClusterProcess) -> dict[str, int]:
     """Requests the office's ledger recorded as answered, by where they ran."""
-    groups = _admin(head, "/admin/usage?by=node")["groups"]
+    groups = admin_get(head, "/admin/usage?by=node")["groups"]
     return {g["node"]: g["ok"] + g.get("failed_over", 0) for g in groups if g["node"]}
 
 
@@ -316,19 +316,3 @@ def _up(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _admin(head: ClusterProcess, path: str) -> Any:
-    r = httpx.get(f"{head.url}{path}", headers=head.admin_headers, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _cluster(head: ClusterProcess, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**head.env, **env},
-    )

@@ -18,21 +18,11 @@ import openai
 import pytest
 
 from cluster.cli.ports import free_port
-from tests.harness import ClusterProcess, wait_for
+from tests.harness import ClusterProcess, admin_get, head_cli, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
 KEY = "sk-office-rents-7c1e55d0"
-
-
-def _cluster(head: ClusterProcess, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**head.env, **env},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +69,11 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
 ) -> None:
     office, base, model = heads
     add = ["providers", "add", "cloud", "--kind", "openai", "--base-url", base]
-    made = _cluster(
+    made = head_cli(
         office, *add, "--key-env", "CLOUD_KEY", "--price", f"{model}=2,8", CLOUD_KEY=KEY
     )
     assert made.returncode == 0, made.stderr
-    assert _cluster(office, "route", "gpt-x", "--to", f"cloud:{model}").returncode == 0
+    assert head_cli(office, "route", "gpt-x", "--to", f"cloud:{model}").returncode == 0
 
     oai = openai.OpenAI(base_url=f"{office.url}/v1", api_key="unused", max_retries=0)
     ask: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
@@ -104,7 +94,7 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert len(served) == 2
 
     def rented() -> dict[str, Any]:
-        groups = _admin(office, "/admin/usage?by=node")["groups"]
+        groups = admin_get(office, "/admin/usage?by=node")["groups"]
         return next((g for g in groups if g["node"] == "provider:cloud"), {"requests": 0})
 
     wait_for(lambda: rented()["requests"] == 3, 15, "the office's ledger rows")  # with _routed's
@@ -116,20 +106,20 @@ def test_a_routed_model_is_served_by_the_provider_and_recorded(
     assert rented()["completion_tokens"] > row["completion_tokens"]
     assert rented()["requested_as"] == ["gpt-x"]
 
-    report = _admin(office, "/admin/cost?since=24h")
+    report = admin_get(office, "/admin/cost?since=24h")
     assert not [n for n in report["nodes"] if n["node_id"].startswith("provider:")]
     (cloud,) = report["rented"]
     tokens = cloud["tokens"]
     by_hand = F(tokens["prompt"] * 2 + tokens["completion"] * 8, 1_000_000)  # $2 in, $8 out
     assert cloud["provider"] == "cloud" and cloud["unpriced_models"] == []
     assert cloud["cost_usd"] == float(by_hand) and tokens["completion"] > 0
-    text = _cluster(office, "cost", "--url", office.url)
+    text = head_cli(office, "cost", "--url", office.url)
     assert f"rented from cloud: {cloud['requests']} requests" in text.stdout
     assert f"{model}: no local $/Mtok measured yet" in text.stdout  # no node here to compare
-    (spent,) = [g for g in _admin(office, "/admin/usage?by=model")["groups"] if g["provider"]]
+    (spent,) = [g for g in admin_get(office, "/admin/usage?by=model")["groups"] if g["provider"]]
     assert spent["provider"] == "cloud" and spent["model"] == str(model)
     assert spent["requests"] == 4 and spent["provider_usd"] == cloud["cost_usd"]
-    usage = _cluster(office, "usage", "--by", "key", "--url", office.url).stdout
+    usage = head_cli(office, "usage", "--by", "key", "--url", office.url).stdout
     assert "-, rented from cloud" in usage and f"{cloud['cost_usd']:.4f}" in usage
     metrics = httpx.get(f"{office.url}/metrics", timeout=30).text
     served = f'model="{model}"'
@@ -145,8 +135,8 @@ def test_a_provider_down_is_a_clear_503(heads: tuple[ClusterProcess, str, Path])
     office, _, _ = heads
     closed = f"http://127.0.0.1:{free_port()}/v1"
     add = ["providers", "add", "down", "--kind", "openai", "--base-url", closed]
-    assert _cluster(office, *add, "--key-env", "K", K=KEY).returncode == 0
-    assert _cluster(office, "route", "gpt-y", "--to", "down:any").returncode == 0
+    assert head_cli(office, *add, "--key-env", "K", K=KEY).returncode == 0
+    assert head_cli(office, "route", "gpt-y", "--to", "down:any").returncode == 0
     body = {"model": "gpt-y", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     r = _post_until_routed(office, body)
     assert r.status_code == 503 and "down cannot be reached" in r.json()["error"]["message"]
@@ -161,14 +151,14 @@ def test_a_local_only_keys_requests_never_reach_the_provider(
 ) -> None:
     office, base, model = heads
     add = ["providers", "add", "private-cloud", "--kind", "openai", "--base-url", base]
-    assert _cluster(office, *add, "--key-env", "K", K=KEY).returncode == 0
-    assert _cluster(office, "route", "gpt-p", "--to", f"private-cloud:{model}").returncode == 0
+    assert head_cli(office, *add, "--key-env", "K", K=KEY).returncode == 0
+    assert head_cli(office, "route", "gpt-p", "--to", f"private-cloud:{model}").returncode == 0
     keys = {}
     for name, flags in (("private", ["--local-only"]), ("anyone", [])):
-        made = _cluster(office, "keys", "create", name, *flags, "--json", "--url", office.url)
+        made = head_cli(office, "keys", "create", name, *flags, "--json", "--url", office.url)
         assert made.returncode == 0, made.stderr
         keys[name] = json.loads(made.stdout)["key"]
-    listed = _cluster(office, "keys", "list", "--url", office.url).stdout.splitlines()
+    listed = head_cli(office, "keys", "list", "--url", office.url).stdout.splitlines()
     assert [r for r in listed if r.startswith("private ") and r.endswith("local only")]
     assert [r for r in listed if r.startswith("anyone ") and not r.endswith("local only")]
     body = {"model": "gpt-p", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -215,12 +205,6 @@ def _post_until_routed(office: ClusterProcess, body: dict[str, Any]) -> httpx.Re
     return answers[-1]
 
 
-def _admin(head: ClusterProcess, path: str) -> Any:
-    r = httpx.get(f"{head.url}{path}", headers=head.admin_headers, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def _the_key_is_nowhere(office: ClusterProcess, key: str = KEY) -> None:
     """Not in the office's logs (its own and Ray's), its admin API's answers, or any process's
     arguments."""
@@ -229,6 +213,6 @@ def _the_key_is_nowhere(office: ClusterProcess, key: str = KEY) -> None:
     logs += list(ray_dir.rglob("*.err"))
     assert logs and not [p for p in logs if p.is_file() and key in p.read_text(errors="replace")]
     for path in ("/admin/nodes", "/admin/models", "/admin/usage", "/admin/cost", "/admin/aliases"):
-        assert key not in json.dumps(_admin(office, path))
+        assert key not in json.dumps(admin_get(office, path))
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert key not in ps.stdout
